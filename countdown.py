@@ -1,0 +1,192 @@
+"""The embedded default task: Countdown-3, a ~1M-parameter Llama and a character tokenizer, all built from code.
+
+`python train.py` must run offline, on a laptop CPU, in minutes, and still show what Pass@k Training and SimKO are
+about: a policy that keeps *several* correct answers alive instead of collapsing onto one. Countdown is a good fit.
+A problem gives three numbers and a target; an answer is an arithmetic expression that uses each number exactly
+once with + - * / and parentheses and equals the target:
+
+    prompt   "3,7,4>25:"          (numbers, then the target)
+    answers  "3*7+4", "7*3+4", "4+3*7", "4+7*3", ...   (each is a correct, different response)
+
+Most targets have many correct expressions (operand order alone gives several), so pass@k rewards a policy that
+spreads its probability over them, and the answer is checked exactly and cheaply.
+
+Checking never calls `eval`: `evaluate` is a small recursive-descent parser over the characters `0-9 + - * / ( )`
+with exact rational arithmetic (`fractions.Fraction`), a length limit and a depth limit, so a policy's output
+cannot run code, loop or blow up memory.
+
+The data split is fixed and independent of `--seed`: every problem is enumerated, shuffled with a constant seed,
+and the first `HELD_OUT` problems are the evaluation set, never seen in warm-up or RL.
+
+The model is a 4-layer Llama (hidden 128, vocabulary of 22 characters, ~0.8M parameters) built from a
+`transformers` config, and the tokenizer is a `tokenizers` character-level WordLevel model wrapped as a
+`PreTrainedTokenizerFast`. Saved with `save_pretrained`, both reload with `AutoModelForCausalLM` /
+`AutoTokenizer` like any Hugging Face checkpoint (a Llama config, not Qwen2, so that `AutoTokenizer` does not swap
+in a Qwen2 tokenizer that would mangle the characters).
+"""
+from __future__ import annotations
+
+import itertools
+import random
+from fractions import Fraction
+
+NUMBERS = range(1, 10)      # each of the three numbers is 1..9 (repeats allowed)
+TARGETS = range(1, 31)      # integer targets that are kept
+HELD_OUT = 300              # size of the fixed evaluation split
+SPLIT_SEED = 1234           # constant: the split does not move with --seed
+MAX_ANSWER_CHARS = 40       # anything longer is wrong without being parsed
+
+CHARS = "0123456789+-*/(),>:"
+SPECIAL = ["<pad>", "<eos>", "<unk>"]
+_PREC = {"+": 1, "-": 1, "*": 2, "/": 2}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Safe exact evaluation
+
+class _Parser:
+    """expr := term (('+'|'-') term)* ; term := atom (('*'|'/') atom)* ; atom := NUMBER | '(' expr ')'."""
+
+    def __init__(self, text: str):
+        self.text, self.pos, self.depth, self.literals = text, 0, 0, []
+
+    def peek(self):
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def expr(self) -> Fraction:
+        value = self.term()
+        while self.peek() in ("+", "-"):
+            op = self.text[self.pos]
+            self.pos += 1
+            rhs = self.term()
+            value = value + rhs if op == "+" else value - rhs
+        return value
+
+    def term(self) -> Fraction:
+        value = self.atom()
+        while self.peek() in ("*", "/"):
+            op = self.text[self.pos]
+            self.pos += 1
+            rhs = self.atom()
+            if op == "/" and rhs == 0:
+                raise ValueError("division by zero")
+            value = value * rhs if op == "*" else value / rhs
+        return value
+
+    def atom(self) -> Fraction:
+        c = self.peek()
+        if c == "(":
+            self.depth += 1
+            if self.depth > 8:
+                raise ValueError("too deeply nested")
+            self.pos += 1
+            value = self.expr()
+            if self.peek() != ")":
+                raise ValueError(f"expected ')' at {self.pos}")
+            self.pos += 1
+            self.depth -= 1
+            return value
+        start = self.pos
+        while self.peek().isdigit():
+            self.pos += 1
+        if start == self.pos or self.pos - start > 3:
+            raise ValueError(f"expected a number at {start}")
+        number = int(self.text[start:self.pos])
+        self.literals.append(number)
+        return Fraction(number)
+
+
+def evaluate(expression: str) -> tuple[Fraction, list[int]]:
+    """Exact value of `expression` and the number literals it uses. Raises ValueError on anything malformed."""
+    if len(expression) > MAX_ANSWER_CHARS or not expression or any(c not in "0123456789+-*/()" for c in expression):
+        raise ValueError("not an expression over 0-9 + - * / ( )")
+    parser = _Parser(expression)
+    value = parser.expr()
+    if parser.pos != len(expression):
+        raise ValueError(f"unexpected {expression[parser.pos]!r} at {parser.pos}")
+    return value, parser.literals
+
+
+def reward(response: str, numbers: tuple[int, ...], target: int) -> float:
+    """1.0 when `response` uses each of `numbers` exactly once and equals `target` exactly, else 0.0."""
+    try:
+        value, literals = evaluate(response.strip())
+    except (ValueError, ZeroDivisionError):
+        return 0.0
+    return float(sorted(literals) == sorted(numbers) and value == target)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Problems and their solutions
+
+def _render(a: str, op: str, b: str, a_op: str | None, b_op: str | None) -> str:
+    """`a op b` with the fewest parentheses that keep the meaning (a_op/b_op: top operator of each side)."""
+    if a_op is not None and _PREC[a_op] < _PREC[op]:
+        a = f"({a})"
+    if b_op is not None and (_PREC[b_op] < _PREC[op] or (_PREC[b_op] == _PREC[op] and op in "-/")):
+        b = f"({b})"
+    return f"{a}{op}{b}"
+
+
+def solutions(numbers: tuple[int, ...]) -> dict[int, list[str]]:
+    """All expressions over the three numbers (every order, both bracketings), grouped by integer value in TARGETS."""
+    found: dict[int, set[str]] = {}
+    for x, y, z in set(itertools.permutations(numbers)):
+        for op1, op2 in itertools.product("+-*/", repeat=2):
+            # (x op1 y) op2 z  and  x op1 (y op2 z)
+            candidates = [_render(_render(str(x), op1, str(y), None, None), op2, str(z), op1, None),
+                          _render(str(x), op1, _render(str(y), op2, str(z), None, None), None, op2)]
+            for text in candidates:
+                try:
+                    value, _ = evaluate(text)
+                except ValueError:
+                    continue
+                if value.denominator == 1 and int(value) in TARGETS:
+                    found.setdefault(int(value), set()).add(text)
+    return {t: sorted(s) for t, s in found.items()}
+
+
+def make_problems() -> tuple[list[dict], list[dict]]:
+    """(train, held_out): every (numbers, target) problem as {"numbers", "target", "prompt", "solutions"}."""
+    problems = []
+    for numbers in itertools.product(NUMBERS, repeat=3):
+        for target, sols in sorted(solutions(numbers).items()):
+            problems.append({"numbers": numbers, "target": target, "prompt": format_prompt(numbers, target),
+                             "solutions": sols})
+    random.Random(SPLIT_SEED).shuffle(problems)
+    return problems[HELD_OUT:], problems[:HELD_OUT]
+
+
+def format_prompt(numbers: tuple[int, ...], target: int) -> str:
+    return ",".join(map(str, numbers)) + f">{target}:"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tokenizer and model
+
+def build_tokenizer():
+    """Character-level tokenizer: one token per character of CHARS, plus <pad>, <eos>, <unk>."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(SPECIAL + list(CHARS))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # every character is a token
+    tok.decoder = decoders.Fuse()                                               # decode without spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+
+
+def build_model(tokenizer, hidden: int = 128, layers: int = 4, heads: int = 4, seed: int = 0):
+    """A ~0.8M-parameter Llama from a config (no download), initialised with a fixed seed."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 3,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                         max_position_embeddings=64, tie_word_embeddings=True,
+                         bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    torch.random.set_rng_state(state)
+    return model
