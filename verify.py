@@ -1,0 +1,1431 @@
+"""Math answer checking for RLVR rewards: extract the final answer, decide equivalence, never execute model text.
+
+The reward of every RL step comes from here, and the policy will find every hole in it. Three jobs:
+
+1. **Extraction** (`extract_answer`). The answer is the content of the *last* `\\boxed{...}` (or `\\fbox{...}`),
+   braces nested. Without a box only explicit anchors count - `#### 42`, `The final answer is ...`, `Answer: ...`,
+   `<answer>...</answer>` - and the last one wins. We never fall back to "the last number in the text": that
+   rewards a policy for listing many numbers. Text inside `<think>...</think>` is ignored when an answer follows it.
+
+2. **Equivalence** (`is_equivalent`). Both strings are normalised (spacing commands, `\\left`, `\\dfrac`, units,
+   degrees, percent, thousands separators), then parsed by a small recursive-descent parser that builds sympy
+   objects *directly* (`sympy.Integer`, `Rational`, `Add`, `Pow`, `Interval`, ...). Nothing is ever passed to
+   `eval`, `exec`, `sympify` or `parse_expr`, which evaluate Python. The parsed values are compared by kind:
+   numbers and expressions exactly (sympy's automatic simplification, then high-precision numeric evaluation that
+   must *fail to separate* the two sides, at a few random rational points when there are symbols), sets order-free,
+   tuples in order, intervals with their openness, equations up to a constant factor, inequalities as the interval
+   they describe. Numeric tolerance exists only when the gold answer is a decimal literal, and it is relative to the
+   digits that literal shows (gold `0.33` accepts `1/3`); a decimal prediction never gets tolerance (`7.9999` is not
+   `8`, `3.14` is not `\\pi`).
+
+3. **Bounds**. Model text is adversarial. Before building anything expensive the parser checks the answer length,
+   nesting depth, integer literal length, the size of integer powers (`9^{9^{9^9}}`), factorial and binomial
+   arguments. A guarded answer is judged quickly and structurally (equal only if the normalised text is identical).
+   `batch_reward` adds a hard wall-clock kill per check on top, in worker processes, so a pathological answer can
+   never stall training: a timed-out check scores 0 and its worker is replaced.
+
+Public functions: `extract_answer`, `is_equivalent`, `reward`, `batch_reward`; `python verify.py RESPONSE GOLD`
+prints the extracted answers, the verdict and why. Imports only sympy and the standard library (copy this file alone).
+"""
+import argparse
+import atexit
+import functools
+import multiprocessing
+import multiprocessing.connection
+import os
+import random
+import re
+import sys
+import time
+from fractions import Fraction
+
+import sympy
+from sympy.core.evalf import PrecisionExhausted
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bounds. Everything the parser builds is capped *before* sympy computes it.
+
+MAX_ANSWER_CHARS = 1000     # longer answers are compared as normalised text only
+MAX_DEPTH = 60              # nesting of brackets / groups / function arguments
+MAX_TOKENS = 600
+MAX_LITERAL_DIGITS = 100    # an integer literal longer than this is not turned into a number
+MAX_POW_BITS = 20_000       # |exponent| * log2|base| for an exact power of numbers (~6,000 digits)
+MAX_SYMBOLIC_EXPONENT = 200 # integer exponent allowed on a non-numeric base (x^200 is fine, x^(10^9) is not)
+MAX_FACTORIAL = 1000        # n! and binom(n, k) arguments
+MAX_SCI_EXPONENT = 1000     # 1e1000 is fine, 1e100000 is not
+NUMERIC_DIGITS = 30         # significant digits evalf must establish to call two numbers different
+NUMERIC_MAXPREC = 400       # working precision (digits) after which "cannot separate from zero" means equal
+TAME_DIGITS = 30            # "cannot separate" only counts as equal when every integer involved is this small
+
+
+class _Guard(Exception):
+    """The answer is too large or too deep to compute safely; compare it structurally."""
+
+
+class _ParseError(Exception):
+    """Not a math expression we understand; compare it as text."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. Extraction
+
+_ANCHORS = [
+    re.compile(r"####\s*([^\n]*)"),
+    re.compile(r"(?i)final\s+answer\s+is\s*:?\s*([^\n]*)"),
+    re.compile(r"(?i)\banswer\s*\**\s*:\s*\**\s*([^\n]*)"),
+    re.compile(r"(?is)<answer>(.*?)</answer>"),
+]
+
+
+def _box_content(text, start):
+    """Content of the box whose command ends at `start`: `{...}` with nested braces, or `\\boxed 5`.
+    Returns None when the braces never close (a truncated response)."""
+    n, i = len(text), start
+    while i < n and text[i] in " \t":
+        i += 1
+    if i < n and text[i] == "{":
+        depth, j = 0, i
+        while j < n:
+            c = text[j]
+            if c == "\\":            # \{ and \} are literal braces, they do not nest
+                j += 2
+                continue
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[i + 1:j]
+            j += 1
+        return None
+    m = re.match(r"[^\s$]+", text[i:i + 200])   # `\boxed 5`: one token
+    return m.group(0) if (m and i > start) else None
+
+
+def _extract(text):
+    # The last box wins; a box that never closes is skipped (earlier boxes still count).
+    for m in reversed(list(re.finditer(r"\\(?:boxed|fbox)(?![a-zA-Z])", text))):
+        content = _box_content(text, m.end())
+        if content is not None:
+            content = content.strip()
+            return content or None       # \boxed{} means "no answer", not "look further back"
+    best = None
+    for pattern in _ANCHORS:
+        for m in pattern.finditer(text):
+            if best is None or m.start() > best[0]:
+                best = (m.start(), m.group(1))
+    if best is None:
+        return None
+    ans = best[1].strip()
+    ans = re.split(r"(?i)\.\s+i hope|\s+i hope", ans)[0]          # Minerva: "... is 5. I hope it is correct."
+    ans = ans.strip().strip("*").strip()
+    if ans.startswith("$") and ans.count("$") >= 2:
+        ans = ans[1:ans.index("$", 1)]
+    ans = ans.strip().rstrip(".").strip().strip("$").strip()
+    return ans or None
+
+
+def extract_answer(text):
+    """The final answer in a model response (str), or None when there is none.
+
+    Last `\\boxed{}`/`\\fbox{}` (nested braces; `\\boxed 5`; an empty box means no answer); otherwise the last
+    explicit anchor (`#### x`, `The final answer is x`, `Answer: x`, `<answer>x</answer>`). When the response
+    has a `</think>`, an answer after it is preferred to anything inside the thinking."""
+    if not isinstance(text, str):
+        raise TypeError(f"extract_answer: expected str, got {type(text).__name__}")
+    if "</think>" in text:
+        after = _extract(text[text.rindex("</think>") + len("</think>"):])
+        if after is not None:
+            return after
+    return _extract(text)
+
+
+def _gold_answer(gold):
+    """Gold may be a bare answer, a MATH solution with a box, or a GSM8K solution with `####`."""
+    if "\\boxed" in gold or "\\fbox" in gold or "####" in gold:
+        ans = _extract(gold)
+        if ans is not None:
+            return ans
+    return gold.strip()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2a. Normalisation (string level)
+
+_UNICODE = {"\u2212": "-", "\u2013": "-", "\u2014": "-", "\u00d7": "*", "\u22c5": "*", "\u00b7": "*",
+            "\u00f7": "/", "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ",
+            "\u2260": "\\ne ", "\u222a": "\\cup ", "\u2229": "\\cap ", "\u2205": "\\emptyset ", "\u221a": "\\sqrt",
+            "\u00b2": "^2", "\u00b3": "^3", "\u00b0": "", "\u00a0": " ", "\u2009": "", "\u202f": "",
+            "\u00b1": "\\pm ", "\u2208": "\\in "}
+_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|textrm|textsf|texttt|textnormal|mbox|mathrm|mathbf|mathit|mathsf|"
+                       r"mathtt|operatorname|boldsymbol|bm|rm|bf|hbox|emph)\s*\{([^{}]*)\}")
+_UNIT_TAIL = re.compile(r"(?<![\\a-zA-Z])((?:\s*[a-zA-Z]{2,}\.?(?:\s*\^\s*\{?\d\}?)?)+)\s*$")
+_KEEP_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "ln", "log", "exp", "sqrt", "pi", "arcsin", "arccos",
+               "arctan", "sinh", "cosh", "tanh", "inf", "infty", "infinity", "or", "and", "oo"}
+
+
+def _text_group(m):
+    inner = m.group(1).strip()
+    if inner.lower() in ("or", "and", ","):
+        return " , "
+    return " " + inner + " "
+
+
+def _normalize(s):
+    """Canonical spelling of an answer string (no parsing): the cheap first pass every comparison goes through."""
+    s = s.strip()
+    if len(s) > 4 * MAX_ANSWER_CHARS:
+        return s
+    for k, v in _UNICODE.items():
+        if k in s:
+            s = s.replace(k, v)
+    s = s.replace("\\$", "").replace("$", "")
+    s = re.sub(r"\\(?:boxed|fbox)(?![a-zA-Z])", "", s)
+    s = re.sub(r"\\(?:left|right)\s*\.", "", s)
+    s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![a-zA-Z])", "", s)
+    s = re.sub(r"\\(?:displaystyle|textstyle|limits)(?![a-zA-Z])", "", s)
+    s = re.sub(r"\\[,!]|\{,\}", "", s)                         # thin space / {,} are thousands separators in numbers
+    s = re.sub(r"\\[;: ]|\\q?quad(?![a-zA-Z])|~", " ", s)
+    s = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", s)
+    s = re.sub(r"\\[dt]binom(?![a-zA-Z])", r"\\binom", s)
+    s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![a-zA-Z])|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])", "", s)
+    s = re.sub(r"\{\s*\}\s*\^", "", s)
+    s = s.replace("\\%", "").replace("%", "")
+    for _ in range(5):                                        # nested \text{\textbf{..}}
+        s2 = _TEXT_CMD.sub(_text_group, s)
+        if s2 == s:
+            break
+        s = s2
+    s = re.sub(r"(?i)\b(?:percent|degrees?|deg)\b", "", s)
+    s = s.strip()
+    if re.search(r"\d", s):                                   # "5 cm^2", "12 square units", "3 hours"
+        m = _UNIT_TAIL.search(s)
+        if m and m.start() > 0 and not any(w.lower() in _KEEP_WORDS for w in re.findall(r"[a-zA-Z]+", m.group(1))):
+            head = s[:m.start()].rstrip()
+            if head and (head[-1].isdigit() or head[-1] in ")}]"):
+                s = head
+    s = re.sub(r"\s+", " ", s).strip()
+    s = s.rstrip(".").strip()
+    # Thousands separators, only where no list or tuple could be meant.
+    if not re.search(r"[(\[{]|,\s", s):
+        s = re.sub(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d])", lambda m: m.group(1) + m.group(2).replace(",", ""), s)
+    if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):
+        s = s.replace(" ", "")
+    return s
+
+
+def _squash(s):
+    return re.sub(r"\s+", "", s)
+
+
+def _text_key(s):
+    """Key for comparing text answers (`\\text{Monday}`, `monday`)."""
+    return re.sub(r"[\s{}\\.,;:!?'\"`*]", "", s).lower()
+
+
+_CHOICE = re.compile(r"\(?\s*([A-J])\s*\)?")
+
+
+def _choice_letter(s, strict=True):
+    m = _CHOICE.fullmatch(s)
+    if m:
+        return m.group(1)
+    if not strict:
+        m = re.match(r"\(([A-J])\)(?:\s|$)", s)      # "(C) 12"
+        if m:
+            return m.group(1)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2b. Tokenizer and recursive-descent parser that builds sympy objects directly
+
+_NUM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+)(?![a-zA-Z\d]))?")
+_REPEAT = re.compile(r"\s*\\(?:overline|dot)\s*(?:\{(\d+)\}|(\d))")
+_FUNCS = {"sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan, "cot": sympy.cot, "sec": sympy.sec,
+          "csc": sympy.csc, "arcsin": sympy.asin, "arccos": sympy.acos, "arctan": sympy.atan, "sinh": sympy.sinh,
+          "cosh": sympy.cosh, "tanh": sympy.tanh, "ln": sympy.log, "log": sympy.log, "exp": sympy.exp,
+          "sqrt": sympy.sqrt}
+_INVERSE = {"sin": sympy.asin, "cos": sympy.acos, "tan": sympy.atan}
+_PLAIN_WORDS = sorted(list(_FUNCS) + ["pi", "infinity", "infty", "inf", "oo"], key=len, reverse=True)
+_GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta", "vartheta", "iota",
+          "kappa", "lambda", "mu", "nu", "xi", "rho", "sigma", "tau", "upsilon", "phi", "varphi", "chi", "psi",
+          "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Sigma", "Phi", "Psi", "Omega"}
+_RELOPS = {"=": "=", "<": "<", ">": ">", "\\le": "<=", "\\leq": "<=", "\\leqslant": "<=", "\\ge": ">=",
+           "\\geq": ">=", "\\geqslant": ">=", "\\lt": "<", "\\gt": ">", "<=": "<=", ">=": ">=", "\\ne": "!=",
+           "\\neq": "!=", "!=": "!="}
+_PM = sympy.Symbol("PLUSMINUS_")
+
+
+def _tokenize(s):
+    toks, i, n = [], 0, len(s)
+    while i < n:
+        c = s[i]
+        if c.isspace():
+            i += 1
+            continue
+        if c.isdigit() or (c == "." and i + 1 < n and s[i + 1].isdigit()):
+            m = _NUM.match(s, i)
+            num, exp = m.group(1), m.group(2)
+            i = m.end()
+            rep = None
+            if exp is None:
+                r = _REPEAT.match(s, i)
+                if r:
+                    rep = r.group(1) or r.group(2)
+                    i = r.end()
+            toks.append(("num", (num, exp, rep)))
+            continue
+        if c.isalpha():
+            j = i
+            while j < n and s[j].isalpha():
+                j += 1
+            word = s[i:j]
+            i = j
+            while word:
+                for w in _PLAIN_WORDS:
+                    if word.startswith(w) and (w != "inf" or word == "inf"):
+                        toks.append(("word", w))
+                        word = word[len(w):]
+                        break
+                else:
+                    if len(word) >= 3:
+                        raise _ParseError("word")
+                    toks.extend(("id", ch) for ch in word)
+                    word = ""
+            continue
+        if c == "\\":
+            m = re.match(r"\\([a-zA-Z]+|.)", s[i:])
+            if not m:
+                raise _ParseError("backslash")
+            i += m.end()
+            name = m.group(1)
+            if name in ("begin", "end"):
+                env = re.match(r"\s*\{\s*([a-zA-Z]+\*?)\s*\}", s[i:])
+                if not env:
+                    raise _ParseError("environment")
+                i += env.end()
+                toks.append(("cmd", "\\" + name))
+                toks.append(("env", env.group(1)))
+                continue
+            if name == "\\":
+                toks.append(("op", "\\\\"))
+            elif name in "{}":
+                toks.append(("op", "\\" + name))
+            elif name == "|":
+                toks.append(("op", "|"))
+            else:
+                toks.append(("cmd", "\\" + name))
+            continue
+        two = s[i:i + 2]
+        if two in ("<=", ">=", "!=", "**"):
+            toks.append(("op", "^" if two == "**" else two))
+            i += 2
+            continue
+        if c in "+-*/^_=<>!,()[]{}|&":
+            toks.append(("op", c))
+            i += 1
+            continue
+        raise _ParseError("character")
+    if len(toks) > MAX_TOKENS:
+        raise _Guard("too many tokens")
+    return toks
+
+
+def _int_literal(digits):
+    if len(digits) > MAX_LITERAL_DIGITS:
+        raise _Guard("integer literal too long")
+    return int(digits)
+
+
+def _number(num, exp, rep):
+    if "." in num:
+        whole, frac = num.split(".")
+        value = Fraction(_int_literal(whole or "0")) + (Fraction(_int_literal(frac), 10 ** len(frac)) if frac else 0)
+        if rep:                            # 0.1\overline{6}: the repeating block starts after the shown digits
+            value += Fraction(_int_literal(rep), (10 ** len(rep) - 1) * 10 ** len(frac))
+    else:
+        value = Fraction(_int_literal(num))
+        if rep:
+            raise _ParseError("overline on integer")
+    if exp is not None:
+        e = int(exp) if len(exp) < 8 else 10 ** 9
+        if abs(e) > MAX_SCI_EXPONENT:
+            raise _Guard("scientific exponent too large")
+        value *= Fraction(10) ** e
+    return sympy.Rational(value.numerator, value.denominator)
+
+
+def _bits(x):
+    """log2 of the magnitude of an exact number (Integer or Rational), cheaply."""
+    p, q = abs(int(x.p)), int(x.q)
+    return max(p.bit_length(), q.bit_length())
+
+
+def _pow(base, exp):
+    """base**exp, refusing powers whose exact value would be enormous."""
+    _scalar(base), _scalar(exp)
+    if exp.is_Integer:
+        e = abs(int(exp))
+        if base.is_Rational:
+            if base in (0, 1, -1):
+                return sympy.Pow(base, exp)
+            if e * _bits(base) > MAX_POW_BITS:
+                raise _Guard("power too large")
+        elif e > MAX_SYMBOLIC_EXPONENT:
+            raise _Guard("symbolic power too large")
+    elif exp.is_number:
+        if base.is_Integer and _bits(base) > 4 * MAX_LITERAL_DIGITS:
+            raise _Guard("root of a huge integer")
+        if base.is_number and base not in (0, 1, -1):
+            try:
+                mag = abs(complex(exp.evalf(15))) * max(1.0, abs(float(sympy.log(abs(base)).evalf(15))))
+            except (TypeError, ValueError, OverflowError):
+                raise _Guard("power not evaluable")
+            if not mag < MAX_POW_BITS:
+                raise _Guard("power too large")
+    return sympy.Pow(base, exp)
+
+
+def _scalar(v):
+    if not isinstance(v, sympy.Expr):
+        raise _ParseError("arithmetic on a non-number")
+    return v
+
+
+def _factorial(n):
+    _scalar(n)
+    if n.is_number:
+        if not (n.is_Integer and 0 <= n <= MAX_FACTORIAL):
+            raise _Guard("factorial argument out of range")
+    return sympy.factorial(n)
+
+
+def _binomial(n, k):
+    _scalar(n), _scalar(k)
+    if n.is_number and not (n.is_Integer and abs(n) <= MAX_FACTORIAL):
+        raise _Guard("binomial argument out of range")
+    if k.is_number and not (k.is_Integer and abs(k) <= MAX_FACTORIAL):
+        raise _Guard("binomial argument out of range")
+    return sympy.binomial(n, k)
+
+
+class _Parser:
+    """Recursive descent over the token list. Grammar (loosest first):
+        top   := item (',' item)*                    a bare list is order-free
+        item  := sets (relop sets)*  |  sym '\\in' sets
+        sets  := expr (('\\cup'|'\\cap'|'\\setminus') expr)*
+        expr  := term (('+'|'-'|'\\pm'|'\\mp') term)*
+        term  := unary (('*'|'/'|'\\cdot'|'\\times'|'\\div'|implicit) unary)*
+        unary := ('-'|'+') unary | power
+        power := postfix ('^' unary)?                right-associative
+        postfix := atom ('!' | '_' sub)*
+    Values: sympy Expr for scalars, tuples ('seq', open, close, items), ('set', items), ('list', items),
+    ('matrix', rows), ('rel', exprs, ops), ('sset', sympy Set), ('based', digits, base)."""
+
+    def __init__(self, toks):
+        self.toks, self.i, self.depth = toks, 0, 0
+
+    def peek(self, k=0):
+        j = self.i + k
+        return self.toks[j] if j < len(self.toks) else (None, None)
+
+    def take(self):
+        t = self.peek()
+        self.i += 1
+        return t
+
+    def expect(self, kind, value):
+        t = self.take()
+        if t != (kind, value):
+            raise _ParseError(f"expected {value}")
+
+    def at(self, kind, value=None):
+        t = self.peek()
+        return t[0] == kind and (value is None or t[1] == value)
+
+    def enter(self):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _Guard("nesting too deep")
+
+    def leave(self):
+        self.depth -= 1
+
+    # -- lists and relations --
+    def parse_top(self):
+        items = self.parse_items(stop=())
+        if self.i != len(self.toks):
+            raise _ParseError("trailing tokens")
+        return items[0] if len(items) == 1 else ("list", tuple(items))
+
+    def parse_items(self, stop):
+        items = [self.parse_item()]
+        while self.at("op", ","):
+            self.take()
+            items.append(self.parse_item())
+        if stop and self.peek() not in stop:
+            raise _ParseError("unclosed bracket")
+        return items
+
+    def parse_item(self):
+        self.enter()
+        first = self.parse_sets()
+        if self.at("cmd", "\\in"):
+            self.take()
+            rhs = self.parse_sets()
+            self.leave()
+            return rhs
+        exprs, ops = [first], []
+        while self.peek()[1] in _RELOPS and self.peek()[0] in ("op", "cmd"):
+            ops.append(_RELOPS[self.take()[1]])
+            exprs.append(self.parse_sets())
+        self.leave()
+        if not ops:
+            return first
+        return ("rel", tuple(exprs), tuple(ops))
+
+    def parse_sets(self):
+        left = self.parse_expr()
+        while self.peek() in (("cmd", "\\cup"), ("cmd", "\\cap"), ("cmd", "\\setminus"), ("id", "U")):
+            op = self.take()[1]
+            right = self.parse_expr()
+            a, b = _as_sympy_set(left), _as_sympy_set(right)
+            left = ("sset", sympy.Union(a, b) if op in ("\\cup", "U") else
+                    sympy.Intersection(a, b) if op == "\\cap" else sympy.Complement(a, b))
+        return left
+
+    # -- arithmetic --
+    def parse_expr(self):
+        self.enter()
+        if self.peek() in (("cmd", "\\pm"), ("cmd", "\\mp")):
+            sign = 1 if self.take()[1] == "\\pm" else -1
+            left = sign * _PM * _scalar(self.parse_term())
+        else:
+            left = self.parse_term()
+        while True:
+            t = self.peek()
+            if t == ("op", "+"):
+                self.take()
+                left = _scalar(left) + _scalar(self.parse_term())
+            elif t == ("op", "-"):
+                self.take()
+                left = _scalar(left) - _scalar(self.parse_term())
+            elif t in (("cmd", "\\pm"), ("cmd", "\\mp")):
+                self.take()
+                sign = 1 if t[1] == "\\pm" else -1
+                left = _scalar(left) + sign * _PM * _scalar(self.parse_term())
+            else:
+                break
+        self.leave()
+        return left
+
+    _MUL = {("op", "*"), ("cmd", "\\cdot"), ("cmd", "\\times"), ("cmd", "\\ast")}
+    _DIV = {("op", "/"), ("cmd", "\\div")}
+
+    def starts_atom(self):
+        kind, v = self.peek()
+        if kind in ("num", "id", "word"):
+            return True
+        if kind == "op":
+            return v in ("(", "{", "\\{")
+        if kind == "cmd":
+            return v not in _RELOPS and v not in ("\\cup", "\\cap", "\\setminus", "\\in", "\\pm", "\\mp", "\\cdot",
+                                                  "\\times", "\\ast", "\\div", "\\end", "\\rfloor", "\\rceil",
+                                                  "\\rangle", "\\to")
+        return False
+
+    def parse_term(self):
+        left = self.parse_unary()
+        while True:
+            t = self.peek()
+            if t in self._MUL:
+                self.take()
+                left = _scalar(left) * _scalar(self.parse_unary())
+            elif t in self._DIV:
+                self.take()
+                right = _scalar(self.parse_unary())
+                left = _scalar(left) / right
+            elif self.starts_atom():
+                left = _scalar(left) * _scalar(self.parse_power())
+            else:
+                return left
+
+    def parse_unary(self):
+        t = self.peek()
+        if t == ("op", "-"):
+            self.take()
+            self.enter()
+            v = -_scalar(self.parse_unary())
+            self.leave()
+            return v
+        if t == ("op", "+"):
+            self.take()
+            return self.parse_unary()
+        return self.parse_power()
+
+    def parse_power(self):
+        base = self.parse_postfix()
+        if self.at("op", "^"):
+            self.take()
+            self.enter()
+            exp = self.parse_exponent()
+            self.leave()
+            base = _pow(_scalar(base), _scalar(exp))
+            while self.at("op", "!"):
+                self.take()
+                base = _factorial(base)
+        return base
+
+    def parse_exponent(self):
+        if self.at("op", "{"):
+            return self.parse_group()
+        if self.at("op", "-"):
+            self.take()
+            return -_scalar(self.parse_exponent())
+        return self.parse_power()
+
+    def parse_postfix(self):
+        v = self.parse_atom()
+        while True:
+            if self.at("op", "!"):
+                self.take()
+                v = _factorial(v)
+            elif self.at("op", "_"):
+                self.take()
+                v = self.parse_subscript(v)
+            else:
+                return v
+
+    def parse_subscript(self, v):
+        t = self.take()
+        if t == ("op", "{"):
+            parts = []
+            while not self.at("op", "}"):
+                if self.peek()[0] is None:
+                    raise _ParseError("unclosed subscript")
+                parts.append(self.take())
+            self.take()
+        else:
+            parts = [t]
+        label = "".join(str(p[1][0]) if p[0] == "num" else str(p[1]) for p in parts)
+        if not re.fullmatch(r"[A-Za-z0-9]+", label):
+            raise _ParseError("subscript")
+        if isinstance(v, tuple) and v[0] == "digits":
+            if not label.isdigit():
+                raise _ParseError("base")
+            return ("based", v[1], int(label))
+        if isinstance(v, sympy.Symbol):
+            return sympy.Symbol(f"{v.name}_{label}")
+        raise _ParseError("subscript")
+
+    def parse_group(self):
+        """`{ ... }` as a grouping: one expression (or relation) inside."""
+        self.expect("op", "{")
+        self.enter()
+        items = self.parse_items(stop=(("op", "}"),))
+        self.take()
+        self.leave()
+        if len(items) != 1:
+            raise _ParseError("list in braces")
+        return items[0]
+
+    def parse_arg(self):
+        """Argument of \\frac, \\sqrt, \\binom: a group, or a single digit / letter / command (LaTeX rules)."""
+        t = self.peek()
+        if t == ("op", "{"):
+            return self.parse_group()
+        if t[0] == "num":
+            num, exp, rep = t[1]
+            if exp is None and rep is None and num.isdigit() and len(num) > 1:
+                self.toks[self.i] = ("num", (num[1:], None, None))    # \frac12: one digit each
+                return sympy.Integer(int(num[0]))
+            self.take()
+            return _number(num, exp, rep)
+        if t[0] == "id":
+            self.take()
+            return _symbol(t[1])
+        if t[0] == "cmd":
+            return self.parse_atom()
+        raise _ParseError("argument")
+
+    def parse_atom(self):
+        kind, v = self.take()
+        if kind is None:
+            raise _ParseError("unexpected end")
+        if kind == "num":
+            num, exp, rep = v
+            if exp is None and rep is None and num.isdigit() and self.at("op", "_"):
+                return ("digits", num)                               # 1011_2 (base n)
+            value = _number(num, exp, rep)
+            if exp is None and rep is None and num.isdigit() and self.at("cmd", "\\frac"):
+                save = self.i
+                self.take()
+                a, b = self.parse_arg(), self.parse_arg()
+                if isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr) and a.is_Integer and b.is_Integer \
+                        and 0 < a < b:
+                    return value + sympy.Rational(a, b)               # mixed number 2\frac12 = 5/2
+                self.i = save
+                self.toks = self.toks                                # fall through: 2\frac{\pi}{3} is a product
+            return value
+        if kind == "id":
+            return _symbol(v)
+        if kind == "word":
+            if v == "pi":
+                return sympy.pi
+            if v in ("infinity", "infty", "inf", "oo"):
+                return sympy.oo
+            return self.parse_function(v)
+        if kind == "op":
+            if v in ("(", "["):
+                return self.parse_bracketed(v)
+            if v == "{":
+                self.i -= 1
+                return self.parse_group()
+            if v == "\\{":
+                self.enter()
+                if self.at("op", "\\}"):
+                    self.take()
+                    self.leave()
+                    return ("set", ())
+                items = self.parse_items(stop=(("op", "\\}"),))
+                self.take()
+                self.leave()
+                return ("set", tuple(items))
+            if v == "|":
+                self.enter()
+                inner = _scalar(self.parse_expr())
+                self.expect("op", "|")
+                self.leave()
+                return sympy.Abs(inner)
+            raise _ParseError("operator")
+        return self.parse_command(v)
+
+    def parse_bracketed(self, open_):
+        self.enter()
+        items = self.parse_items(stop=(("op", ")"), ("op", "]")))
+        close = self.take()[1]
+        self.leave()
+        if len(items) == 1:
+            if open_ == "(" and close == ")":
+                return items[0]
+            if open_ == "[" and close == "]" and isinstance(items[0], sympy.Expr):
+                return items[0]
+            raise _ParseError("half-open single item")
+        return ("seq", open_, close, tuple(items))
+
+    def parse_function(self, name):
+        power = None
+        if self.at("op", "^"):                 # \sin^2 x, \sin^{-1} x
+            self.take()
+            power = _scalar(self.parse_exponent())
+        base = None
+        if name == "log" and self.at("op", "_"):
+            self.take()
+            base = _scalar(self.parse_arg())
+        self.enter()
+        if self.at("op", "("):
+            self.take()
+            arg = _scalar(self.parse_expr())
+            self.expect("op", ")")
+        elif self.at("op", "{"):
+            arg = _scalar(self.parse_group())
+        else:
+            arg = _scalar(self.parse_power())
+        self.leave()
+        if power is not None and power == -1 and name in _INVERSE:
+            return _INVERSE[name](arg)
+        if name == "sqrt":
+            value = _pow(arg, sympy.Rational(1, 2))
+        elif base is not None:
+            value = sympy.log(arg, base)
+        else:
+            value = _FUNCS[name](arg)
+        return _pow(value, power) if power is not None else value
+
+    def parse_command(self, name):
+        bare = name[1:]
+        if bare == "frac":
+            a = _scalar(self.parse_arg())
+            b = _scalar(self.parse_arg())
+            return a / b
+        if bare == "sqrt":
+            index = None
+            if self.at("op", "["):
+                self.take()
+                index = _scalar(self.parse_expr())
+                self.expect("op", "]")
+            arg = _scalar(self.parse_arg())
+            if index is None:
+                return _pow(arg, sympy.Rational(1, 2))
+            if not (index.is_Integer and 2 <= index <= 100):
+                raise _Guard("root index")
+            return _pow(arg, sympy.Rational(1, int(index)))
+        if bare == "binom":
+            return _binomial(self.parse_arg(), self.parse_arg())
+        if bare == "pi":
+            return sympy.pi
+        if bare == "infty":
+            return sympy.oo
+        if bare in ("emptyset", "varnothing"):
+            return ("sset", sympy.S.EmptySet)
+        if bare == "mathbb":
+            t = self.take()
+            if t == ("op", "{"):
+                t = self.take()
+                self.expect("op", "}")
+            if t == ("id", "R"):
+                return ("sset", sympy.S.Reals)
+            raise _ParseError("mathbb")
+        if bare in _FUNCS or bare in ("arcsin", "arccos", "arctan"):
+            return self.parse_function(bare)
+        if bare in _GREEK:
+            return sympy.Symbol(bare)
+        if bare in ("lfloor", "lceil"):
+            self.enter()
+            inner = _scalar(self.parse_expr())
+            self.expect("cmd", "\\rfloor" if bare == "lfloor" else "\\rceil")
+            self.leave()
+            return sympy.floor(inner) if bare == "lfloor" else sympy.ceiling(inner)
+        if bare == "langle":
+            self.enter()
+            items = self.parse_items(stop=(("cmd", "\\rangle"),))
+            self.take()
+            self.leave()
+            return ("seq", "(", ")", tuple(items)) if len(items) > 1 else items[0]
+        if bare == "begin":
+            return self.parse_matrix()
+        if bare in ("overline", "dot"):
+            raise _ParseError("overline")
+        raise _ParseError("unknown command")
+
+    def parse_matrix(self):
+        env = self.env_name()
+        if env not in ("pmatrix", "bmatrix", "matrix", "array", "Bmatrix", "smallmatrix"):
+            raise _ParseError("environment")
+        if env == "array" and self.at("op", "{"):             # column spec {cc}
+            while not self.at("op", "}"):
+                if self.take()[0] is None:
+                    raise _ParseError("array spec")
+            self.take()
+        self.enter()
+        rows, row = [], []
+        while True:
+            if self.at("cmd", "\\end"):
+                self.take()
+                if self.env_name() != env:
+                    raise _ParseError("mismatched environment")
+                break
+            if self.peek()[0] is None:
+                raise _ParseError("unclosed matrix")
+            row.append(_scalar(self.parse_expr()))
+            if self.at("op", "&"):
+                self.take()
+            elif self.at("op", "\\\\"):
+                self.take()
+                rows.append(tuple(row))
+                row = []
+        if row:
+            rows.append(tuple(row))
+        self.leave()
+        if not rows or len({len(r) for r in rows}) != 1:
+            raise _ParseError("ragged matrix")
+        return ("matrix", tuple(rows))
+
+    def env_name(self):
+        kind, name = self.take()
+        if kind != "env":
+            raise _ParseError("environment name")
+        return name
+
+
+def _symbol(letter):
+    if letter == "i":
+        return sympy.I       # answers use i for the imaginary unit far more often than as a variable
+    if letter == "e":
+        return sympy.E
+    return sympy.Symbol(letter)
+
+
+def _as_sympy_set(v):
+    if isinstance(v, tuple):
+        if v[0] == "sset":
+            return v[1]
+        if v[0] == "seq" and len(v[3]) == 2 and all(isinstance(x, sympy.Expr) for x in v[3]):
+            lo, hi = v[3]
+            return sympy.Interval(lo, hi, v[1] == "(", v[2] == ")")
+        if v[0] == "set" and all(isinstance(x, sympy.Expr) for x in v[1]):
+            return sympy.FiniteSet(*v[1])
+        if v[0] == "rel":
+            s = _rel_to_set(v)
+            if s is not None:
+                return s
+    raise _ParseError("not a set")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(s):
+    """Parse a normalised answer string; returns ('ok', value) or ('guard'|'error', reason).
+    Cached: golds repeat across a batch (every sample of one prompt shares its gold)."""
+    if len(s) > MAX_ANSWER_CHARS:
+        return ("guard", "answer too long")
+    try:
+        value = _Parser(_tokenize(s)).parse_top()
+        value = _expand_pm(value)
+        return ("ok", value)
+    except _Guard as e:
+        return ("guard", str(e))
+    except _ParseError as e:
+        return ("error", str(e))
+    except RecursionError:
+        return ("guard", "recursion")
+    except (ZeroDivisionError, ValueError, TypeError, OverflowError, AttributeError, IndexError) as e:
+        return ("error", type(e).__name__)
+
+
+def _expand_pm(v):
+    """`a \\pm b` means the set {a + b, a - b}."""
+    if isinstance(v, sympy.Expr) and v.has(_PM):
+        return ("set", (v.subs(_PM, 1), v.subs(_PM, -1)))
+    if isinstance(v, tuple) and v[0] in ("list", "set"):
+        out = []
+        for x in v[1]:
+            x = _expand_pm(x)
+            out.extend(x[1] if isinstance(x, tuple) and x[0] == "set" and isinstance(v, tuple) else [x])
+        return (v[0], tuple(out))
+    if isinstance(v, tuple) and v[0] == "rel" and len(v[2]) == 1 and v[2][0] == "=" and \
+            isinstance(v[1][1], sympy.Expr) and v[1][1].has(_PM):
+        return ("list", tuple(("rel", (v[1][0], r), ("=",)) for r in _expand_pm(v[1][1])[1]))
+    if isinstance(v, tuple) and v[0] != "text":
+        if _has_pm(v):
+            raise _ParseError("\\pm inside a container")
+    return v
+
+
+def _has_pm(v):
+    if isinstance(v, sympy.Basic):
+        return v.has(_PM)
+    if isinstance(v, tuple):
+        return any(_has_pm(x) for x in v)
+    return False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2c. Comparison of parsed values
+
+_RNG_POINTS = [sympy.Rational(p, q) for p, q in
+               [(3, 7), (-5, 11), (13, 17), (-2, 13), (7, 5), (-11, 3), (19, 23), (-17, 29), (5, 2), (-23, 19)]]
+
+
+def _tame(e):
+    """Every integer in the expression is small: then 'evalf cannot separate it from zero at NUMERIC_MAXPREC digits'
+    can only mean zero (adversarial near-misses need huge integers, e.g. sqrt(10^10000 + 1) - 10^5000)."""
+    limit = 10 ** TAME_DIGITS
+    for a in sympy.preorder_traversal(e):
+        if a.is_Rational and (abs(a.p) > limit or a.q > limit):
+            return False
+    return True
+
+
+def _zero(d):
+    """True / False / None (undecided) for 'the number d is exactly zero'."""
+    if d == 0:
+        return True
+    if d.is_Rational:
+        return False
+    if d.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan):
+        return None
+    try:
+        v = d.evalf(NUMERIC_DIGITS, strict=True, maxn=NUMERIC_MAXPREC)
+    except PrecisionExhausted:
+        return True if _tame(d) else None
+    except (TypeError, ValueError, ArithmeticError, RecursionError, AttributeError):
+        return None
+    if v == 0:
+        return True if _tame(d) else None
+    if not v.is_number or v.has(sympy.nan, sympy.zoo):
+        return None
+    return False
+
+
+def _expr_equal(a, b):
+    if a == b:
+        return True
+    if a.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan) or b.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan):
+        return False
+    free = sorted(a.free_symbols | b.free_symbols, key=lambda s: s.name)
+    d = a - b
+    if not free:
+        return _zero(d) is True
+    if len(free) > 6:
+        return False
+    # Random rational points: polynomials and rational functions evaluate exactly, everything else to
+    # NUMERIC_DIGITS; agreement at several points is equality for any answer a model writes.
+    valid = 0
+    for j in range(4):
+        point = {s: _RNG_POINTS[(j * 3 + k) % len(_RNG_POINTS)] for k, s in enumerate(free)}
+        try:
+            dv = d.xreplace(point)
+        except (ZeroDivisionError, ValueError, TypeError, ArithmeticError):
+            continue
+        if dv.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+            continue
+        z = _zero(dv)
+        if z is False:
+            return False
+        if z is True:
+            valid += 1
+    return valid >= 3
+
+
+def _proportional(d1, d2):
+    """Equations d1 = 0 and d2 = 0 are the same: d1 = c * d2 for a nonzero constant c."""
+    if d2 == 0 or d1 == 0:
+        return d1 == d2
+    free = sorted(d1.free_symbols | d2.free_symbols, key=lambda s: s.name)
+    if not free:
+        return False
+    ratio = None
+    for j in range(4):
+        point = {s: _RNG_POINTS[(j * 3 + k + 1) % len(_RNG_POINTS)] for k, s in enumerate(free)}
+        v1, v2 = d1.xreplace(point), d2.xreplace(point)
+        if _zero(v2) is not False:
+            if _zero(v1) is not True:
+                return False
+            continue
+        r = v1 / v2
+        if ratio is None:
+            if _zero(r) is not False:
+                return False
+            ratio = r
+        elif _zero(r - ratio) is not True:
+            return False
+    return ratio is not None
+
+
+def _rel_to_set(v):
+    """Single-variable inequality (chain) -> the interval it describes; None if it is not one."""
+    exprs, ops = v[1], v[2]
+    if not all(isinstance(e, sympy.Expr) for e in exprs) or any(o in ("=", "!=") for o in ops):
+        return None
+    syms = [e for e in exprs if isinstance(e, sympy.Symbol)]
+    if len(syms) != 1 or any(e.free_symbols for e in exprs if not isinstance(e, sympy.Symbol)):
+        return None
+    x = syms[0]
+    lo, hi, lo_open, hi_open = sympy.S.NegativeInfinity, sympy.S.Infinity, True, True
+    for (a, b), op in zip(zip(exprs, exprs[1:]), ops):
+        if op in (">", ">="):
+            a, b, op = b, a, op.replace(">", "<")
+        # now a op b with op in <, <=
+        if b == x and a != x:
+            lo, lo_open = a, op == "<"
+        elif a == x and b != x:
+            hi, hi_open = b, op == "<"
+        else:
+            return None
+    return sympy.Interval(lo, hi, lo_open, hi_open)
+
+
+def _set_equal(s1, s2):
+    if s1 == s2:
+        return True
+    def parts(s):
+        if isinstance(s, sympy.Union):
+            return list(s.args)
+        return [s]
+    p1, p2 = parts(s1), parts(s2)
+    if len(p1) != len(p2):
+        return False
+    used = [False] * len(p2)
+    for a in p1:
+        for j, b in enumerate(p2):
+            if not used[j] and _atomic_set_equal(a, b):
+                used[j] = True
+                break
+        else:
+            return False
+    return True
+
+
+def _atomic_set_equal(a, b):
+    if isinstance(a, sympy.Interval) and isinstance(b, sympy.Interval):
+        return (a.left_open == b.left_open and a.right_open == b.right_open and
+                _expr_equal(a.start, b.start) and _expr_equal(a.end, b.end))
+    if isinstance(a, sympy.FiniteSet) and isinstance(b, sympy.FiniteSet):
+        return _unordered_equal(list(a.args), list(b.args))
+    return a == b
+
+
+def _unordered_equal(xs, ys):
+    if len(xs) != len(ys):
+        return False
+    used = [False] * len(ys)
+    for x in xs:
+        for j, y in enumerate(ys):
+            if not used[j] and _equal(x, y):
+                used[j] = True
+                break
+        else:
+            return False
+    return True
+
+
+def _ordered_equal(xs, ys):
+    return len(xs) == len(ys) and all(_equal(x, y) for x, y in zip(xs, ys))
+
+
+def _kind(v):
+    return "expr" if isinstance(v, sympy.Expr) else v[0]
+
+
+def _equal(p, g):
+    """Mathematical equality of two parsed values (see the module docstring for the rules)."""
+    kp, kg = _kind(p), _kind(g)
+    if kp == "expr" and kg == "expr":
+        return _expr_equal(p, g)
+    if kp == "rel" and kg == "rel":
+        return _rel_equal(p, g)
+    if kg == "rel" or kp == "rel":                   # x = 5 vs 5, either way round
+        rel, other = (g, p) if kg == "rel" else (p, g)
+        value = _rel_value(rel)
+        if value is not None and _kind(other) != "rel":
+            return _equal(other, value) if kg == "rel" else _equal(value, other)
+        s = _rel_to_set(rel)
+        if s is not None and _kind(other) in ("seq", "sset"):
+            try:
+                return _set_equal(s, _as_sympy_set(other))
+            except _ParseError:
+                return False
+        return False
+    if kp in ("set", "list") and kg in ("set", "list"):
+        return _unordered_equal(list(p[1]), list(g[1]))
+    if kp == "seq" and kg == "seq":
+        return p[1] == g[1] and p[2] == g[2] and _ordered_equal(p[3], g[3])
+    if "sset" in (kp, kg) and kp in ("sset", "seq", "set") and kg in ("sset", "seq", "set"):
+        try:
+            return _set_equal(_as_sympy_set(p), _as_sympy_set(g))
+        except _ParseError:
+            return False
+    if kp == "list" and kg == "seq" and g[1] == "(" and g[2] == ")":
+        return _ordered_equal(p[1], g[3])          # "1, 2" for the pair (1, 2)
+    if kp == "matrix" or kg == "matrix":
+        return _matrix_equal(p, g)
+    if kp == "based" or kg == "based":
+        return _based_equal(p, g)
+    return False
+
+
+def _rel_value(rel):
+    """`x = value` (a single symbol on one side) -> value."""
+    exprs, ops = rel[1], rel[2]
+    if ops != ("=",):
+        return None
+    lhs, rhs = exprs
+    if isinstance(lhs, sympy.Symbol) and not (isinstance(rhs, sympy.Basic) and rhs.has(lhs)):
+        return rhs
+    if isinstance(rhs, sympy.Symbol) and isinstance(lhs, sympy.Expr) and lhs.is_number:
+        return lhs
+    return None
+
+
+def _rel_equal(p, g):
+    if p[2] == ("=",) and g[2] == ("=",):
+        (pl, pr), (gl, gr) = p[1], g[1]
+        if isinstance(pl, sympy.Symbol) and isinstance(gl, sympy.Symbol) and \
+                _rel_value(p) is not None and _rel_value(g) is not None:
+            return pl == gl and _equal(pr, gr)
+        if all(isinstance(e, sympy.Expr) for e in (pl, pr, gl, gr)):
+            return _proportional(pl - pr, gl - gr)
+        return False
+    sp_, sg = _rel_to_set(p), _rel_to_set(g)
+    if sp_ is not None and sg is not None:
+        return _set_equal(sp_, sg)
+    return p[2] == g[2] and _ordered_equal(p[1], g[1])
+
+
+def _matrix_equal(p, g):
+    def rows(v):
+        if _kind(v) == "matrix":
+            return v[1]
+        if _kind(v) == "seq" and v[1] + v[2] in ("()", "[]"):
+            return tuple((x,) for x in v[3])        # a tuple is a column vector
+        return None
+    rp, rg = rows(p), rows(g)
+    if rp is None or rg is None:
+        return False
+    if len(rp[0]) != 1 and len(rp) == 1 and _kind(p) == "matrix" and _kind(g) != "matrix":
+        rp = tuple((x,) for x in rp[0])             # a row vector against a tuple
+    if len(rg[0]) != 1 and len(rg) == 1 and _kind(g) == "matrix" and _kind(p) != "matrix":
+        rg = tuple((x,) for x in rg[0])
+    if len(rp) != len(rg) or len(rp[0]) != len(rg[0]):
+        return False
+    return all(_equal(a, b) for ra, rb in zip(rp, rg) for a, b in zip(ra, rb))
+
+
+def _based_equal(p, g):
+    def parts(v):
+        if _kind(v) == "based":
+            return v[1], v[2]
+        if isinstance(v, sympy.Expr) and v.is_Integer and v >= 0:
+            return str(int(v)), None
+        return None
+    a, b = parts(p), parts(g)
+    if a is None or b is None:
+        return False
+    if a[1] is None or b[1] is None or a[1] == b[1]:
+        return a[0].lstrip("0") == b[0].lstrip("0")      # 1011_2 vs 1011: same digits, base implied
+    try:
+        return int(a[0], a[1]) == int(b[0], b[1])
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2d. The decision
+
+_PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
+_PLAIN_FRACTION = re.compile(r"(-?\d+)/(\d+)")
+_DECIMAL = re.compile(r"-?\d*\.(\d+)")
+
+
+def _fast_value(s):
+    """Fraction for plain integers, decimals and a/b (the common case), without touching sympy."""
+    if len(s) > 40:
+        return None
+    if _PLAIN_NUMBER.fullmatch(s):
+        return Fraction(s)
+    m = _PLAIN_FRACTION.fullmatch(s)
+    if m and int(m.group(2)) != 0:
+        return Fraction(int(m.group(1)), int(m.group(2)))
+    return None
+
+
+def _decimal_tolerance(g):
+    """Gold written as a decimal literal with k digits after the point: half a unit in the last place."""
+    m = _DECIMAL.fullmatch(g)
+    return Fraction(1, 2 * 10 ** len(m.group(1))) if m else None
+
+
+def _judge(pred, gold):
+    """(equal?, why) for two answer strings."""
+    if pred is None:
+        return False, "no answer in the response"
+    if gold is None:
+        return False, "no gold answer"
+    p, g = _normalize(pred), _normalize(gold)
+    if not p:
+        return False, "empty answer"
+    if _squash(p) == _squash(g):
+        return True, "identical after normalisation"
+    if len(p) > MAX_ANSWER_CHARS or len(g) > MAX_ANSWER_CHARS:
+        return False, f"answer longer than {MAX_ANSWER_CHARS} characters: compared as text only"
+    letter = _choice_letter(g)
+    if letter is not None:
+        got = _choice_letter(p, strict=False)
+        return got == letter, f"multiple choice: gold {letter}, answer {got}"
+    tol = _decimal_tolerance(g)
+    fp, fg = _fast_value(p), _fast_value(g)
+    if fp is not None and fg is not None:
+        if fp == fg:
+            return True, "equal numbers"
+        shown = _DECIMAL.fullmatch(p)
+        if tol is not None and abs(fp - fg) < tol and \
+                (shown is None or len(shown.group(1)) > len(_DECIMAL.fullmatch(g).group(1))):
+            return True, "within half a unit of the gold decimal's last digit"
+        return False, "different numbers"
+    rp, rg = _parse_cached(p), _parse_cached(g)
+    if rp[0] == "guard" or rg[0] == "guard":
+        which = "answer" if rp[0] == "guard" else "gold"
+        return False, f"{which} exceeds a safety bound ({rp[1] if rp[0] == 'guard' else rg[1]}): compared as text"
+    if rp[0] == "error" or rg[0] == "error":
+        if rp[0] == "error" and rg[0] == "error":
+            same = _text_key(p) == _text_key(g) and _text_key(g) != ""
+            return same, "text answers " + ("match" if same else "differ")
+        which = "answer" if rp[0] == "error" else "gold"
+        same = _text_key(p) == _text_key(g)
+        return same, f"{which} is not parseable math: compared as text"
+    vp, vg = rp[1], rg[1]
+    try:
+        if _equal(vp, vg):
+            return True, "mathematically equal"
+        if tol is not None and isinstance(vp, sympy.Expr) and vp.is_number and not vp.has(sympy.oo, sympy.zoo) \
+                and not _DECIMAL.fullmatch(p):
+            diff = (vp - vg).evalf(30)
+            if diff.is_real and abs(diff) < sympy.Rational(tol.numerator, tol.denominator):
+                return True, "rounds to the gold decimal"
+        return False, "not equal"
+    except (_Guard, RecursionError):
+        return False, "comparison exceeded a safety bound"
+    except (_ParseError, ZeroDivisionError, ValueError, TypeError, ArithmeticError, AttributeError):
+        return False, "values are not comparable"
+
+
+def is_equivalent(pred, gold):
+    """True when answer string `pred` is mathematically equivalent to answer string `gold` (LaTeX or plain)."""
+    if not isinstance(pred, str) or not isinstance(gold, str):
+        raise TypeError("is_equivalent: pred and gold must be str, got "
+                        f"{type(pred).__name__} and {type(gold).__name__}")
+    try:
+        return _judge(pred, gold)[0]
+    except Exception:      # the reward must never crash training; a failure to judge is not a success
+        return False
+
+
+def reward(response, gold):
+    """1.0 if the final answer of `response` is equivalent to `gold`, else 0.0. `gold` may be a bare answer,
+    a MATH solution with a `\\boxed{}`, or a GSM8K solution with `####`."""
+    if not isinstance(response, str) or not isinstance(gold, str):
+        raise TypeError("reward: response and gold must be str, got "
+                        f"{type(response).__name__} and {type(gold).__name__}")
+    try:
+        pred = extract_answer(response)
+        return 1.0 if pred is not None and _judge(pred, _gold_answer(gold))[0] else 0.0
+    except Exception:
+        return 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. batch_reward: worker processes with a hard wall-clock kill per check
+
+_POOL = []          # persistent workers, reused across calls: [process, connection, ready]
+
+
+def _worker_main(conn):
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))
+    conn.send("ready")
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        i, response, gold = msg
+        conn.send((i, reward(response, gold)))
+
+
+def _start_worker():
+    ctx = multiprocessing.get_context("spawn")   # fork is unsafe once torch has started threads
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+    proc.start()
+    child.close()
+    return [proc, parent, False]
+
+
+def _kill(w):
+    try:
+        w[0].kill()
+        w[0].join(timeout=2)
+        w[1].close()
+    except (OSError, ValueError):
+        pass
+
+
+@atexit.register
+def _shutdown_pool():
+    while _POOL:
+        w = _POOL.pop()
+        try:
+            w[1].send(None)
+        except (OSError, ValueError):
+            pass
+        _kill(w)
+
+
+def batch_reward(responses, golds, timeout=5.0, workers=None):
+    """Rewards for many (response, gold) pairs: list[float] of 1.0/0.0, in input order.
+
+    Checks run in `workers` persistent worker processes (default: the CPU count, at most one per pair), started
+    with 'spawn' so it is safe after torch has started threads, and reused across calls. Each check gets
+    `timeout` seconds of wall clock; a check that runs over scores 0.0 and its worker is killed and replaced.
+    `workers=0` runs everything in this process with no hard kill (for tests and tiny runs; the parser's bounds
+    still apply)."""
+    responses, golds = list(responses), list(golds)
+    if len(responses) != len(golds):
+        raise ValueError(f"batch_reward: {len(responses)} responses but {len(golds)} golds; they must pair up")
+    if not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"batch_reward: timeout must be a positive number of seconds, got {timeout!r}")
+    if workers is not None and not (isinstance(workers, int) and workers >= 0):
+        raise ValueError(f"batch_reward: workers must be None or an int >= 0, got {workers!r}")
+    if workers == 0 or not responses:
+        return [reward(r, g) for r, g in zip(responses, golds)]
+    n = min(workers or os.cpu_count() or 1, len(responses))
+    while len(_POOL) < n:
+        _POOL.append(_start_worker())
+    pool = _POOL[:n]
+    results = [0.0] * len(responses)
+    todo = list(range(len(responses)))[::-1]
+    busy = {}                                       # slot -> (index, deadline)
+    startup_deadline = time.monotonic() + 120.0
+    while todo or busy:
+        now = time.monotonic()
+        for slot, w in enumerate(pool):
+            if todo and w[2] and slot not in busy:
+                i = todo.pop()
+                w[1].send((i, responses[i], golds[i]))
+                busy[slot] = (i, time.monotonic() + timeout)
+        waiting = [w[1] for slot, w in enumerate(pool) if slot in busy or not w[2]]
+        deadlines = [d for _, d in busy.values()] or [now + 1.0]
+        ready = multiprocessing.connection.wait(waiting, timeout=max(0.0, min(deadlines) - now))
+        for conn in ready:
+            slot = next(s for s, w in enumerate(pool) if w[1] is conn)
+            w = pool[slot]
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):      # the worker died (e.g. out of memory): score 0 and replace it
+                if slot in busy:
+                    results[busy.pop(slot)[0]] = 0.0
+                _kill(w)
+                pool[slot] = _POOL[_POOL.index(w)] = _start_worker()
+                continue
+            if msg == "ready":
+                w[2] = True
+            else:
+                i, r = msg
+                results[i] = r
+                busy.pop(slot, None)
+        now = time.monotonic()
+        for slot, (i, deadline) in list(busy.items()):
+            if now >= deadline:
+                results[i] = 0.0
+                busy.pop(slot)
+                w = pool[slot]
+                _kill(w)
+                pool[slot] = _POOL[_POOL.index(w)] = _start_worker()
+        if not any(w[2] for w in pool) and time.monotonic() > startup_deadline:
+            raise RuntimeError("batch_reward: no worker process started within 120 s")
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line: python verify.py RESPONSE GOLD
+
+def _short(s, n=200):
+    if s is None:
+        return "None"
+    return s if len(s) <= n else s[:n] + f"... ({len(s)} characters)"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Check a model response against a gold answer and explain why.")
+    ap.add_argument("response", help="the model response (or just an answer)")
+    ap.add_argument("gold", help="the gold answer, a MATH solution with \\boxed{}, or a GSM8K solution with ####")
+    args = ap.parse_args(argv)
+    pred = extract_answer(args.response)
+    if pred is None and args.response.strip() and len(args.response) < 200 and "\\boxed" not in args.response:
+        print("note: no \\boxed{} or anchor in RESPONSE; judging the whole string as the answer")
+        pred = args.response.strip()
+    gold = _gold_answer(args.gold)
+    print(f"response answer: {_short(pred)}")
+    print(f"gold answer:     {_short(gold)}")
+    if pred is not None:
+        print(f"normalised:      {_short(_normalize(pred))}  vs  {_short(_normalize(gold))}")
+    ok, why = _judge(pred, gold)
+    print(f"verdict:         {'EQUIVALENT (reward 1.0)' if ok else 'NOT EQUIVALENT (reward 0.0)'}")
+    print(f"why:             {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
