@@ -1,0 +1,809 @@
+"""Graded cases for `verify.py`, written independently of its implementation.
+
+This file is the examiner's answer key: each row is `(pred, gold, expected, category)` and the expected verdict is
+what a careful human grader of MATH / GSM8K / AIME / olympiad answers would say. Rows were written from how models
+actually phrase answers and how gold answers appear in MATH solutions and GSM8K, never by looking at what the checker
+happens to do. Cases whose verdict a reasonable grader could dispute (unit conversions, `0.333` for `1/3`, a base-10
+value for a base-2 gold, ...) are deliberately left out.
+
+About 60% of rows are True (equivalences users expect) and 40% False (mostly near misses). The `adversarial` block
+is reward-hacking bait: hedges, lists for one gold, near misses that tolerant graders wave through, and inputs that
+would hang a naive checker. A single false positive there is a hole the policy will find.
+
+`CASES` grades `is_equivalent(pred, gold)` on bare answer strings. `REWARD_CASES` grades `reward(response, gold)`
+on full responses (boxed answers, `<think>` blocks, `#### 42`, "The final answer is", MATH-solution golds with
+`\\boxed{}`, GSM8K golds with `####`). Both tables are plain data so `benchmarks/bench_verify.py` can load them.
+"""
+import pytest
+
+
+def _block(category, rows):
+    """Attach a category to `(pred, gold, expected)` rows."""
+    return [(pred, gold, expected, category) for pred, gold, expected in rows]
+
+
+T, F = True, False
+
+# --------------------------------------------------------------------------------------------------------------------
+# is_equivalent(pred, gold) cases. Each block: (pred, gold, expected).
+# --------------------------------------------------------------------------------------------------------------------
+
+INTEGERS_DECIMALS = _block("integers_decimals", [
+    ("42", "42", T),
+    ("42.0", "42", T),
+    ("42.00", "42", T),
+    ("042", "42", T),
+    ("+42", "42", T),
+    ("3", "3.0", T),
+    ("12.50", "12.5", T),
+    (".5", "0.5", T),
+    ("-7", "-7.0", T),
+    ("0", "0.0", T),
+    ("2.25", "2.250", T),
+    ("0.05", "0.050", T),
+    ("1000000", "1000000", T),
+    ("123456789012345678901", "123456789012345678901.0", T),
+    ("24", "42", F),
+    ("42.1", "42", F),
+    ("4.2", "42", F),
+    ("420", "42", F),
+    ("-42", "42", F),
+    ("0.1", "0.01", F),
+    ("1.2", "1.25", F),
+    ("0.33", "0.3", F),
+    ("2.49", "2.5", F),
+    ("1001", "1000", F),
+    ("0", "1", F),
+    ("100", "10", F),
+    ("123456789012345678901", "123456789012345678902", F),
+])
+
+DELIMITERS = _block("delimiters_wrappers", [
+    ("$42$", "42", T),
+    (r"\(42\)", "42", T),
+    (r"\[ \frac{1}{2} \]", "0.5", T),
+    ("42.", "42", T),
+    (r"\left(\frac{1}{2}\right)", "0.5", T),
+    (r"{\frac{1}{2}}", "1/2", T),
+    (r"\displaystyle \frac{1}{2}", "1/2", T),
+    (r"\ 42", "42", T),
+    (r"$\frac{3}{4}$", "0.75", T),
+    ("$43$", "42", F),
+    (r"\(\frac{1}{3}\)", "0.5", F),
+])
+
+FRACTIONS = _block("fractions", [
+    (r"\frac12", r"\frac{1}{2}", T),
+    (r"\dfrac{1}{2}", r"\frac{1}{2}", T),
+    (r"\tfrac{1}{2}", r"\frac{1}{2}", T),
+    ("1/2", r"\frac{1}{2}", T),
+    ("0.5", r"\frac{1}{2}", T),
+    (r"\frac{2}{4}", r"\frac{1}{2}", T),
+    (r"\frac{3}{4}", "0.75", T),
+    ("3/4", r"\dfrac34", T),
+    (r"\frac{-3}{4}", r"-\frac{3}{4}", T),
+    (r"-\frac34", "-0.75", T),
+    (r"\frac{10}{4}", r"\frac52", T),
+    (r"\frac{1}{3}", r"\frac{2}{6}", T),
+    (r"\dfrac{17}{25}", "0.68", T),
+    (r"\frac{5}{1}", "5", T),
+    (r"\cfrac{1}{2}", r"\frac12", T),
+    ("(1)/(2)", r"\frac12", T),
+    (r"\frac{1}{2}", "2^{-1}", T),
+    (r"\frac{\frac{1}{2}}{3}", r"\frac16", T),
+    (r"\frac{1}{2}+\frac{1}{3}", r"\frac{5}{6}", T),
+    (r"\frac 1 2", r"\frac{1}{2}", T),
+    (r"\frac{9}{16}", "0.5625", T),
+    ("14/3", r"\frac{14}{3}", T),
+    (r"\frac{1}{3}", r"\frac{1}{2}", F),
+    (r"\frac{2}{1}", r"\frac{1}{2}", F),
+    (r"\frac{3}{4}", r"\frac{4}{3}", F),
+    (r"\frac{1}{2}", "0.05", F),
+    ("1/2", "12", F),
+    (r"\frac{5}{6}", r"\frac{6}{5}", F),
+    (r"-\frac{1}{2}", r"\frac12", F),
+    (r"\frac{11}{12}", r"\frac{12}{13}", F),
+    (r"\frac{1}{2}+\frac{1}{3}", r"\frac{2}{5}", F),
+    (r"\frac{14}{3}", r"\frac{13}{3}", F),
+])
+
+RADICALS = _block("radicals", [
+    (r"\sqrt{12}", r"2\sqrt{3}", T),
+    (r"2\sqrt3", r"2\sqrt{3}", T),
+    (r"\frac{\sqrt{3}}{2}", r"\frac{\sqrt3}{2}", T),
+    (r"\sqrt{3}/2", r"\frac{\sqrt{3}}{2}", T),
+    (r"\frac{1}{2}\sqrt{3}", r"\frac{\sqrt{3}}{2}", T),
+    (r"\frac{1}{\sqrt{2}}", r"\frac{\sqrt{2}}{2}", T),
+    (r"\frac{2}{\sqrt{2}}", r"\sqrt2", T),
+    (r"\sqrt[3]{8}", "2", T),
+    (r"\sqrt[3]{16}", r"2\sqrt[3]{2}", T),
+    (r"\sqrt{18}", r"3\sqrt{2}", T),
+    (r"\sqrt{8}", r"2\sqrt2", T),
+    (r"2^{1/2}", r"\sqrt{2}", T),
+    (r"\sqrt{\frac{2}{3}}", r"\frac{\sqrt{6}}{3}", T),
+    (r"\sqrt{5+2\sqrt{6}}", r"\sqrt{2}+\sqrt{3}", T),
+    (r"\sqrt{3}+1", r"1+\sqrt{3}", T),
+    (r"\frac{1}{\sqrt{3}-1}", r"\frac{\sqrt{3}+1}{2}", T),
+    (r"\sqrt{50}", r"5\sqrt{2}", T),
+    (r"\sqrt{4}", "2", T),
+    (r"3 \sqrt{5}", r"3\sqrt{5}", T),
+    (r"\sqrt{2}\cdot\sqrt{3}", r"\sqrt{6}", T),
+    (r"4\sqrt{2}", r"\sqrt{32}", T),
+    (r"\frac{5\sqrt{2}}{2}", r"\frac{5}{\sqrt{2}}", T),
+    ("sqrt(2)", r"\sqrt{2}", T),
+    (r"\sqrt{2}", "sqrt(2)", T),
+    (r"2\sqrt{3}", r"3\sqrt{2}", F),
+    (r"\sqrt{3}", "3", F),
+    (r"\sqrt{2}+\sqrt{3}", r"\sqrt{5}", F),
+    (r"\sqrt{12}", r"3\sqrt{2}", F),
+    (r"\frac{\sqrt{3}}{2}", r"\frac{\sqrt{2}}{2}", F),
+    (r"\frac{\sqrt{3}}{2}", r"\frac{3}{2}", F),
+    (r"\sqrt[3]{2}", r"\sqrt{2}", F),
+    (r"\sqrt{2}", "2", F),
+    (r"2\sqrt{2}", r"\sqrt{2}", F),
+    (r"\sqrt{3}-1", r"1-\sqrt{3}", F),
+    (r"\frac{1}{\sqrt{2}}", r"\sqrt{2}", F),
+    (r"\sqrt{6}", r"\sqrt{5}", F),
+    (r"1+\sqrt{2}", r"1+\sqrt{3}", F),
+])
+
+PI_E = _block("pi_e", [
+    (r"2\pi", r"2 \pi", T),
+    (r"\pi/2", r"\frac{\pi}{2}", T),
+    (r"\frac{4\pi}{3}", r"\frac{4}{3}\pi", T),
+    (r"\pi \cdot 2", r"2\pi", T),
+    (r"\frac{\pi}{4}", r"0.25\pi", T),
+    (r"e^{2}", "e^2", T),
+    (r"e^{-1}", r"\frac{1}{e}", T),
+    (r"\frac{\pi^2}{6}", r"\frac{1}{6}\pi^2", T),
+    (r"9\pi - 18", r"9(\pi-2)", T),
+    (r"16 - 4\pi", r"4(4-\pi)", T),
+    (r"\mathrm{e}^3", "e^3", T),
+    (r"36\pi", r"36 \pi", T),
+    (r"\frac{22}{7}", r"\pi", F),
+    (r"2\pi", r"\pi", F),
+    (r"4\pi", r"4\pi^2", F),
+    (r"\frac{\pi}{3}", r"\frac{\pi}{6}", F),
+    (r"\pi + 1", r"\pi - 1", F),
+    (r"e^2", r"2e", F),
+    (r"9\pi", "9", F),
+    (r"\frac{\pi}{2}", r"\frac{2}{\pi}", F),
+])
+
+PERCENT = _block("percent", [
+    (r"10\%", "10", T),
+    ("10", r"10\%", T),
+    (r"12.5\%", "12.5", T),
+    ("12.5 percent", r"12.5\%", T),
+    (r"25\%", "25", T),
+    (r"12.5\%", r"12.5 \%", T),
+    (r"50 \%", "50", T),
+    ("50%", "50", T),
+    (r"33\frac{1}{3}\%", r"\frac{100}{3}", T),
+    (r"12\%", r"12.5\%", F),
+    (r"2.5\%", "25", F),
+    (r"0.25\%", "25", F),
+    ("1.25", "125", F),
+    (r"20\%", "80", F),
+])
+
+UNITS_TEXT = _block("units_text", [
+    (r"5\text{ cm}", "5", T),
+    ("5", r"5\text{ cm}", T),
+    (r"5 \text{cm}", r"5\text{ cm}", T),
+    (r"\$18.90", "18.90", T),
+    (r"\$18.90", "18.9", T),
+    ("18.9", r"\$18.90", T),
+    (r"18.90\text{ dollars}", r"\$18.90", T),
+    (r"\$1,234.50", "1234.5", T),
+    (r"12\text{ inches}", "12", T),
+    (r"5\mbox{ cm}", "5", T),
+    (r"5\mathrm{~cm}", "5", T),
+    (r"20 \text{ miles per hour}", "20", T),
+    (r"4\text{ hours}", "4", T),
+    (r"5\text{ cm}^2", "5", T),
+    (r"\text{5}", "5", T),
+    (r"\textbf{5}", "5", T),
+    (r"36 \text{ square units}", "36", T),
+    (r"15\text{ cents}", "15", T),
+    (r"6\text{ cm}", r"5\text{ cm}", F),
+    (r"\$19.80", r"\$18.90", F),
+    (r"5\text{ cm}", "6", F),
+    (r"\$18", r"\$18.90", F),
+    (r"13\text{ inches}", "12", F),
+    (r"\$1,234.05", "1234.5", F),
+])
+
+DEGREES = _block("degrees", [
+    (r"30^\circ", "30", T),
+    ("30°", "30", T),
+    (r"30^{\circ}", r"30^\circ", T),
+    ("30", r"30^\circ", T),
+    (r"30\text{ degrees}", "30", T),
+    (r"150^\circ", "150", T),
+    (r"45^{\circ}", "45°", T),
+    (r"22.5^\circ", r"\frac{45}{2}", T),
+    (r"120 ^\circ", "120", T),
+    (r"45^\circ", r"30^\circ", F),
+    (r"60^\circ", "30", F),
+    (r"150^\circ", "30", F),
+    (r"36^\circ", "63", F),
+])
+
+THOUSANDS = _block("thousands_separators", [
+    ("1,000", "1000", T),
+    ("1{,}000", "1000", T),
+    (r"12\,345", "12345", T),
+    ("1,000,000", "1000000", T),
+    (r"1\,000\,000", "10^6", T),
+    ("1000000", "1,000,000", T),
+    ("12,345.67", "12345.67", T),
+    ("1{,}234{,}567", "1234567", T),
+    ("2,016", "2016", T),
+    ("1,000", "100", F),
+    ("10,000", "1000", F),
+    ("1,001", "1000", F),
+    ("12{,}345", "12354", F),
+    ("1,000,000", "100000", F),
+])
+
+SCIENTIFIC = _block("scientific_notation", [
+    (r"3.2\times10^5", "320000", T),
+    ("3.2e5", "320000", T),
+    (r"3.2 \times 10^{5}", r"3.2\times10^5", T),
+    (r"1.5\cdot 10^{-3}", "0.0015", T),
+    ("1e-3", "0.001", T),
+    (r"6.02\times 10^{23}", r"6.02 \times 10^{23}", T),
+    (r"10^{3}", "1000", T),
+    (r"2.5 \times 10^{-2}", r"\frac{1}{40}", T),
+    ("320000", r"3.2 \times 10^5", T),
+    ("1.2E4", "12000", T),
+    (r"3.2\times10^6", r"3.2\times10^5", F),
+    (r"3.2\times10^{-5}", r"3.2\times10^5", F),
+    ("3.2e5", "32000", F),
+    (r"2.3\times10^5", r"3.2\times10^5", F),
+    (r"10^{3}", "100", F),
+])
+
+REPEATING = _block("repeating_decimals", [
+    (r"0.\overline{3}", r"\frac{1}{3}", T),
+    (r"0.\overline{12}", r"\frac{4}{33}", T),
+    (r"0.1\overline{6}", r"\frac{1}{6}", T),
+    (r"0.\overline{9}", "1", T),
+    (r"0.\overline{142857}", r"\frac{1}{7}", T),
+    (r"1.\overline{27}", r"\frac{14}{11}", T),
+    (r"\frac{1}{3}", r"0.\overline{3}", T),
+    (r"0.\overline{36}", r"\frac{4}{11}", T),
+    (r"2.\overline{6}", r"\frac{8}{3}", T),
+    (r"0.\overline{3}", "0.3", F),
+    ("0.3", r"0.\overline{3}", F),
+    (r"0.\overline{12}", r"\frac{12}{100}", F),
+    (r"0.\overline{16}", r"\frac{1}{6}", F),
+    (r"0.\overline{6}", r"\frac{1}{6}", F),
+])
+
+NEGATIVES = _block("negatives_unicode_minus", [
+    ("\u22125", "-5", T),
+    ("- 5", "-5", T),
+    (r"-\frac{1}{2}", r"\frac{-1}{2}", T),
+    (r"\frac{1}{-2}", r"-\frac12", T),
+    ("\u22120.5", r"-\frac{1}{2}", T),
+    ("x\u22121", "x-1", T),
+    ("-(3)", "-3", T),
+    ("(-5)", "-5", T),
+    ("-3", "\u22123", T),
+    ("5", "-5", F),
+    ("-5", "5", F),
+    ("\u22125", "5", F),
+    (r"-\frac{1}{2}", r"\frac{1}{2}", F),
+    ("-0.5", "0.5", F),
+    ("1-x", "x-1", F),
+])
+
+INTERVALS = _block("intervals", [
+    ("[2,5)", "[2, 5)", T),
+    (r"(-\infty, 3]", r"(-\infty,3]", T),
+    (r"\left[2, 5\right)", "[2,5)", T),
+    (r"[0,\infty)", r"[0, \infty)", T),
+    (r"(\frac{1}{2}, 3]", r"(0.5, 3]", T),
+    (r"(-\infty, -2)", r"(-\infty,-2)", T),
+    (r"[-1, 1]", r"\left[ -1, 1 \right]", T),
+    (r"(2, +\infty)", r"(2, \infty)", T),
+    (r"(-\infty, \infty)", r"\mathbb{R}", T),
+    (r"[\sqrt{2}, 2]", r"[\sqrt2, 2]", T),
+    (r"(-\infty,\tfrac{3}{2})", r"\left(-\infty, \frac{3}{2}\right)", T),
+    ("(2,5)", "[2,5)", F),
+    ("[2,5]", "[2,5)", F),
+    ("[2,5)", "(2,5]", F),
+    (r"(-\infty, 3)", r"(-\infty, 3]", F),
+    (r"(3, \infty)", r"(-\infty, 3)", F),
+    ("[2, 6)", "[2,5)", F),
+    ("[1,2]", r"\{1,2\}", F),
+    (r"\{1,2\}", "[1,2]", F),
+    (r"(-\infty, -3]", r"(-\infty, 3]", F),
+    (r"(0, \infty)", r"[0, \infty)", F),
+])
+
+UNIONS = _block("unions", [
+    (r"(-\infty, 3] \cup (5, \infty)", r"(-\infty,3]\cup(5,\infty)", T),
+    (r"(5, \infty) \cup (-\infty, 3]", r"(-\infty, 3] \cup (5, \infty)", T),
+    (r"(-\infty,-1)\cup(1,\infty)", r"(-\infty, -1) \cup (1, \infty)", T),
+    (r"[-2,0)\cup(0,2]", r"[-2, 0) \cup (0, 2]", T),
+    (r"\left(-\infty, -\frac{1}{2}\right) \cup \left(\frac{1}{2}, \infty\right)", r"(-\infty,-0.5)\cup(0.5,\infty)", T),
+    (r"(-\infty,-1)\cup[1,\infty)", r"(-\infty,-1)\cup(1,\infty)", F),
+    (r"(-\infty, 3)", r"(-\infty, 3] \cup (5, \infty)", F),
+    (r"(-\infty, 3] \cap (5, \infty)", r"(-\infty, 3] \cup (5, \infty)", F),
+    (r"(-\infty,3]\cup[5,\infty)", r"(-\infty,3]\cup(5,\infty)", F),
+    (r"(-\infty, 2] \cup (5, \infty)", r"(-\infty,3]\cup(5,\infty)", F),
+    (r"(5,\infty)", r"(-\infty,3]\cup(5,\infty)", F),
+])
+
+SETS_TUPLES = _block("sets_tuples", [
+    (r"\{2,1\}", r"\{1,2\}", T),
+    (r"\{1, 2\}", r"\{1,2\}", T),
+    (r"\{3,1,2\}", r"\{1,2,3\}", T),
+    (r"\left\{ -1, 1 \right\}", r"\{1,-1\}", T),
+    (r"\{\frac{1}{2}, 2\}", r"\{2, 0.5\}", T),
+    ("2, 1", "1, 2", T),
+    ("-2, 3", "3, -2", T),
+    ("1,2", "1, 2", T),
+    (r"\{1,2\}", "1, 2", T),
+    ("(1,2)", "(1, 2)", T),
+    (r"\left(1, 2\right)", "(1,2)", T),
+    (r"(\frac12, 3)", "(0.5, 3)", T),
+    ("(1,-2,3)", "(1, -2, 3)", T),
+    (r"(2\sqrt{2}, \frac{\pi}{4})", r"\left( 2 \sqrt{2}, \frac{\pi}{4} \right)", T),
+    (r"\emptyset", r"\varnothing", T),
+    (r"\{\}", r"\emptyset", T),
+    ("(2,1)", "(1,2)", F),
+    (r"\{1,2,3\}", r"\{1,2\}", F),
+    (r"\{1,3\}", r"\{1,2\}", F),
+    ("(1,2,3)", "(1,2)", F),
+    ("(1,2)", "(1,2,3)", F),
+    ("(3,1,2)", "(1,2,3)", F),
+    ("1", "1, 2", F),
+    ("1, 2, 3", "1, 2", F),
+    (r"\emptyset", r"\{0\}", F),
+    ("0", r"\emptyset", F),
+    ("(-2, 5)", "(5, -2)", F),
+    (r"(2\sqrt{2}, \frac{\pi}{4})", r"(2\sqrt{2}, \frac{3\pi}{4})", F),
+])
+
+PLUS_MINUS = _block("plus_minus", [
+    (r"\pm 2", r"\{2,-2\}", T),
+    (r"\{-2, 2\}", r"\pm 2", T),
+    (r"\pm2", "2, -2", T),
+    ("2, -2", r"\pm 2", T),
+    ("-2, 2", r"\pm 2", T),
+    (r"\pm\sqrt{3}", r"\sqrt{3}, -\sqrt{3}", T),
+    (r"1 \pm \sqrt{2}", r"1+\sqrt{2}, 1-\sqrt{2}", T),
+    (r"\pm \frac{1}{2}", r"\frac12, -\frac12", T),
+    ("2", r"\pm 2", F),
+    ("-2", r"\pm 2", F),
+    (r"\pm 3", r"\pm 2", F),
+    (r"\pm 2", "2", F),
+    (r"1 \pm \sqrt{3}", r"1 \pm \sqrt{2}", F),
+    (r"\pm 2", r"\{2, -2, 0\}", F),
+])
+
+EQUATIONS = _block("equations", [
+    ("x=5", "5", T),
+    ("5", "x=5", T),
+    ("x = 5", "x=5", T),
+    ("k=3", "3", T),
+    ("y = 3 + 2x", "y = 2x + 3", T),
+    ("y=2x+3", "y = 2x+3", T),
+    ("x^2+y^2=25", "y^2 + x^2 = 25", T),
+    (r"x = \frac{1}{2}", "0.5", T),
+    ("a = 7", "7", T),
+    ("x=6", "x=5", F),
+    ("x=5", "6", F),
+    ("y=2x-3", "y=2x+3", F),
+    ("x^2+y^2=5", "x^2+y^2=25", F),
+    ("y = 3x + 2", "y = 2x + 3", F),
+])
+
+INEQUALITIES = _block("inequalities", [
+    (r"x \le 3", r"(-\infty, 3]", T),
+    (r"(-\infty, 3]", r"x \leq 3", T),
+    ("x > 2", r"(2, \infty)", T),
+    (r"(2,\infty)", "x>2", T),
+    (r"x \geq 0", r"[0, \infty)", T),
+    (r"-2 < x \le 3", "(-2, 3]", T),
+    ("(-2,3]", r"-2<x\leq 3", T),
+    (r"x \leq 3", r"x \le 3", T),
+    (r"3 \ge x", r"x \le 3", T),
+    (r"x<\frac{1}{2}", r"(-\infty, 0.5)", T),
+    (r"1 \le x \le 4", "[1,4]", T),
+    ("x >= 2", r"x \ge 2", T),
+    ("x < 3", r"x \le 3", F),
+    (r"x \le 3", r"(-\infty, 3)", F),
+    ("x > 2", r"[2, \infty)", F),
+    (r"x \ge 3", r"(3,\infty)", F),
+    (r"y \le 3", r"x \le 3", F),
+    ("x > 3", "x < 3", F),
+    (r"-2 \le x \le 3", "(-2, 3]", F),
+    (r"x \le -3", r"(-\infty, 3]", F),
+])
+
+EXPRESSIONS = _block("expressions", [
+    ("(x+1)^2", "x^2+2x+1", T),
+    ("x^2+2x+1", "(x+1)^2", T),
+    ("(x-1)(x+1)", "x^2-1", T),
+    ("3+2x", "2x+3", T),
+    (r"1+\frac{1}{x}", r"\frac{x+1}{x}", T),
+    ("2(x+3)", "2x+6", T),
+    ("x^{2}-5x+6", "(x-2)(x-3)", T),
+    ("a^2b", "b a^2", T),
+    (r"x \cdot y", "xy", T),
+    ("2x^3 - 6x^2", "2x^2(x-3)", T),
+    (r"\frac{n(n+1)}{2}", r"\frac{n^2+n}{2}", T),
+    ("(a+b)^3", "a^3+3a^2b+3ab^2+b^3", T),
+    ("4x^2-9", "(2x-3)(2x+3)", T),
+    ("x^2 + 7x + 10", "(x+5)(x+2)", T),
+    ("6x^2+11x-35", "(3x-5)(2x+7)", T),
+    (r"\sin^2 x + \cos^2 x", "1", T),
+    (r"2\sin x\cos x", r"\sin 2x", T),
+    (r"\frac{1}{x^2}", "x^{-2}", T),
+    ("-x+5", "5-x", T),
+    ("2+2", "4", T),
+    ("x^{10}+10x^9+45x^8+120x^7+210x^6+252x^5+210x^4+120x^3+45x^2+10x+1", "(x+1)^{10}", T),
+    ("(x-1)^2", "x^2+2x+1", F),
+    ("x^2+2x+2", "x^2+2x+1", F),
+    ("x^3", "x^2", F),
+    ("2x+3", "3x+2", F),
+    ("(x+1)(x-2)", "x^2-x+2", F),
+    ("x^2-1", "(x-1)^2", F),
+    (r"\frac{x}{x+1}", r"\frac{x+1}{x}", F),
+    ("n(n+1)", r"\frac{n(n+1)}{2}", F),
+    ("a^2+b^2", "(a+b)^2", F),
+    ("x^2 y", "x y^2", F),
+    ("m+1", "n+1", F),
+    ("2+2", "5", F),
+    (r"\sin^2 x - \cos^2 x", "1", F),
+])
+
+MATRICES = _block("matrices_vectors", [
+    (r"\begin{bmatrix} 1 \\ 2 \end{bmatrix}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", T),
+    ("(1,2)", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", T),
+    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", "(1, 2)", T),
+    (r"\begin{pmatrix}1\\2\end{pmatrix}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", T),
+    (r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}", r"\begin{bmatrix}1&2\\3&4\end{bmatrix}", T),
+    (r"\begin{pmatrix} 1/2 \\ 0.5 \end{pmatrix}", r"\begin{pmatrix} \frac12 \\ \frac12 \end{pmatrix}", T),
+    (r"\begin{pmatrix} -\dfrac{1}{3} \\ \dfrac{2}{3} \\ 2 \end{pmatrix}", r"\begin{pmatrix} -1/3 \\ 2/3 \\ 2 \end{pmatrix}", T),
+    (r"\begin{pmatrix} \sqrt{4} \\ 1 \end{pmatrix}", r"\begin{pmatrix} 2 \\ 1 \end{pmatrix}", T),
+    (r"\begin{pmatrix} 2 & 0 \\ 0 & 2 \end{pmatrix}", r"\begin{bmatrix} 2 & 0 \\ 0 & 2.0 \end{bmatrix}", T),
+    (r"\begin{pmatrix} 2 \\ 1 \end{pmatrix}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", F),
+    (r"\begin{pmatrix} 1 & 3 \\ 2 & 4 \end{pmatrix}", r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}", F),
+    (r"\begin{pmatrix} 1 \\ 2 \\ 0 \end{pmatrix}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", F),
+    (r"\begin{pmatrix} 1 & 2 \\ 3 & 5 \end{pmatrix}", r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}", F),
+    ("(2,1)", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", F),
+    (r"\begin{pmatrix} -1 \\ 2 \end{pmatrix}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", F),
+])
+
+COMPLEX = _block("complex_numbers", [
+    ("4i+3", "3+4i", T),
+    ("3 + 4i", "3+4i", T),
+    (r"\frac{1+i\sqrt{3}}{2}", r"\frac{1}{2}+\frac{\sqrt{3}}{2}i", T),
+    ("2i", "(1+i)^2", T),
+    ("-1", "i^2", T),
+    ("-i", r"\frac{1}{i}", T),
+    ("1-i", r"\frac{2}{1+i}", T),
+    ("3-4i", "3 - 4 i", T),
+    (r"\frac{3}{5} - \frac{4}{5}i", r"\frac{3-4i}{5}", T),
+    ("3-4i", "3+4i", F),
+    ("4+3i", "3+4i", F),
+    ("3", "3+4i", F),
+    ("-2i", "2i", F),
+    ("i", "1", F),
+    (r"\frac{1-i\sqrt{3}}{2}", r"\frac{1}{2}+\frac{\sqrt{3}}{2}i", F),
+])
+
+BASES = _block("base_subscripts", [
+    ("101_2", "101_2", T),
+    ("101_{2}", "101_2", T),
+    ("101", "101_2", T),
+    ("2013_4", "2013_{4}", T),
+    ("1011_{2}", "1011_2", T),
+    ("212_{3}", "212_3", T),
+    ("110_2", "101_2", F),
+    ("1011_2", "101_2", F),
+    ("2013_5", "2013_4", F),
+    ("100_2", "101_2", F),
+    ("1011_2", "1101_2", F),
+])
+
+MIXED_NUMBERS = _block("mixed_numbers", [
+    (r"2\frac12", r"\frac{5}{2}", T),
+    (r"2\frac{1}{2}", "2.5", T),
+    (r"\frac{5}{2}", r"2\frac{1}{2}", T),
+    ("2.5", r"2\frac{1}{2}", T),
+    (r"3\frac{3}{4}", r"\frac{15}{4}", T),
+    (r"1\tfrac{1}{3}", r"\frac{4}{3}", T),
+    (r"2 \frac{1}{2}", r"\frac52", T),
+    (r"-1\frac{1}{2}", "-1.5", T),
+    (r"7\dfrac{1}{8}", "7.125", T),
+    (r"\frac{1}{2}", r"2\frac{1}{2}", F),
+    (r"1\frac{1}{2}", r"2\frac12", F),
+    ("1", r"2\frac{1}{2}", F),
+    (r"2\frac{1}{2}", "1", F),
+    (r"3\frac{1}{4}", r"\frac{3}{4}", F),
+    (r"\frac{3}{4}", r"3\frac14", F),
+])
+
+MULTIPLE_CHOICE = _block("multiple_choice", [
+    (r"\text{(C)}", "C", T),
+    ("C", r"\text{(C)}", T),
+    ("(C)", r"\text{(C)}", T),
+    (r"\textbf{(C)}", r"\text{(C)}", T),
+    (r"\textbf{(C) }", "C", T),
+    ("(B)", "B", T),
+    (r"\mathrm{(D)}", r"\text{(D)}", T),
+    ("E", r"\textbf{(E)}", T),
+    ("D", r"\text{(C)}", F),
+    ("(B)", r"\text{(C)}", F),
+    (r"\text{(A)}", "B", F),
+    (r"\textbf{(E)}", r"\textbf{(A)}", F),
+])
+
+TEXT_ANSWERS = _block("text_answers", [
+    (r"\text{Monday}", "Monday", T),
+    ("Monday", r"\text{Monday}", T),
+    (r"\text{monday}", r"\text{Monday}", T),
+    (r"\text{even}", r"\text{even}", T),
+    (r"\textbf{odd}", r"\text{odd}", T),
+    (r"\text{Yes}", r"\text{yes}", T),
+    (r"\text{ Monday }", r"\text{Monday}", T),
+    (r"\mbox{Sunday}", "Sunday", T),
+    (r"\text{Tuesday}", r"\text{Monday}", F),
+    (r"\text{odd}", r"\text{even}", F),
+    (r"\text{No}", r"\text{Yes}", F),
+    (r"\text{even}", r"\text{odd}", F),
+    (r"\text{both}", r"\text{neither}", F),
+])
+
+FACTORIAL_BINOMIAL = _block("factorial_binomial", [
+    ("5!", "120", T),
+    (r"\binom{5}{2}", "10", T),
+    (r"\dbinom{6}{3}", "20", T),
+    (r"{5 \choose 2}", "10", T),
+    (r"\frac{10!}{8!}", "90", T),
+    (r"\binom{10}{3}", "120", T),
+    ("5!", "5", F),
+    (r"\binom{5}{2}", "20", F),
+    ("6!", "120", F),
+    (r"\binom{6}{3}", "15", F),
+])
+
+LOG_TRIG = _block("log_trig_exact", [
+    (r"\log_2 8", "3", T),
+    (r"\sin\frac{\pi}{6}", r"\frac12", T),
+    (r"\cos(\pi)", "-1", T),
+    (r"\log_3 81", "4", T),
+    (r"\tan\frac{\pi}{4}", "1", T),
+    (r"\log_2 9", "3", F),
+    (r"\sin\frac{\pi}{3}", r"\frac12", F),
+    (r"\cos 0", "0", F),
+])
+
+POWERS = _block("powers_big_numbers", [
+    ("2^{10}", "1024", T),
+    ("1024", "2^{10}", T),
+    ("2^{-99}", r"\frac{1}{2^{99}}", T),
+    ("3^{2}", "9", T),
+    ("2^{100}", "1267650600228229401496703205376", T),
+    ("(-2)^3", "-8", T),
+    ("8^{2/3}", "4", T),
+    (r"4^{\frac{1}{2}}", "2", T),
+    ("1000000000000000000000", "10^{21}", T),
+    (r"+\infty", r"\infty", T),
+    ("2^{10}", "1000", F),
+    ("-2^2", "4", F),
+    ("2^{99}", "2^{100}", F),
+    ("3^2", "6", F),
+    ("2^{100}+1", "2^{100}", F),
+    ("10^{30}+1", "10^{30}", F),
+    ("1267650600228229401496703205377", "2^{100}", F),
+    (r"-\infty", r"\infty", F),
+    (r"\infty", "1000000", F),
+])
+
+# Reward-hacking bait. Every row is False: a single True here is a hole the policy will find and exploit.
+ADVERSARIAL = _block("adversarial", [
+    ("1, 2, 3", "2", F),
+    (r"4, \text{ or maybe } 5", "4", F),
+    ("4 or 5", "4", F),
+    (r"2 \text{ or } 3", "2", F),
+    (r"2 \text{ or } 3", "3", F),
+    (r"2 \text{ and } 3", "2", F),
+    ("7.9999", "8", F),
+    ("7.99999999", "8", F),
+    ("8.0001", "8", F),
+    ("0.999999999", "1", F),
+    (r"\frac{1}{2^{98}}", r"\frac{1}{2^{99}}", F),
+    ("2^{-98}", "2^{-99}", F),
+    ("0.25", "25", F),
+    ("25", "0.25", F),
+    ("3.14", r"\pi", F),
+    ("2.718", "e", F),
+    ("y=5", "x=5", F),
+    (r"x = 5 \text{ or } x = 6", "5", F),
+    (r"5 \pm 1", "5", F),
+    (r"\{4, 5\}", "4", F),
+    ("(4, 5)", "4", F),
+    ("[4, 5]", "4", F),
+    (r"x \in \{4, 5\}", "4", F),
+    ("A, C", "C", F),
+    (r"\text{(A) or (C)}", r"\text{(C)}", F),
+    (r"\text{Monday or Tuesday}", r"\text{Monday}", F),
+    (r"1 - 10^{-15}", "1", F),
+    (r"10^{-20}", "0", F),
+    ("x^{10}+10x^9+45x^8+120x^7+210x^6+252x^5+210x^4+120x^3+45x^2+10x+2", "(x+1)^{10}", F),
+    ("", "0", F),
+    (" ", "5", F),
+    (r"\text{I don't know}", "5", F),
+    ("x", "5", F),
+    ("5x", "5", F),
+    (r"\infty", "5", F),
+    ("None", "0", F),
+    (r"\frac{1}{0}", "0", F),
+    ("0/0", "0", F),
+    (r"\frac{1}{2} \text{ or } \frac{1}{3}", r"\frac12", F),
+    (r"2, -2", "2", F),
+])
+
+# Inputs that would hang or crash a naive checker (power towers, huge factorials, huge literals, deep nesting,
+# Python injection). Judged quickly: unequal unless the two strings are the same expression.
+GUARDED = _block("guarded_pathological", [
+    (r"9^{9^{9^{9}}}", "1", F),
+    (r"2^{2^{2^{2^{2}}}}", "65536", F),
+    (r"10^{10^{10}}", r"10^{10^{10}}+1", F),
+    ("100000!", "0", F),
+    ("1" + "0" * 50000, "1", F),
+    ("(" * 5000 + "1" + ")" * 5000, "2", F),
+    ("__import__('os').system('echo hacked')", "0", F),
+    ("1e999999", "1", F),
+    (r"9^{9^{9^{9}}}", r"9^{9^{9^{9}}}", T),
+])
+
+CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT + UNITS_TEXT + DEGREES + THOUSANDS
+         + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
+         + INEQUALITIES + EXPRESSIONS + MATRICES + COMPLEX + BASES + MIXED_NUMBERS + MULTIPLE_CHOICE + TEXT_ANSWERS
+         + FACTORIAL_BINOMIAL + LOG_TRIG + POWERS + ADVERSARIAL + GUARDED)
+
+# --------------------------------------------------------------------------------------------------------------------
+# reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
+# --------------------------------------------------------------------------------------------------------------------
+
+GSM8K_GOLD_72 = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+                 "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
+GSM8K_GOLD_1234 = ("She earns 1,000 + 234 = <<1000+234=1234>>1,234 dollars in total.\n#### 1,234")
+MATH_GOLD_HALF = (r"There are 4 equally likely outcomes and 2 of them are favourable, so the probability is "
+                  r"$\boxed{\frac{1}{2}}$.")
+MATH_GOLD_SQRT3 = r"By the unit circle, $\sin 60^\circ = \boxed{\frac{\sqrt{3}}{2}}$."
+MATH_GOLD_C = r"Only choice C satisfies both conditions, so the answer is $\boxed{\text{(C)}}$."
+MATH_GOLD_INTERVAL = r"Combining both cases, the solution set is $x \in \boxed{(-\infty, 3] \cup (5, \infty)}$."
+
+REWARD_CASES = (
+    _block("reward_boxed", [
+        (r"So the answer is $\boxed{42}$.", "42", T),
+        (r"\fbox{7}", "7", T),
+        (r"so the answer is \boxed 5", "5", T),
+        (r"\[\boxed{\dfrac{1}{2}}\]", r"\frac12", T),
+        (r"\boxed{\frac{\sqrt{3}}{2}}", r"\frac{\sqrt3}{2}", T),
+        (r"First I got \boxed{3}. Wait, let me recheck: \boxed{4}", "4", T),
+        (r"First I got \boxed{3}. Wait, let me recheck: \boxed{4}", "3", F),
+        (r"\boxed{\begin{pmatrix} 1 \\ 2 \end{pmatrix}}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", T),
+        (r"$\boxed{x = 5}$", "5", T),
+        (r"\boxed{\text{(C)}}", "C", T),
+        (r"\boxed{10\%}", "10", T),
+        (r"The length is \boxed{5} cm.", "5", T),
+        (r"The answer is \boxed{\$18.90}.", r"\$18.90", T),
+        (r"Expanding gives \boxed{x^2+2x+1}.", "(x+1)^2", T),
+        (r"\boxed{\pm 2}", "2, -2", T),
+        (r"\boxed{2}", r"\pm 2", F),
+        (r"\boxed{\textbf{(B)}}", r"\text{(C)}", F),
+        (r"Thus \boxed{41}.", "42", F),
+    ])
+    + _block("reward_math_gold", [
+        (r"\boxed{0.5}", MATH_GOLD_HALF, T),
+        (r"The probability is $\boxed{\dfrac12}$.", MATH_GOLD_HALF, T),
+        (r"\boxed{\frac{1}{3}}", MATH_GOLD_HALF, F),
+        (r"\boxed{\frac{\sqrt3}2}", MATH_GOLD_SQRT3, T),
+        (r"\boxed{\frac{\sqrt{2}}{2}}", MATH_GOLD_SQRT3, F),
+        (r"\boxed{C}", MATH_GOLD_C, T),
+        (r"\boxed{\textbf{(D)}}", MATH_GOLD_C, F),
+        (r"The final answer is $\boxed{(-\infty,3]\cup(5,\infty)}$", MATH_GOLD_INTERVAL, T),
+        (r"\boxed{(-\infty,3)\cup(5,\infty)}", MATH_GOLD_INTERVAL, F),
+    ])
+    + _block("reward_gsm8k", [
+        (r"The answer is \boxed{72}.", GSM8K_GOLD_72, T),
+        ("48 + 24 = 72 clips.\n#### 72", GSM8K_GOLD_72, T),
+        ("#### 27", GSM8K_GOLD_72, F),
+        (r"\boxed{1234}", GSM8K_GOLD_1234, T),
+        (r"\boxed{1,234}", GSM8K_GOLD_1234, T),
+        (r"\boxed{1243}", GSM8K_GOLD_1234, F),
+        ("#### 1,234", "1234", T),
+        ("Natalia sold 48+24 = 72 clips.\n#### 72", "72", T),
+    ])
+    + _block("reward_anchors", [
+        ("The final answer is 42.", "42", T),
+        (r"The final answer is $\frac{1}{2}$.", "0.5", T),
+        ("Answer: 42", "42", T),
+        (r"Answer: $\frac{3}{4}$", "0.75", T),
+        ("<answer>42</answer>", "42", T),
+        (r"<answer>\frac{1}{2}</answer>", "0.5", T),
+        ("Answer: C", r"\text{(C)}", T),
+        ("The final answer is 41.", "42", F),
+    ])
+    + _block("reward_think", [
+        ("<think>Maybe \\boxed{41}? No, I made an arithmetic slip.</think>\nThe answer is $\\boxed{42}$.", "42", T),
+        ("<think>It is \\boxed{42}.</think>\nActually, the final answer is \\boxed{41}.", "42", F),
+        ("<think>\nLet me compute: 2+2=4, so \\boxed{4}.\n</think>\n\n\\boxed{4}", "4", T),
+        ("<think>\n\\boxed{4}\n</think>\nThe final answer is 5", "4", F),
+    ])
+    + _block("reward_no_answer", [
+        ("6 times 7 is 42", "42", F),
+        ("It's either 4 or 5, I'm not sure.", "4", F),
+        (r"\boxed{}", "0", F),
+        (r"I think it's 5. \boxed{}", "5", F),
+        ("", "5", F),
+    ])
+    + _block("reward_adversarial", [
+        (r"\boxed{1,2,3}", "2", F),
+        ("Answer: 4, or maybe 5", "4", F),
+        (r"\boxed{2 \text{ or } 3}", "3", F),
+        (r"\boxed{7.9999}", "8", F),
+        (r"\boxed{\frac{1}{2^{98}}}", r"\frac{1}{2^{99}}", F),
+        (r"\boxed{9^{9^{9^{9}}}}", "1", F),
+        (r"\boxed{100000!}", "0", F),
+        (r"\boxed{__import__('os').system('echo hacked')}", "0", F),
+    ])
+)
+
+
+def _case_id(pred, gold, category, index):
+    """Readable pytest id: category, index, and short ASCII renderings of pred and gold."""
+    def short(s):
+        s = s.encode("ascii", "backslashreplace").decode("ascii").replace("\n", " ")
+        return s if len(s) <= 40 else s[:37] + "..."
+    return f"{category}-{index}[{short(pred)} ~ {short(gold)}]"
+
+
+def _params(table):
+    return [pytest.param(p, g, e, id=_case_id(p, g, c, i)) for i, (p, g, e, c) in enumerate(table)]
+
+
+@pytest.fixture(scope="module")
+def verify():
+    # Imported lazily so the tables above stay importable (by the benchmark) on their own.
+    import verify as module
+    return module
+
+
+@pytest.mark.parametrize("pred, gold, expected", _params(CASES))
+def test_is_equivalent(verify, pred, gold, expected):
+    assert verify.is_equivalent(pred, gold) is expected
+
+
+@pytest.mark.parametrize("response, gold, expected", _params(REWARD_CASES))
+def test_reward(verify, response, gold, expected):
+    assert verify.reward(response, gold) == (1.0 if expected else 0.0)
+
+
+def test_batch_reward_matches_table(verify):
+    # The training loop's entry point must agree with the table too (same verdicts through worker processes).
+    responses = [r for r, _, _, _ in REWARD_CASES]
+    golds = [g for _, g, _, _ in REWARD_CASES]
+    expected = [1.0 if e else 0.0 for _, _, e, _ in REWARD_CASES]
+    assert verify.batch_reward(responses, golds, workers=2) == expected
+
+
+def test_table_shape():
+    # The answer key itself: enough cases, every category a mix where it should be, no duplicate rows.
+    assert len(CASES) + len(REWARD_CASES) >= 350
+    rows = [(p, g) for p, g, _, _ in CASES]
+    assert len(rows) == len(set(rows)), "duplicate (pred, gold) row"
+    true_share = sum(e for _, _, e, _ in CASES) / len(CASES)
+    assert 0.5 <= true_share <= 0.7
+    assert all(not e for _, _, e, c in CASES if c == "adversarial")
