@@ -1,0 +1,506 @@
+"""SimKO: Simple Pass@K Policy Optimization (Peng et al. 2025, arXiv 2510.14807), in one file.
+
+The observation. RLVR training (GRPO and friends) makes the policy pile probability onto the rank-1 candidate token:
+averaged over response tokens, the top-1 probability climbs to ~0.93 under GRPO but stays ~0.47 under SimKO (the
+paper's Figure 1), and the more concentrated the policy, the worse its pass@K for large K. SimKO leaves the GRPO loss
+alone except at high-entropy "forking" tokens, where it pushes mass *away* from the top-1 candidate. Three parts:
+
+1. Entropy gate. A token is treated specially only when the full-vocabulary entropy H of the current policy at that
+   position is high. The official code thresholds at a per-response quantile (the top ~20% of each response's tokens
+   for tau = 0.8); the paper text reads like an absolute threshold. Both are here (`gate=`); default: the quantile.
+2. Correct responses (A > 0), gated tokens: top-K redistribution. The importance ratio gamma = pi(y) / pi_old(y) is
+   replaced by
+       gamma_pos = (1 - alpha) * gamma + (alpha / K) * sum_k sg(gamma / gamma_k) * gamma_k
+   over the K most probable candidates of the current policy (which may include y). Its *value* is gamma, so PPO
+   clipping is unchanged; its *gradient* is gamma * [(1 - alpha) grad log pi(y) + (alpha/K) sum_k grad log pi(top_k)],
+   i.e. a share alpha of the "raise y" push is spread over the top-K candidates. The stop-gradient trick: sg(x)
+   freezes a factor at its current value, so `sg(gamma / gamma_k) * gamma_k` equals gamma but differentiates like
+   gamma * grad log gamma_k; the old policy's top-K probabilities cancel inside it, so they are never needed.
+3. Wrong responses (A < 0), gated tokens whose sampled token is the rank-1 candidate: a stronger penalty lambda > 1.
+   The official code multiplies the advantage by lambda (= 1.1, hard-coded); the paper writes gamma_neg = lambda *
+   gamma (inside the clip). The two agree only while the ratio is inside the clip range. `penalty=` picks one;
+   default: the official "advantage".
+With alpha = 0 and lambda = 1 the loss is exactly the GRPO/DAPO clipped surrogate (tested).
+
+Paper -> code:
+    pi(y | s), H(pi(. | s)), top-K log-probs, "y is rank-1"   -> token_stats / token_stats_from_hidden
+    gamma~ (the gated case split), gamma_pos, gamma_neg, PPO clip  -> policy_loss
+    Lambda^(k), the concentration of the rank-k candidate          -> concentration
+
+Memory. The official code gets the top-K log-probs by copying the full [tokens, vocab] logits K times; at a 152k
+vocabulary and 12k tokens that is ~22 GB, which is why it halves its batch. Here every statistic comes from one
+running log-sum-exp plus a `gather` of K + 1 columns, tokens are processed in chunks so that no float32
+tokens x vocab tensor outlives one chunk, and `token_stats_from_hidden` goes further: it never materialises the
+logits at all (it recomputes each chunk's logits from the hidden states in backward), which is what makes SimKO
+affordable at a 152k vocabulary. `benchmarks/bench_simko.py` prints the measured memory and time.
+
+Imports only torch and the standard library: copy this file into your own trainer.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+
+__all__ = ["TokenStats", "token_stats", "token_stats_from_hidden", "policy_loss", "concentration"]
+
+
+class TokenStats(NamedTuple):
+    """Per-token statistics of the current policy at the sampled positions. B = batch, T = tokens, K = top_k.
+
+    (float32 whatever the input dtype; float64 for float64 inputs.)
+    logp      [B, T]    float32, differentiable: log pi(y_t | s_t) of the sampled token (at the given temperature).
+    entropy   [B, T]    float32, no gradient: full-vocabulary entropy H(pi(. | s_t)) in nats.
+    topk_logp [B, T, K] float32, differentiable: log-probs of the K most probable tokens, sorted descending.
+    topk_ids  [B, T, K] int64: their token ids.
+    is_rank1  [B, T]    bool: the sampled token has the highest probability (ties count as rank-1).
+    """
+
+    logp: torch.Tensor
+    entropy: torch.Tensor
+    topk_logp: torch.Tensor
+    topk_ids: torch.Tensor
+    is_rank1: torch.Tensor
+
+
+# Chunk size when `token_stats(chunk_size=None)`: about 64M float32 logits (256 MB) per chunk, i.e. 441 tokens at a
+# 152k vocabulary. The per-chunk temporaries are a few such buffers.
+_AUTO_CHUNK_ELEMENTS = 1 << 26
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The per-chunk kernels shared by both autograd functions. `z` is a [n, V] float32 block of temperature-scaled
+# logits; nothing of size n x V survives these functions except what the caller keeps.
+
+
+def _chunk_forward(z: torch.Tensor, y: torch.Tensor, k: int):
+    """Statistics of one chunk. z [n, V] float32 (read only), y [n] int64 -> logp [n], lse [n], entropy [n],
+    topk_logp [n, k], topk_ids [n, k], is_rank1 [n]."""
+    top_vals, top_ids = z.topk(k, dim=-1)  # sorted descending; top_vals[:, 0] is the max, needed for a stable lse
+    m = top_vals[:, :1]
+    e = torch.sub(z, m).exp_()  # exp(z - max): the one n x V temporary
+    s = e.sum(-1)
+    # sum_v e_v * z_v as a batched dot product (no second n x V temporary).
+    ez = torch.bmm(e.unsqueeze(1), z.unsqueeze(2)).view(-1)
+    del e
+    lse = m.squeeze(1) + s.log()
+    # H = lse - E_p[z]. E_p[z] = ez / s. Both terms are close to max(z); the difference is accurate to ~1e-6 * |max|.
+    entropy = (lse - ez / s).clamp_min_(0.0)
+    z_y = z.gather(1, y.unsqueeze(1)).squeeze(1)
+    return z_y - lse, lse, entropy, top_vals - lse.unsqueeze(1), top_ids, z_y >= top_vals[:, 0]
+
+
+def _chunk_grad_(z: torch.Tensor, lse, y, top_ids, g_logp, g_topk, inv_temperature: float) -> torch.Tensor:
+    """Gradient w.r.t. the *unscaled* logits of one chunk, computed IN PLACE in z (which is destroyed).
+
+    d logp / d z = onehot(y) - p and d topk_logp_k / d z = onehot(top_k) - p, so
+        dL/dz = g_logp * onehot(y) + sum_k g_topk_k * onehot(top_k) - (g_logp + sum_k g_topk_k) * p,
+    all times 1/T for the temperature. The entropy output carries no gradient by design.
+    """
+    c = g_logp + g_topk.sum(-1)
+    p = z.sub_(lse.unsqueeze(1)).exp_()
+    p.mul_(c.unsqueeze(1).neg())
+    p.scatter_add_(1, y.unsqueeze(1), g_logp.unsqueeze(1))
+    p.scatter_add_(1, top_ids, g_topk)
+    if inv_temperature != 1.0:
+        p.mul_(inv_temperature)
+    return p
+
+
+def _zeros_if_none(g: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if g is None else g.to(like.dtype)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for bf16/fp16/fp32 inputs, float64 for float64 ones (lets tests check gradients in float64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# token_stats: from materialised logits.
+
+
+def _logit_blocks(logits: torch.Tensor, chunk: int):
+    """Yield (start, stop, view [n, V]) over the B*T positions in flattened order, without copying the logits.
+
+    A contiguous [B, T, V] tensor is chunked as one [B*T, V] matrix; a strided one (e.g. `logits[:, :-1]`, which
+    cannot be flattened without a copy) is chunked row by row.
+    """
+    b, t, v = logits.shape
+    try:
+        flat = logits.view(b * t, v)
+        for start in range(0, b * t, chunk):
+            yield start, min(start + chunk, b * t), flat[start:start + chunk]
+    except RuntimeError:
+        for i in range(b):
+            for start in range(0, t, chunk):
+                stop = min(start + chunk, t)
+                yield i * t + start, i * t + stop, logits[i, start:stop]
+
+
+def _scaled_float(block: torch.Tensor, inv_temperature: float) -> torch.Tensor:
+    """float32 copy of a logits block divided by the temperature (no copy when neither is needed: read only)."""
+    cdt = _compute_dtype(block.dtype)
+    z = block if block.dtype == cdt else block.to(cdt)
+    if inv_temperature != 1.0:
+        z = z * inv_temperature if z is block else z.mul_(inv_temperature)
+    return z
+
+
+class _TokenStatsFromLogits(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, tokens, k, chunk, inv_temperature):
+        b, t, v = logits.shape
+        n = b * t
+        y = tokens.reshape(n)
+        dev, cdt = logits.device, _compute_dtype(logits.dtype)
+        logp, lse, ent = (torch.empty(n, dtype=cdt, device=dev) for _ in range(3))
+        topk_logp = torch.empty(n, k, dtype=cdt, device=dev)
+        topk_ids = torch.empty(n, k, dtype=torch.long, device=dev)
+        rank1 = torch.empty(n, dtype=torch.bool, device=dev)
+        for start, stop, block in _logit_blocks(logits, chunk):
+            z = _scaled_float(block, inv_temperature)
+            out = _chunk_forward(z, y[start:stop], k)
+            for dst, src in zip((logp, lse, ent, topk_logp, topk_ids, rank1), out):
+                dst[start:stop] = src
+            del z
+        ctx.save_for_backward(logits, y, lse, topk_ids)
+        ctx.chunk, ctx.inv_temperature = chunk, inv_temperature
+        ctx.mark_non_differentiable(ent, topk_ids, rank1)
+        return (logp.view(b, t), ent.view(b, t), topk_logp.view(b, t, k), topk_ids.view(b, t, k),
+                rank1.view(b, t))
+
+    @staticmethod
+    def backward(ctx, g_logp, _g_ent, g_topk, _g_ids, _g_rank1):
+        logits, y, lse, topk_ids = ctx.saved_tensors
+        if g_logp is None and g_topk is None:
+            return None, None, None, None, None
+        n, k = topk_ids.shape
+        g_logp = _zeros_if_none(g_logp, lse).reshape(n)
+        g_topk = _zeros_if_none(g_topk, topk_ids.to(lse.dtype)).reshape(n, k)
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        grad_flat = grad.view(n, -1)
+        for start, stop, block in _logit_blocks(logits, ctx.chunk):
+            z = block.to(lse.dtype) if block.dtype != lse.dtype else block.clone()
+            if ctx.inv_temperature != 1.0:
+                z.mul_(ctx.inv_temperature)
+            sl = slice(start, stop)
+            grad_flat[sl] = _chunk_grad_(z, lse[sl], y[sl], topk_ids[sl], g_logp[sl], g_topk[sl],
+                                         ctx.inv_temperature)
+            del z
+        return grad, None, None, None, None
+
+
+def _check_common(tokens, b, t, v, top_k, chunk_size, temperature, fn, what):
+    if tokens.shape != (b, t):
+        raise ValueError(f"{fn}: tokens must have shape [B, T] = {[b, t]} to match {what}, got {list(tokens.shape)}")
+    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
+        raise TypeError(f"{fn}: tokens must be an integer tensor of token ids, got {tokens.dtype}")
+    if not isinstance(top_k, int) or not 1 <= top_k <= v:
+        raise ValueError(f"{fn}: top_k must be an int in [1, vocab size = {v}], got {top_k!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"{fn}: chunk_size must be a positive int (tokens per chunk) or None, got {chunk_size!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"{fn}: temperature must be a finite number > 0, got {temperature!r}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= v):
+        raise ValueError(f"{fn}: token ids must lie in [0, {v - 1}] (the vocabulary), got min {int(tokens.min())} "
+                         f"and max {int(tokens.max())}")
+
+
+def token_stats(logits: torch.Tensor, tokens: torch.Tensor, top_k: int = 3, chunk_size: Optional[int] = None,
+                temperature: float = 1.0) -> TokenStats:
+    """SimKO's per-token statistics from logits, in chunks of `chunk_size` tokens.
+
+    logits [B, T, V] (float32, bf16 or fp16; computed in float32 chunk by chunk), tokens [B, T] integer ids of the
+    sampled tokens, aligned with the logits (position t of `logits` predicts `tokens[:, t]`).
+    `temperature`: the logits are divided by it, so log-probs match those of sampling at that temperature.
+    `chunk_size`: tokens per chunk; None picks ~64M logits per chunk (441 tokens at V = 152k).
+    Returns TokenStats (see its docstring); logp and topk_logp carry gradients to `logits`. Backward recomputes
+    each chunk's softmax from the saved logits instead of keeping float32 copies alive.
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"token_stats: logits must be [B, T, V], got shape {list(logits.shape)}")
+    if not logits.dtype.is_floating_point:
+        raise TypeError(f"token_stats: logits must be a floating-point tensor, got {logits.dtype}")
+    b, t, v = logits.shape
+    _check_common(tokens, b, t, v, top_k, chunk_size, temperature, "token_stats", "logits [B, T, V]")
+    chunk = chunk_size or max(1, _AUTO_CHUNK_ELEMENTS // v)
+    return TokenStats(*_TokenStatsFromLogits.apply(logits, tokens.to(device=logits.device, dtype=torch.long),
+                                                   top_k, chunk, 1.0 / float(temperature)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# token_stats_from_hidden: the fused LM head. Never materialises [B*T, V].
+
+
+class _TokenStatsFromHidden(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, tokens, k, chunk, inv_temperature):
+        b, t, h = hidden.shape
+        n = b * t
+        x = hidden.reshape(n, h)
+        y = tokens.reshape(n)
+        dev, cdt = hidden.device, _compute_dtype(hidden.dtype)
+        logp, lse, ent = (torch.empty(n, dtype=cdt, device=dev) for _ in range(3))
+        topk_logp = torch.empty(n, k, dtype=cdt, device=dev)
+        topk_ids = torch.empty(n, k, dtype=torch.long, device=dev)
+        rank1 = torch.empty(n, dtype=torch.bool, device=dev)
+        for start in range(0, n, chunk):
+            sl = slice(start, min(start + chunk, n))
+            z = _chunk_logits(x[sl], weight, bias, inv_temperature)
+            out = _chunk_forward(z, y[sl], k)
+            for dst, src in zip((logp, lse, ent, topk_logp, topk_ids, rank1), out):
+                dst[sl] = src
+            del z
+        ctx.save_for_backward(x, weight, bias, y, lse, topk_ids)
+        ctx.chunk, ctx.inv_temperature, ctx.hidden_shape = chunk, inv_temperature, hidden.shape
+        ctx.mark_non_differentiable(ent, topk_ids, rank1)
+        return (logp.view(b, t), ent.view(b, t), topk_logp.view(b, t, k), topk_ids.view(b, t, k),
+                rank1.view(b, t))
+
+    @staticmethod
+    def backward(ctx, g_logp, _g_ent, g_topk, _g_ids, _g_rank1):
+        x, weight, bias, y, lse, topk_ids = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        if (g_logp is None and g_topk is None) or not (need_x or need_w or need_b):
+            return None, None, None, None, None, None, None
+        n, k = topk_ids.shape
+        g_logp = _zeros_if_none(g_logp, lse).reshape(n)
+        g_topk = _zeros_if_none(g_topk, topk_ids.to(lse.dtype)).reshape(n, k)
+        dt = weight.dtype
+        grad_x = torch.empty_like(x) if need_x else None
+        # Low-precision weights: accumulate the weight gradient over chunks in float32 (one extra V x H float32
+        # buffer), as one big matmul would; full-precision weights accumulate in place.
+        acc_dt = torch.float32 if dt in (torch.float16, torch.bfloat16) else dt
+        grad_w = torch.zeros(weight.shape, dtype=acc_dt, device=weight.device) if need_w else None
+        grad_b = torch.zeros(weight.shape[0], dtype=acc_dt, device=weight.device) if need_b else None
+        for start in range(0, n, ctx.chunk):
+            sl = slice(start, min(start + ctx.chunk, n))
+            z = _chunk_logits(x[sl], weight, bias, ctx.inv_temperature)  # the recomputation
+            gz = _chunk_grad_(z, lse[sl], y[sl], topk_ids[sl], g_logp[sl], g_topk[sl], ctx.inv_temperature)
+            gz = gz if gz.dtype == dt else gz.to(dt)
+            if need_x:
+                torch.mm(gz, weight, out=grad_x[sl])
+            if need_w:
+                if acc_dt == dt:
+                    grad_w.addmm_(gz.t(), x[sl])
+                else:
+                    grad_w += gz.t() @ x[sl]
+            if need_b:
+                grad_b += gz.sum(0, dtype=acc_dt)
+            del z, gz
+        grad_x = grad_x.view(ctx.hidden_shape) if need_x else None
+        grad_w = grad_w.to(dt) if need_w else None
+        grad_b = grad_b.to(bias.dtype) if need_b else None
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def _chunk_logits(x, weight, bias, inv_temperature):
+    """float32 logits of one chunk: (x @ W^T + b) / T, computed in the weight's dtype then upcast."""
+    z = torch.mm(x, weight.t()) if bias is None else torch.addmm(bias, x, weight.t())
+    cdt = _compute_dtype(z.dtype)
+    z = z if z.dtype == cdt else z.to(cdt)
+    if inv_temperature != 1.0:
+        z.mul_(inv_temperature)
+    return z
+
+
+def token_stats_from_hidden(hidden: torch.Tensor, weight: torch.Tensor, tokens: torch.Tensor, top_k: int = 3,
+                            chunk_size: int = 256, temperature: float = 1.0,
+                            bias: Optional[torch.Tensor] = None) -> TokenStats:
+    """The same statistics as `token_stats`, straight from the last hidden states and the LM-head weight.
+
+    hidden [B, T, H], weight [V, H] (an nn.Linear's `.weight`; bias [V] optional), tokens [B, T].
+    logits = (hidden @ weight.T + bias) / temperature are computed `chunk_size` tokens at a time and never stored;
+    backward recomputes each chunk (one extra matmul) and returns gradients to hidden, weight and bias. Peak extra
+    memory is a few chunk_size x V float32 buffers (+ one V x H float32 accumulator for bf16/fp16 weights), instead
+    of several B*T x V tensors. On CPU, 256 tokens per chunk was fastest in our measurements; on a GPU larger chunks
+    (1024-4096) amortise kernel launches better.
+    """
+    if hidden.dim() != 3:
+        raise ValueError(f"token_stats_from_hidden: hidden must be [B, T, H], got shape {list(hidden.shape)}")
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[2]:
+        raise ValueError(f"token_stats_from_hidden: weight must be [V, H] with H = {hidden.shape[2]} (hidden's last "
+                         f"dim), got shape {list(weight.shape)}")
+    if not (hidden.dtype.is_floating_point and weight.dtype == hidden.dtype):
+        raise TypeError(f"token_stats_from_hidden: hidden and weight must share one floating dtype, got "
+                        f"{hidden.dtype} and {weight.dtype}")
+    if bias is not None and (bias.shape != (weight.shape[0],) or bias.dtype != weight.dtype):
+        raise ValueError(f"token_stats_from_hidden: bias must be [V] = [{weight.shape[0]}] in {weight.dtype}, got "
+                         f"{list(bias.shape)} in {bias.dtype}")
+    b, t, _ = hidden.shape
+    v = weight.shape[0]
+    _check_common(tokens, b, t, v, top_k, chunk_size, temperature, "token_stats_from_hidden", "hidden [B, T, H]")
+    return TokenStats(*_TokenStatsFromHidden.apply(hidden, weight, bias,
+                                                   tokens.to(device=hidden.device, dtype=torch.long), top_k,
+                                                   chunk_size or 256, 1.0 / float(temperature)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loss.
+
+_GATES = ("row_quantile", "batch_quantile", "absolute")
+_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+_PENALTIES = ("advantage", "ratio")
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over the True entries of mask (0 when there are none). Uses where, not multiply: inf * 0 = nan."""
+    return torch.where(mask, x, 0.0).sum() / mask.sum().clamp_min(1)
+
+
+def _entropy_gate(entropy: torch.Tensor, mask: torch.Tensor, tau: float, gate: str) -> torch.Tensor:
+    """[B, T] bool: valid tokens whose entropy is strictly above the threshold."""
+    if gate == "absolute":
+        threshold = torch.tensor(tau, device=entropy.device)
+    elif gate == "batch_quantile":
+        valid = entropy[mask]
+        threshold = torch.quantile(valid, tau) if valid.numel() else entropy.new_tensor(math.inf)
+    else:  # row_quantile: the quantile of each response's own valid tokens (padding -> nan, which nanquantile skips).
+        threshold = torch.nanquantile(torch.where(mask, entropy, math.nan), tau, dim=1, keepdim=True)
+    # A response with no valid tokens has a nan threshold; `>` with nan is False, so nothing is gated there.
+    return mask & (entropy > threshold)
+
+
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                stats: Optional[TokenStats] = None, *, alpha: float = 0.0, lam: float = 1.0, tau: float = 0.8,
+                clip_low: float = 0.2, clip_high: float = 0.28, agg: str = "token_mean", gate: str = "row_quantile",
+                penalty: str = "advantage", max_len: Optional[int] = None):
+    """The GRPO/DAPO clipped surrogate with SimKO's changes at high-entropy tokens. Returns (loss, metrics).
+
+    logp [B, T] current log-probs of the sampled tokens (differentiable; normally `stats.logp`), old_logp [B, T] the
+    sampling policy's, advantages [B] (broadcast over tokens) or [B, T], mask [B, T] (nonzero = response token).
+    stats: the TokenStats of the current policy. With stats=None SimKO is OFF whatever alpha and lam are, and this
+    is plain GRPO/DAPO. With alpha=0 and lam=1 it is exactly GRPO/DAPO too (value and gradient).
+
+    Per valid token, gamma = exp(logp - old_logp):
+    - gate: gated = entropy strictly above the `tau` quantile (torch.quantile, linear interpolation) of the entropies
+      of the valid tokens of the same response (gate="row_quantile", the official code), of the whole batch
+      ("batch_quantile"), or above `tau` nats ("absolute").
+    - A > 0 and gated: gamma is replaced by gamma_pos = (1-alpha) gamma + alpha gamma * mean_k exp(l_k - sg(l_k)),
+      l_k = stats.topk_logp[..., k]: same value, gradient gamma [(1-alpha) d logp + (alpha/K) sum_k d l_k].
+    - A < 0, gated and stats.is_rank1: penalty="advantage" (official code) multiplies the advantage by lam (lam times
+      the clipped token loss); penalty="ratio" (paper text) uses lam * gamma inside the clip.
+    - token loss = max(-A gamma~, -A clip(gamma~, 1 - clip_low, 1 + clip_high)) (the pessimistic PPO bound).
+    - agg: "token_mean" sums over all valid tokens of the batch / their count (DAPO); "seq_mean_token_mean" means
+      per response, then over responses with >= 1 valid token (GRPO); "seq_mean_token_sum_norm" sums per response,
+      divides by the constant `max_len` (default mask.shape[1]) and means over all responses (Dr. GRPO).
+    Metrics (python floats, fractions of valid tokens unless said otherwise): clip_frac_low (A < 0 and gamma below
+    1 - clip_low: the clip zeroes the gradient), clip_frac_high (A > 0 and gamma above 1 + clip_high), ratio_mean,
+    gated_frac, topk_spread_frac and rank1_penalty_frac (fractions of the *gated* tokens that got the top-K spread /
+    the rank-1 penalty), entropy (mean over valid tokens; nan without stats).
+    """
+    fn = "policy_loss"
+    if logp.dim() != 2:
+        raise ValueError(f"{fn}: logp must be [B, T], got shape {list(logp.shape)}")
+    shape = logp.shape
+    if old_logp.shape != shape or mask.shape != shape:
+        raise ValueError(f"{fn}: logp, old_logp and mask must all be [B, T] = {list(shape)}, got "
+                         f"{list(old_logp.shape)} and {list(mask.shape)}")
+    if advantages.shape not in ((shape[0],), shape):
+        raise ValueError(f"{fn}: advantages must be [B] = [{shape[0]}] or [B, T] = {list(shape)}, got "
+                         f"{list(advantages.shape)}")
+    if agg not in _AGGS:
+        raise ValueError(f"{fn}: agg must be one of {_AGGS}, got {agg!r}")
+    if gate not in _GATES:
+        raise ValueError(f"{fn}: gate must be one of {_GATES}, got {gate!r}")
+    if penalty not in _PENALTIES:
+        raise ValueError(f"{fn}: penalty must be one of {_PENALTIES}, got {penalty!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"{fn}: alpha must be in [0, 1] (share of the push spread over the top-K), got {alpha!r}")
+    if not lam > 0:
+        raise ValueError(f"{fn}: lam must be > 0 (the paper uses 1.1), got {lam!r}")
+    if gate != "absolute" and not 0.0 <= tau <= 1.0:
+        raise ValueError(f"{fn}: tau must be a quantile in [0, 1] for gate={gate!r}, got {tau!r}")
+    if not (0.0 <= clip_low < 1.0 and clip_high >= 0.0):
+        raise ValueError(f"{fn}: need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low!r}, {clip_high!r}")
+    if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
+        raise ValueError(f"{fn}: max_len must be a positive int or None, got {max_len!r}")
+    if stats is not None and (stats.entropy.shape != shape or stats.topk_logp.shape[:2] != shape
+                              or stats.is_rank1.shape != shape):
+        raise ValueError(f"{fn}: stats fields must match logp's [B, T] = {list(shape)}, got entropy "
+                         f"{list(stats.entropy.shape)}, topk_logp {list(stats.topk_logp.shape)}")
+
+    mask = mask.bool()
+    adv = (advantages.unsqueeze(1) if advantages.dim() == 1 else advantages).to(logp.dtype).expand(shape)
+    # Padding may hold anything (even inf); zero its log-ratio so it can never turn into nan through inf * 0.
+    ratio = torch.exp(torch.where(mask, logp - old_logp, 0.0))
+    ratio_t = ratio  # gamma~, the ratio that enters the clip
+    gated = pos = neg = torch.zeros_like(mask)
+    if stats is not None:
+        entropy = stats.entropy.detach().to(logp.dtype)
+        gated = _entropy_gate(entropy, mask, tau, gate)
+        pos = gated & (adv > 0)
+        neg = gated & (adv < 0) & stats.is_rank1
+        if alpha != 0.0:
+            l_k = stats.topk_logp.to(logp.dtype).clamp_min(-1e4)  # a -inf candidate would make exp(-inf + inf) nan
+            spread = torch.exp(l_k - l_k.detach()).mean(-1)  # value 1, gradient mean_k d l_k
+            gamma_pos = (1.0 - alpha) * ratio + alpha * ratio.detach() * spread
+            ratio_t = torch.where(pos, gamma_pos, ratio_t)
+        if lam != 1.0:
+            if penalty == "advantage":
+                adv = torch.where(neg, lam * adv, adv)
+            else:
+                ratio_t = torch.where(neg, lam * ratio_t, ratio_t)
+    loss_unclipped = -adv * ratio_t
+    loss_clipped = -adv * ratio_t.clamp(1.0 - clip_low, 1.0 + clip_high)
+    token_loss = torch.where(mask, torch.maximum(loss_unclipped, loss_clipped), 0.0)
+
+    if agg == "token_mean":
+        loss = token_loss.sum() / mask.sum().clamp_min(1)
+    elif agg == "seq_mean_token_mean":
+        counts = mask.sum(1)
+        per_seq = token_loss.sum(1) / counts.clamp_min(1)
+        loss = per_seq.sum() / (counts > 0).sum().clamp_min(1)
+    else:
+        loss = (token_loss.sum(1) / float(max_len or shape[1])).mean()
+
+    with torch.no_grad():
+        n_gated = gated.sum().clamp_min(1)
+        metrics = {
+            "clip_frac_low": _masked_mean(((ratio < 1.0 - clip_low) & (adv < 0)).float(), mask).item(),
+            "clip_frac_high": _masked_mean(((ratio > 1.0 + clip_high) & (adv > 0)).float(), mask).item(),
+            "ratio_mean": _masked_mean(ratio, mask).item(),
+            "gated_frac": _masked_mean(gated.float(), mask).item(),
+            "topk_spread_frac": (pos.sum() / n_gated).item(),
+            "rank1_penalty_frac": (neg.sum() / n_gated).item(),
+            "entropy": _masked_mean(stats.entropy.float(), mask).item() if stats is not None else math.nan,
+        }
+    return loss, metrics
+
+
+@torch.no_grad()
+def concentration(topk_logp: torch.Tensor, mask: torch.Tensor) -> dict:
+    """The paper's concentration metric Lambda^(k), for ranks k = 1..K over the valid tokens.
+
+    topk_logp [B, T, K] (sorted descending, e.g. `stats.topk_logp`), mask [B, T]. Returns
+    {"prob": [K floats], "logp": [K floats]}: the mean probability and the mean log-probability of the rank-k
+    candidate over valid tokens (nan when there are none). GRPO drives prob[0] towards ~0.93; SimKO keeps it ~0.47.
+    """
+    if topk_logp.dim() != 3 or mask.shape != topk_logp.shape[:2]:
+        raise ValueError(f"concentration: need topk_logp [B, T, K] and mask [B, T], got {list(topk_logp.shape)} and "
+                         f"{list(mask.shape)}")
+    m = mask.bool()
+    n = int(m.sum())
+    if n == 0:
+        k = topk_logp.shape[-1]
+        return {"prob": [math.nan] * k, "logp": [math.nan] * k}
+    valid = topk_logp[m].double()  # [n, K]
+    return {"prob": valid.exp().mean(0).tolist(), "logp": valid.mean(0).tolist()}
+
+
+if __name__ == "__main__":
+    # A tiny demonstration: one SimKO step on random logits, and what the gate and the top-K spread touch.
+    torch.manual_seed(0)
+    B, T, V = 4, 12, 50
+    logits = (torch.randn(B, T, V) * 3).requires_grad_()
+    tokens = torch.distributions.Categorical(logits=logits.detach()).sample()
+    stats = token_stats(logits, tokens, top_k=3)
+    mask = torch.ones(B, T, dtype=torch.bool)
+    adv = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    loss, metrics = policy_loss(stats.logp, stats.logp.detach(), adv, mask, stats, alpha=0.01, lam=1.1)
+    loss.backward()
+    print(f"loss {loss.item():.4f}")
+    print({k: round(v, 4) for k, v in metrics.items()})
+    print("concentration", {k: [round(x, 3) for x in v] for k, v in concentration(stats.topk_logp, mask).items()})
