@@ -1,0 +1,380 @@
+"""Pass@k Training and SimKO inside TRL's `GRPOTrainer` (TRL 1.x): keep your trainer, swap two pieces.
+
+TRL's GRPO trainer computes one advantage per completion in `_generate_and_score_completions` and the clipped
+surrogate in `_compute_loss`. Neither has a hook, so this file subclasses the trainer and overrides exactly these two
+methods (plus `_calculate_rewards`, to keep a copy of the rewards it already gathers):
+
+1. **Advantage** (`PassKGRPOConfig.advantage`). TRL computes rewards for the *whole* generation batch, gathered from
+   every process, normalises them per group and then keeps only this process's slice. The advantages it returns are
+   therefore already sliced, and a per-prompt statistic cannot be recomputed from them. We recompute from the
+   gathered rewards instead: `rewards [global_batch] -> [prompts, num_generations]`, call the chosen function of
+   `passk_at_k.py` (analytical Pass@k by default), and slice this process's part exactly as TRL does. Every process
+   computes the same full table (the bootstrap draw is seeded by `seed` and the step, so it agrees across ranks).
+   The reward of a completion is the weighted sum of the reward functions (TRL's `reward_weights`) and is
+   *binarised* (`> passk_threshold`, default 0.5) by the Pass@k functions: Pass@k needs "correct / wrong". A
+   completion that no reward function could score (all `None`) counts as wrong for its group and gets advantage 0,
+   as in TRL.
+
+2. **Loss** (`PassKGRPOConfig.simko=True`). SimKO needs, at every completion token, the full-vocabulary entropy, the
+   top-K log-probabilities and whether the sampled token is the rank-1 candidate, all from the *same* forward pass
+   that produces the log-prob being trained. TRL's fused LM head returns only the sampled token's log-prob and the
+   entropy, so with SimKO on we run the model's ordinary forward for the completion logits, get every statistic from
+   `simko.token_stats` (chunked; at TRL's sampling temperature, like TRL's own log-probs) and take the loss from
+   `simko.policy_loss`. The result is then scaled exactly like TRL's own loss for the configured `loss_type`
+   ("dapo" default, "bnpo", "grpo", "dr_grpo"), so that with `simko_alpha=0, simko_lambda=1` it equals TRL's loss
+   in value and gradient (tested), and with `simko_alpha > 0, simko_lambda=1` it has TRL's value but SimKO's
+   gradient (also tested). vLLM importance-sampling weights and the off-policy sequence mask are folded into the
+   advantage (both are non-negative per-token factors of the token loss, so this is exact); the KL term (`beta`)
+   is added on top with the same aggregation.
+
+Config fields (all validated in `PassKGRPOConfig.__post_init__`, with the allowed range in the error):
+
+    advantage         "passk_analytical" (default) | "passk_bootstrap" | "passk_full" | "combination" |
+                      "entropy_adaptive" | "exceeding_passk" | "grpo" (our population-std GRPO) | "trl" (leave TRL's)
+    passk_k           k, 1 <= k <= num_generations (the paper uses 4, 8, 16 with 32 generations)
+    passk_bootstrap_groups, passk_exceeding_scale, passk_threshold     forwarded to passk_at_k.py
+    passk_to_pass1_step   switch to the GRPO (Pass@1) advantage from this global step on (the paper's "transfer")
+    simko, simko_alpha, simko_lambda, simko_tau, simko_top_k, simko_gate, simko_penalty, simko_chunk_size
+                      SimKO on/off and simko.policy_loss / token_stats arguments (official defaults: K = 3,
+                      alpha = 0.01, lambda = 1.1, tau = 0.8 per-response quantile). PPO clip = TRL's epsilon /
+                      epsilon_high (the paper: 0.2 / 0.28).
+
+Usage (the README snippet; `tests/test_integrations_trl.py` runs it):
+
+    from integrations.trl import PassKGRPOConfig, PassKGRPOTrainer
+    args = PassKGRPOConfig(output_dir="out", num_generations=8, advantage="passk_analytical", passk_k=4,
+                           simko=True, simko_alpha=0.01, simko_lambda=1.1, epsilon=0.2, epsilon_high=0.28)
+    trainer = PassKGRPOTrainer(model=model, reward_funcs=correctness_reward, args=args, train_dataset=dataset)
+    trainer.train()
+
+Copying: this file imports `passk_at_k` and `simko` from the repository root, so copy all three next to each other,
+and give this one another name (e.g. `passk_trl.py`): a file called `trl.py` on `sys.path` would shadow TRL itself.
+
+Limits (each raises a clear error rather than training silently wrong): with SimKO on, only the token-level
+importance ratio, the loss types above, text-only models, no entropy bonus, no top-entropy token mask (SimKO has its
+own gate) and no MoE aux loss. SimKO's forward materialises the completion logits `[batch, tokens, vocab]` in the
+model dtype (TRL's fused head does not); lower `per_device_train_batch_size` for very large vocabularies.
+`entropy_adaptive` costs one extra no-grad forward over the generation batch to measure each prompt's entropy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+import passk_at_k
+import simko
+
+__all__ = ["PassKGRPOConfig", "PassKGRPOTrainer", "ADVANTAGES", "SIMKO_LOSS_TYPES"]
+
+# advantage name -> what it computes (docs for the config error message)
+ADVANTAGES = ("passk_analytical", "passk_bootstrap", "passk_full", "combination", "entropy_adaptive",
+              "exceeding_passk", "grpo", "trl")
+# TRL loss types whose aggregation simko.policy_loss reproduces exactly (TRL name -> simko agg)
+SIMKO_LOSS_TYPES = {"dapo": "token_mean", "bnpo": "token_mean", "grpo": "seq_mean_token_mean",
+                    "dr_grpo": "seq_mean_token_sum_norm"}
+_SIMKO_GATES = ("row_quantile", "batch_quantile", "absolute")
+_SIMKO_PENALTIES = ("advantage", "ratio")
+# Keys of a TRL batch that only multimodal models carry; SimKO's own forward is text-only.
+_MULTIMODAL_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes",
+                    "token_type_ids", "mm_token_type_ids", "image_position_ids", "num_images", "num_tiles")
+
+
+@dataclass
+class PassKGRPOConfig(GRPOConfig):
+    """`GRPOConfig` plus the Pass@k-advantage and SimKO fields (see the module docstring)."""
+
+    advantage: str = field(default="passk_analytical", metadata={"help": f"Advantage: one of {ADVANTAGES}."})
+    passk_k: int = field(default=4, metadata={"help": "k of Pass@k, 1 <= k <= num_generations."})
+    passk_bootstrap_groups: int | None = field(
+        default=None, metadata={"help": "Groups per prompt for advantage='passk_bootstrap' (default N)."})
+    passk_exceeding_scale: float = field(
+        default=0.4, metadata={"help": "f(N_pos) = scale / ln(N_pos + 0.5) for advantage='exceeding_passk'."})
+    passk_threshold: float = field(
+        default=0.5, metadata={"help": "A completion is correct when its (weighted) reward > threshold."})
+    passk_to_pass1_step: int | None = field(
+        default=None, metadata={"help": "From this global step on, use the GRPO (Pass@1) advantage."})
+    simko: bool = field(default=False, metadata={"help": "Use SimKO's policy loss (simko.py)."})
+    simko_alpha: float = field(default=0.01, metadata={"help": "Share of the positive push spread over top-K."})
+    simko_lambda: float = field(default=1.1, metadata={"help": "Penalty factor at rank-1 tokens of wrong answers."})
+    simko_tau: float = field(default=0.8, metadata={"help": "Entropy gate: quantile (or nats for gate='absolute')."})
+    simko_top_k: int = field(default=3, metadata={"help": "K of SimKO's top-K redistribution."})
+    simko_gate: str = field(default="row_quantile", metadata={"help": f"One of {_SIMKO_GATES}."})
+    simko_penalty: str = field(default="advantage", metadata={"help": f"One of {_SIMKO_PENALTIES}."})
+    simko_chunk_size: int | None = field(
+        default=None, metadata={"help": "Tokens per chunk in simko.token_stats (None: ~64M logits per chunk)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"PassKGRPOConfig.advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
+        sizes = {"num_generations": self.num_generations}
+        if self.num_generations_eval is not None:
+            sizes["num_generations_eval"] = self.num_generations_eval
+        if isinstance(self.passk_k, bool) or not isinstance(self.passk_k, int) or self.passk_k < 1:
+            raise ValueError(f"PassKGRPOConfig.passk_k must be an int >= 1, got {self.passk_k!r}")
+        uses_k = self.advantage not in ("grpo", "trl")
+        for name, n in sizes.items():
+            if uses_k and self.passk_k > n:
+                raise ValueError(f"PassKGRPOConfig.passk_k={self.passk_k} must be <= {name}={n} (k responses are "
+                                 f"drawn from the {n} generations of a prompt)")
+        if self.passk_bootstrap_groups is not None and (
+                not isinstance(self.passk_bootstrap_groups, int) or self.passk_bootstrap_groups < 1):
+            raise ValueError(f"PassKGRPOConfig.passk_bootstrap_groups must be an int >= 1 or None, "
+                             f"got {self.passk_bootstrap_groups!r}")
+        if self.passk_to_pass1_step is not None and (
+                not isinstance(self.passk_to_pass1_step, int) or self.passk_to_pass1_step < 0):
+            raise ValueError(f"PassKGRPOConfig.passk_to_pass1_step must be an int >= 0 or None, "
+                             f"got {self.passk_to_pass1_step!r}")
+        if self.simko:
+            self._check_simko()
+
+    def _check_simko(self):
+        """SimKO's loss replaces TRL's; refuse the TRL options it does not reproduce instead of ignoring them."""
+        def bad(what):
+            raise ValueError(f"PassKGRPOConfig(simko=True): {what}")
+
+        if not 0.0 <= self.simko_alpha <= 1.0:
+            bad(f"simko_alpha must be in [0, 1], got {self.simko_alpha!r}")
+        if not self.simko_lambda > 0:
+            bad(f"simko_lambda must be > 0 (official 1.1), got {self.simko_lambda!r}")
+        if self.simko_gate not in _SIMKO_GATES:
+            bad(f"simko_gate must be one of {_SIMKO_GATES}, got {self.simko_gate!r}")
+        if self.simko_gate != "absolute" and not 0.0 <= self.simko_tau <= 1.0:
+            bad(f"simko_tau is a quantile for simko_gate={self.simko_gate!r} and must be in [0, 1], "
+                f"got {self.simko_tau!r}")
+        if self.simko_penalty not in _SIMKO_PENALTIES:
+            bad(f"simko_penalty must be one of {_SIMKO_PENALTIES}, got {self.simko_penalty!r}")
+        if isinstance(self.simko_top_k, bool) or not isinstance(self.simko_top_k, int) or self.simko_top_k < 1:
+            bad(f"simko_top_k must be an int >= 1, got {self.simko_top_k!r}")
+        if self.simko_chunk_size is not None and (not isinstance(self.simko_chunk_size, int)
+                                                  or self.simko_chunk_size < 1):
+            bad(f"simko_chunk_size must be an int >= 1 or None, got {self.simko_chunk_size!r}")
+        if self.loss_type not in SIMKO_LOSS_TYPES:
+            bad(f"loss_type must be one of {tuple(SIMKO_LOSS_TYPES)}, got {self.loss_type!r}")
+        if self.importance_sampling_level != "token":
+            bad(f"importance_sampling_level must be 'token', got {self.importance_sampling_level!r}")
+        if self.delta is not None:
+            bad("two-sided clipping (delta) is not supported; set delta=None")
+        if self.top_entropy_quantile < 1.0:
+            bad("top_entropy_quantile < 1 masks tokens by entropy; SimKO has its own gate (simko_tau); set it to 1.0")
+        if self.entropy_coef != 0.0 or self.use_adaptive_entropy:
+            bad("the entropy bonus is not supported (SimKO's entropy carries no gradient); set entropy_coef=0")
+
+
+class PassKGRPOTrainer(GRPOTrainer):
+    """`GRPOTrainer` whose advantage comes from `passk_at_k.py` and whose loss (optionally) from `simko.py`."""
+
+    def __init__(self, model, reward_funcs=None, args: PassKGRPOConfig | None = None, **kwargs):
+        if args is None:
+            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
+            args = PassKGRPOConfig(f"{str(name).split('/')[-1]}-PassK-GRPO")
+        if not isinstance(args, PassKGRPOConfig):
+            raise TypeError(f"PassKGRPOTrainer needs args=PassKGRPOConfig(...) (a GRPOConfig with the Pass@k and "
+                            f"SimKO fields), got {type(args).__name__}")
+        super().__init__(model, reward_funcs, args=args, **kwargs)
+        if args.simko and self.aux_loss_enabled:
+            raise ValueError("PassKGRPOConfig(simko=True): the MoE router aux loss is not supported; "
+                             "set router_aux_loss_coef=0")
+        self._gathered_rewards_per_func = None
+
+    # ---------------------------------------------------------------------------------------------------------
+    # 1. Advantages
+    # ---------------------------------------------------------------------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # TRL returns rewards gathered over all processes, [global_batch, num_reward_funcs]; keep them.
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._gathered_rewards_per_func = rewards_per_func
+        return rewards_per_func
+
+    def _passk_advantages(self, rewards: torch.Tensor, prompt_entropy: torch.Tensor | None) -> torch.Tensor:
+        """rewards [prompts, N] float64 on CPU -> advantages [prompts, N] float64, per the config."""
+        a = self.args
+        name = a.advantage
+        if a.passk_to_pass1_step is not None and self.state.global_step >= a.passk_to_pass1_step:
+            name = "grpo"
+        k, thr = a.passk_k, a.passk_threshold
+        if name == "grpo":
+            return passk_at_k.grpo_advantages(rewards)
+        if name == "passk_analytical":
+            return passk_at_k.passk_advantages_analytical(rewards, k, threshold=thr)
+        if name == "passk_full":
+            return passk_at_k.passk_advantages_full(rewards, k, threshold=thr)
+        if name == "passk_bootstrap":
+            # Same seed on every process (they all compute the full table, then slice): seed + step.
+            gen = torch.Generator().manual_seed(int(a.seed) * 1_000_003 + int(self.state.global_step))
+            return passk_at_k.passk_advantages_bootstrap(rewards, k, num_groups=a.passk_bootstrap_groups,
+                                                         generator=gen, threshold=thr)
+        if name == "combination":
+            return passk_at_k.combination_advantages(rewards, k, threshold=thr)
+        if name == "exceeding_passk":
+            return passk_at_k.exceeding_passk_advantages(rewards, k, scale=a.passk_exceeding_scale, threshold=thr)
+        if name == "entropy_adaptive":
+            return passk_at_k.entropy_adaptive_advantages(rewards, k, prompt_entropy, threshold=thr)
+        raise ValueError(f"unknown advantage {name!r}; expected one of {ADVANTAGES}")  # unreachable after config
+
+    @torch.no_grad()
+    def _completion_entropy(self, output: dict) -> torch.Tensor:
+        """Mean token entropy of every completion of the generation batch, gathered over processes: [global_batch]."""
+        ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        att = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        extra = {key: output[key] for key in _MULTIMODAL_KEYS if key in output}
+        _, ent, _ = self._get_per_token_logps_and_entropies(
+            self.model, ids, att, output["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size,
+            compute_entropy=True, **extra)
+        m = output["completion_mask"].float()
+        local = (ent * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.accelerator.gather(local)
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.args.advantage == "trl" and self.args.passk_to_pass1_step is None:
+            return output
+        mode = "train" if self.model.training else "eval"
+        n = self.num_generations if mode == "train" else self.num_generations_eval
+        rpf = self._gathered_rewards_per_func  # [global_batch, F], NaN where a reward function returned None
+        unscorable = torch.isnan(rpf).all(dim=1)
+        rewards = (rpf * self.reward_weights.to(rpf.device).unsqueeze(0)).nansum(dim=1)
+        rewards = rewards.masked_fill(unscorable, 0.0).double().cpu().view(-1, n)  # unscorable = wrong
+        entropy = None
+        if self.args.advantage == "entropy_adaptive":
+            entropy = self._completion_entropy(output).double().cpu().view(-1, n).mean(1)
+        if self.args.advantage == "trl":  # only reached after passk_to_pass1_step: switch to our GRPO
+            adv = passk_at_k.grpo_advantages(rewards)
+        else:
+            adv = self._passk_advantages(rewards, entropy)
+        adv = adv.flatten().masked_fill(unscorable.cpu(), 0.0)
+
+        # The same slice TRL takes: this process's completions are a contiguous block of the gathered batch.
+        local = len(inputs)
+        process_slice = slice(self.accelerator.process_index * local, (self.accelerator.process_index + 1) * local)
+        output["advantages"] = adv[process_slice].to(device=output["advantages"].device,
+                                                     dtype=output["advantages"].dtype)
+
+        # TRL logged its own advantages for the completions table: replace them with the ones we use.
+        logged = self._logs["advantages"]
+        for _ in range(min(adv.numel(), len(logged))):
+            logged.pop()
+        logged.extend(adv.tolist())
+        correct = rewards > self.args.passk_threshold
+        if self.args.advantage != "trl" and self.args.passk_k <= n:
+            pk = passk_at_k.pass_at_k(n, correct.sum(1), self.args.passk_k)
+            self._metrics[mode][f"passk/pass@{self.args.passk_k}"].append(float(pk.mean()))
+        self._metrics[mode]["passk/abs_advantage_mean"].append(float(adv.abs().mean()))
+        return output
+
+    # ---------------------------------------------------------------------------------------------------------
+    # 2. SimKO loss
+    # ---------------------------------------------------------------------------------------------------------
+
+    def _completion_logits(self, model, input_ids, attention_mask, logits_to_keep):
+        """Logits predicting the completion tokens, [B, logits_to_keep, V], from the model's ordinary forward.
+
+        Calling `model(...)` (not a sub-module) keeps DDP / DeepSpeed / PEFT wrappers in the loop; without
+        `fused_lm_head=True` TRL's patched forward falls through to the model's own. `logits_to_keep + 1`
+        positions: the last one predicts the token after the completion and is dropped.
+        """
+        with self.accelerator.autocast():
+            out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep + 1,
+                        use_cache=False)
+        return out.logits[:, :-1]
+
+    def _compute_loss(self, model, inputs):
+        if not self.args.simko:
+            return super()._compute_loss(model, inputs)
+        present = [key for key in _MULTIMODAL_KEYS if inputs.get(key) is not None]
+        if present:
+            raise NotImplementedError(f"PassKGRPOTrainer(simko=True) supports text-only models; the batch has "
+                                      f"multimodal inputs {present}")
+        a = self.args
+        mode = "train" if self.model.training else "eval"
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)
+        T = completion_ids.size(1)
+        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
+
+        logits = self._completion_logits(model, input_ids, attention_mask, T)
+        stats = simko.token_stats(logits, completion_ids, top_k=a.simko_top_k, chunk_size=a.simko_chunk_size,
+                                  temperature=self.temperature)
+        logp = stats.logp
+        old_logp = inputs.get("old_per_token_logps")
+        old_logp = logp.detach() if old_logp is None else old_logp
+
+        # Non-negative per-token (or per-sequence) factors of the token loss fold into the advantage exactly:
+        # w * max(-A r, -A clip(r)) = max(-(wA) r, -(wA) clip(r)) for w >= 0, and sign(wA) = sign(A) where w > 0.
+        advantages = inputs["advantages"]
+        advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
+        if self.off_policy_mask_threshold is not None:
+            sampling_logp = inputs.get("sampling_per_token_logps", old_logp)
+            advantages = advantages * self.get_off_policy_mask(advantages, logp, sampling_logp, mask,
+                                                               self.off_policy_mask_threshold)
+        if self.use_vllm and self.vllm_importance_sampling_correction:
+            advantages = advantages * inputs["importance_sampling_ratio"]
+        advantages = advantages.expand_as(logp)
+
+        agg = SIMKO_LOSS_TYPES[self.loss_type]
+        loss, metrics = simko.policy_loss(
+            logp, old_logp, advantages, mask, stats, alpha=a.simko_alpha, lam=a.simko_lambda, tau=a.simko_tau,
+            clip_low=self.epsilon_low, clip_high=self.epsilon_high, agg=agg, gate=a.simko_gate,
+            penalty=a.simko_penalty, max_len=self.max_completion_length if agg == "seq_mean_token_sum_norm" else None)
+        loss = self._trl_scale(loss, mask, mode, inputs)
+
+        if self.beta != 0.0:
+            ref = inputs["ref_per_token_logps"]
+            per_token_kl = torch.exp(ref - logp) - (ref - logp) - 1
+            if a.use_bias_correction_kl:
+                per_token_kl = per_token_kl * torch.exp(logp - old_logp)
+            loss = loss + self.beta * self._trl_scale(self._aggregate(per_token_kl, mask), mask, mode, inputs)
+            self._metrics[mode]["kl"].append(self._global_mean(per_token_kl.detach(), mask))
+
+        # The metrics TRL logs, from the same forward, plus SimKO's own.
+        self._metrics[mode]["entropy"].append(self._global_mean(stats.entropy, mask))
+        ratio = torch.exp((logp - old_logp).detach())
+        low = ((ratio < 1 - self.epsilon_low) & (advantages < 0)).float()
+        high = ((ratio > 1 + self.epsilon_high) & (advantages > 0)).float()
+        self._metrics[mode]["clip_ratio/low_mean"].append(self._global_mean(low, mask))
+        self._metrics[mode]["clip_ratio/high_mean"].append(self._global_mean(high, mask))
+        self._metrics[mode]["clip_ratio/region_mean"].append(self._global_mean(torch.maximum(low, high), mask))
+        for key in ("gated_frac", "topk_spread_frac", "rank1_penalty_frac"):
+            self._metrics[mode][f"simko/{key}"].append(metrics[key])
+        conc = simko.concentration(stats.topk_logp.detach(), mask.bool())
+        self._metrics[mode]["simko/top1_prob"].append(conc["prob"][0])
+        return loss
+
+    def _aggregate(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The aggregation simko.policy_loss uses for the configured loss type, applied to a [B, T] tensor."""
+        m = mask.bool()
+        x = torch.where(m, x, 0.0)
+        agg = SIMKO_LOSS_TYPES[self.loss_type]
+        if agg == "token_mean":
+            return x.sum() / m.sum().clamp_min(1)
+        if agg == "seq_mean_token_mean":
+            counts = m.sum(1)
+            return (x.sum(1) / counts.clamp_min(1)).sum() / (counts > 0).sum().clamp_min(1)
+        return (x.sum(1) / float(self.max_completion_length)).mean()
+
+    def _trl_scale(self, value: torch.Tensor, mask: torch.Tensor, mode: str, inputs: dict) -> torch.Tensor:
+        """Rescale a simko-aggregated loss to what TRL's `_compute_loss` returns for the same loss type.
+
+        dapo: TRL divides the token sum by the token count of the whole generation batch (per process, per
+        accumulation step); simko's token_mean divides by this micro-batch's count. grpo: TRL means over *all*
+        sequences, simko over non-empty ones. bnpo / grpo / dr_grpo: TRL divides by the accumulation steps.
+        """
+        m = mask.bool()
+        if self.loss_type == "dapo":
+            normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            if mode == "train":
+                normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+            return value * m.sum().clamp_min(1) / normalizer
+        if self.loss_type == "grpo":
+            value = value * (m.sum(1) > 0).sum() / m.size(0)
+        return value / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
+
+    def _global_mean(self, x: torch.Tensor, mask: torch.Tensor) -> float:
+        """Token mean over all processes (as TRL logs its metrics)."""
+        m = mask.float()
+        totals = self.accelerator.reduce(torch.stack([(x.detach().float() * m).sum(), m.sum()]), reduction="sum")
+        return (totals[0] / totals[1].clamp(min=1.0)).item()
