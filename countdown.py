@@ -27,6 +27,7 @@ in a Qwen2 tokenizer that would mangle the characters).
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from fractions import Fraction
 
@@ -190,3 +191,54 @@ def build_model(tokenizer, hidden: int = 128, layers: int = 4, heads: int = 4, s
     model = LlamaForCausalLM(config)
     torch.random.set_rng_state(state)
     return model
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Supervised warm-up
+
+def warm_up(model, tokenizer, problems: list[dict], steps: int, *, lr: float = 3e-3, batch_size: int = 64,
+            seed: int = 0, progress: bool = True) -> list[float]:
+    """Teach the format and some arithmetic: cross-entropy on "prompt -> one random correct solution + EOS".
+
+    Only the answer tokens are in the loss. A short warm-up leaves the model right some of the time (pass@1 between
+    0.1 and 0.5 on held-out problems) and right *at least once* in 16 samples much more often: the regime where
+    RL helps and where pass@1 and pass@k can move apart. Returns the loss of every step.
+    """
+    import torch
+    from tqdm import tqdm
+
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    # linear warm-up over 5% of the steps, then cosine decay to 10% of lr
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, steps // 20)) * (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(1, steps)))))
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    losses = []
+    model.train()
+    for _ in tqdm(range(steps), desc="warm-up", disable=not progress, mininterval=2):
+        batch = rng.sample(problems, batch_size)
+        rows, answer_from = [], []
+        for p in batch:
+            prompt = tokenizer(p["prompt"])["input_ids"]
+            answer = tokenizer(rng.choice(p["solutions"]))["input_ids"] + [eos]
+            rows.append(prompt + answer)
+            answer_from.append(len(prompt))
+        width = max(map(len, rows))
+        ids = torch.full((batch_size, width), pad, dtype=torch.long)
+        target_mask = torch.zeros((batch_size, width), dtype=torch.bool)
+        for i, (row, start) in enumerate(zip(rows, answer_from)):
+            ids[i, :len(row)] = torch.tensor(row)
+            target_mask[i, start:len(row)] = True
+        ids, target_mask = ids.to(device), target_mask.to(device)
+        logits = model(input_ids=ids).logits[:, :-1]          # position t predicts token t + 1
+        targets = ids[:, 1:].masked_fill(~target_mask[:, 1:], -100)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
