@@ -958,6 +958,14 @@ _RNG_POINTS = [sympy.Rational(p, q) for p, q in
                [(3, 7), (-5, 11), (13, 17), (-2, 13), (7, 5), (-11, 3), (19, 23), (-17, 29), (5, 2), (-23, 19)]]
 
 
+def _points(free, shift=0):
+    """Five rational points; the signs run through every pattern for the first two symbols, so identities that
+    hold only for positive values (log(xy) = log x + log y, sqrt(x^2) = x) are told apart."""
+    for j in range(5):
+        yield {s: abs(_RNG_POINTS[(j * 3 + k + shift) % len(_RNG_POINTS)]) * (-1 if (j >> k) & 1 else 1)
+               for k, s in enumerate(free)}
+
+
 def _tame(e):
     """Every integer in the expression is small: then 'evalf cannot separate it from zero at NUMERIC_MAXPREC digits'
     can only mean zero (adversarial near-misses need huge integers, e.g. sqrt(10^10000 + 1) - 10^5000)."""
@@ -1003,8 +1011,7 @@ def _expr_equal(a, b):
     # Random rational points: polynomials and rational functions evaluate exactly, everything else to
     # NUMERIC_DIGITS; agreement at several points is equality for any answer a model writes.
     valid = 0
-    for j in range(4):
-        point = {s: _RNG_POINTS[(j * 3 + k) % len(_RNG_POINTS)] for k, s in enumerate(free)}
+    for point in _points(free):
         try:
             dv = d.xreplace(point)
         except (ZeroDivisionError, ValueError, TypeError, ArithmeticError):
@@ -1027,8 +1034,7 @@ def _proportional(d1, d2):
     if not free:
         return False
     ratio = None
-    for j in range(4):
-        point = {s: _RNG_POINTS[(j * 3 + k + 1) % len(_RNG_POINTS)] for k, s in enumerate(free)}
+    for point in _points(free, shift=1):
         v1, v2 = d1.xreplace(point), d2.xreplace(point)
         if _zero(v2) is not False:
             if _zero(v1) is not True:
@@ -1465,17 +1471,17 @@ def main(argv=None):
     ap.add_argument("gold", help="the gold answer, a MATH solution with \\boxed{}, or a GSM8K solution with ####")
     args = ap.parse_args(argv)
     pred = extract_answer(args.response)
-    if pred is None and args.response.strip() and len(args.response) < 200 and "\\boxed" not in args.response:
-        print("note: no \\boxed{} or anchor in RESPONSE; judging the whole string as the answer")
-        pred = args.response.strip()
     gold = _gold_answer(args.gold)
-    print(f"response answer: {_short(pred)}")
+    print(f"response answer: {_short(pred)}" + ("  (no \\boxed{} or anchor found)" if pred is None else ""))
     print(f"gold answer:     {_short(gold)}")
     if pred is not None:
         print(f"normalised:      {_short(_normalize(pred))}  vs  {_short(_normalize(gold))}")
     ok, why = _judge(pred, gold)
     print(f"verdict:         {'EQUIVALENT (reward 1.0)' if ok else 'NOT EQUIVALENT (reward 0.0)'}")
     print(f"why:             {why}")
+    if pred is None and args.response.strip():
+        ok2, why2 = _judge(args.response.strip(), gold)
+        print(f"as a bare answer, is_equivalent(RESPONSE, gold) would be {ok2}: {why2}")
     return 0
 
 

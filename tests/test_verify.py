@@ -1,0 +1,440 @@
+"""Tests for verify.py: extraction, equivalence (our own table; tests/test_verify_cases.py has the independent one),
+safety bounds on pathological input, a fuzz test, batch_reward's worker pool and hard kill, and the CLI."""
+import ast
+import fractions
+import os
+import pathlib
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import verify
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+HANG_GUARD_S = 5.0     # not a speed goal (that lives in benchmarks/bench_verify.py): only "it did not hang"
+
+# ----------------------------------------------------------------------------------------------------------------
+# extract_answer
+
+EXTRACT = [
+    (r"so the answer is $\boxed{42}$.", "42"),
+    (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}"),
+    (r"\boxed{\frac{\sqrt{3}}{2}} and more text", r"\frac{\sqrt{3}}{2}"),
+    (r"nested \boxed{a^{b^{c}}}", r"a^{b^{c}}"),
+    (r"\boxed{\{1, 2\}}", r"\{1, 2\}"),
+    (r"first \boxed{3} then \boxed{4}", "4"),
+    (r"\fbox{7}", "7"),
+    (r"\boxed 5", "5"),
+    (r"\boxed 5$ and", "5"),
+    (r"\boxed{}", None),
+    (r"\boxed{ }", None),
+    (r"\boxed{3} and finally \boxed{}", None),          # an empty last box is no answer, not "look further back"
+    (r"\boxed{3} and then \boxed{4", "3"),               # a truncated box is skipped
+    ("#### 42", "42"),
+    ("work\n#### 1,234\n", "1,234"),
+    ("The final answer is 42.", "42"),
+    ("The final answer is $\\frac{1}{2}$. I hope it is correct.", r"\frac{1}{2}"),
+    ("Final Answer: The final answer is 7. I hope it is correct.", "7"),
+    ("Answer: 3.5", "3.5"),
+    ("**Answer:** 12", "12"),
+    ("<answer>12</answer>", "12"),
+    ("<answer>\\boxed{5}</answer>", "5"),
+    ("Answer: 3\nThe final answer is 4", "4"),           # last anchor wins
+    ("The final answer is 4\nAnswer: 3", "3"),
+    ("<think>\\boxed{41}</think> The answer is \\boxed{42}", "42"),
+    ("<think>\\boxed{41}</think> no answer after the thinking", "41"),
+    ("<think>Answer: 1</think>\nAnswer: 2", "2"),
+    ("6 times 7 is 42", None),                           # never "the last number in the text"
+    ("I think it is 4 or 5.", None),
+    ("", None),
+    ("the answer is probably 7", None),
+]
+
+
+@pytest.mark.parametrize("text, expected", EXTRACT)
+def test_extract_answer(text, expected):
+    assert verify.extract_answer(text) == expected
+
+
+def test_extract_answer_rejects_non_string():
+    with pytest.raises(TypeError, match="expected str"):
+        verify.extract_answer(None)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# is_equivalent: our own table (pred, gold, expected)
+
+T, F = True, False
+EQUIV = [
+    # integers, decimals, signs
+    ("7", "7", T), ("7.000", "7", T), ("0007", "7", T), ("-0", "0", T), ("+3", "3", T), ("\u22123", "-3", T),
+    ("-3", "3", F), ("70", "7", F), ("0.7", "7", F), ("6.999", "7", F), ("7.001", "7", F), ("1e2", "100", T),
+    ("1.5E-2", "0.015", T), (r"2.5\times 10^{3}", "2500", T), (r"2.5\cdot10^3", "2500", T), ("2.5e3", "250", F),
+    # fractions in every spelling
+    (r"\frac{3}{4}", "3/4", T), (r"\frac34", "0.75", T), (r"\dfrac{6}{8}", r"\frac{3}{4}", T), ("6/8", "0.75", T),
+    (r"\tfrac{-3}{4}", "-0.75", T), (r"-\frac{3}{4}", r"\frac{-3}{4}", T), (r"\frac{3}{-4}", "-3/4", T),
+    (r"\frac{4}{3}", "3/4", F), (r"\frac{3}{4}", "0.7", F), (r"\frac{1}{7}", "0.142857", F),
+    (r"\frac{\frac{1}{2}}{\frac{1}{4}}", "2", T), (r"\frac{1}{2}+\frac{1}{3}", r"\frac56", T),
+    # radicals
+    (r"3\sqrt{2}", r"\sqrt{18}", T), (r"\sqrt{50}", r"5\sqrt2", T), (r"\frac{2}{\sqrt{2}}", r"\sqrt{2}", T),
+    (r"\sqrt[3]{27}", "3", T), (r"\sqrt[3]{16}", r"2\sqrt[3]{2}", T), (r"2^{1/2}", r"\sqrt2", T),
+    (r"\sqrt{8}", r"2\sqrt{3}", F), (r"\sqrt{2}", "1.414", T), (r"\sqrt{2}", "1.415", F), (r"\sqrt{2}", "1.4", F), (r"\sqrt{3}+\sqrt{2}", r"\sqrt{5}", F),
+    (r"\frac{1}{\sqrt3+\sqrt2}", r"\sqrt3-\sqrt2", T), (r"\sqrt{5+2\sqrt6}", r"\sqrt2+\sqrt3", T),
+    (r"\sqrt{-4}", "2i", T),
+    # pi and e exact
+    (r"\pi r^2", r"r^2\pi", T), (r"\frac{3\pi}{2}", r"1.5\pi", T), (r"2\pi", "6.28", T), (r"2\pi", "6.29", F), ("6.28", r"2\pi", F), (r"\pi", r"\frac{355}{113}", F),
+    ("e", r"\exp(1)", T), (r"\ln(e^3)", "3", T), (r"e^{\ln 5}", "5", T), (r"e", "2.71828", T), (r"e", "2.71827", F), ("2.72", "e", F),
+    # percent, units, degrees, money
+    ("25\\%", "25", T), ("25 percent", "25", T), ("25", "25\\%", T), ("0.25", "25\\%", F),
+    (r"12 \text{ cm}", "12", T), (r"12\,\text{cm}^2", "12", T), (r"12 \mbox{ inches}", "12", T), ("12 meters", "12", T),
+    (r"45^{\circ}", "45", T), (r"45^\circ", r"45^{\circ}", T), ("45\u00b0", "45", T), ("45 degrees", "45", T),
+    (r"\$4.50", "4.5", T), (r"\$4.50", "4.05", F), (r"13 \text{ cm}", "12", F),
+    # thousands separators
+    ("12,345", "12345", T), ("1,000,000", "1000000", T), (r"1{,}500", "1500", T), (r"1\,500", "1500", T),
+    ("1 500", "1500", T), ("1,500", "15,00", F), ("1,500", "150", F),
+    # repeating decimals
+    (r"0.\overline{6}", r"\frac23", T), (r"0.8\overline{3}", r"\frac56", T), (r"0.\overline{09}", r"\frac{1}{11}", T),
+    (r"0.\overline{6}", "0.6", F), (r"0.\overline{6}", "0.67", F),
+    # intervals and unions
+    ("(1,4]", r"(1, 4]", T), (r"\left[ 1, 4 \right)", "[1,4)", T), ("(1,4]", "[1,4]", F), ("(1,4]", "(1,4)", F),
+    (r"(-\infty, 0)", "x<0", T), (r"[0,\infty)", r"x \ge 0", T), (r"x \geq 0", r"(0, \infty)", F),
+    (r"-3 < x < 3", "(-3,3)", T), (r"-3 \le x \le 3", "[-3,3]", T), (r"3 > x > -3", "(-3,3)", T),
+    (r"(-\infty,1)\cup(2,\infty)", r"(2,\infty)\cup(-\infty,1)", T), (r"(-\infty,1]\cup(2,\infty)", r"(-\infty,1)\cup(2,\infty)", F),
+    (r"x<1 \text{ or } x>2", r"(-\infty,1)\cup(2,\infty)", T), (r"x \in (1,2)", "(1,2)", T), (r"t<5", r"x<5", F),
+    # sets (order-free) vs tuples (ordered)
+    (r"\{3, 1, 2\}", r"\{1,2,3\}", T), ("3, 1, 2", "1, 2, 3", T), (r"\{1,2\}", r"\{1,2,3\}", F), ("(1,2,3)", "(1,2,3)", T),
+    ("(1,2,3)", "(3,2,1)", F), ("(1, -1)", r"\left(1,-1\right)", T), (r"(\frac12, 3)", "(0.5, 3)", T),
+    (r"\emptyset", r"\{\}", T), (r"\emptyset", r"\{0\}", F), (r"\langle 1, 2\rangle", "(1,2)", T),
+    # plus-minus as a set
+    (r"\pm 3", "3, -3", T), (r"\pm 3", r"\{-3, 3\}", T), (r"2 \pm \sqrt{3}", r"2+\sqrt3, 2-\sqrt3", T),
+    (r"x = 1 \pm i", "1+i, 1-i", T), (r"\pm 3", "3", F), (r"2\pm\sqrt3", r"2+\sqrt3", F),
+    # equations
+    ("x=7", "7", T), ("7", "x = 7", T), ("k = 7", "7", T), ("x = 7", "x = 7.0", T), ("x = 7", "y = 7", F), ("x=7", "8", F),
+    ("y = 3x - 2", "3x - y = 2", T), ("y = 3x - 2", "y = 3x + 2", F), ("2y = 6x - 4", "y = 3x - 2", T),
+    ("x^2 + y^2 = 4", "y^2 + x^2 - 4 = 0", T), ("a = 2, b = 5", "(2, 5)", T), ("f(x) = x^2", "x^2", T),
+    # polynomials and expressions
+    ("(x-1)(x+1)", "x^2-1", T), ("x^2-2x+1", "(x-1)^2", T), ("(x-1)^2", "x^2-1", F), (r"\frac{x^2-4}{x-2}", "x+2", T),
+    ("2(a+b)", "2a+2b", T), ("2(a+b)", "2a+b", F), ("a^2 b", "b a^2", T), (r"\frac{1}{x}+\frac{1}{y}", r"\frac{x+y}{xy}", T),
+    (r"x^3-1", "(x-1)(x^2+x+1)", T), (r"x^3+1", "(x-1)(x^2+x+1)", F), (r"\sin^2\theta+\cos^2\theta", "1", T),
+    (r"\cos(2x)", r"1-2\sin^2 x", T), (r"\cos(2x)", r"2\sin^2 x - 1", F), (r"\log(xy)", r"\log x + \log y", F),
+    ("6x^2", "6x^3", F), ("x", "-x", F), (r"\sqrt{x^2}", "|x|", T), ("x y", "xy", T),
+    # matrices and vectors
+    (r"\begin{pmatrix} 3 \\ -1 \end{pmatrix}", "(3, -1)", T), (r"\begin{bmatrix} 3 & -1 \end{bmatrix}", "(3,-1)", T),
+    (r"\begin{pmatrix} 3 \\ -1 \end{pmatrix}", "(-1, 3)", F),
+    (r"\begin{pmatrix} 1 & 0 \\ 0 & 1 \end{pmatrix}", r"\begin{bmatrix} 1 & 0 \\ 0 & 1 \end{bmatrix}", T),
+    (r"\begin{pmatrix} 1 & 0 \\ 0 & 1 \end{pmatrix}", r"\begin{pmatrix} 1 & 0 \\ 1 & 0 \end{pmatrix}", F),
+    (r"\begin{pmatrix} 1 & 2 \end{pmatrix}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", F),
+    # complex numbers
+    ("2+3i", "3i+2", T), ("2-3i", "2+3i", F), (r"\frac{1}{i}", "-i", T), ("i^2", "-1", T), ("(1+i)^2", "2i", T),
+    (r"\sqrt{2}i", r"i\sqrt2", T), ("5i", "5", F),
+    # base subscripts
+    ("1101_2", "1101_{2}", T), ("1101_{2}", "1101", T), ("1101_2", "1100_2", F), ("A3_{16}", "A3_{16}", T),
+    # mixed numbers
+    (r"3\frac{1}{4}", r"\frac{13}{4}", T), (r"3\frac14", "3.25", T), (r"3\frac{1}{4}", r"\frac34", F),
+    (r"2\frac{\pi}{3}", r"\frac{2\pi}{3}", T),
+    # multiple choice
+    ("(B)", "B", T), (r"\textbf{(B)}", r"\text{(B)}", T), ("B", r"\text{(B)}", T), ("(B) 17", "B", T), ("(D)", "B", F),
+    ("A, B", "B", F), ("b", "B", F),
+    # text answers
+    (r"\text{Tuesday}", "Tuesday", T), (r"\text{tuesday}", r"\text{Tuesday}", T), (r"\textbf{Tuesday}", "Tuesday", T),
+    (r"\text{Wednesday}", "Tuesday", F), (r"\text{odd}", r"\text{even}", F), ("yes", r"\text{Yes}", T),
+    # GSM8K style
+    ("1,234", "1234", T), ("$1,234", "1234", T), ("1234.00", "1234", T), ("1,243", "1234", F),
+    # factorials, binomials, logs, trig
+    ("4!", "24", T), (r"\binom{6}{3}", "20", T), (r"\dbinom{6}{3}", r"\binom{6}{3}", T), (r"{6 \choose 3}", "20", T),
+    (r"\log_3 81", "4", T), (r"\log_2 \frac{1}{8}", "-3", T), (r"\sin\frac{\pi}{6}", r"\frac12", T),
+    (r"\cos \pi", "-1", T), (r"\tan\frac{\pi}{4}", "1", T), (r"\arctan 1", r"\frac{\pi}{4}", T), (r"\sin 1", r"\cos 1", F),
+    # big but bounded numbers, exactly
+    ("2^{64}", "18446744073709551616", T), ("2^{64}", "18446744073709551615", F), ("10^{-12}", "0", F),
+    ("3^{100}", "3^{100}+1", F), (r"\frac{1}{3^{50}}", r"3^{-50}", T), ("1 - 10^{-30}", "1", F), ("20!", "2432902008176640000", T),
+    # hedges and lists when one value is asked
+    ("3, 4", "3", F), (r"3 \text{ or } 4", "4", F), ("3 or 4", "3", F), (r"\{3\}", "3, 4", F), ("x = 3, x = 4", "3", F),
+    (r"3 \text{ and } 4", "3, 4", T), ("3 or 4", "3, 4", T),
+    # edge cases that must not crash
+    ("", "", F), ("()", "0", F), (r"\frac{}{}", "1", F), ("x^", "x", F), ("1/0", "1/0", T), ("1/0", r"\infty", F),
+    (r"\infty", r"+\infty", T), (r"-\infty", r"\infty", F), ("None", "None", T), ("nan", "0", F),
+]
+
+
+@pytest.mark.parametrize("pred, gold, expected", EQUIV, ids=[f"{i}[{p[:30]} ~ {g[:30]}]" for i, (p, g, _) in enumerate(EQUIV)])
+def test_is_equivalent(pred, gold, expected):
+    assert verify.is_equivalent(pred, gold) is expected
+
+
+def test_decimal_gold_tolerance_is_one_sided():
+    # Tolerance exists only for a gold decimal with >= 2 digits after the point and an irrational prediction,
+    # and it is half a unit in the gold's last digit: the gold was rounded, the prediction is exact.
+    assert verify.is_equivalent(r"\frac{\sqrt{3}}{2}", "0.87")           # 0.8660...
+    assert not verify.is_equivalent(r"\frac{\sqrt{3}}{2}", "0.86")
+    assert not verify.is_equivalent(r"\frac{2}{3}", "0.67")               # rational: exact only
+    assert not verify.is_equivalent("0.87", r"\frac{\sqrt{3}}{2}")       # a decimal prediction never gets tolerance
+
+
+def test_table_is_broad_and_mixed():
+    assert len(EQUIV) >= 200
+    assert len({(p, g) for p, g, _ in EQUIV}) == len(EQUIV), "duplicate row"
+    share = sum(e for _, _, e in EQUIV) / len(EQUIV)
+    assert 0.45 <= share <= 0.75
+
+
+def test_is_equivalent_rejects_non_string():
+    with pytest.raises(TypeError, match="must be str"):
+        verify.is_equivalent(5, "5")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reward: full responses and gold solutions
+
+GSM8K_GOLD = "Tom has 3 + 4 = <<3+4=7>>7 apples, then buys 1,000 more.\n#### 1,007"
+MATH_GOLD = r"Rationalising, we get $\frac{1}{\sqrt{2}} = \boxed{\frac{\sqrt{2}}{2}}$."
+
+
+@pytest.mark.parametrize("response, gold, expected", [
+    (r"Thus $\boxed{1007}$.", GSM8K_GOLD, 1.0),
+    ("so 1007 apples.\n#### 1,007", GSM8K_GOLD, 1.0),
+    (r"\boxed{1,070}", GSM8K_GOLD, 0.0),
+    (r"\boxed{\frac{1}{\sqrt2}}", MATH_GOLD, 1.0),
+    (r"The final answer is $\frac{\sqrt 2}{2}$", MATH_GOLD, 1.0),
+    (r"\boxed{0.7071}", MATH_GOLD, 0.0),
+    ("1007", GSM8K_GOLD, 0.0),                   # a bare number with no box or anchor is not an answer
+    (r"\boxed{\sqrt{2}/2}", r"\frac{\sqrt2}{2}", 1.0),
+    (r"<think>maybe \boxed{3}</think>\boxed{5}", "5", 1.0),
+    (r"\boxed{5} \boxed{3}", "5", 0.0),
+])
+def test_reward(response, gold, expected):
+    assert verify.reward(response, gold) == expected
+
+
+def test_reward_rejects_non_string():
+    with pytest.raises(TypeError, match="must be str"):
+        verify.reward("\\boxed{1}", 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Safety and bounds
+
+PATHOLOGICAL = [
+    r"\boxed{9^{9^{9^{9}}}}",
+    r"\boxed{100000!}",
+    r"\boxed{" + "7" * 50_000 + "}",
+    r"\boxed{" + "(" * 5000 + "1" + ")" * 5000 + "}",
+    r"\boxed{" + "{" * 5000 + "1" + "}" * 5000 + "}",
+    r"\boxed{" + r"\frac{" * 2000 + "}",
+    r"\boxed{" + r"\sqrt{" * 2000 + "2" + "}" * 2000 + "}",
+    r"\boxed{" + "-" * 5000 + "1}",
+    "x" * 1_000_000 + r"\boxed{3}",
+    r"\boxed{" * 150_000,
+    "Answer:" + " " * 1_000_000,
+    "The final answer is" + " " * 1_000_000 + "x",
+    "<answer>" * 100_000,
+    r"\boxed{1e999999}",
+    r"\boxed{10^{10^{10}}}",
+    r"\boxed{2^{2^{2^{2^{2}}}}}",
+    r"\boxed{(10^{9})!}",
+    r"\boxed{\binom{10^{6}}{500000}}",
+    r"\boxed{x^{10^{9}}}",
+    r"\boxed{e^{e^{e^{e^{10}}}}}",
+    r"\boxed{\sqrt{" + "9" * 99 + "}}",
+    r"\boxed{" + "1+" * 300 + "1}",
+    r"\boxed{" + "x^" * 300 + "2}",
+    r"\boxed{" + "word " * 200 + "5}",
+]
+
+
+@pytest.mark.parametrize("response", PATHOLOGICAL, ids=[f"{i}:{r[:20]}" for i, r in enumerate(PATHOLOGICAL)])
+def test_pathological_inputs_are_bounded_and_score_zero(response):
+    start = time.perf_counter()
+    assert verify.reward(response, "5") == 0.0
+    assert time.perf_counter() - start < HANG_GUARD_S
+
+
+def test_guarded_answer_equal_only_to_same_text():
+    assert verify.is_equivalent(r"9^{9^{9^{9}}}", r"9^{9^{9^{9}}}")
+    assert not verify.is_equivalent(r"9^{9^{9^{9}}}", r"9^{9^{9^{8}}}")
+    assert not verify.is_equivalent("1" + "0" * 50_000, "1" + "0" * 49_999)
+
+
+def test_python_injection_is_never_executed(tmp_path):
+    target = tmp_path / "pwned"
+    for payload in [f"__import__('os').system('touch {target}')",
+                    f"__import__(\"os\").system(\"touch {target}\")",
+                    f"(lambda: __import__('os').system('touch {target}'))()",
+                    f"exec(\"open('{target}','w')\")",
+                    f"eval(\"__import__('os').system('touch {target}')\")"]:
+        assert verify.reward(rf"\boxed{{{payload}}}", "0") == 0.0
+        assert verify.is_equivalent(payload, "0") is False
+        assert verify.is_equivalent(payload, payload) is True       # the same text, compared as text
+    assert not target.exists()
+
+
+def test_source_never_evaluates_text():
+    # Static check on verify.py itself: no eval/exec/compile/sympify/parse_expr/latex2sympy calls anywhere.
+    # (Our own recursive-descent parser has a method called parse_expr; `self.` calls are ours.)
+    tree = ast.parse((ROOT / "verify.py").read_text())
+    banned = {"eval", "exec", "compile", "sympify", "parse_expr", "parse_latex", "latex2sympy", "__import__", "S"}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Name) and f.id in banned:
+                found.append(f.id)
+            if isinstance(f, ast.Attribute) and f.attr in banned and not (
+                    isinstance(f.value, ast.Name) and (f.value.id == "self" or (f.value.id, f.attr) == ("re", "compile"))):
+                found.append(f.attr)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+            found += [n for n in names if "parsing" in n or n in banned]
+    assert not found, found
+
+
+def test_imports_only_stdlib_and_sympy():
+    tree = ast.parse((ROOT / "verify.py").read_text())
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots.add(node.module.split(".")[0])
+    assert roots - {"sympy"} <= set(sys.stdlib_module_names), roots
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Properties and fuzzing
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-10**30, 10**30), st.integers(-10**30, 10**30))
+def test_integers_equal_iff_equal(a, b):
+    assert verify.is_equivalent(str(a), str(b)) is (a == b)
+    assert verify.is_equivalent(f"{a:,}", str(b)) is (a == b)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(-999, 999), st.integers(1, 999), st.integers(-999, 999), st.integers(1, 999))
+def test_fractions_equal_iff_equal(p, q, r, s):
+    same = fractions.Fraction(p, q) == fractions.Fraction(r, s)
+    assert verify.is_equivalent(rf"\frac{{{p}}}{{{q}}}", f"{r}/{s}") is same
+    assert verify.is_equivalent(rf"\dfrac{{{p}}}{{{q}}}", rf"\frac{{{r}}}{{{s}}}") is same
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(-9, 9), st.integers(-9, 9), st.integers(-9, 9))
+def test_factored_equals_expanded(a, b, c):
+    # (x + a)(x + b) expands to x^2 + (a+b) x + ab; a different constant term c must be told apart.
+    factored = f"(x + ({a}))(x + ({b}))"
+    expanded = f"x^2 + ({a + b})x + ({a * b})"
+    assert verify.is_equivalent(factored, expanded)
+    assert verify.is_equivalent(expanded, factored)
+    wrong = f"x^2 + ({a + b})x + ({a * b + (c or 1)})"
+    assert not verify.is_equivalent(factored, wrong)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 10**6), st.integers(1, 6))
+def test_decimal_near_misses_are_rejected(n, k):
+    # n / 10^k written as a decimal equals itself, and a change in its last shown digit is always caught.
+    exact = fractions.Fraction(n, 10 ** k)
+    text = f"{n // 10 ** k}.{n % 10 ** k:0{k}d}"
+    assert verify.is_equivalent(text, rf"\frac{{{exact.numerator}}}{{{exact.denominator}}}")
+    bumped = f"{(n + 1) // 10 ** k}.{(n + 1) % 10 ** k:0{k}d}"
+    assert not verify.is_equivalent(bumped, text)
+
+
+LATEXISH = [r"\frac", r"\sqrt", r"\boxed", "{", "}", "(", ")", "[", "]", r"\{", r"\}", "^", "_", "!", "=", "<", r"\le",
+            "+", "-", "*", "/", ",", "x", "y", "i", "e", "1", "2", "9", "0", ".", r"\pi", r"\infty", r"\cup", r"\pm",
+            r"\text{", "cm", " ", r"\\", "&", r"\begin{pmatrix}", r"\end{pmatrix}", r"\overline", r"\left", r"\right",
+            "|", r"\log", r"\sin", r"\binom", r"\choose", "%", "$", "####", "Answer:", "<think>", "</think>", r"\in",
+            "__import__", "'", '"', "999999", r"\mathbb{R}", r"\emptyset", "A", "(C)", r"\lfloor", r"\rfloor", "\u2212"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(LATEXISH), max_size=40).map("".join),
+       st.lists(st.sampled_from(LATEXISH), max_size=12).map("".join))
+def test_fuzz_latexish_never_raises(response, gold):
+    start = time.perf_counter()
+    r1 = verify.reward(rf"\boxed{{{response}}}", gold)
+    r2 = verify.reward(response, gold)
+    eq = verify.is_equivalent(response, gold)
+    assert r1 in (0.0, 1.0) and r2 in (0.0, 1.0) and eq in (True, False)
+    assert time.perf_counter() - start < HANG_GUARD_S
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=80), st.text(max_size=20))
+def test_fuzz_arbitrary_text_never_raises(response, gold):
+    assert verify.reward(response, gold) in (0.0, 1.0)
+    assert verify.is_equivalent(response, gold) in (True, False)
+
+
+def test_gold_parse_is_cached():
+    verify._parse_cached.cache_clear()
+    for _ in range(5):
+        verify.reward(r"\boxed{\frac{3}{7}+x}", "x + 3/7")
+    info = verify._parse_cached.cache_info()
+    assert info.misses == 2 and info.hits == 8
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# batch_reward
+
+def test_batch_reward_in_process_matches_reward():
+    rng = random.Random(0)
+    pairs = [(rf"\boxed{{{rng.randint(0, 5)}}}", str(rng.randint(0, 5))) for _ in range(40)]
+    pairs += [(r"\boxed{\frac{1}{2}}", "0.5"), ("no answer", "1"), (r"\boxed{100000!}", "1")]
+    responses, golds = zip(*pairs)
+    assert verify.batch_reward(responses, golds, workers=0) == [verify.reward(r, g) for r, g in pairs]
+
+
+def test_batch_reward_workers_preserve_order():
+    responses = [rf"\boxed{{{i}}}" for i in range(30)]
+    golds = [str(i if i % 3 else i + 1) for i in range(30)]
+    expected = [0.0 if i % 3 == 0 else 1.0 for i in range(30)]
+    assert verify.batch_reward(responses, golds, workers=2) == expected
+
+
+def test_batch_reward_timeout_scores_zero_and_replaces_worker():
+    # A deadline of a microsecond is always missed: every check is killed and scores 0 (the true verdict is 1).
+    responses = [r"\boxed{\sqrt{3+2\sqrt2}}"] * 3
+    golds = [r"1+\sqrt2"] * 3
+    assert verify.batch_reward(responses, golds, timeout=1e-6, workers=2) == [0.0, 0.0, 0.0]
+    # The killed workers were replaced: the pool still answers correctly afterwards.
+    assert verify.batch_reward(responses, golds, timeout=30.0, workers=2) == [1.0, 1.0, 1.0]
+    assert all(w[0].is_alive() for w in verify._POOL)
+
+
+def test_batch_reward_argument_errors():
+    with pytest.raises(ValueError, match="2 responses but 1 golds"):
+        verify.batch_reward(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="timeout must be a positive"):
+        verify.batch_reward(["a"], ["a"], timeout=0)
+    with pytest.raises(ValueError, match="workers must be None or an int >= 0"):
+        verify.batch_reward(["a"], ["a"], workers=-1)
+    assert verify.batch_reward([], [], workers=2) == []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+def _cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "verify.py"), *args], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+
+
+def test_cli_explains_a_match():
+    out = _cli(r"so \boxed{\frac{1}{2}}", "#### 0.5")
+    assert out.returncode == 0, out.stderr
+    assert r"response answer: \frac{1}{2}" in out.stdout
+    assert "gold answer:     0.5" in out.stdout
+    assert "EQUIVALENT (reward 1.0)" in out.stdout and "why:" in out.stdout
+
+
+def test_cli_explains_a_guarded_answer_and_a_missing_one():
+    out = _cli(r"\boxed{9^{9^{9^{9}}}}", "1")
+    assert "NOT EQUIVALENT (reward 0.0)" in out.stdout and "safety bound" in out.stdout
+    out = _cli("42", "42")
+    assert "no answer in the response" in out.stdout
+    assert "would be True" in out.stdout
