@@ -26,6 +26,7 @@ in a Qwen2 tokenizer that would mangle the characters).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import random
@@ -147,8 +148,11 @@ def solutions(numbers: tuple[int, ...]) -> dict[int, list[str]]:
     return {t: sorted(s) for t, s in found.items()}
 
 
+@functools.lru_cache(maxsize=1)
 def make_problems() -> tuple[list[dict], list[dict]]:
-    """(train, held_out): every (numbers, target) problem as {"numbers", "target", "prompt", "solutions"}."""
+    """(train, held_out): every (numbers, target) problem as {"numbers", "target", "prompt", "solutions"}.
+
+    Cached (a few seconds of enumeration): callers get the same lists and must not modify them."""
     problems = []
     for numbers in itertools.product(NUMBERS, repeat=3):
         for target, sols in sorted(solutions(numbers).items()):
