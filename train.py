@@ -214,8 +214,7 @@ def gold_answer(answer: str) -> str:
     if "\\boxed" in answer or "\\fbox" in answer:
         import verify
         boxed = verify.extract_answer(answer)
-        if boxed is not None:
-            return boxed.strip()
+        return "" if boxed is None else boxed.strip()     # an empty box is an error, not the whole solution
     return answer.strip()
 
 

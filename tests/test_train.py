@@ -1,0 +1,400 @@
+"""train.py: configuration and data errors, the update's arithmetic, end-to-end runs, resume, the HF path."""
+import copy
+import json
+import os
+
+import pytest
+import torch
+
+import countdown
+import rollout as R
+import simko
+import train
+
+# Small everything: 8 held-out problems x 4 samples, 4 prompts x 4 responses per step, responses <= 8 tokens.
+TINY = ["--eval-problems", "8", "--eval-samples", "4", "--prompts-per-step", "4", "--group-size", "4", "--k", "2",
+        "--max-new-tokens", "8", "--no-progress"]
+
+
+def _err(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fail fast: flags
+
+@pytest.mark.parametrize("argv, message", [
+    (["--k", "9", "--group-size", "8"], "--k must be in [1, --group-size=8], got 9"),
+    (["--k", "0"], "--k must be in [1"),
+    (["--group-size", "1", "--k", "1"], "--group-size must be >= 2"),
+    (["--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    (["--temperature", "0"], "--temperature must be > 0"),
+    (["--clip-low", "1"], "--clip-low must be in [0, 1)"),
+    (["--clip-high", "-0.1"], "--clip-high must be >= 0"),
+    (["--simko-alpha", "1.5"], "--simko-alpha must be in [0, 1]"),
+    (["--simko-lambda", "0"], "--simko-lambda must be > 0"),
+    (["--simko-tau", "1.2"], "--simko-tau is a quantile"),
+    (["--lr", "-1"], "--lr must be > 0"),
+    (["--steps", "-1"], "--steps must be >= 0"),
+    (["--prompts-per-step", "0"], "--prompts-per-step must be >= 1"),
+    (["--kl-coef", "-0.1"], "--kl-coef must be >= 0"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+    (["--advantage", "pass_at_k"], "invalid choice: 'pass_at_k'"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--data", "x.jsonl"], "--data needs --model"),
+    (["--model", "some/model"], "--model needs --data"),
+    (["--resume"], "--resume needs --out"),
+])
+def test_bad_flags_fail_with_a_message_naming_the_flag(capsys, argv, message):
+    assert message in _err(capsys, argv)
+
+
+def test_missing_files_and_resume_without_checkpoint(capsys, tmp_path):
+    assert "--data: no such file" in _err(capsys, ["--model", "m", "--data", str(tmp_path / "nope.jsonl")])
+    assert "no checkpoint in" in _err(capsys, ["--resume", "--out", str(tmp_path)])
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert "already holds a run" in _err(capsys, ["--out", str(tmp_path)])
+
+
+def test_simko_flag_pair_and_defaults():
+    a = train.parse_args([])
+    assert (a.advantage, a.k, a.simko, a.simko_topk, a.simko_alpha, a.simko_lambda, a.simko_tau) == \
+        ("passk", 4, True, 3, 0.01, 1.1, 0.8)
+    assert (a.clip_low, a.clip_high, a.loss_agg, a.kl_coef) == (0.2, 0.28, "token_mean", 0.0)
+    assert train.parse_args(["--no-simko"]).simko is False
+    assert a.max_new_tokens == 12 and a.out.startswith("runs")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fail fast: data files
+
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"problem": "1+1?", "answer": "2"}', '{"problem": "2+2?", "answer": "4"'], ":2: not valid JSON"),
+    (['[1, 2]'], ":1: expected a JSON object, got list"),
+    (['{"problem": "1+1?", "answer": "2"}', '', '{"question": "x", "answer": ""}'], ":3: needs a non-empty string field 'answer'"),
+    (['{"answer": "2"}'], ":1: needs a non-empty string field 'problem' or 'question'"),
+    (['{"problem": "p", "solution": "so \\\\boxed{}"}'], ":1: the answer"),
+    ([''], "no problems (the file is empty)"),
+])
+def test_malformed_jsonl_names_file_and_line(tmp_path, lines, message):
+    path = _write(tmp_path / "d.jsonl", lines)
+    with pytest.raises(ValueError) as e:
+        train.load_jsonl(path)
+    assert path in str(e.value) and message in str(e.value)
+
+
+def test_gold_answers_are_reduced():
+    assert train.gold_answer("Natalia sold 48 clips... #### 1,072") == "1072"
+    assert train.gold_answer("so $x = \\boxed{\\frac{1}{2}}$ and \\boxed{\\{3, 4\\}}") == "\\{3, 4\\}"
+    assert train.gold_answer("  7 ") == "7"
+
+
+def test_jsonl_fields_alternatives(tmp_path):
+    path = _write(tmp_path / "d.jsonl", ['{"question": "q1", "answer": "work #### 5"}',
+                                         '{"problem": "q2", "solution": "thus \\\\boxed{x^2}"}',
+                                         '{"problem": "q3", "answer": 12}'])
+    assert train.load_jsonl(path) == [{"problem": "q1", "gold": "5"}, {"problem": "q2", "gold": "x^2"},
+                                      {"problem": "q3", "gold": "12"}]
+
+
+def test_data_errors_surface_before_any_model_is_loaded(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded before the data was checked")
+    monkeypatch.setattr(train, "load_hf_model", boom)
+    monkeypatch.setattr(train, "warmed_up_model", boom)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    bad = _write(tmp_path / "bad.jsonl", ['{"problem": "a", "answer": "1"}', "not json"])
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
+        train.main(["--model", str(model_dir), "--data", bad, "--out", str(tmp_path / "o1")])
+    small = _write(tmp_path / "small.jsonl", ['{"problem": "a", "answer": "1"}'] * 3)
+    with pytest.raises(ValueError, match="larger than the training set"):
+        train.main(["--model", str(model_dir), "--data", small, "--eval-data", small, "--out", str(tmp_path / "o2")])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The embedded task
+
+def test_countdown_checker_is_exact_and_safe():
+    assert countdown.reward("3*7+4", (3, 7, 4), 25) == 1.0
+    assert countdown.reward("(4+3*7)", (3, 7, 4), 25) == 1.0
+    assert countdown.reward("3*7+4", (3, 7, 4), 26) == 0.0
+    assert countdown.reward("3*7+4+0", (3, 7, 4), 25) == 0.0          # extra number
+    assert countdown.reward("7*7-4*6", (3, 7, 4), 25) == 0.0          # wrong numbers
+    assert countdown.reward("8/(3-8/3)", (8, 3, 8), 24) == 0.0        # four numbers for three
+    assert countdown.reward("8/(3-8/3)", (8, 3, 8, 3), 24) == 1.0     # exact rationals: 8 / (1/3) = 24
+    assert countdown.reward("1/(2-2)", (1, 2, 2), 1) == 0.0           # division by zero is just wrong
+    for evil in ("__import__('os')", "9**9**9", "(" * 500 + "1" + ")" * 500, "1" * 5000, "", "3 * 7 + 4x"):
+        assert countdown.reward(evil, (3, 7, 4), 25) == 0.0
+
+
+def test_countdown_split_is_fixed_disjoint_and_every_listed_solution_is_correct():
+    train_set, held_out = countdown.make_problems()
+    assert len(held_out) == countdown.HELD_OUT
+    assert not {p["prompt"] for p in train_set} & {p["prompt"] for p in held_out}
+    assert held_out[0]["prompt"] == "4,7,6>5:"                        # fixed by SPLIT_SEED, not by --seed
+    for p in held_out + train_set[:300]:
+        assert p["solutions"] and all(countdown.reward(s, p["numbers"], p["target"]) == 1.0 for s in p["solutions"])
+    several = sum(len(p["solutions"]) >= 2 for p in train_set) / len(train_set)
+    assert several > 0.9                                               # most problems have several answers
+
+
+def test_tokenizer_roundtrips_through_save_and_autotokenizer(tmp_path):
+    from transformers import AutoTokenizer
+    tok = countdown.build_tokenizer()
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    text = "12,3,9>30:(12-9)*3+9/3"
+    assert again(text)["input_ids"] == tok(text)["input_ids"] and len(tok(text)["input_ids"]) == len(text)
+    assert again.decode(again(text)["input_ids"]) == text
+    assert (again.eos_token_id, again.pad_token_id) == (tok.eos_token_id, tok.pad_token_id)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The update
+
+def _tiny_rollout(seed=0):
+    tok = countdown.build_tokenizer()
+    model = countdown.build_model(tok, hidden=32, layers=2, heads=2, seed=seed).eval()
+    ro = R.rollout(model, tok, ["3,7,4>25:", "1,2>3:", "9,9,9>27:"], 4, max_new_tokens=8,
+                   generator=torch.Generator().manual_seed(seed))
+    return model, tok, ro
+
+
+@pytest.mark.parametrize("agg", train.LOSS_AGGS)
+@pytest.mark.parametrize("simko_on", [True, False])
+def test_micro_batches_give_the_full_batch_gradient(agg, simko_on):
+    model, _, ro = _tiny_rollout()
+    adv = torch.randn(ro.input_ids.shape[0])
+    grads = []
+    for micro in (0, 5):
+        args = train.parse_args(["--micro-batch-size", str(micro), "--loss-agg", agg, "--max-grad-norm", "1e9",
+                                 "--simko-gate", "absolute", "--simko-tau", "0.5"]
+                                + ([] if simko_on else ["--no-simko"]))
+        m = copy.deepcopy(model)
+        before = [p.detach().clone() for p in m.parameters()]
+        opt = torch.optim.SGD(m.parameters(), lr=1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        metrics = train.update(m, None, opt, sched, ro, adv, args, train.nullcontext, from_hidden=False)
+        grads.append(torch.cat([(b - p.detach()).flatten() for b, p in zip(before, m.parameters())]))
+        assert metrics["grad_norm"] > 0
+        if simko_on:
+            assert metrics["gated_frac"] > 0
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+    # and it is the gradient of simko.policy_loss over the whole batch, computed by hand
+    m = copy.deepcopy(model)
+    pos = R.position_ids(ro.attention_mask)
+    P = ro.prompt_len
+    logits = m(input_ids=ro.input_ids, attention_mask=ro.attention_mask, position_ids=pos).logits[:, P - 1:-1]
+    stats = simko.token_stats(logits, ro.input_ids[:, P:], top_k=3)
+    loss, _ = simko.policy_loss(stats.logp, ro.logp, adv, ro.response_mask, stats if simko_on else None,
+                                alpha=0.01 if simko_on else 0.0, lam=1.1 if simko_on else 1.0, tau=0.5,
+                                gate="absolute", agg=agg, max_len=ro.response_mask.shape[1])
+    loss.backward()
+    torch.testing.assert_close(grads[0], torch.cat([p.grad.flatten() for p in m.parameters()]), atol=1e-6, rtol=1e-4)
+
+
+def test_token_stats_from_hidden_equal_those_from_logits():
+    model, _, ro = _tiny_rollout(seed=1)
+    args = train.parse_args([])
+    a = train.response_token_stats(model, ro.input_ids, ro.attention_mask, ro.prompt_len, args, from_hidden=False)
+    b = train.response_token_stats(model, ro.input_ids, ro.attention_mask, ro.prompt_len, args, from_hidden=True)
+    m = ro.response_mask.bool()
+    torch.testing.assert_close(a.logp[m], b.logp[m], atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.entropy[m], b.entropy[m], atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.topk_logp[m], b.topk_logp[m], atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.logp[m], ro.logp[m], atol=2e-5, rtol=0)    # = the sampler's own log-probs
+
+
+def test_advantage_dispatch_matches_passk_module():
+    import passk_at_k as pk
+    r = torch.tensor([[1., 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
+    ent = torch.tensor([0.1, 0.5, 0.3])
+    torch.testing.assert_close(train.compute_advantages(r, ent, "grpo", 2, 0), pk.grpo_advantages(r))
+    torch.testing.assert_close(train.compute_advantages(r, ent, "passk", 2, 0), pk.passk_advantages_analytical(r, 2))
+    torch.testing.assert_close(train.compute_advantages(r, ent, "entropy_adaptive", 2, 0),
+                               pk.entropy_adaptive_advantages(r, 2, ent))
+    for method in train.ADVANTAGES:
+        a = train.compute_advantages(r, ent, method, 2, 0)
+        assert a.shape == r.shape and torch.isfinite(a).all() and (a[2] == 0).all()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End to end on the embedded task (random-init model: no warm-up, and a reward the model can actually get)
+
+@pytest.fixture
+def parity_reward(monkeypatch):
+    """Reward = 1 for an even-length response: mixed groups from step 1, so every code path gets a signal."""
+    monkeypatch.setattr(countdown, "reward", lambda response, numbers, target: float(len(response) % 2 == 0))
+
+
+def _run(tmp_path, name, *extra):
+    out = tmp_path / name
+    result = train.main(["--out", str(out), "--warmup-cache", str(tmp_path / "wc"), "--sft-steps", "0", *TINY, *extra])
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    return result, lines
+
+
+def _check_run(result, lines, steps, simko_on, method):
+    train_lines = [l for l in lines if l["type"] == "train"]
+    evals = [l for l in lines if l["type"] == "eval"]
+    assert [l["step"] for l in train_lines] == list(range(1, steps + 1))
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == steps
+    assert set(evals[0]) >= {f"pass@{k}" for k in range(1, 5)}
+    assert all(l["advantage"] == method for l in train_lines)
+    for l in train_lines:
+        for key in ("reward_mean", "zero_variance_frac", "adv_abs_mean", "entropy", "conc_prob_rank1",
+                    "conc_prob_rank3", "gated_frac", "clip_frac_low", "grad_norm", "response_len",
+                    "rollout_tokens_per_s", "time_rollout", "time_reward", "time_update"):
+            assert isinstance(l[key], float) and l[key] == l[key], key
+    assert any(l["adv_abs_mean"] > 0 and l["grad_norm"] > 0 for l in train_lines)
+    spread = sum(l["topk_spread_frac"] + l["rank1_penalty_frac"] for l in train_lines)
+    assert (spread > 0) if simko_on else (spread == 0)
+    assert result["before"].keys() == result["after"].keys() and "pass@4" in result["after"]
+    assert os.path.isfile(os.path.join(result["out"], "checkpoint", "model.safetensors"))
+
+
+def test_end_to_end_default_algorithm(tmp_path, parity_reward):
+    result, lines = _run(tmp_path, "passk", "--steps", "3")
+    _check_run(result, lines, 3, True, "passk")
+    assert os.path.isfile(tmp_path / "passk" / "pass_at_k.md")
+
+
+def test_end_to_end_grpo_baseline_without_simko(tmp_path, parity_reward):
+    result, lines = _run(tmp_path, "grpo", "--steps", "3", "--advantage", "grpo", "--no-simko")
+    _check_run(result, lines, 3, False, "grpo")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", [m for m in train.ADVANTAGES if m not in ("passk",)])
+@pytest.mark.parametrize("simko_flag", ["--simko", "--no-simko"])
+def test_end_to_end_every_advantage(tmp_path, parity_reward, method, simko_flag):
+    result, lines = _run(tmp_path, "run", "--steps", "2", "--advantage", method, simko_flag)
+    _check_run(result, lines, 2, simko_flag == "--simko", method)
+
+
+def test_switch_to_grpo_and_kl(tmp_path, parity_reward):
+    result, lines = _run(tmp_path, "sw", "--steps", "3", "--switch-to-grpo-at", "2", "--kl-coef", "0.1",
+                         "--micro-batch-size", "5", "--gen-batch-size", "3")
+    methods = [l["advantage"] for l in lines if l["type"] == "train"]
+    assert methods == ["passk", "passk", "grpo"]
+    kls = [l["kl"] for l in lines if l["type"] == "train"]
+    assert kls[0] == pytest.approx(0.0, abs=1e-6) and kls[-1] > 0       # policy starts at the reference
+
+
+@pytest.mark.slow
+def test_rl_raises_the_reward_it_is_given(tmp_path, monkeypatch):
+    # A reward the random-init model can reach: stop within 3 characters. 25 GRPO steps must raise it clearly.
+    monkeypatch.setattr(countdown, "reward", lambda response, numbers, target: float(len(response) <= 3))
+    _, lines = _run(tmp_path, "learn", "--steps", "25", "--advantage", "grpo", "--lr", "3e-3",
+                    "--prompts-per-step", "8", "--group-size", "8", "--eval-every", "0")
+    rewards = [l["reward_mean"] for l in lines if l["type"] == "train"]
+    assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 0.3
+
+
+def test_warmup_is_cached_and_reused(tmp_path, capsys):
+    args = ["--warmup-cache", str(tmp_path / "wc"), "--sft-steps", "3", "--steps", "0", *TINY]
+    a = train.main(["--out", str(tmp_path / "a"), *args])
+    first = capsys.readouterr().out
+    b = train.main(["--out", str(tmp_path / "b"), *args])
+    second = capsys.readouterr().out
+    assert "caching to" in first and "reusing" in second
+    assert a["before"] == b["before"]                 # same warm start, same evaluation randomness
+    assert len(os.listdir(tmp_path / "wc")) == 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resume
+
+VOLATILE = ("time_", "rollout_tokens_per_s", "seconds")
+
+
+def _stable(lines):
+    return [{k: v for k, v in l.items() if not k.startswith(VOLATILE)} for l in lines if l["type"] == "train"]
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, parity_reward):
+    common = ["--sft-steps", "0", "--warmup-cache", str(tmp_path / "wc"), *TINY, "--eval-every", "0",
+              "--advantage", "passk_bootstrap"]
+    full = tmp_path / "full"
+    train.main(["--out", str(full), "--steps", "4", *common])
+    part = tmp_path / "part"
+    train.main(["--out", str(part), "--steps", "2", *common])            # "killed" after step 2's checkpoint
+    os.rename(part / "checkpoint", part / "checkpoint.old")              # ... even mid-save: the old copy is used
+    with open(part / "metrics.jsonl", "a") as f:                          # lines written after the checkpoint
+        f.write(json.dumps({"type": "train", "step": 3, "reward_mean": -1}) + "\n")
+    train.main(["--out", str(part), "--steps", "4", "--resume", *common])
+    read = lambda d: [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+    a, b = _stable(read(full)), _stable(read(part))
+    assert [l["step"] for l in b] == [1, 2, 3, 4]
+    assert a == b
+    assert a[0]["reward_mean"] != a[1]["reward_mean"] or a[0]["loss"] != a[1]["loss"]   # steps really differ
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A Hugging Face model from disk (tiny Llama + chat template + JSONL data)
+
+@pytest.fixture(scope="module")
+def hf_model_dir(tmp_path_factory):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    chars = [chr(c) for c in range(32, 127)] + ["\n"]
+    vocab = {t: i for i, t in enumerate(["<pad>", "<eos>", "<unk>", "<bos>"] + chars)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+                                  bos_token="<bos>")
+    tok.chat_template = ("{% for m in messages %}U:{{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}A:{% endif %}")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                         eos_token_id=1, pad_token_id=0, bos_token_id=3))
+    d = tmp_path_factory.mktemp("hf")
+    model.save_pretrained(d / "model")
+    tok.save_pretrained(d / "model")
+    _write(d / "train.jsonl", [json.dumps({"question": f"What is {i} + {i}?", "answer": f"{i} plus {i} #### {2 * i}"})
+                               for i in range(12)])
+    _write(d / "test.jsonl", [json.dumps({"problem": f"Compute ${i}^2$.", "solution": f"It is $\\boxed{{{i * i}}}$."})
+                              for i in range(4)])
+    return d
+
+
+@pytest.mark.parametrize("hidden", ["on", "off"])
+def test_hf_model_path_end_to_end(tmp_path, hf_model_dir, hidden):
+    d = hf_model_dir
+    out = tmp_path / "run"
+    result = train.main(["--model", str(d / "model"), "--data", str(d / "train.jsonl"), "--eval-data",
+                         str(d / "test.jsonl"), "--out", str(out), "--steps", "2", "--prompts-per-step", "2",
+                         "--group-size", "2", "--k", "2", "--max-new-tokens", "6", "--eval-samples", "2",
+                         "--reward-workers", "0", "--micro-batch-size", "3", "--stats-from-hidden", hidden,
+                         "--no-progress"])
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines if l["type"] == "train"] == [1, 2]
+    assert all(l["response_len"] <= 6 and l["grad_norm"] == l["grad_norm"] for l in lines if l["type"] == "train")
+    assert set(result["after"]) == {"pass@1", "pass@2"}
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    AutoModelForCausalLM.from_pretrained(out / "checkpoint")
+    assert AutoTokenizer.from_pretrained(out / "checkpoint").chat_template
+
+
+def test_hf_prompt_and_reward_wiring(hf_model_dir):
+    d = hf_model_dir
+    args = train.parse_args(["--model", str(d / "model"), "--data", str(d / "train.jsonl"), "--eval-data",
+                             str(d / "test.jsonl"), "--reward-workers", "0", "--prompts-per-step", "2"])
+    task = train.load_task(args)
+    assert len(task["train"]) == 12 and task["eval"][3] == {"problem": "Compute $3^2$.", "gold": "9"}
+    _, tok = train.load_hf_model(str(d / "model"), args)
+    prompt = task["prompt"](task["train"][2], tok)
+    assert prompt == f"U:What is 2 + 2?\n{train.INSTRUCTION}\nA:"
+    assert task["reward"](["so \\boxed{4}", "\\boxed{5}", "#### 4"], task["train"][2:3] * 3) == [1.0, 0.0, 1.0]
