@@ -1,0 +1,306 @@
+"""integrations/trl.py inside a real TRL GRPOTrainer: a tiny random Llama, a word-level tokenizer, CPU, no network.
+
+What is checked:
+- two real training steps run, the advantages the trainer used are exactly `passk_advantages_analytical` of the
+  rewards the reward function returned (and differ from GRPO's, so the check has teeth), and the loss saw them;
+- SimKO's loss equals TRL's own `_compute_loss` in value and gradient with alpha = 0, lambda = 1, for every supported
+  loss type, with the PPO clip active; with alpha > 0 the value is unchanged but the gradient changes;
+- the other advantages and the Pass@1 transfer are dispatched to the right `passk_at_k` function;
+- bad configuration fails early with the field name and the allowed range.
+"""
+import math
+
+import pytest
+
+trl = pytest.importorskip("trl")  # CI installs requirements-integrations.txt; skipped where TRL is missing
+
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+
+import passk_at_k  # noqa: E402
+from integrations.trl import PassKGRPOConfig, PassKGRPOTrainer  # noqa: E402
+
+WORDS = ["<pad>", "<eos>", "<unk>"] + [str(i) for i in range(10)] + ["+", "=", "a", "b", "c"]
+PROMPTS = ["1 + 2 =", "3 + 4 =", "5 + 6 =", "7 + 8 =", "a + b =", "b + c ="]
+N = 4  # generations per prompt
+K = 2
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    """A 18-word word-level tokenizer, saved and reloaded like a real one."""
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    path = tmp_path_factory.mktemp("tok")
+    fast.save_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(WORDS), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0,
+                      eos_token_id=1, bos_token_id=None)
+    return LlamaForCausalLM(cfg)
+
+
+class RecordingReward:
+    """Reward = 1 when the first completion token id is even: a random policy gets mixed groups."""
+
+    __name__ = "even_first_token"
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, completions, completion_ids, **kwargs):
+        r = [float(len(ids) > 0 and ids[0] % 2 == 0) for ids in completion_ids]
+        self.calls.append(r)
+        return r
+
+
+class RecordingTrainer(PassKGRPOTrainer):
+    """Keeps what the trainer produced (advantages per generation batch) and what the loss consumed."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.generated, self.consumed = [], []
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        self.generated.append(out["advantages"].detach().clone())
+        return out
+
+    def _compute_loss(self, model, inputs):
+        self.consumed.append(inputs["advantages"].detach().clone())
+        return super()._compute_loss(model, inputs)
+
+
+def make_trainer(tmp_path, tokenizer, cls=RecordingTrainer, **overrides):
+    cfg = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=2 * N, num_generations=N,
+               max_completion_length=6, max_steps=2, use_cpu=True, report_to=[], logging_steps=1,
+               save_strategy="no", learning_rate=1e-2, bf16=False, beta=0.0, seed=0, passk_k=K)
+    cfg.update(overrides)
+    reward = RecordingReward()
+    trainer = cls(model=tiny_model(), reward_funcs=reward, args=PassKGRPOConfig(**cfg),
+                  train_dataset=Dataset.from_dict({"prompt": PROMPTS}), processing_class=tokenizer)
+    return trainer, reward
+
+
+def grouped(reward_call):
+    return torch.tensor(reward_call, dtype=torch.float64).view(-1, N)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Two real training steps: the README snippet (analytical Pass@k advantage + SimKO loss)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_two_steps_use_analytical_passk_advantages(tmp_path, tokenizer):
+    trainer, reward = make_trainer(tmp_path, tokenizer, advantage="passk_analytical", simko=True,
+                                   simko_alpha=0.01, simko_lambda=1.1, epsilon=0.2, epsilon_high=0.28)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+
+    assert trainer.state.global_step == 2
+    assert len(reward.calls) == 2 and len(trainer.generated) == 2
+    informative = 0
+    for call, used in zip(reward.calls, trainer.generated):
+        r = grouped(call)
+        expected = passk_at_k.passk_advantages_analytical(r, K).flatten().float()
+        torch.testing.assert_close(used, expected, rtol=0, atol=1e-6)
+        grpo = passk_at_k.grpo_advantages(r).flatten().float()
+        mixed = (r.min(1).values != r.max(1).values)
+        informative += int(mixed.sum())
+        if mixed.any():  # Pass@k really differs from Pass@1 on these rewards, so the equality above has teeth
+            assert not torch.allclose(used, grpo, atol=1e-3)
+    assert informative >= 2, "the random policy should give some prompts mixed rewards"
+
+    # The loss consumed these advantages (shuffled into micro-batches by TRL, so compare as multisets).
+    consumed = torch.cat(trainer.consumed).sort().values
+    produced = torch.cat(trainer.generated).sort().values
+    torch.testing.assert_close(consumed, produced, rtol=0, atol=0)
+
+    logs = trainer.state.log_history
+    assert all(math.isfinite(entry["loss"]) for entry in logs if "loss" in entry)
+    assert any("simko/gated_frac" in entry for entry in logs) and any(f"passk/pass@{K}" in entry for entry in logs)
+    moved = sum(float((p.detach() - b).abs().max()) for p, b in zip(trainer.model.parameters(), before))
+    assert moved > 0, "two optimizer steps must change the weights"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SimKO vs TRL's own loss on one real batch
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def batch_and_trainer(tmp_path_factory, tokenizer):
+    tmp = tmp_path_factory.mktemp("simko")
+    trainer, _ = make_trainer(tmp, tokenizer, simko=True, simko_alpha=0.0, simko_lambda=1.0)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); we call the loss directly
+    rows = [{"prompt": p} for p in PROMPTS[:2] for _ in range(N)]  # what TRL's RepeatSampler feeds one step
+    batch = trainer._generate_and_score_completions(rows)
+    # Make the policy "old": perturb the sampling log-probs so that some ratios leave the clip range on both sides.
+    with torch.no_grad():
+        logp, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1),
+            torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1), batch["completion_ids"].size(1))
+    g = torch.Generator().manual_seed(1)
+    batch["old_per_token_logps"] = logp + 0.4 * torch.randn(logp.shape, generator=g)
+    assert (batch["advantages"] > 0).any() and (batch["advantages"] < 0).any()
+    return trainer, batch
+
+
+def loss_and_grad(trainer, batch, fn):
+    trainer.model.zero_grad(set_to_none=True)
+    loss = fn(trainer.model, batch)
+    loss.backward()
+    grads = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+    return loss.detach(), grads
+
+
+def trl_loss(trainer):
+    return lambda model, batch: trl.GRPOTrainer._compute_loss(trainer, model, batch)
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "bnpo", "grpo", "dr_grpo"])
+def test_simko_off_equals_trl_loss(batch_and_trainer, loss_type):
+    trainer, batch = batch_and_trainer
+    trainer.loss_type = trainer.args.loss_type = loss_type
+    trainer.args.simko_alpha, trainer.args.simko_lambda = 0.0, 1.0
+    # Also with one completion fully masked out, as `mask_truncated_completions=True` produces.
+    truncated = dict(batch, completion_mask=batch["completion_mask"].clone())
+    truncated["completion_mask"][0] = 0
+    for b in (batch, truncated):
+        ref_loss, ref_grad = loss_and_grad(trainer, b, trl_loss(trainer))
+        loss, grad = loss_and_grad(trainer, b, trainer._compute_loss)
+        torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-6)
+    ratio = torch.exp(trainer._get_per_token_logps_and_entropies(
+        trainer.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1),
+        torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1),
+        batch["completion_ids"].size(1))[0].detach() - batch["old_per_token_logps"])
+    m = batch["completion_mask"].bool()
+    assert ((ratio > 1.28) & m).any() and ((ratio < 0.8) & m).any(), "the clip must be active for this to matter"
+
+
+def test_simko_changes_gradient_not_loss(batch_and_trainer):
+    trainer, batch = batch_and_trainer
+    trainer.loss_type = trainer.args.loss_type = "dapo"
+    trainer.args.simko_alpha, trainer.args.simko_lambda = 0.0, 1.0
+    ref_loss, ref_grad = loss_and_grad(trainer, batch, trl_loss(trainer))
+    trainer.args.simko_alpha = 0.5  # a large share so the change is far above float noise
+    try:
+        loss, grad = loss_and_grad(trainer, batch, trainer._compute_loss)
+    finally:
+        trainer.args.simko_alpha = 0.0
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    rel = float((grad - ref_grad).norm() / ref_grad.norm())
+    assert rel > 1e-3, f"SimKO's top-K redistribution should change the gradient (relative change {rel:.2e})"
+
+
+def test_simko_lambda_penalty_scales_rank1_tokens_of_wrong_answers(batch_and_trainer):
+    """lambda != 1 changes the loss value exactly where SimKO says: gated rank-1 tokens of wrong answers."""
+    trainer, batch = batch_and_trainer
+    trainer.loss_type = trainer.args.loss_type = "dapo"
+    trainer.args.simko_alpha, trainer.args.simko_lambda, trainer.args.simko_gate = 0.0, 3.0, "absolute"
+    trainer.args.simko_tau = 0.0  # every token gated: the penalty hits every rank-1 token of a wrong answer
+    try:
+        with torch.no_grad():
+            ref = trl_loss(trainer)(trainer.model, batch)
+            pen = trainer._compute_loss(trainer.model, batch)
+        frac = trainer._metrics["train"]["simko/rank1_penalty_frac"][-1]
+    finally:
+        trainer.args.simko_lambda, trainer.args.simko_gate, trainer.args.simko_tau = 1.0, "row_quantile", 0.8
+    assert frac > 0, "this batch must hold rank-1 tokens of wrong answers"
+    # Those tokens have A < 0, so their token loss -A * ratio is positive and lambda = 3 makes the total larger.
+    assert float(pen) > float(ref) + 1e-4
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The other advantages, the transfer schedule, and configuration errors
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["passk_full", "combination", "exceeding_passk", "grpo", "passk_bootstrap"])
+def test_advantage_dispatch(tmp_path, tokenizer, name):
+    trainer, _ = make_trainer(tmp_path, tokenizer, advantage=name, passk_exceeding_scale=0.7)
+    r = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    got = trainer._passk_advantages(r, None)
+    if name == "passk_full":
+        want = passk_at_k.passk_advantages_full(r, K)
+    elif name == "combination":
+        want = passk_at_k.combination_advantages(r, K)
+    elif name == "exceeding_passk":
+        want = passk_at_k.exceeding_passk_advantages(r, K, scale=0.7)
+    elif name == "grpo":
+        want = passk_at_k.grpo_advantages(r)
+    else:
+        want = passk_at_k.passk_advantages_bootstrap(r, K, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(got, trainer._passk_advantages(r, None)), "bootstrap draws must be reproducible"
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_entropy_adaptive_measures_prompt_entropy(tmp_path, tokenizer):
+    trainer, reward = make_trainer(tmp_path, tokenizer, advantage="entropy_adaptive")
+    trainer.model.train()
+    rows = [{"prompt": p} for p in PROMPTS[:4] for _ in range(N)]
+    out = trainer._generate_and_score_completions(rows)
+    # Each prompt's mean token entropy, by hand from a plain forward of the same weights at temperature 1.
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+    att = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+    T = out["completion_ids"].size(1)
+    with torch.no_grad():
+        logp = torch.log_softmax(trainer.model(input_ids=ids, attention_mask=att).logits[:, -T - 1:-1].double(), -1)
+    ent = -(logp.exp() * logp).sum(-1)
+    m = out["completion_mask"].double()
+    prompt_entropy = ((ent * m).sum(1) / m.sum(1).clamp(min=1)).view(-1, N).mean(1)
+    r = grouped(reward.calls[-1])
+    want = passk_at_k.entropy_adaptive_advantages(r, K, prompt_entropy).flatten().float()
+    torch.testing.assert_close(out["advantages"], want, rtol=0, atol=1e-6)
+    # and it really mixes the two: the 2 highest-entropy prompts use Pass@1, the other 2 Pass@k
+    top = prompt_entropy.argsort(descending=True)[:2]
+    pass1 = passk_at_k.grpo_advantages(r)
+    for i in range(4):
+        src = pass1[i] if i in top else passk_at_k.passk_advantages_analytical(r, K)[i]
+        torch.testing.assert_close(out["advantages"].view(-1, N)[i].double(), src, rtol=0, atol=1e-6)
+
+
+def test_transfer_to_pass1(tmp_path, tokenizer):
+    trainer, reward = make_trainer(tmp_path, tokenizer, advantage="passk_analytical", passk_to_pass1_step=1)
+    trainer.train()
+    first, second = (grouped(c) for c in reward.calls)
+    torch.testing.assert_close(trainer.generated[0], passk_at_k.passk_advantages_analytical(first, K).flatten()
+                               .float(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(trainer.generated[1], passk_at_k.grpo_advantages(second).flatten().float(),
+                               rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(advantage="passk"), "advantage must be one of"),
+    (dict(passk_k=5), "passk_k=5 must be <= num_generations=4"),
+    (dict(passk_k=0), "passk_k must be an int >= 1"),
+    (dict(simko=True, loss_type="sapo"), "loss_type must be one of"),
+    (dict(simko=True, simko_alpha=1.5), "simko_alpha must be in [0, 1]"),
+    (dict(simko=True, importance_sampling_level="sequence"), "importance_sampling_level must be 'token'"),
+    (dict(simko=True, top_entropy_quantile=0.2), "top_entropy_quantile"),
+    (dict(simko=True, simko_gate="median"), "simko_gate must be one of"),
+])
+def test_config_errors(tmp_path, overrides, message):
+    cfg = dict(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=N, use_cpu=True,
+               report_to=[])
+    cfg.update(overrides)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        PassKGRPOConfig(**cfg)
+
+
+def test_plain_grpo_config_is_refused(tmp_path, tokenizer):
+    args = trl.GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=N,
+                          use_cpu=True, report_to=[])
+    with pytest.raises(TypeError, match="PassKGRPOConfig"):
+        PassKGRPOTrainer(model=tiny_model(), reward_funcs=RecordingReward(), args=args,
+                         train_dataset=Dataset.from_dict({"prompt": PROMPTS}), processing_class=tokenizer)
