@@ -167,8 +167,10 @@ def _gold_answer(gold):
 _UNICODE = {"\u2212": "-", "\u2013": "-", "\u2014": "-", "\u00d7": "*", "\u22c5": "*", "\u00b7": "*",
             "\u00f7": "/", "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ",
             "\u2260": "\\ne ", "\u222a": "\\cup ", "\u2229": "\\cap ", "\u2205": "\\emptyset ", "\u221a": "\\sqrt",
-            "\u00b2": "^2", "\u00b3": "^3", "\u00b0": "", "\u00a0": " ", "\u2009": "", "\u202f": "",
-            "\u00b1": "\\pm ", "\u2208": "\\in "}
+            "\u00a0": " ", "\u2009": "", "\u202f": "",
+            "\u00b1": "\\pm ", "\u2208": "\\in ", "\u00bd": "\\frac12", "\u00bc": "\\frac14", "\u00be": "\\frac34",
+            "\u2153": "\\frac13", "\u2154": "\\frac23", "\u215b": "\\frac18"}
+_SUPERSCRIPT = str.maketrans("\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079\u207b", "0123456789-")
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|textrm|textsf|texttt|textnormal|mbox|mathrm|mathbf|mathit|mathsf|"
                        r"mathtt|operatorname|boldsymbol|bm|rm|bf|hbox|emph)\s*\{([^{}]*)\}")
 _UNIT_TAIL = re.compile(r"(?<![\\a-zA-Z])((?:\s*[a-zA-Z]{2,}(?![a-zA-Z])\.?(?:\s*\^\s*\{?\d\}?)?)+)\s*$")
@@ -194,18 +196,20 @@ def _normalize(s):
     for k, v in _UNICODE.items():
         if k in s:
             s = s.replace(k, v)
+    s = re.sub("[\u2070\u00b9\u00b2\u00b3\u2074-\u2079\u207b]+", lambda m: "^{" + m.group(0).translate(_SUPERSCRIPT) + "}", s)
     s = s.replace("\\\\", "\x00")                            # protect matrix row breaks from the rules below
     s = s.replace("\\$", "").replace("$", "")
     s = re.sub(r"\\[()\[\]]", " ", s)                            # \( \) \[ \] math delimiters
     s = re.sub(r"\\(?:boxed|fbox)(?![a-zA-Z])", "", s)
     s = re.sub(r"\\(?:left|right)\s*\.", "", s)
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![a-zA-Z])", "", s)
-    s = re.sub(r"\\(?:displaystyle|textstyle|limits)(?![a-zA-Z])", "", s)
+    s = re.sub(r"\\(?:displaystyle|textstyle|limits|angle|measuredangle|triangle)(?![a-zA-Z])", " ", s)
     s = re.sub(r"\\[,!]|\{,\}", "", s)                         # thin space / {,} are thousands separators in numbers
     s = re.sub(r"\\[;: ]|\\q?quad(?![a-zA-Z])|~", " ", s)
     s = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", s)
     s = re.sub(r"\\[dt]binom(?![a-zA-Z])", r"\\binom", s)
-    s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![a-zA-Z])|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])", "", s)
+    # Degrees become one marker, "\u00b0": ignored on a bare number (30^\circ = 30), pi/180 inside a trig function.
+    s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![a-zA-Z])|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])", "\u00b0", s)
     s = re.sub(r"\{\s*\}\s*\^", "", s)
     s = s.replace("\\%", "").replace("%", "")
     s = _UNIT_TEXT.sub(lambda m: m.group(0) if m.group(1).strip().lower() in ("or", "and") or
@@ -215,7 +219,8 @@ def _normalize(s):
         if s2 == s:
             break
         s = s2
-    s = re.sub(r"(?i)\b(?:percent|degrees?|deg)\b", "", s)
+    s = re.sub(r"(?i)\bpercent\b", "", s)
+    s = re.sub(r"(?i)(?<=[\d}])\s*(?:degrees?|deg)\b", "\u00b0", s)
     s = re.sub(r"(?<=[\w})\]])\s+(?:or|and)\s+(?=[\w\\({\[-])", " , ", s)   # "x<3 or x>5", "4 or 5": a list
     s = s.strip()
     if re.search(r"\d", s):                                   # "5 cm^2", "12 square units", "3 hours"
@@ -225,7 +230,9 @@ def _normalize(s):
             if head and (head[-1].isdigit() or head[-1] in ")}]"):
                 s = head
     s = re.sub(r"\s+", " ", s).strip()
-    s = s.rstrip(".").strip()
+    s = s.rstrip(".,;").strip()
+    if re.fullmatch(r"(?i)(?:all|the set of all|any) real(?: number)?s?|every real number|\\mathbb\{R\}|\\mathbb R", s):
+        s = "\\mathbb{R}"
     # Thousands separators, only where no list or tuple could be meant.
     if not re.search(r"[(\[{]|,\s", s):
         s = re.sub(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d])", lambda m: m.group(1) + m.group(2).replace(",", ""), s)
@@ -247,12 +254,13 @@ _CHOICE = re.compile(r"\(?\s*([A-J])\s*\)?")
 
 
 def _choice_letter(s, strict=True):
+    s = s.strip("{} ")
     m = _CHOICE.fullmatch(s)
     if m:
         return m.group(1)
     if not strict:
-        m = re.match(r"\(([A-J])\)(?:\s|$)", s)      # "(C) 12"
-        if m:
+        m = re.match(r"\(([A-J])\)(?:\s|$)", s)      # "(C) 12", but not "(A), (B)" or "(A) or (B)"
+        if m and not re.search(r"\b[A-J]\b|,|\bor\b|\band\b", s[m.end():]):
             return m.group(1)
     return None
 
@@ -342,7 +350,7 @@ def _tokenize(s):
             toks.append(("op", "^" if two == "**" else two))
             i += 2
             continue
-        if c in "+-*/^_=<>!,()[]{}|&":
+        if c in "+-*/^_=<>!,()[]{}|&\u00b0":
             toks.append(("op", c))
             i += 1
             continue
@@ -446,7 +454,7 @@ class _Parser:
     ('matrix', rows), ('rel', exprs, ops), ('sset', sympy Set), ('based', digits, base)."""
 
     def __init__(self, toks):
-        self.toks, self.i, self.depth = toks, 0, 0
+        self.toks, self.i, self.depth, self.trig = toks, 0, 0, 0
 
     def peek(self, k=0):
         j = self.i + k
@@ -616,6 +624,10 @@ class _Parser:
             elif self.at("op", "_"):
                 self.take()
                 v = self.parse_subscript(v)
+            elif self.at("op", "\u00b0"):
+                self.take()
+                if self.trig:                      # sin 30 degrees
+                    v = _scalar(v) * sympy.pi / 180
             else:
                 return v
 
@@ -754,6 +766,8 @@ class _Parser:
             self.take()
             base = _scalar(self.parse_arg())
         self.enter()
+        trig = name in ("sin", "cos", "tan", "cot", "sec", "csc")
+        self.trig += trig
         if self.at("op", "("):
             self.take()
             arg = _scalar(self.parse_expr())
@@ -762,6 +776,7 @@ class _Parser:
             arg = _scalar(self.parse_group())
         else:
             arg = self.parse_bare_argument()
+        self.trig -= trig
         self.leave()
         if power is not None and power == -1 and name in _INVERSE:
             return _INVERSE[name](arg)
@@ -1362,6 +1377,24 @@ def _worker_main(conn):
         conn.send((i, reward(response, gold)))
 
 
+def _quick_reward(response, gold):
+    """The reward when it needs no sympy (plain numbers, identical text, no answer), else None. Cheap and bounded
+    (linear-time extraction, regex and Fraction on short strings), so batch_reward runs it in the parent process
+    and sends only the rest to workers: most GSM8K-style checks never pay for a round trip."""
+    pred = extract_answer(response)
+    if pred is None:
+        return 0.0
+    p, g = _normalize(pred), _normalize(_gold_answer(gold))
+    if not p:
+        return 0.0
+    if _squash(p) == _squash(g):
+        return 1.0
+    fp, fg = _fast_value(p), _fast_value(g)
+    if fp is not None and fg is not None:
+        return 1.0 if fp == fg else 0.0
+    return None
+
+
 def _start_worker():
     ctx = multiprocessing.get_context("spawn")   # fork is unsafe once torch has started threads
     parent, child = ctx.Pipe()
@@ -1408,12 +1441,18 @@ def batch_reward(responses, golds, timeout=5.0, workers=None):
         raise ValueError(f"batch_reward: workers must be None or an int >= 0, got {workers!r}")
     if workers == 0 or not responses:
         return [reward(r, g) for r, g in zip(responses, golds)]
-    n = min(workers or os.cpu_count() or 1, len(responses))
+    for r, g in zip(responses, golds):
+        if not isinstance(r, str) or not isinstance(g, str):
+            raise TypeError(f"batch_reward: responses and golds must be str, got {type(r).__name__} and "
+                            f"{type(g).__name__}")
+    results = [_quick_reward(r, g) for r, g in zip(responses, golds)]
+    todo = [i for i in range(len(responses)) if results[i] is None][::-1]
+    if not todo:
+        return results
+    n = min(workers or os.cpu_count() or 1, len(todo))
     while len(_POOL) < n:
         _POOL.append(_start_worker())
     pool = _POOL[:n]
-    results = [0.0] * len(responses)
-    todo = list(range(len(responses)))[::-1]
     busy = {}                                       # slot -> (index, deadline)
     startup_deadline = time.monotonic() + 120.0
     while todo or busy:
@@ -1421,7 +1460,13 @@ def batch_reward(responses, golds, timeout=5.0, workers=None):
         for slot, w in enumerate(pool):
             if todo and w[2] and slot not in busy:
                 i = todo.pop()
-                w[1].send((i, responses[i], golds[i]))
+                try:
+                    w[1].send((i, responses[i], golds[i]))
+                except (OSError, ValueError):          # died while idle: replace it, retry the check elsewhere
+                    todo.append(i)
+                    _kill(w)
+                    pool[slot] = _POOL[_POOL.index(w)] = _start_worker()
+                    continue
                 busy[slot] = (i, time.monotonic() + timeout)
         waiting = [w[1] for slot, w in enumerate(pool) if slot in busy or not w[2]]
         deadlines = [d for _, d in busy.values()] or [now + 1.0]

@@ -390,10 +390,26 @@ def test_batch_reward_in_process_matches_reward():
 
 
 def test_batch_reward_workers_preserve_order():
-    responses = [rf"\boxed{{{i}}}" for i in range(30)]
-    golds = [str(i if i % 3 else i + 1) for i in range(30)]
+    # \frac{2i}{4} against a decimal needs sympy, so every check goes to a worker (none takes the quick path).
+    responses = [rf"\boxed{{\frac{{{2 * i}}}{{4}}}}" for i in range(30)]
+    golds = [str(i / 2 if i % 3 else i / 2 + 1) for i in range(30)]
+    assert all(verify._quick_reward(r, g) is None for r, g in zip(responses, golds))
     expected = [0.0 if i % 3 == 0 else 1.0 for i in range(30)]
     assert verify.batch_reward(responses, golds, workers=2) == expected
+
+
+def test_quick_path_agrees_with_reward():
+    # batch_reward decides plain-number checks in the parent; those verdicts must be reward's verdicts.
+    from test_verify_cases import CASES, REWARD_CASES
+    pairs = [(rf"\boxed{{{p}}}", g) for p, g, _, _ in CASES] + [(r, g) for r, g, _, _ in REWARD_CASES]
+    pairs += [(rf"\boxed{{{p}}}", g) for p, g, _ in EQUIV]
+    decided = 0
+    for r, g in pairs:
+        quick = verify._quick_reward(r, g)
+        if quick is not None:
+            decided += 1
+            assert quick == verify.reward(r, g), (r, g)
+    assert decided > 100
 
 
 def test_batch_reward_timeout_scores_zero_and_replaces_worker():
