@@ -176,7 +176,7 @@ _TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|textrm|textsf|texttt|textnormal
 _UNIT_TAIL = re.compile(r"(?<![\\a-zA-Z])((?:\s*[a-zA-Z]{2,}(?![a-zA-Z])\.?(?:\s*\^\s*\{?\d\}?)?)+)\s*$")
 # \text{ cm}^2, \mbox{m/s}, \mathrm{kg} right after a number: a unit, dropped.
 _UNIT_TEXT = re.compile(r"(?<=[\d})\s])\s*\\(?:text|mbox|textrm|textnormal|mathrm)\s*\{\s*([a-zA-Z][a-zA-Z/. ]*)\}"
-                        r"(?:\s*\^\s*\{?\d\}?)?")
+                        r"(?:\s*\^\s*\{?\d\}?)?(?=\s*(?:$|[,;)\]}&\x00]))")
 _KEEP_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "ln", "log", "exp", "sqrt", "pi", "arcsin", "arccos",
                "arctan", "sinh", "cosh", "tanh", "inf", "infty", "infinity", "or", "and", "oo"}
 
@@ -193,6 +193,7 @@ def _normalize(s):
     s = s.strip()
     if len(s) > 4 * MAX_ANSWER_CHARS:
         return s
+    s = re.sub(r"\s+", " ", s)             # one space at most between tokens keeps every rule below linear
     for k, v in _UNICODE.items():
         if k in s:
             s = s.replace(k, v)
@@ -224,7 +225,7 @@ def _normalize(s):
     s = re.sub(r"(?<=[\w})\]])\s+(?:or|and)\s+(?=[\w\\({\[-])", " , ", s)   # "x<3 or x>5", "4 or 5": a list
     s = s.strip()
     if re.search(r"\d", s):                                   # "5 cm^2", "12 square units", "3 hours"
-        m = _UNIT_TAIL.search(s)
+        m = _UNIT_TAIL.search(s, max(0, len(s) - 80))      # units are a short tail; bounded search
         if m and m.start() > 0 and not any(w.lower() in _KEEP_WORDS for w in re.findall(r"[a-zA-Z]+", m.group(1))):
             head = s[:m.start()].rstrip()
             if head and (head[-1].isdigit() or head[-1] in ")}]"):
@@ -350,7 +351,7 @@ def _tokenize(s):
             toks.append(("op", "^" if two == "**" else two))
             i += 2
             continue
-        if c in "+-*/^_=<>!,()[]{}|&\u00b0":
+        if c in "+-*/^_=<>!,()[]{}|&:\u00b0":
             toks.append(("op", c))
             i += 1
             continue
@@ -726,6 +727,14 @@ class _Parser:
                 return self.parse_group()
             if v == "\\{":
                 self.enter()
+                if self.peek()[0] == "id" and self.peek(1) in (("op", "|"), ("op", ":"), ("cmd", "\\mid")):
+                    self.take(), self.take()              # set-builder {x | 2 < x < 5}: the condition's set
+                    cond = self.parse_item()
+                    self.expect("op", "\\}")
+                    self.leave()
+                    if _kind(cond) == "rel" and _rel_to_set(cond) is not None:
+                        return ("sset", _rel_to_set(cond))
+                    raise _ParseError("set-builder")
                 if self.at("op", "\\}"):
                     self.take()
                     self.leave()
@@ -1192,6 +1201,9 @@ def _equal(p, g):
 def _rel_value(rel):
     """`x = value` (a single symbol on one side) -> value."""
     exprs, ops = rel[1], rel[2]
+    if set(ops) == {"="} and all(isinstance(e, sympy.Expr) and e.is_number for e in exprs):
+        # \frac{6}{8} = \frac{3}{4}: a worked equality whose sides all agree stands for its value
+        return exprs[-1] if all(_expr_equal(e, exprs[-1]) for e in exprs[:-1]) else None
     if ops != ("=",):
         return None
     lhs, rhs = exprs

@@ -155,6 +155,13 @@ EQUIV = [
     # hedges and lists when one value is asked
     ("3, 4", "3", F), (r"3 \text{ or } 4", "4", F), ("3 or 4", "3", F), (r"\{3\}", "3, 4", F), ("x = 3, x = 4", "3", F),
     (r"3 \text{ and } 4", "3, 4", T), ("3 or 4", "3, 4", T),
+    # degrees inside trig functions, unicode, set-builder, worked equalities, words around numbers
+    (r"\sin 30^\circ", r"\frac12", T), (r"\cos(60\degree)", "0.5", T), (r"\tan 45^{\circ}", "1", T), (r"30^\circ", r"\frac{\pi}{6}", F),
+    ("\u00bd", "0.5", T), ("2\u00bd", "2.5", T), ("x\u00b2+1", "x^2+1", T), ("10\u2075", "100000", T), ("\u221a2", r"\sqrt2", T),
+    (r"\{x \mid 1 < x \le 4\}", "(1,4]", T), (r"\{x : x \ge 0\}", r"[0,\infty)", T), (r"\{x \mid x > 0\}", r"[0,\infty)", F),
+    (r"\frac{6}{8} = \frac{3}{4}", "0.75", T), ("2 = 3", "3", F), (r"\text{all real numbers}", r"(-\infty,\infty)", T),
+    (r"5 \text{ or maybe } 6", "30", F), (r"5 \text{ but maybe } 6", "5", F), (r"m\angle A = 40^\circ", "40", T),
+    ("(C), (D)", "C", F), (r"\text{(C) or (D)}", "C", F), ("(C) 40", "C", T),
     # edge cases that must not crash
     ("", "", F), ("()", "0", F), (r"\frac{}{}", "1", F), ("x^", "x", F), ("1/0", "1/0", T), ("1/0", r"\infty", F),
     (r"\infty", r"+\infty", T), (r"-\infty", r"\infty", F), ("None", "None", T), ("nan", "0", F),
