@@ -702,14 +702,13 @@ class _Parser:
                 return ("digits", num)                               # 1011_2 (base n)
             value = _number(num, exp, rep)
             if exp is None and rep is None and num.isdigit() and self.at("cmd", "\\frac"):
-                save = self.i
+                save = self.i, list(self.toks)                       # parse_arg may split a digit token
                 self.take()
                 a, b = self.parse_arg(), self.parse_arg()
                 if isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr) and a.is_Integer and b.is_Integer \
                         and 0 < a < b:
                     return value + sympy.Rational(a, b)               # mixed number 2\frac12 = 5/2
-                self.i = save
-                self.toks = self.toks                                # fall through: 2\frac{\pi}{3} is a product
+                self.i, self.toks = save                             # not a mixed number: 2\frac{\pi}{3} is a product
             return value
         if kind == "id":
             return _symbol(v)
