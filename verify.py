@@ -188,6 +188,17 @@ def _text_group(m):
     return " " + inner + " "
 
 
+def _unit_text(m):
+    """Drop a unit in \\text{} after a number (`5\\text{ cm}`, `5\\text{m}`), but keep `or`/`and` (a hedge, judged
+    as a list) and an unspaced i or e (`4\\mathrm{i}` is 4i)."""
+    content = m.group(1).strip()
+    if content.lower() in ("or", "and"):
+        return m.group(0)
+    if content in ("i", "e") and not re.search(r"\{\s", m.group(0)):
+        return m.group(0)
+    return " "
+
+
 def _normalize(s):
     """Canonical spelling of an answer string (no parsing): the cheap first pass every comparison goes through."""
     s = s.strip()
@@ -213,8 +224,7 @@ def _normalize(s):
     s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![a-zA-Z])|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])", "\u00b0", s)
     s = re.sub(r"\{\s*\}\s*\^", "", s)
     s = s.replace("\\%", "").replace("%", "")
-    s = _UNIT_TEXT.sub(lambda m: m.group(0) if m.group(1).strip().lower() in ("or", "and") or
-                       (len(m.group(1).strip()) < 2 and "mathrm" in m.group(0)) else " ", s)
+    s = _UNIT_TEXT.sub(_unit_text, s)
     for _ in range(5):                                        # nested \text{\textbf{..}}
         s2 = _TEXT_CMD.sub(_text_group, s)
         if s2 == s:
@@ -646,6 +656,8 @@ class _Parser:
         label = "".join(str(p[1][0]) if p[0] == "num" else str(p[1]) for p in parts)
         if not re.fullmatch(r"[A-Za-z0-9]+", label):
             raise _ParseError("subscript")
+        if isinstance(v, sympy.Integer) and v >= 0 and label.isdigit():
+            v = ("digits", str(int(v)))                             # (1011)_2
         if isinstance(v, tuple) and v[0] == "digits":
             if not label.isdigit():
                 raise _ParseError("base")
