@@ -275,7 +275,6 @@ REPEATING = _block("repeating_decimals", [
     (r"\frac{1}{3}", r"0.\overline{3}", T),
     (r"0.\overline{36}", r"\frac{4}{11}", T),
     (r"2.\overline{6}", r"\frac{8}{3}", T),
-    (r"0.\overline{3}", "0.3", F),
     ("0.3", r"0.\overline{3}", F),
     (r"0.\overline{12}", r"\frac{12}{100}", F),
     (r"0.\overline{16}", r"\frac{1}{6}", F),
@@ -666,10 +665,221 @@ GUARDED = _block("guarded_pathological", [
     (r"9^{9^{9^{9}}}", r"9^{9^{9^{9}}}", T),
 ])
 
+# --------------------------------------------------------------------------------------------------------------------
+# Second batch, written later and run once as a fresh exam (see the report): same categories, new answers.
+# --------------------------------------------------------------------------------------------------------------------
+
+B2_NUMBERS = _block("integers_decimals", [
+    ("033", "33", T),
+    ("0", "000", T),
+    ("204", "240", F),
+    ("999", "1000", F),
+    (r"-\frac{7}{2}", "-3.5", T),
+    (r"\frac{-7}{2}", "3.5", F),
+    ("1.00000000000000000001", "1", F),
+])
+
+B2_RADICALS_FRACTIONS = _block("radicals", [
+    (r"\frac{3\sqrt{3}}{2}", r"\frac{3}{2}\sqrt{3}", T),
+    (r"\frac{\sqrt{2}}{4}", r"\frac{1}{2\sqrt{2}}", T),
+    (r"\frac{1}{4}", r"\frac{\sqrt{2}}{4}", F),
+    (r"6\sqrt{6}", r"\sqrt{216}", T),
+    (r"\sqrt{24}", r"2\sqrt{6}", T),
+    (r"\sqrt{26}", r"2\sqrt{6}", F),
+    (r"-6+4\sqrt3", r"4\sqrt{3}-6", T),
+    (r"\frac{3}{2}+\frac{\sqrt5}{2}", r"\frac{3+\sqrt{5}}{2}", T),
+    (r"\frac{3-\sqrt{5}}{2}", r"\frac{3+\sqrt{5}}{2}", F),
+    (r"\frac{2}{\sqrt5-1}", r"\frac{1+\sqrt{5}}{2}", T),
+    (r"\sqrt[4]{16}", "2", T),
+    ("27^{2/3}", "9", T),
+    (r"\left(\frac{1}{2}\right)^{3}", r"\frac18", T),
+    (r"\frac{1}{2^{10}}", r"\frac{1}{1024}", T),
+    (r"\frac{1}{1000}", r"\frac{1}{1024}", F),
+    (r"\frac{1}{2^{10}}", r"\frac{1}{2^{11}}", F),
+])
+
+B2_REPEATING = _block("repeating_decimals", [
+    (r"1.\overline{6}", r"\frac{5}{3}", T),
+    (r"0.58\overline{3}", r"\frac{7}{12}", T),
+    (r"0.\overline{2}", r"\frac{2}{9}", T),
+    (r"0.\overline{2}", r"\frac{1}{5}", F),
+])
+
+B2_EXPRESSIONS = _block("expressions", [
+    (r"\frac{1}{4}x^2", r"\frac{x^2}{4}", T),
+    ("0.25x^2", r"\frac{x^2}{4}", T),
+    ("1-2x+3x^2", "3x^2-2x+1", T),
+    ("x^3-x", "x(x+1)(x-1)", T),
+    ("x^3+x^2+x+1", "(x^2+1)(x+1)", T),
+    ("x^3+x^2+x", "x^3+x^2+x+1", F),
+    (r"\frac{2}{1-x}", r"\frac{2}{x-1}", F),
+    (r"-\frac{2}{1-x}", r"\frac{2}{x-1}", T),
+    (r"\frac{a}{2}+\frac{b}{2}", r"\frac{a+b}{2}", T),
+    ("ba", "ab", T),
+    (r"2\cdot 2^n", "2^{n+1}", T),
+    ("n^2", "2^{n}", F),
+    (r"\frac{1}{x}+1", r"\frac{1}{x+1}", F),
+    ("x^2+y^2", "(x+y)^2", F),
+    ("(x-y)(x+y)", "x^2-y^2", T),
+    ("3x^2-12x+13", "3(x-2)^2+1", T),
+    ("3x^2-12x+12", "3(x-2)^2+1", F),
+    (r"\sqrt{x^2}+1", r"\sqrt{x^2+1}", F),
+    ("f(x) = 2x+1", "2x+1", T),
+])
+
+B2_EQUATIONS = _block("equations", [
+    (r"y = 3 - \frac{x}{2}", r"y = -\frac{1}{2}x + 3", T),
+    (r"y = \frac{1}{2}x + 3", r"y = -\frac{1}{2}x + 3", F),
+    ("x = -1", "-1", T),
+    ("x=-1", "1", F),
+    ("3y + 2x = 6", "2x + 3y = 6", T),
+    ("2x+3y=5", "2x+3y=6", F),
+    ("z = 4", "4", T),
+])
+
+B2_SETS = _block("sets_tuples", [
+    (r"\{1, 0, -1\}", r"\{-1, 0, 1\}", T),
+    ("1, 0, -1", "-1, 0, 1", T),
+    ("0, 1", "-1, 0, 1", F),
+    ("3, 5, 7", "3, 5, 7, 9", F),
+    (r"-\frac12, 1", r"1, -\frac{1}{2}", T),
+    ("2, 0.5", r"\frac{1}{2}, 2", T),
+    ("(0, 0)", "(0,0)", T),
+    ("(-4, 3)", "(3, -4)", F),
+    (r"\left(3, -4\right)", "(3,-4)", T),
+    ("(1, 0.5)", r"(1, \frac{1}{2})", T),
+    ("(3,4), (1,2)", "(1,2), (3,4)", T),
+    ("(1,2)", "(1,2), (3,4)", F),
+])
+
+B2_INTERVALS = _block("intervals", [
+    ("(-3,3)", "(-3, 3)", T),
+    ("[-3,3]", "(-3, 3)", F),
+    (r"1 \le x < 3", "[1, 3)", T),
+    (r"1 < x \le 3", "[1, 3)", F),
+    ("-1<x<1", "(-1,1)", T),
+    (r"\left(4,6\right]", "(4, 6]", T),
+])
+
+B2_UNITS = _block("units_text", [
+    ("4.5", r"\$4.50", T),
+    (r"\$4.05", r"\$4.50", F),
+    (r"4.50\text{ dollars}", "4.5", T),
+    (r"25\text{ mph}", "25", T),
+    (r"120 \text{ m}^2", "120", T),
+    (r"9\text{ feet}", "9", T),
+    (r"8\text{ feet}", "9", F),
+    (r"7\,\text{kg}", "7", T),
+    (r"\$1,000", "1000", T),
+    ("2{,}500", "2500", T),
+    ("2{,}500", "25000", F),
+    ("18,000", "18000", T),
+])
+
+B2_PERCENT_DEGREES = _block("percent", [
+    (r"15\%", "15", T),
+    (r"15\%", "1.5", F),
+    (r"37.5\%", "37.5", T),
+]) + _block("degrees", [
+    (r"72^\circ", "72", T),
+    (r"108^\circ", r"72^\circ", F),
+])
+
+B2_BIG = _block("powers_big_numbers", [
+    ("2^{64}", "18446744073709551616", T),
+    ("2^{64}-1", "18446744073709551616", F),
+    ("10!", "3628800", T),
+    ("10!", "362880", F),
+    (r"\binom{20}{10}", "184756", T),
+    ("3^{20}", "3486784401", T),
+    ("3486784400", "3^{20}", F),
+])
+
+B2_COMPLEX = _block("complex_numbers", [
+    ("2(1+i)", "2+2i", T),
+    ("i-1", "-1+i", T),
+    ("1-i", "-1+i", F),
+    (r"\frac{1-i}{2}", r"\frac{1}{2} - \frac{1}{2}i", T),
+    (r"e^{i\pi}", "-1", T),
+    (r"\sqrt{-4}", "2i", T),
+])
+
+B2_TRIG_LOG = _block("log_trig_exact", [
+    (r"\cos 60^\circ", r"\frac12", T),
+    (r"\sin 45^\circ", r"\frac{\sqrt2}{2}", T),
+    (r"\tan 60^\circ", r"\sqrt3", T),
+    (r"\tan 30^\circ", r"\sqrt{3}", F),
+    (r"\arctan 1", r"\frac{\pi}{4}", T),
+    (r"\log_{10} 1000", "3", T),
+    (r"\ln 1", "0", T),
+    (r"\log_2 32", "5", T),
+    (r"\log_2 32", "4", F),
+    (r"\ln 4", r"2\ln 2", T),
+    (r"\ln 3", r"\ln 2", F),
+])
+
+B2_CHOICE_TEXT_BASE_MIXED = _block("multiple_choice", [
+    ("A", "(A)", T),
+    (r"\text{A}", r"\text{(A)}", T),
+    ("B", "A", F),
+    (r"\text{Thursday}", "Thursday", T),
+    (r"\text{Friday}", r"\text{Thursday}", F),
+    (r"\text{true}", r"\text{True}", T),
+]) + _block("base_subscripts", [
+    ("10110_{2}", "10110_2", T),
+    ("1234_{5}", "1234_5", T),
+    ("1243_5", "1234_5", F),
+]) + _block("mixed_numbers", [
+    (r"\frac{14}{3}", r"4\frac{2}{3}", T),
+    (r"\frac{8}{3}", r"4\frac{2}{3}", F),
+    ("5.25", r"5\frac{1}{4}", T),
+])
+
+B2_MATRICES = _block("matrices_vectors", [
+    ("(3,-1,2)", r"\begin{pmatrix} 3 \\ -1 \\ 2 \end{pmatrix}", T),
+    ("(3,1,2)", r"\begin{pmatrix} 3 \\ -1 \\ 2 \end{pmatrix}", F),
+    (r"\begin{bmatrix} 0 & -1 \\ 1 & 0 \end{bmatrix}", r"\begin{pmatrix} 0 & -1 \\ 1 & 0 \end{pmatrix}", T),
+    (r"\begin{pmatrix} 0 & 1 \\ -1 & 0 \end{pmatrix}", r"\begin{pmatrix} 0 & -1 \\ 1 & 0 \end{pmatrix}", F),
+    (r"\begin{pmatrix} 0.5 & \sqrt{3}/2 \\ -\sqrt{3}/2 & 0.5 \end{pmatrix}",
+     r"\begin{pmatrix} \frac{1}{2} & \frac{\sqrt{3}}{2} \\ -\frac{\sqrt{3}}{2} & \frac{1}{2} \end{pmatrix}", T),
+])
+
+B2_ADVERSARIAL = _block("adversarial", [
+    ("2, 4", "4", F),
+    (r"4 \text{ (or } 2\text{)}", "4", F),
+    (r"\text{either } 3 \text{ or } 4", "4", F),
+    ("x = 3, 4", "4", F),
+    ("3.9999999999", "4", F),
+    ("4.0000001", "4", F),
+    (r"\frac{999}{1000}", "1", F),
+    (r"\frac{1}{3^{50}}", r"\frac{1}{3^{51}}", F),
+    ("2^{-50}", "0", F),
+    ("10^{-100}", "0", F),
+    ("1 + 10^{-30}", "1", F),
+    ("12.5", "0.125", F),
+    ("0.125", "12.5", F),
+    ("1.41", r"\sqrt{2}", F),
+    ("1.732", r"\sqrt{3}", F),
+    ("a = 4", "b = 4", F),
+    ("4x", "4", F),
+    (r"\text{undefined}", "0", F),
+    (r"4 \text{ or } -4", "4", F),
+    (r"\pm 4", "4", F),
+    ("1,2,3,4,5", "3", F),
+    ("0", r"\text{(A)}", F),
+    (r"\text{(A)}, \text{(B)}", r"\text{(A)}", F),
+    ("AB", "A", F),
+    ("x^2 + 2x + 1 + 10^{-12}", "(x+1)^2", F),
+    (r"\frac{100000000000000000001}{100000000000000000000}", "1", F),
+])
+
 CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT + UNITS_TEXT + DEGREES + THOUSANDS
          + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
          + INEQUALITIES + EXPRESSIONS + MATRICES + COMPLEX + BASES + MIXED_NUMBERS + MULTIPLE_CHOICE + TEXT_ANSWERS
-         + FACTORIAL_BINOMIAL + LOG_TRIG + POWERS + ADVERSARIAL + GUARDED)
+         + FACTORIAL_BINOMIAL + LOG_TRIG + POWERS + ADVERSARIAL + GUARDED
+         + B2_NUMBERS + B2_RADICALS_FRACTIONS + B2_REPEATING + B2_EXPRESSIONS + B2_EQUATIONS + B2_SETS + B2_INTERVALS
+         + B2_UNITS + B2_PERCENT_DEGREES + B2_BIG + B2_COMPLEX + B2_TRIG_LOG + B2_CHOICE_TEXT_BASE_MIXED + B2_MATRICES
+         + B2_ADVERSARIAL)
 
 # --------------------------------------------------------------------------------------------------------------------
 # reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
@@ -758,6 +968,30 @@ REWARD_CASES = (
         (r"\boxed{9^{9^{9^{9}}}}", "1", F),
         (r"\boxed{100000!}", "0", F),
         (r"\boxed{__import__('os').system('echo hacked')}", "0", F),
+    ])
+    # second batch
+    + _block("reward_boxed", [
+        (r"The three-digit answer is \boxed{033}.", "33", T),
+        ("Final Answer: The final answer is $\\boxed{5}$. I hope it is correct.", "5", T),
+        ("**Final Answer**\n\\[ \\boxed{5} \\]", "5", T),
+        (r"\boxed{\dfrac{3}{4}}.", "0.75", T),
+        (r"The area is $\boxed{12}$ cm$^2$.", "12", T),
+        (r"Answer: \boxed{7}", "7", T),
+        (r"The final answer is $\boxed{\text{(B)}}$", r"\text{(B)}", T),
+        (r"\boxed{4} and then \boxed{3}", "4", F),
+        (r"Answer: \boxed{}", "0", F),
+    ])
+    + _block("reward_think", [
+        ("<think>\nSum the cases: 5+7=12.\n</think>\n<answer>\\boxed{12}</answer>", "12", T),
+        (r"<think>\boxed{3}</think>\boxed{4}", "3", F),
+    ])
+    + _block("reward_gsm8k", [
+        (r"\boxed{5.00}", "He has 2+3 = <<2+3=5>>5 apples.\n#### 5", T),
+        (r"\boxed{\$5}", "He pays 10-5 = <<10-5=5>>5 dollars.\n#### 5", T),
+        (r"\boxed{5 \text{ apples}}", "He has 2+3 = <<2+3=5>>5 apples.\n#### 5", T),
+        (r"\boxed{-3}", "The temperature is 2-5 = <<2-5=-3>>-3 degrees.\n#### -3", T),
+        (r"\boxed{3}", "The temperature is 2-5 = <<2-5=-3>>-3 degrees.\n#### -3", F),
+        ("#### 18", "#### 18", T),
     ])
 )
 
