@@ -495,6 +495,46 @@ def save_checkpoint(out, model, tokenizer, optimizer, scheduler, step, sampler, 
     _atomic_save(write, os.path.join(out, "checkpoint"))
 
 
+def rl_step(step, batch, model, ref_model, tokenizer, optimizer, scheduler, task, args, generator, eos_ids,
+            autocast, from_hidden) -> dict:
+    """One RL step on `batch` (a list of problems): rollout -> reward -> advantage -> update. Returns its metrics."""
+    G, P = args.group_size, len(batch)
+    t0 = time.time()
+    prompts = [task["prompt"](p, tokenizer) for p in batch]
+    per_call = args.gen_batch_size or P
+    parts = []
+    with autocast():
+        for s in range(0, P, per_call):
+            parts.append(R.rollout(model, tokenizer, prompts[s:s + per_call], G, max_new_tokens=args.max_new_tokens,
+                                   temperature=args.temperature, top_p=args.top_p, generator=generator,
+                                   add_special_tokens=task["add_special_tokens"], eos_token_id=eos_ids))
+    ro = _concat_rollouts(parts, tokenizer)
+    t1 = time.time()
+    rewards = torch.tensor(task["reward"](ro.texts, [p for p in batch for _ in range(G)]),
+                           dtype=torch.float32).view(P, G)
+    t2 = time.time()
+    mask = ro.response_mask
+    prompt_entropy = ((ro.entropy * mask).sum(1) / mask.sum(1).clamp_min(1)).view(P, G).mean(1).cpu()
+    method = "grpo" if args.switch_to_grpo_at is not None and step >= args.switch_to_grpo_at else args.advantage
+    adv = compute_advantages(rewards, prompt_entropy, method, args.k, args.seed * 100003 + step)
+    advantages = adv.reshape(-1).to(args.device, torch.float32)
+    t3 = time.time()
+    stats = update(model, ref_model, optimizer, scheduler, ro, advantages, args, autocast, from_hidden)
+    t4 = time.time()
+    n_tokens = mask.sum().item()
+    return {"type": "train", "step": step + 1, "advantage": method,
+            "reward_mean": rewards.mean().item(),
+            "zero_variance_frac": (rewards.std(1) == 0).float().mean().item(),
+            "adv_mean": adv.mean().item(), "adv_abs_mean": adv.abs().mean().item(),
+            "response_len": mask.sum(1).mean().item(), "truncated_frac": ro.truncated.float().mean().item(),
+            "rollout_entropy": (ro.entropy * mask).sum().item() / max(n_tokens, 1),
+            **stats, "lr": scheduler.get_last_lr()[0],
+            "rollout_tokens_per_s": n_tokens / max(t1 - t0, 1e-9),
+            "update_tokens_per_s": ro.attention_mask.sum().item() / max(t4 - t3, 1e-9),
+            "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_advantage": t3 - t2, "time_update": t4 - t3,
+            "time_step": t4 - t0}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The run
 
@@ -578,45 +618,14 @@ def main(argv=None) -> dict:
     if start_step == 0:
         run_eval(0)
 
-    G, P = args.group_size, args.prompts_per_step
+    P = args.prompts_per_step
     bar = tqdm(range(start_step, args.steps), desc="RL", disable=args.no_progress, initial=start_step,
                total=args.steps)
     last = {}
     for step in bar:
-        t0 = time.time()
         batch = sampler.sample(task["train"], P)
-        prompts = [task["prompt"](p, tokenizer) for p in batch]
-        per_call = args.gen_batch_size or P
-        parts = []
-        with autocast():
-            for s in range(0, P, per_call):
-                parts.append(R.rollout(model, tokenizer, prompts[s:s + per_call], G,
-                                       max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                       top_p=args.top_p, generator=generator,
-                                       add_special_tokens=task["add_special_tokens"], eos_token_id=eos_ids))
-        ro = _concat_rollouts(parts, tokenizer)
-        t1 = time.time()
-        rewards = torch.tensor(task["reward"](ro.texts, [p for p in batch for _ in range(G)]),
-                               dtype=torch.float32).view(P, G)
-        t2 = time.time()
-        mask = ro.response_mask
-        prompt_entropy = ((ro.entropy * mask).sum(1) / mask.sum(1).clamp_min(1)).view(P, G).mean(1).cpu()
-        method = "grpo" if args.switch_to_grpo_at is not None and step >= args.switch_to_grpo_at else args.advantage
-        adv = compute_advantages(rewards, prompt_entropy, method, args.k, args.seed * 100003 + step)
-        advantages = adv.reshape(-1).to(args.device, torch.float32)
-        stats = update(model, ref_model, optimizer, scheduler, ro, advantages, args, autocast, from_hidden)
-        t3 = time.time()
-
-        n_tokens = mask.sum().item()
-        last = {"type": "train", "step": step + 1, "advantage": method,
-                "reward_mean": rewards.mean().item(),
-                "zero_variance_frac": (rewards.std(1) == 0).float().mean().item(),
-                "adv_mean": adv.mean().item(), "adv_abs_mean": adv.abs().mean().item(),
-                "response_len": mask.sum(1).mean().item(), "truncated_frac": ro.truncated.float().mean().item(),
-                "rollout_entropy": (ro.entropy * mask).sum().item() / max(n_tokens, 1),
-                **stats, "lr": scheduler.get_last_lr()[0],
-                "rollout_tokens_per_s": n_tokens / max(t1 - t0, 1e-9),
-                "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_update": t3 - t2, "time_step": t3 - t0}
+        last = rl_step(step, batch, model, ref_model, tokenizer, optimizer, scheduler, task, args, generator,
+                       eos_ids, autocast, from_hidden)
         record(last)
         bar.set_postfix(reward=f"{last['reward_mean']:.3f}", step_s=f"{last['time_step']:.2f}")
         done = step + 1

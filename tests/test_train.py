@@ -315,7 +315,7 @@ def test_warmup_is_cached_and_reused(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------------------------
 # Resume
 
-VOLATILE = ("time_", "rollout_tokens_per_s", "seconds")
+VOLATILE = ("time_", "rollout_tokens_per_s", "update_tokens_per_s", "seconds")
 
 
 def _stable(lines):

@@ -1,0 +1,107 @@
+"""Seconds per phase and tokens/s of one RL step of train.py (rollout, reward, advantage, update).
+
+    python benchmarks/bench_step.py                       # the embedded model on CPU (warm-up cache if present)
+    python benchmarks/bench_step.py --model Qwen/Qwen2.5-0.5B-Instruct --data gsm8k.jsonl --device cuda
+    python benchmarks/bench_step.py --threads 1           # pin CPU threads for comparable numbers
+
+Any extra flags are passed to train.py's parser (`--prompts-per-step`, `--group-size`, `--micro-batch-size`,
+`--no-simko`, ...). The step is exactly train.rl_step; one untimed step warms up, then `--repeats` steps are
+timed and the median of each phase is printed. For reference the rollout is also timed with transformers'
+`generate` (same model, batch and max_new_tokens, sampling, no log-probs kept), so the hand-written loop in
+rollout.py can be compared with the library's.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import torch  # noqa: E402
+
+import rollout as R  # noqa: E402
+import train  # noqa: E402
+
+
+def main():
+    own = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    own.add_argument("--repeats", type=int, default=5)
+    own.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0: torch's default")
+    own.add_argument("--no-generate", action="store_true", help="skip the transformers.generate comparison")
+    mine, rest = own.parse_known_args()
+    if mine.threads:
+        torch.set_num_threads(mine.threads)
+    args = train.parse_args(rest + ["--no-progress"])
+    task = train.load_task(args)
+    if args.model is None:
+        model, tokenizer = train.warmed_up_model(args, task, print)   # builds and caches the warm-up if missing
+    else:
+        model, tokenizer = train.load_hf_model(args.model, args)
+    model.to(args.device).eval()
+    eos_ids = train.stop_token_ids(model, tokenizer)
+    on_cuda = str(args.device).startswith("cuda")
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else train.nullcontext
+    if args.grad_checkpointing:
+        model.gradient_checkpointing_enable()
+    from_hidden = train.use_hidden_stats(model, args)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    import random
+    sampler = random.Random(args.seed)
+
+    rows = []
+    for i in range(mine.repeats + 1):
+        batch = sampler.sample(task["train"], args.prompts_per_step)
+        m = train.rl_step(i, batch, model, None, tokenizer, optimizer, scheduler, task, args, generator, eos_ids,
+                          autocast, from_hidden)
+        if on_cuda:
+            torch.cuda.synchronize()
+        if i > 0:
+            rows.append(m)
+    med = lambda key: statistics.median(r[key] for r in rows)
+
+    gen_s = None
+    if not mine.no_generate:
+        prompts = [task["prompt"](p, tokenizer) for p in sampler.sample(task["train"], args.prompts_per_step)]
+        ids, mask = R.encode_prompts(tokenizer, prompts, task["add_special_tokens"])
+        ids = ids.repeat_interleave(args.group_size, 0).to(args.device)
+        mask = mask.repeat_interleave(args.group_size, 0).to(args.device)
+        times = []
+        for i in range(mine.repeats + 1):
+            t = time.time()
+            with torch.no_grad(), autocast():
+                model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=args.temperature,
+                               top_p=args.top_p, top_k=0, max_new_tokens=args.max_new_tokens, eos_token_id=eos_ids,
+                               pad_token_id=tokenizer.pad_token_id)
+            if on_cuda:
+                torch.cuda.synchronize()
+            if i > 0:
+                times.append(time.time() - t)
+        gen_s = statistics.median(times)
+
+    name = args.model or "embedded Countdown Llama"
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"\nmodel: {name} ({params:.2f}M params), device {args.device}, torch threads {torch.get_num_threads()}, "
+          f"{args.prompts_per_step} prompts x {args.group_size} samples, max_new_tokens {args.max_new_tokens}, "
+          f"SimKO {'on' if args.simko else 'off'}, stats from {'hidden' if from_hidden else 'logits'}; "
+          f"median of {mine.repeats} steps")
+    print(f"mean response length {med('response_len'):.1f} tokens "
+          f"({med('response_len') * args.prompts_per_step * args.group_size:.0f} response tokens per step)\n")
+    print("| phase | seconds | share | throughput |")
+    print("|---|---|---|---|")
+    total = med("time_step")
+    for phase, extra in (("rollout", f"{med('rollout_tokens_per_s'):.0f} response tokens/s"),
+                         ("reward", ""), ("advantage", ""),
+                         ("update", f"{med('update_tokens_per_s'):.0f} tokens/s (prompt + response, fwd+bwd)")):
+        t = med(f"time_{phase}")
+        print(f"| {phase} | {t:.4f} | {100 * t / total:.0f}% | {extra} |")
+    print(f"| **step** | {total:.4f} | 100% | |")
+    if gen_s is not None:
+        print(f"\nrollout with transformers.generate (sampling only, no log-probs): {gen_s:.4f} s "
+              f"vs rollout.py {med('time_rollout'):.4f} s (rollout.py also returns log-probs and entropies)")
+
+
+if __name__ == "__main__":
+    main()
