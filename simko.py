@@ -459,13 +459,13 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     with torch.no_grad():
         n_gated = gated.sum().clamp_min(1)
         metrics = {
-            "clip_frac_low": _masked_mean(((ratio < 1.0 - clip_low) & (adv < 0)).float(), mask).item(),
-            "clip_frac_high": _masked_mean(((ratio > 1.0 + clip_high) & (adv > 0)).float(), mask).item(),
+            "clip_frac_low": _masked_mean(((ratio < 1.0 - clip_low) & (adv < 0)).double(), mask).item(),
+            "clip_frac_high": _masked_mean(((ratio > 1.0 + clip_high) & (adv > 0)).double(), mask).item(),
             "ratio_mean": _masked_mean(ratio, mask).item(),
-            "gated_frac": _masked_mean(gated.float(), mask).item(),
+            "gated_frac": _masked_mean(gated.double(), mask).item(),
             "topk_spread_frac": (pos.sum() / n_gated).item(),
             "rank1_penalty_frac": (neg.sum() / n_gated).item(),
-            "entropy": _masked_mean(stats.entropy.float(), mask).item() if stats is not None else math.nan,
+            "entropy": _masked_mean(stats.entropy.double(), mask).item() if stats is not None else math.nan,
         }
     return loss, metrics
 
