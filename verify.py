@@ -258,7 +258,7 @@ def _squash(s):
 
 def _text_key(s):
     """Key for comparing text answers (`\\text{Monday}`, `monday`)."""
-    return re.sub(r"[\s{}\\.,;:!?'\"`*]", "", s).lower()
+    return re.sub(r"[\s{}\\]", "", s).lower()      # keeps , . : ; so "12:3" never matches "123"
 
 
 _CHOICE = re.compile(r"\(?\s*([A-J])\s*\)?")
@@ -1323,6 +1323,9 @@ def _judge(pred, gold):
     if letter is not None:
         got = _choice_letter(p, strict=False)
         return got == letter, f"multiple choice: gold {letter}, answer {got}"
+    if re.fullmatch(r"[A-Za-z][A-Za-z ]+", p) and re.fullmatch(r"[A-Za-z][A-Za-z ]+", g) and \
+            _text_key(p) == _text_key(g):
+        return True, "same words (case-insensitive)"             # "No" vs "no" (not the product N*o)
     tol = _decimal_tolerance(g)
     fp, fg = _fast_value(p), _fast_value(g)
     if fp is not None and fg is not None:
@@ -1338,8 +1341,7 @@ def _judge(pred, gold):
             same = _text_key(p) == _text_key(g) and _text_key(g) != ""
             return same, "text answers " + ("match" if same else "differ")
         which = "answer" if rp[0] == "error" else "gold"
-        same = _text_key(p) == _text_key(g)
-        return same, f"{which} is not parseable math: compared as text"
+        return False, f"{which} is not parseable math and the other is: not equal"
     vp, vg = rp[1], rg[1]
     try:
         if _equal(vp, vg):

@@ -162,6 +162,8 @@ EQUIV = [
     (r"\frac{6}{8} = \frac{3}{4}", "0.75", T), ("2 = 3", "3", F), (r"\text{all real numbers}", r"(-\infty,\infty)", T),
     (r"5 \text{ or maybe } 6", "30", F), (r"5 \text{ but maybe } 6", "5", F), (r"m\angle A = 40^\circ", "40", T),
     ("(C), (D)", "C", F), (r"\text{(C) or (D)}", "C", F), ("(C) 40", "C", T),
+    ("No", r"\text{no}", T), ("NO", "No", T), ("No", "Yes", F), ("x", "X", F),
+    ("12:3", "123", F), ("1;23", "123", F), ("12.3.", "123", F), (r"\text{1,23}", "123", F), ("Mon-day", "Monday", F),
     # edge cases that must not crash
     ("", "", F), ("()", "0", F), (r"\frac{}{}", "1", F), ("x^", "x", F), ("1/0", "1/0", T), ("1/0", r"\infty", F),
     (r"\infty", r"+\infty", T), (r"-\infty", r"\infty", F), ("None", "None", T), ("nan", "0", F),
