@@ -415,6 +415,9 @@ def _pow(base, exp):
             if e > MAX_SYMBOLIC_EXPONENT:
                 raise _Guard("symbolic power too large")
             return sympy.Pow(base, exp)
+    if base.is_Rational and base < 0 and exp.is_Rational and not exp.is_Integer and exp.q % 2 == 1:
+        # odd roots of negative numbers are real: (-8)^{1/3} = \sqrt[3]{-8} = -2, not the principal complex root
+        return _pow(-base, exp) * (-1) ** int(exp.p)
     if exp.is_number:
         if base.is_Integer and _bits(base) > 4 * MAX_LITERAL_DIGITS:
             raise _Guard("root of a huge integer")
@@ -1220,9 +1223,10 @@ def _rel_value(rel):
     lhs, rhs = exprs
     if isinstance(lhs, sympy.Symbol) and not (isinstance(rhs, sympy.Basic) and rhs.has(lhs)):
         return rhs
-    if isinstance(lhs, sympy.Mul) and all(isinstance(a, sympy.Symbol) for a in lhs.args) and \
-            isinstance(rhs, sympy.Expr):
-        return rhs                                  # f(x) = x^2 + 1 (parsed as f*x on the left)
+    if isinstance(lhs, sympy.Mul) and isinstance(rhs, sympy.Expr) and all(
+            isinstance(a, sympy.Symbol) or (a.is_Pow and isinstance(a.base, sympy.Symbol) and a.exp == -1)
+            for a in lhs.args):
+        return rhs                                  # f(x) = x^2 + 1, f^{-1}(x) = ... (parsed as f*x on the left)
     if isinstance(rhs, sympy.Symbol) and isinstance(lhs, sympy.Expr) and lhs.is_number:
         return lhs
     return None

@@ -85,7 +85,7 @@ EQUIV = [
     (r"\sqrt[3]{27}", "3", T), (r"\sqrt[3]{16}", r"2\sqrt[3]{2}", T), (r"2^{1/2}", r"\sqrt2", T),
     (r"\sqrt{8}", r"2\sqrt{3}", F), (r"\sqrt{2}", "1.414", T), (r"\sqrt{2}", "1.415", F), (r"\sqrt{2}", "1.4", F), (r"\sqrt{3}+\sqrt{2}", r"\sqrt{5}", F),
     (r"\frac{1}{\sqrt3+\sqrt2}", r"\sqrt3-\sqrt2", T), (r"\sqrt{5+2\sqrt6}", r"\sqrt2+\sqrt3", T),
-    (r"\sqrt{-4}", "2i", T),
+    (r"\sqrt{-4}", "2i", T), (r"\sqrt[3]{-27}", "-3", T), ("(-8)^{2/3}", "4", T), (r"\sqrt[4]{-16}", "-2", F),
     # pi and e exact
     (r"\pi r^2", r"r^2\pi", T), (r"\frac{3\pi}{2}", r"1.5\pi", T), (r"2\pi", "6.28", T), (r"2\pi", "6.29", F), ("6.28", r"2\pi", F), (r"\pi", r"\frac{355}{113}", F),
     ("e", r"\exp(1)", T), (r"\ln(e^3)", "3", T), (r"e^{\ln 5}", "5", T), (r"e", "2.71828", T), (r"e", "2.71827", F), ("2.72", "e", F),
