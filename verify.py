@@ -1204,7 +1204,9 @@ def _equal(p, g):
         except _ParseError:
             return False
     if kp == "list" and kg == "seq" and g[1] == "(" and g[2] == ")":
-        return _ordered_equal(p[1], g[3])          # "1, 2" for the pair (1, 2)
+        return _ordered_equal(p[1], g[3])          # "1, 2" or "x = 1, y = 2" for the pair (1, 2)
+    if kp == "seq" and kg == "list" and p[1] == "(" and p[2] == ")":
+        return _ordered_equal(p[3], g[1])
     if kp == "matrix" or kg == "matrix":
         return _matrix_equal(p, g)
     if kp == "based" or kg == "based":
@@ -1393,7 +1395,6 @@ _POOL = []          # persistent workers, reused across calls: [process, connect
 
 
 def _worker_main(conn):
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))
     conn.send("ready")
     while True:
         try:

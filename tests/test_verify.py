@@ -163,6 +163,8 @@ EQUIV = [
     (r"5 \text{ or maybe } 6", "30", F), (r"5 \text{ but maybe } 6", "5", F), (r"m\angle A = 40^\circ", "40", T),
     ("(C), (D)", "C", F), (r"\text{(C) or (D)}", "C", F), ("(C) 40", "C", T),
     ("No", r"\text{no}", T), ("NO", "No", T), ("No", "Yes", F), ("x", "X", F),
+    ("(2, 3)", "x=2, y=3", T), ("(3, 2)", "x=2, y=3", F), (r"\sin x^2", r"(\sin x)^2", F), (r"\sin^2 x", r"(\sin x)^2", T),
+    (r"0.4\overline{5}", r"\frac{41}{90}", T), (r"x \in (-\infty,2]", r"x \le 2", T), (r"(-\infty,2]", "x<2", F),
     ("12:3", "123", F), ("1;23", "123", F), ("12.3.", "123", F), (r"\text{1,23}", "123", F), ("Mon-day", "Monday", F),
     # edge cases that must not crash
     ("", "", F), ("()", "0", F), (r"\frac{}{}", "1", F), ("x^", "x", F), ("1/0", "1/0", T), ("1/0", r"\infty", F),
