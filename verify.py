@@ -8,15 +8,22 @@ The reward of every RL step comes from here, and the policy will find every hole
    rewards a policy for listing many numbers. Text inside `<think>...</think>` is ignored when an answer follows it.
 
 2. **Equivalence** (`is_equivalent`). Both strings are normalised (spacing commands, `\\left`, `\\dfrac`, units,
-   degrees, percent, thousands separators), then parsed by a small recursive-descent parser that builds sympy
+   percent, degrees (`30^\\circ` is 30, inside `\\sin` it is pi/6), thousands separators, unicode), then parsed by a small recursive-descent parser that builds sympy
    objects *directly* (`sympy.Integer`, `Rational`, `Add`, `Pow`, `Interval`, ...). Nothing is ever passed to
-   `eval`, `exec`, `sympify` or `parse_expr`, which evaluate Python. The parsed values are compared by kind:
-   numbers and expressions exactly (sympy's automatic simplification, then high-precision numeric evaluation that
-   must *fail to separate* the two sides, at a few random rational points when there are symbols), sets order-free,
-   tuples in order, intervals with their openness, equations up to a constant factor, inequalities as the interval
-   they describe. Numeric tolerance exists only when the gold answer is a decimal literal, and it is relative to the
-   digits that literal shows (gold `0.33` accepts `1/3`); a decimal prediction never gets tolerance (`7.9999` is not
-   `8`, `3.14` is not `\\pi`).
+   `eval`, `exec`, `sympify` or `parse_expr`, which evaluate Python. Parsed values are compared by kind:
+   - numbers: exactly. Decimals are parsed as exact rationals (`0.1` is 1/10), so `0.5 = 1/2` and `7.9999 != 8`.
+     Irrational numbers are equal when their difference is exactly zero after sympy's automatic simplification, or
+     when `evalf` cannot separate it from zero at NUMERIC_MAXPREC digits *and* every integer in it is small
+     (so `sqrt(10^100 + 1)` is not `10^50`, and `1 - 10^{-30}` is not `1`);
+   - expressions with symbols: the difference must vanish at five rational points whose signs vary (polynomials and
+     rational functions evaluate exactly there), so `(x+1)^2 = x^2+2x+1` but `sqrt(x^2) != x`;
+   - sets and bare lists (`1, 2`) order-free, tuples in order, intervals with their openness, `\\pm` as a two-element
+     set, matrices entrywise (a column vector equals a tuple), equations up to a nonzero constant factor (`y = 2x+1`
+     is `2x - y + 1 = 0`), `x = 5` against `5`, a single-variable inequality as the interval it describes;
+   - text answers (`\\text{Monday}`) case-insensitively; multiple-choice letters (`(C)`, `\\textbf{(C)}`) by letter.
+   Numeric tolerance exists only when the *gold* is a decimal literal with at least two digits after the point and
+   the prediction is an exact irrational (gold `1.41` accepts `\\sqrt2`), within half a unit of the gold's last digit.
+   A decimal or rational prediction never gets tolerance (`3.14` is not `\\pi`, `0.\\overline{3}` is not `0.3`).
 
 3. **Bounds**. Model text is adversarial. Before building anything expensive the parser checks the answer length,
    nesting depth, integer literal length, the size of integer powers (`9^{9^{9^9}}`), factorial and binomial
@@ -33,7 +40,6 @@ import functools
 import multiprocessing
 import multiprocessing.connection
 import os
-import random
 import re
 import sys
 import time
@@ -47,7 +53,7 @@ from sympy.core.evalf import PrecisionExhausted
 
 MAX_ANSWER_CHARS = 1000     # longer answers are compared as normalised text only
 MAX_DEPTH = 60              # nesting of brackets / groups / function arguments
-MAX_TOKENS = 600
+MAX_TOKENS = 600            # tokens in one answer
 MAX_LITERAL_DIGITS = 100    # an integer literal longer than this is not turned into a number
 MAX_POW_BITS = 20_000       # |exponent| * log2|base| for an exact power of numbers (~6,000 digits)
 MAX_SYMBOLIC_EXPONENT = 1000  # integer exponent allowed on a non-numeric base (x^1000 is fine, x^(10^9) is not)
