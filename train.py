@@ -155,8 +155,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("data", "eval_data"):
         path = getattr(args, name)
         need(path is None or os.path.isfile(path), f"--{name.replace('_', '-')}: no such file: {path}")
-    if args.model is not None and os.path.sep in args.model and not os.path.exists(args.model):
-        parser.error(f"--model: no such path: {args.model}")
+    if args.model is not None and args.model.startswith(("/", ".", "~")) and not os.path.exists(args.model):
+        parser.error(f"--model: no such directory: {args.model}")   # (hub names like Org/Name are not checked)
     if args.resume:
         need(args.out is not None, "--resume needs --out (the run directory to continue)")
         need(find_checkpoint(args.out) is not None, f"--resume: no checkpoint in {args.out}")
@@ -353,12 +353,13 @@ def response_token_stats(model, input_ids, attention_mask, prompt_len, args, fro
     pos = R.position_ids(attention_mask)
     if from_hidden:
         base = getattr(model, model.base_model_prefix)
-        hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos).last_hidden_state
+        hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+                      use_cache=False).last_hidden_state
         head = model.get_output_embeddings()
         hidden = hidden[:, prompt_len - 1:-1].to(head.weight.dtype)
         return simko.token_stats_from_hidden(hidden, head.weight, tokens, top_k=args.simko_topk,
                                              temperature=args.temperature, bias=head.bias)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
                    logits_to_keep=tokens.shape[1] + 1).logits[:, :-1]
     return simko.token_stats(logits, tokens, top_k=args.simko_topk, temperature=args.temperature)
 
@@ -563,8 +564,7 @@ def main(argv=None) -> dict:
     on_cuda = str(args.device).startswith("cuda")
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else nullcontext
     if args.grad_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = True          # generation still uses the KV cache
+        model.gradient_checkpointing_enable()   # the rollout (eval mode) still uses its KV cache
     from_hidden = use_hidden_stats(model, args)
     ref_model = None
     if args.kl_coef > 0:

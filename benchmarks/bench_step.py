@@ -33,6 +33,8 @@ def main():
     if mine.threads:
         torch.set_num_threads(mine.threads)
     args = train.parse_args(rest + ["--no-progress"])
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
     task = train.load_task(args)
     if args.model is None:
         model, tokenizer = train.warmed_up_model(args, task, print)   # builds and caches the warm-up if missing

@@ -56,6 +56,8 @@ def test_bad_flags_fail_with_a_message_naming_the_flag(capsys, argv, message):
 def test_missing_files_and_resume_without_checkpoint(capsys, tmp_path):
     assert "--data: no such file" in _err(capsys, ["--model", "m", "--data", str(tmp_path / "nope.jsonl")])
     assert "no checkpoint in" in _err(capsys, ["--resume", "--out", str(tmp_path)])
+    assert "--model: no such directory" in _err(capsys, ["--model", "./nope", "--data", __file__])
+    assert train.parse_args(["--model", "Org/Name", "--data", __file__]).model == "Org/Name"  # hub names pass
     (tmp_path / "metrics.jsonl").write_text("")
     assert "already holds a run" in _err(capsys, ["--out", str(tmp_path)])
 
