@@ -8,9 +8,10 @@ The reward of every RL step comes from here, and the policy will find every hole
    rewards a policy for listing many numbers. Text inside `<think>...</think>` is ignored when an answer follows it.
 
 2. **Equivalence** (`is_equivalent`). Both strings are normalised (spacing commands, `\\left`, `\\dfrac`, units,
-   percent, degrees (`30^\\circ` is 30, inside `\\sin` it is pi/6), thousands separators, unicode), then parsed by a small recursive-descent parser that builds sympy
-   objects *directly* (`sympy.Integer`, `Rational`, `Add`, `Pow`, `Interval`, ...). Nothing is ever passed to
-   `eval`, `exec`, `sympify` or `parse_expr`, which evaluate Python. Parsed values are compared by kind:
+   percent, degrees - `30^\\circ` is 30 but `\\sin 30^\\circ` is 1/2 -, thousands separators, unicode), then parsed
+   by a small recursive-descent parser that builds sympy objects *directly* (`sympy.Integer`, `Rational`, `Add`,
+   `Pow`, `Interval`, ...). Nothing is ever passed to `eval`, `exec`, `sympify` or `parse_expr`, which evaluate
+   Python. Parsed values are compared by kind:
    - numbers: exactly. Decimals are parsed as exact rationals (`0.1` is 1/10), so `0.5 = 1/2` and `7.9999 != 8`.
      Irrational numbers are equal when their difference is exactly zero after sympy's automatic simplification, or
      when `evalf` cannot separate it from zero at NUMERIC_MAXPREC digits *and* every integer in it is small
@@ -214,7 +215,8 @@ def _normalize(s):
     for k, v in _UNICODE.items():
         if k in s:
             s = s.replace(k, v)
-    s = re.sub("[\u2070\u00b9\u00b2\u00b3\u2074-\u2079\u207b]+", lambda m: "^{" + m.group(0).translate(_SUPERSCRIPT) + "}", s)
+    s = re.sub("[\u2070\u00b9\u00b2\u00b3\u2074-\u2079\u207b]+",
+               lambda m: "^{" + m.group(0).translate(_SUPERSCRIPT) + "}", s)
     s = s.replace("\\\\", "\x00")                            # protect matrix row breaks from the rules below
     s = s.replace("\\$", "").replace("$", "")
     s = re.sub(r"\\[()\[\]]", " ", s)                            # \( \) \[ \] math delimiters
