@@ -39,11 +39,16 @@ Config fields (all validated in `PassKGRPOConfig.__post_init__`, with the allowe
                       alpha = 0.01, lambda = 1.1, tau = 0.8 per-response quantile). PPO clip = TRL's epsilon /
                       epsilon_high (the paper: 0.2 / 0.28).
 
-Usage (the README snippet; `tests/test_integrations_trl.py` runs it):
+Usage (the README snippet; `tests/test_integrations_trl.py` runs it verbatim on a tiny model):
 
     from integrations.trl import PassKGRPOConfig, PassKGRPOTrainer
-    args = PassKGRPOConfig(output_dir="out", num_generations=8, advantage="passk_analytical", passk_k=4,
-                           simko=True, simko_alpha=0.01, simko_lambda=1.1, epsilon=0.2, epsilon_high=0.28)
+
+    args = PassKGRPOConfig(
+        output_dir="passk-grpo", num_generations=8, loss_type="dapo",   # TRL's GRPO settings, as usual
+        advantage="passk_analytical", passk_k=4,                          # Pass@k Training, analytical advantage
+        simko=True, simko_alpha=0.01, simko_lambda=1.1,                   # SimKO loss, official defaults
+        epsilon=0.2, epsilon_high=0.28,                                   # clip-higher, as in both papers
+    )
     trainer = PassKGRPOTrainer(model=model, reward_funcs=correctness_reward, args=args, train_dataset=dataset)
     trainer.train()
 

@@ -99,25 +99,61 @@ def grouped(reward_call):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_two_steps_use_analytical_passk_advantages(tmp_path, tokenizer):
-    trainer, reward = make_trainer(tmp_path, tokenizer, advantage="passk_analytical", simko=True,
-                                   simko_alpha=0.01, simko_lambda=1.1, epsilon=0.2, epsilon_high=0.28)
-    before = [p.detach().clone() for p in trainer.model.parameters()]
-    trainer.train()
+# The README's "Use it in your trainer" snippet, verbatim. The test runs it with a tiny local model and only
+# CPU/test-size settings injected (use_cpu, 2 steps, 6-token completions, no logging backends, no checkpoints).
+README_TRL_SNIPPET = """
+from integrations.trl import PassKGRPOConfig, PassKGRPOTrainer
+
+args = PassKGRPOConfig(
+    output_dir="passk-grpo", num_generations=8, loss_type="dapo",   # TRL's GRPO settings, as usual
+    advantage="passk_analytical", passk_k=4,                          # Pass@k Training, analytical advantage
+    simko=True, simko_alpha=0.01, simko_lambda=1.1,                   # SimKO loss, official defaults
+    epsilon=0.2, epsilon_high=0.28,                                   # clip-higher, as in both papers
+)
+trainer = PassKGRPOTrainer(model=model, reward_funcs=correctness_reward, args=args, train_dataset=dataset)
+trainer.train()
+"""
+
+
+def test_readme_snippet_two_steps_use_analytical_passk_advantages(tmp_path, tokenizer, monkeypatch):
+    import integrations.trl as it
+
+    model_dir = tmp_path / "tiny-llama"
+    tiny_model().save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)  # TRL loads model and tokenizer from the path, like a Hub id
+    test_settings = dict(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[], max_steps=2,
+                         max_completion_length=6, save_strategy="no", logging_steps=1, bf16=False,
+                         learning_rate=1e-2)
+
+    class TestSizedConfig(PassKGRPOConfig):  # the snippet's config, with the test settings applied on top
+        def __post_init__(self):
+            for key, value in test_settings.items():
+                setattr(self, key, value)
+            super().__post_init__()
+
+    monkeypatch.setattr(it, "PassKGRPOConfig", TestSizedConfig)
+    monkeypatch.setattr(it, "PassKGRPOTrainer", RecordingTrainer)
+    reward = RecordingReward()
+    namespace = dict(model=str(model_dir), correctness_reward=reward,
+                     dataset=Dataset.from_dict({"prompt": PROMPTS}))
+    exec(README_TRL_SNIPPET, namespace)
+    trainer = namespace["trainer"]
+    k, n = trainer.args.passk_k, trainer.args.num_generations
+    before = [p.detach().clone() for p in tiny_model().parameters()]
 
     assert trainer.state.global_step == 2
     assert len(reward.calls) == 2 and len(trainer.generated) == 2
     informative = 0
     for call, used in zip(reward.calls, trainer.generated):
-        r = grouped(call)
-        expected = passk_at_k.passk_advantages_analytical(r, K).flatten().float()
+        r = torch.tensor(call, dtype=torch.float64).view(-1, n)
+        expected = passk_at_k.passk_advantages_analytical(r, k).flatten().float()
         torch.testing.assert_close(used, expected, rtol=0, atol=1e-6)
         grpo = passk_at_k.grpo_advantages(r).flatten().float()
         mixed = (r.min(1).values != r.max(1).values)
         informative += int(mixed.sum())
         if mixed.any():  # Pass@k really differs from Pass@1 on these rewards, so the equality above has teeth
             assert not torch.allclose(used, grpo, atol=1e-3)
-    assert informative >= 2, "the random policy should give some prompts mixed rewards"
+    assert informative == 2, "the random policy should give both prompts (one per step) mixed rewards"
 
     # The loss consumed these advantages (shuffled into micro-batches by TRL, so compare as multisets).
     consumed = torch.cat(trainer.consumed).sort().values
@@ -126,7 +162,7 @@ def test_two_steps_use_analytical_passk_advantages(tmp_path, tokenizer):
 
     logs = trainer.state.log_history
     assert all(math.isfinite(entry["loss"]) for entry in logs if "loss" in entry)
-    assert any("simko/gated_frac" in entry for entry in logs) and any(f"passk/pass@{K}" in entry for entry in logs)
+    assert any("simko/gated_frac" in entry for entry in logs) and any(f"passk/pass@{k}" in entry for entry in logs)
     moved = sum(float((p.detach() - b).abs().max()) for p, b in zip(trainer.model.parameters(), before))
     assert moved > 0, "two optimizer steps must change the weights"
 
