@@ -352,6 +352,13 @@ def main():
         for (p, g, e, c), v in wrong:
             print(f"| {c} | `{short(p)}` | `{short(g)}` | {e} | {v} |")
 
+    if "math-verify" in results:
+        print("\n## Wrong answers math-verify accepts (its false positives)\n")
+        fps = [r for r, v in zip(rows, results["math-verify"][0]) if v is True and not r[2]]
+        print("(none)" if not fps else "| category | pred / response | gold |\n| --- | --- | --- |")
+        for p, g, _, c in fps:
+            print(f"| {c} | `{short(p)}` | `{short(g)}` |")
+
     # 3. speed
     # Per-check latency from the accuracy run (each check timed alone, in a process that had seen other rows).
     ordinary_idx = [i for i, (_, _, _, c) in enumerate(cases) if c not in SLOW]

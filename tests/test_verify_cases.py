@@ -873,13 +873,87 @@ B2_ADVERSARIAL = _block("adversarial", [
     (r"\frac{100000000000000000001}{100000000000000000000}", "1", F),
 ])
 
+# --------------------------------------------------------------------------------------------------------------------
+# Third batch, harder but still unambiguous (competition identities, vectors, equations of curves), run once as a
+# fresh exam.
+# --------------------------------------------------------------------------------------------------------------------
+
+B3_EXACT_VALUES = _block("radicals", [
+    (r"\frac{1}{\sqrt{3}}", r"\frac{\sqrt{3}}{3}", T),
+    (r"\sqrt{\frac{2}{5}}", r"\dfrac{\sqrt{10}}{5}", T),
+    (r"\frac{1}{2}(1+\sqrt{5})", r"\frac{1+\sqrt5}{2}", T),
+    (r"2^{\frac{3}{2}}", r"2\sqrt{2}", T),
+    (r"\sqrt{128}", r"8\sqrt{2}", T),
+    (r"\sqrt{2}-1", r"\frac{1}{\sqrt{2}+1}", T),
+    (r"\sqrt{3-2\sqrt{2}}", r"\sqrt{2}-1", T),
+    (r"1-\sqrt{2}", r"\sqrt{3-2\sqrt{2}}", F),
+    (r"\sqrt[3]{-8}", "-2", T),
+    (r"|-5|", "5", T),
+    (r"\frac{0}{5}", "0", T),
+    (r"5 \times 10^{-1}", r"\frac12", T),
+    ("1.50", r"\frac{3}{2}", T),
+    ("1.5", r"\frac{2}{3}", F),
+    (r"3\frac{1}{7}", r"\frac{22}{7}", T),
+    (r"-3\frac{1}{7}", r"-\frac{22}{7}", T),
+    (r"6.0 \times 10^{23}", r"6 \times 10^{23}", T),
+]) + _block("pi_e", [
+    (r"1+\frac{\pi}{2}", r"\frac{\pi}{2}+1", T),
+    (r"\frac{\pi+2}{2}", r"\frac{\pi}{2}+1", T),
+    (r"\frac{\pi}{2}+2", r"\frac{\pi}{2}+1", F),
+]) + _block("log_trig_exact", [
+    (r"\cos 15^\circ", r"\frac{\sqrt{2}+\sqrt{6}}{4}", T),
+    (r"\frac{\sqrt{6}-\sqrt{2}}{4}", r"\sin 15^\circ", T),
+    (r"\frac{\sqrt{6}-\sqrt{2}}{4}", r"\cos 15^\circ", F),
+    (r"\log_2 15", r"\log_2 3 + \log_2 5", T),
+    (r"\log_4 2", r"\frac12", T),
+    (r"e^{\ln 5}", "5", T),
+    (r"\lfloor 3.7 \rfloor", "3", T),
+    (r"\lceil 3.2 \rceil", "4", T),
+])
+
+B3_STRUCTURES = _block("intervals", [
+    (r"-\sqrt2 < x < \sqrt2", r"(-\sqrt{2}, \sqrt{2})", T),
+    (r"(2,\infty)\cup(-1,1)\cup(-\infty,-2)", r"(-\infty,-2)\cup(-1,1)\cup(2,\infty)", T),
+    (r"(-\infty,-2)\cup[-1,1)\cup(2,\infty)", r"(-\infty,-2)\cup(-1,1)\cup(2,\infty)", F),
+]) + _block("sets_tuples", [
+    (r"\pm\sqrt{2}", r"\{\sqrt{2}, -\sqrt{2}\}", T),
+    (r"(1, 0.5, -3)", r"(1, \frac{1}{2}, -3)", T),
+    (r"(0.5, 1, -3)", r"(1, \frac{1}{2}, -3)", F),
+    (r"3 \text{ and } 4", "3, 4", T),
+    (r"x = 3 \text{ or } x = 4", "3, 4", T),
+    (r"x = 3 \text{ or } x = 5", "3, 4", F),
+    ("3, 4, 5", "3, 4", F),
+]) + _block("matrices_vectors", [
+    (r"\langle 1, 2 \rangle", "(1,2)", T),
+    (r"\langle 1,2\rangle", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", T),
+    (r"\langle 2, 1 \rangle", "(1,2)", F),
+]) + _block("equations", [
+    ("2x-y+3z-4=0", "2x - y + 3z = 4", T),
+    ("x^2+y^2-4=0", "x^2 + y^2 = 4", T),
+    ("x^2+y^2=2", "x^2+y^2=4", F),
+    ("y = -x^2", "y = x^2", F),
+    ("y=0.75x-2", r"y=\frac{3}{4}x-2", T),
+    (r"f^{-1}(x) = \frac{x-3}{2}", r"\frac{x-3}{2}", T),
+]) + _block("expressions", [
+    (r"\frac{1}{a}+\frac{1}{b}", r"\frac{a+b}{ab}", T),
+    (r"\frac{1}{a+b}", r"\frac{a+b}{ab}", F),
+    (r"\frac{\sin x}{\cos x}", r"\tan x", T),
+    (r"\sec^2 x - \tan^2 x", "1", T),
+    ("n(n+1)", "n^2+n", T),
+    (r"\binom{n}{2}", r"\frac{n(n-1)}{2}", T),
+    ("2^{n-1}", "2^{n}-1", F),
+]) + _block("units_text", [
+    (r"\frac{1}{2}\text{ inch}", r"\frac{1}{2}", T),
+    ("080", "80", T),
+])
+
 CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT + UNITS_TEXT + DEGREES + THOUSANDS
          + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
          + INEQUALITIES + EXPRESSIONS + MATRICES + COMPLEX + BASES + MIXED_NUMBERS + MULTIPLE_CHOICE + TEXT_ANSWERS
          + FACTORIAL_BINOMIAL + LOG_TRIG + POWERS + ADVERSARIAL + GUARDED
          + B2_NUMBERS + B2_RADICALS_FRACTIONS + B2_REPEATING + B2_EXPRESSIONS + B2_EQUATIONS + B2_SETS + B2_INTERVALS
          + B2_UNITS + B2_PERCENT_DEGREES + B2_BIG + B2_COMPLEX + B2_TRIG_LOG + B2_CHOICE_TEXT_BASE_MIXED + B2_MATRICES
-         + B2_ADVERSARIAL)
+         + B2_ADVERSARIAL + B3_EXACT_VALUES + B3_STRUCTURES)
 
 # --------------------------------------------------------------------------------------------------------------------
 # reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
@@ -992,6 +1066,13 @@ REWARD_CASES = (
         (r"\boxed{-3}", "The temperature is 2-5 = <<2-5=-3>>-3 degrees.\n#### -3", T),
         (r"\boxed{3}", "The temperature is 2-5 = <<2-5=-3>>-3 degrees.\n#### -3", F),
         ("#### 18", "#### 18", T),
+    ])
+    # third batch
+    + _block("reward_boxed", [
+        ("Let me think about this carefully. " * 800 + r"So the answer is $\boxed{7}$.", "7", T),
+        (r"The final answer is $\boxed{\frac{1}{2}}$", r"So the probability is $\boxed{\dfrac{1}{2}}$.", T),
+        (r"$$\boxed{x = 3 \text{ or } x = 4}$$", r"The roots are $\boxed{3, 4}$.", T),
+        (r"\boxed{080}", "80", T),
     ])
 )
 
