@@ -340,3 +340,64 @@ def test_plain_grpo_config_is_refused(tmp_path, tokenizer):
     with pytest.raises(TypeError, match="PassKGRPOConfig"):
         PassKGRPOTrainer(model=tiny_model(), reward_funcs=RecordingReward(), args=args,
                          train_dataset=Dataset.from_dict({"prompt": PROMPTS}), processing_class=tokenizer)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Two processes: a prompt group split across ranks (the reason advantages are recomputed from gathered rewards)
+# ---------------------------------------------------------------------------------------------------------------
+
+_TWO_RANK_SCRIPT = '''
+import json, os, sys
+import torch
+torch.set_num_threads(1)
+sys.path[:0] = [os.environ["REPO"], os.path.join(os.environ["REPO"], "tests")]
+from datasets import Dataset
+from transformers import AutoTokenizer
+import test_integrations_trl as T
+from integrations.trl import PassKGRPOConfig
+
+# per_device_train_batch_size=2 on 2 ranks, num_generations=4: the one prompt of a step has 2 completions per rank.
+args = PassKGRPOConfig(output_dir=os.environ["OUT_DIR"], per_device_train_batch_size=2, num_generations=4,
+                       max_completion_length=6, max_steps=1, use_cpu=True, report_to=[], save_strategy="no",
+                       bf16=False, passk_k=2, seed=0, ddp_backend="gloo")
+reward = T.RecordingReward()
+trainer = T.RecordingTrainer(model=T.tiny_model(), reward_funcs=reward, args=args,
+                             train_dataset=Dataset.from_dict({"prompt": T.PROMPTS}),
+                             processing_class=AutoTokenizer.from_pretrained(os.environ["TOK_DIR"]))
+trainer.train()
+rank = trainer.accelerator.process_index
+with open(os.path.join(os.environ["OUT_DIR"], f"rank{rank}.json"), "w") as f:
+    json.dump({"world": trainer.accelerator.num_processes, "local_rewards": reward.calls[0],
+               "advantages": trainer.generated[0].tolist()}, f)
+'''
+
+
+@pytest.mark.slow
+def test_group_split_across_two_processes(tmp_path, tokenizer):
+    import json
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    tokenizer.save_pretrained(tmp_path / "tok")
+    (tmp_path / "run.py").write_text(_TWO_RANK_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(__import__("os").environ, REPO=str(repo), OUT_DIR=str(tmp_path), TOK_DIR=str(tmp_path / "tok"),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(port), str(tmp_path / "run.py")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == 2 for r in ranks)
+    rewards = torch.tensor(ranks[0]["local_rewards"] + ranks[1]["local_rewards"], dtype=torch.float64).view(1, 4)
+    used = torch.tensor(ranks[0]["advantages"] + ranks[1]["advantages"])
+    want = passk_at_k.passk_advantages_analytical(rewards, 2).flatten().float()
+    torch.testing.assert_close(used, want, rtol=0, atol=1e-6)
+    # The group is mixed and split so that each rank alone would see something else: per-rank advantages
+    # computed from local rewards only (a group of 2 with k = 2) would all be 0.
+    assert 0 < rewards.sum() < 4 and used.abs().sum() > 0
