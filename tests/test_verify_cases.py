@@ -947,13 +947,130 @@ B3_STRUCTURES = _block("intervals", [
     ("080", "80", T),
 ])
 
+# --------------------------------------------------------------------------------------------------------------------
+# Fourth batch, kept outside the repository until it had been run once against verify.py (a held-out exam).
+# --------------------------------------------------------------------------------------------------------------------
+
+B4_NUMBERS = _block("fractions", [
+    (r"\frac{3}{2^{-2}}", "12", T),
+    (r"\frac{1}{1+\frac{1}{2}}", r"\frac{2}{3}", T),
+    (r"\frac{1}{1+\frac{1}{2}}", r"\frac{3}{2}", F),
+    (r"\frac{2^{99}}{2^{100}}", r"\frac12", T),
+]) + _block("scientific_notation", [
+    (r"1.23 \times 10^{4}", "12300", T),
+    (r"1.23\times 10^{4}", "123000", F),
+]) + _block("repeating_decimals", [
+    (r"0.\overline{45}", r"\frac{5}{11}", T),
+    (r"0.\overline{45}", r"\frac{9}{20}", F),
+    (r"0.4\overline{5}", r"\frac{41}{90}", T),
+]) + _block("mixed_numbers", [
+    (r"10\frac{1}{2}", "10.5", T),
+    (r"10\frac{1}{2}", "5", F),
+    (r"12\frac{3}{4}", r"\frac{51}{4}", T),
+]) + _block("percent", [
+    (r"45\text{ percent}", "45", T),
+    (r"45\text{ percent}", "54", F),
+])
+
+B4_SETS_INTERVALS = _block("intervals", [
+    (r"\mathbb{R}", r"(-\infty, \infty)", T),
+    (r"\text{all real numbers}", r"(-\infty,\infty)", T),
+    (r"x \in [2, 5]", "[2,5]", T),
+    (r"x \in (2,5)", "[2,5]", F),
+])
+
+B4_EXPRESSIONS = _block("expressions", [
+    ("(x^2+1)(x+1)(x-1)", "x^4-1", T),
+    ("(x^2+1)(x-1)^2", "x^4-1", F),
+    ("x^3-6x^2+12x-8", "(x-2)^3", T),
+    ("x^3-6x^2+12x+8", "(x-2)^3", F),
+    (r"\frac{3}{2(x-1)}+\frac{1}{2(x+1)}", r"\frac{2x+1}{x^2-1}", T),
+    (r"\frac{3}{2(x-1)}-\frac{1}{2(x+1)}", r"\frac{2x+1}{x^2-1}", F),
+    ("y = 4 - 2x", "y = -2x + 4", T),
+])
+
+B4_TRIG_LOG = _block("log_trig_exact", [
+    (r"\cos\frac{2\pi}{3}", r"-\frac12", T),
+    (r"\sin\frac{5\pi}{6}", r"\frac12", T),
+    (r"\sin\frac{5\pi}{6}", r"-\frac12", F),
+    (r"\tan\frac{\pi}{3}", r"\sqrt3", T),
+    (r"\arcsin\frac12", r"\frac{\pi}{6}", T),
+    (r"\arccos 0", r"\frac{\pi}{2}", T),
+    (r"\arcsin 1", r"\pi", F),
+    (r"\log_2 \frac{1}{8}", "-3", T),
+    (r"\log_{\sqrt2} 4", "4", T),
+    (r"\log_9 3", r"\frac12", T),
+    (r"\log_9 3", "2", F),
+    (r"\ln(e^3)", "3", T),
+])
+
+B4_BIG_COMPLEX = _block("powers_big_numbers", [
+    (r"\binom{100}{50}", "100891344545564193334812497256", T),
+    (r"2^{999}\cdot 2", "2^{1000}", T),
+    ("2^{999}", "2^{1000}", F),
+    ("7^{77}+1", "7^{77}", F),
+]) + _block("complex_numbers", [
+    (r"|2+3i|", r"\sqrt{13}", T),
+    (r"\frac{1-i}{2}", r"\frac{1}{1+i}", T),
+    (r"\frac{1+i}{2}", r"\frac{1}{1+i}", F),
+    ("-4", "(1+i)^4", T),
+    ("-i", "i^{2023}", T),
+    ("i", "i^{2023}", F),
+])
+
+B4_UNITS_CHOICE_BASE = _block("units_text", [
+    (r"64\text{ cm}^3", "64", T),
+    (r"64 \text{ cubic centimeters}", "64", T),
+    (r"3\text{ m/s}", "3", T),
+    (r"\$0.50", "0.5", T),
+    (r"2\text{ hours}", "2", T),
+    (r"-45^\circ", "-45", T),
+]) + _block("multiple_choice", [
+    (r"(\text{D})", "D", T),
+    (r"\text{(D)}", r"\text{(B)}", F),
+]) + _block("text_answers", [
+    (r"\text{Bob}", r"\text{Alice}", F),
+    (r"\text{Alice}", "Alice", T),
+]) + _block("base_subscripts", [
+    ("1100100_{2}", "1100100_2", T),
+    ("144_{8}", "144_8", T),
+    ("144_8", "144_9", F),
+]) + _block("matrices_vectors", [
+    (r"\begin{pmatrix} 3 \\ 0 \\ 1 \end{pmatrix}", r"\begin{pmatrix} 3 \\ 0 \\ -1 \end{pmatrix}", F),
+    (r"\begin{pmatrix} 6/2 \\ 0 \\ -1 \end{pmatrix}", "(3,0,-1)", T),
+    (r"\begin{bmatrix} 1&0&0\\0&1&0\\0&0&1 \end{bmatrix}", r"\begin{pmatrix} 1 & 0 & 0 \\ 0 & 1 & 0 \\ 0 & 0 & 1 \end{pmatrix}", T),
+])
+
+B4_ADVERSARIAL = _block("adversarial", [
+    ("-3, 3", "3", F),
+    ("3 + 0.0001", "3", F),
+    (r"\frac{2^{99}+1}{2^{100}}", r"\frac12", F),
+    ("0.49999999999", r"\frac12", F),
+    (r"\frac{333}{1000}", r"\frac13", F),
+    (r"\frac{99}{70}", r"\sqrt{2}", F),
+    (r"\frac{355}{113}", r"\pi", F),
+    (r"(1+\frac{1}{1000})^{1000}", "e", F),
+    ("10^{10}+10^{-10}", "10^{10}", F),
+    ("x = 2", "x = 2, y = 3", F),
+    (r"\input{/etc/passwd}", "0", F),
+    ("lambda: 1", "1", F),
+    ("os.system('ls')", "0", F),
+    (r"\text{eval(1+1)}", "2", F),
+    (r"\infty - \infty", "0", F),
+    (r"2^{-2^{2^{2^{2}}}}", "0", F),
+]) + _block("guarded_pathological", [
+    ("(10^{6})!", "0", F),
+    ("10^{1000000}", "10^{10^{6}}", T),
+])
+
 CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT + UNITS_TEXT + DEGREES + THOUSANDS
          + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
          + INEQUALITIES + EXPRESSIONS + MATRICES + COMPLEX + BASES + MIXED_NUMBERS + MULTIPLE_CHOICE + TEXT_ANSWERS
          + FACTORIAL_BINOMIAL + LOG_TRIG + POWERS + ADVERSARIAL + GUARDED
          + B2_NUMBERS + B2_RADICALS_FRACTIONS + B2_REPEATING + B2_EXPRESSIONS + B2_EQUATIONS + B2_SETS + B2_INTERVALS
          + B2_UNITS + B2_PERCENT_DEGREES + B2_BIG + B2_COMPLEX + B2_TRIG_LOG + B2_CHOICE_TEXT_BASE_MIXED + B2_MATRICES
-         + B2_ADVERSARIAL + B3_EXACT_VALUES + B3_STRUCTURES)
+         + B2_ADVERSARIAL + B3_EXACT_VALUES + B3_STRUCTURES + B4_NUMBERS + B4_SETS_INTERVALS + B4_EXPRESSIONS
+         + B4_TRIG_LOG + B4_BIG_COMPLEX + B4_UNITS_CHOICE_BASE + B4_ADVERSARIAL)
 
 # --------------------------------------------------------------------------------------------------------------------
 # reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
@@ -1073,6 +1190,23 @@ REWARD_CASES = (
         (r"The final answer is $\boxed{\frac{1}{2}}$", r"So the probability is $\boxed{\dfrac{1}{2}}$.", T),
         (r"$$\boxed{x = 3 \text{ or } x = 4}$$", r"The roots are $\boxed{3, 4}$.", T),
         (r"\boxed{080}", "80", T),
+    ])
+    # fourth batch
+    + _block("reward_boxed", [
+        (r"\boxed{\dfrac{\sqrt{3}}{2}}", r"\frac{\sqrt{3}}{2}", T),
+        (r"The final answer is: $\boxed{-\frac{1}{2}}$", "-0.5", T),
+        ("答案是 \\boxed{12}", "12", T),
+        ("\\boxed{12}</s>", "12", T),
+    ])
+    + _block("reward_think", [
+        ("<think>Maybe it is \\boxed{5}.</think>\nAnswer: 6", "6", T),
+        ("<think>Maybe it is \\boxed{5}.</think>\nAnswer: 6", "5", F),
+    ])
+    + _block("reward_gsm8k", [
+        ("#### 1,234.50", "1234.5", T),
+    ])
+    + _block("reward_math_gold", [
+        ("Answer: (C)", MATH_GOLD_C, T),
     ])
 )
 
