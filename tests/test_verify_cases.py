@@ -1063,6 +1063,81 @@ B4_ADVERSARIAL = _block("adversarial", [
     ("10^{1000000}", "10^{10^{6}}", T),
 ])
 
+# --------------------------------------------------------------------------------------------------------------------
+# Fifth batch, held out until run once: how models dress answers (text around them, \left\lbrace, x_1 = ...),
+# solution lists written with "or"/"and", and more hedges.
+# --------------------------------------------------------------------------------------------------------------------
+
+B5_DRESSING = _block("delimiters_wrappers", [
+    (r"\text{The answer is } 5", "5", T),
+    (r"\frac{1}{2}.", r"\frac12", T),
+    (r"\frac{1}{2}\,\text{m}", "0.5", T),
+    (r"\dfrac{\pi}{3}\text{ radians}", r"\frac{\pi}{3}", T),
+    (r"\left(x+1\right)^2", "x^2+2x+1", T),
+    (r"\angle ABC = 30^\circ", "30", T),
+    (r"\angle ABC = 30^\circ", "60", F),
+]) + _block("sets_tuples", [
+    (r"\left\lbrace 1,2 \right\rbrace", r"\{1,2\}", T),
+    (r"\lbrace 2, 1\rbrace", r"\{1,2\}", T),
+    (r"1 \text{ and } 2", r"\{1,2\}", T),
+    ("x_1 = 1, x_2 = 2", "1, 2", T),
+    ("x_1 = 1, x_2 = 3", "1, 2", F),
+]) + _block("plus_minus", [
+    (r"5 \text{ or } -5", r"\pm 5", T),
+    (r"\pm 5", r"5 \text{ or } -5", T),
+    (r"\sqrt{25}", r"\pm 5", F),
+    (r"\sqrt{9}", r"\pm 3", F),
+])
+
+B5_NUMBERS = _block("radicals", [
+    (r"\sqrt{2}/2", r"\frac{\sqrt{2}}{2}", T),
+    (r"1/\sqrt{2}", r"\frac{\sqrt{2}}{2}", T),
+    (r"\frac{\sqrt{2}}{4}", r"\frac{\sqrt{2}}{2}", F),
+]) + _block("integers_decimals", [
+    (r"2\cdot 3", "6", T),
+    (r"2 \times 3", "6", T),
+    (r"2 \times 3", "5", F),
+]) + _block("percent", [
+    (r"3.0\%", "3", T),
+    (r"100\%", "100", T),
+]) + _block("scientific_notation", [
+    (r"1.0 \times 10^{3}", "1000", T),
+    (r"5\cdot10^3", "5000", T),
+    (r"5 \cdot 10^{3}", "500", F),
+]) + _block("units_text", [
+    (r"\$1,234.00", "1234", T),
+    (r"\$1,234.00", "1243", F),
+])
+
+B5_EXPRESSIONS = _block("expressions", [
+    (r"\frac{1}{2}x", r"\frac{x}{2}", T),
+    (r"\frac1x", r"\frac{1}{x}", T),
+    ("x^{-1}", r"\frac1x", T),
+    (r"\dfrac{x+1}{2}", r"\frac{x}{2}+\frac12", T),
+    (r"\dfrac{x+1}{2}", r"\frac{x}{2}+1", F),
+]) + _block("matrices_vectors", [
+    (r"\left(\begin{matrix} 1 \\ 2 \end{matrix}\right)", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", T),
+]) + _block("multiple_choice", [
+    (r"\mathrm{(B)}", "B", T),
+    (r"\text{C}", r"\textbf{(C)}", T),
+]) + _block("inequalities", [
+    (r"(-\infty,-1]\cup[1,+\infty)", r"(-\infty,-1]\cup[1,\infty)", T),
+    (r"|x| \ge 1", r"(-\infty,-1]\cup[1,\infty)", T),
+    (r"x \le -1 \text{ or } x \ge 1", r"(-\infty,-1]\cup[1,\infty)", T),
+    (r"x < -1 \text{ or } x \ge 1", r"(-\infty,-1]\cup[1,\infty)", F),
+])
+
+B5_ADVERSARIAL = _block("adversarial", [
+    (r"\text{approximately } 3.14", r"\pi", F),
+    (r"\approx 0.33", r"\frac{1}{3}", F),
+    (r"\{1, 2\} \text{ or } \{1, 3\}", r"\{1,2\}", F),
+    (r"\text{either (A) or (B)}", r"\text{(A)}", F),
+    (r"A \text{ or } B", "A", F),
+    (r"12 \text{ or } 13", "12", F),
+    (r"\geq 5", "5", F),
+    (r"\le 5", "5", F),
+])
+
 CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT + UNITS_TEXT + DEGREES + THOUSANDS
          + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
          + INEQUALITIES + EXPRESSIONS + MATRICES + COMPLEX + BASES + MIXED_NUMBERS + MULTIPLE_CHOICE + TEXT_ANSWERS
@@ -1070,7 +1145,8 @@ CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT 
          + B2_NUMBERS + B2_RADICALS_FRACTIONS + B2_REPEATING + B2_EXPRESSIONS + B2_EQUATIONS + B2_SETS + B2_INTERVALS
          + B2_UNITS + B2_PERCENT_DEGREES + B2_BIG + B2_COMPLEX + B2_TRIG_LOG + B2_CHOICE_TEXT_BASE_MIXED + B2_MATRICES
          + B2_ADVERSARIAL + B3_EXACT_VALUES + B3_STRUCTURES + B4_NUMBERS + B4_SETS_INTERVALS + B4_EXPRESSIONS
-         + B4_TRIG_LOG + B4_BIG_COMPLEX + B4_UNITS_CHOICE_BASE + B4_ADVERSARIAL)
+         + B4_TRIG_LOG + B4_BIG_COMPLEX + B4_UNITS_CHOICE_BASE + B4_ADVERSARIAL + B5_DRESSING + B5_NUMBERS
+         + B5_EXPRESSIONS + B5_ADVERSARIAL)
 
 # --------------------------------------------------------------------------------------------------------------------
 # reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
@@ -1207,6 +1283,15 @@ REWARD_CASES = (
     ])
     + _block("reward_math_gold", [
         ("Answer: (C)", MATH_GOLD_C, T),
+    ])
+    # fifth batch
+    + _block("reward_gsm8k", [
+        (r"\boxed{\frac{1}{2}}", "Half of 1 is 1/2 = <<1/2=0.5>>0.5.\n#### 0.5", T),
+        ("#### 5\n\nThe final answer is 5", "5", T),
+    ])
+    + _block("reward_adversarial", [
+        (r"\boxed{3 \text{ or } 4}", "4", F),
+        ("Answer: 3 or 4", "3", F),
     ])
 )
 
