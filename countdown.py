@@ -18,7 +18,7 @@ cannot run code, loop or blow up memory.
 The data split is fixed and independent of `--seed`: every problem is enumerated, shuffled with a constant seed,
 and the first `HELD_OUT` problems are the evaluation set, never seen in warm-up or RL.
 
-The model is a 4-layer Llama (hidden 128, vocabulary of 22 characters, ~0.8M parameters) built from a
+The model is a 4-layer Llama (hidden 128, vocabulary of 22 characters, 0.86M parameters) built from a
 `transformers` config, and the tokenizer is a `tokenizers` character-level WordLevel model wrapped as a
 `PreTrainedTokenizerFast`. Saved with `save_pretrained`, both reload with `AutoModelForCausalLM` /
 `AutoTokenizer` like any Hugging Face checkpoint (a Llama config, not Qwen2, so that `AutoTokenizer` does not swap
@@ -182,7 +182,7 @@ def build_tokenizer():
 
 
 def build_model(tokenizer, hidden: int = 128, layers: int = 4, heads: int = 4, seed: int = 0):
-    """A ~0.8M-parameter Llama from a config (no download), initialised with a fixed seed."""
+    """A ~0.86M-parameter Llama from a config (no download), initialised with a fixed seed."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
