@@ -1138,6 +1138,69 @@ B5_ADVERSARIAL = _block("adversarial", [
     (r"\le 5", "5", F),
 ])
 
+# --------------------------------------------------------------------------------------------------------------------
+# Sixth batch, held out until run once: answers by MATH subject (counting, number theory, geometry, algebra).
+# --------------------------------------------------------------------------------------------------------------------
+
+B6_SUBJECTS = _block("fractions", [
+    (r"\left(\frac{5}{6}\right)^3", r"\frac{125}{216}", T),
+    (r"\frac{5}{342}", r"\frac{5}{324}", F),
+    (r"\frac{1}{6^3}", r"\frac{1}{216}", T),
+    (r"\binom{8}{3}\left(\frac12\right)^8", r"\frac{7}{32}", T),
+    (r"\frac{7}{23}", r"\frac{7}{32}", F),
+    (r"P = \frac{1}{4}", r"\frac14", T),
+]) + _block("factorial_binomial", [
+    (r"\frac{10!}{2!\,3!}", "302400", T),
+    (r"10 \cdot 9 \cdot 8", "720", T),
+    (r"\binom{52}{5}", "2598960", T),
+    (r"\binom{52}{5}", "2598962", F),
+]) + _block("integers_decimals", [
+    ("n = 12", "12", T),
+    (r"2^3 \cdot 3^2", "72", T),
+    (r"2^3\cdot 3^2", "36", F),
+    (r"\gcd(12, 18)", "6", T),
+    (r"\operatorname{lcm}(4, 6)", "12", T),
+]) + _block("radicals", [
+    (r"\tfrac{\sqrt{3}}{2}", r"\frac{\sqrt3}{2}", T),
+    (r"\sqrt{3888}", r"36\sqrt{3}", T),
+    (r"\frac{25}{4}\sqrt3", r"\frac{25\sqrt{3}}{4}", T),
+    (r"\frac{25\sqrt{3}}{2}", r"\frac{25\sqrt{3}}{4}", F),
+    (r"\sqrt{2}^{2}", "2", T),
+]) + _block("pi_e", [
+    (r"\dfrac{1}{2}\pi", r"\frac{\pi}{2}", T),
+    (r"4\sqrt{3}\pi", r"4\pi\sqrt{3}", T),
+    (r"\frac{16}{3}\pi", r"\frac{16\pi}{3}", T),
+]) + _block("units_text", [
+    (r"5\sqrt{2}\text{ units}", r"5\sqrt2", T),
+    (r"12 \text{ sq units}", "12", T),
+    (r"\text{area} = 12", "12", T),
+    (r"\$12,500", "12500", T),
+]) + _block("plus_minus", [
+    (r"\frac{-1+\sqrt5}{2}, \frac{-1-\sqrt5}{2}", r"\frac{-1 \pm \sqrt{5}}{2}", T),
+    (r"\frac{1 \pm \sqrt{5}}{2}", r"\frac{-1 \pm \sqrt{5}}{2}", F),
+    (r"-3+2\sqrt2, -3-2\sqrt2", r"-3 \pm 2\sqrt{2}", T),
+]) + _block("equations", [
+    ("a_n = 2n+1", "2n+1", T),
+    ("a_n = 2n-1", "2n+1", F),
+]) + _block("complex_numbers", [
+    (r"2e^{i\pi/3}", r"1+i\sqrt{3}", T),
+]) + _block("intervals", [
+    (r"[-0.5, 1.5]", r"\left[-\frac{1}{2}, \frac{3}{2}\right]", T),
+    (r"\left(-\frac{1}{2}, \frac{3}{2}\right]", r"[-0.5, 1.5]", F),
+])
+
+B6_ADVERSARIAL = _block("adversarial", [
+    (r"\frac{16}{3}", r"\frac{16\pi}{3}", F),
+    (r"1, 2, \ldots, 10", "10", F),
+    (r"\text{any } n", "5", F),
+    (r"\text{no}", "0", F),
+    ("12, 12.5", "12.5", F),
+    (r"\frac{1}{2.0001}", r"\frac{1}{2}", F),
+    ("0.5000001", "0.5", F),
+    (r"99.99\%", r"100\%", F),
+    (r"1\,000\,001", "1000000", F),
+])
+
 CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT + UNITS_TEXT + DEGREES + THOUSANDS
          + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
          + INEQUALITIES + EXPRESSIONS + MATRICES + COMPLEX + BASES + MIXED_NUMBERS + MULTIPLE_CHOICE + TEXT_ANSWERS
@@ -1146,7 +1209,7 @@ CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT 
          + B2_UNITS + B2_PERCENT_DEGREES + B2_BIG + B2_COMPLEX + B2_TRIG_LOG + B2_CHOICE_TEXT_BASE_MIXED + B2_MATRICES
          + B2_ADVERSARIAL + B3_EXACT_VALUES + B3_STRUCTURES + B4_NUMBERS + B4_SETS_INTERVALS + B4_EXPRESSIONS
          + B4_TRIG_LOG + B4_BIG_COMPLEX + B4_UNITS_CHOICE_BASE + B4_ADVERSARIAL + B5_DRESSING + B5_NUMBERS
-         + B5_EXPRESSIONS + B5_ADVERSARIAL)
+         + B5_EXPRESSIONS + B5_ADVERSARIAL + B6_SUBJECTS + B6_ADVERSARIAL)
 
 # --------------------------------------------------------------------------------------------------------------------
 # reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
@@ -1292,6 +1355,14 @@ REWARD_CASES = (
     + _block("reward_adversarial", [
         (r"\boxed{3 \text{ or } 4}", "4", F),
         ("Answer: 3 or 4", "3", F),
+    ])
+    # sixth batch
+    + _block("reward_anchors", [
+        ("Final Answer: The final answer is 12. I hope it is correct.", "12", T),
+        ("<answer>\n42\n</answer>", "42", T),
+        ("ANSWER: 42", "42", T),
+        ("**Answer:** 42", "42", T),
+        ("**Answer:** 41", "42", F),
     ])
 )
 
