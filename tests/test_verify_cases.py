@@ -10,6 +10,10 @@ About 60% of rows are True (equivalences users expect) and 40% False (mostly nea
 is reward-hacking bait: hedges, lists for one gold, near misses that tolerant graders wave through, and inputs that
 would hang a naive checker. A single false positive there is a hole the policy will find.
 
+The table grew in batches (blocks prefixed B2_ ... B6_ below). Each later batch was written without running it,
+then graded once against the checker as it stood - batches 4 to 6 were kept outside the repository until then - so
+the first-run score of a batch is an honest held-out number; once committed, a batch is just more of the answer key.
+
 `CASES` grades `is_equivalent(pred, gold)` on bare answer strings. `REWARD_CASES` grades `reward(response, gold)`
 on full responses (boxed answers, `<think>` blocks, `#### 42`, "The final answer is", MATH-solution golds with
 `\\boxed{}`, GSM8K golds with `####`). Both tables are plain data so `benchmarks/bench_verify.py` can load them.
