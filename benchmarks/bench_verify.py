@@ -293,7 +293,6 @@ def main():
     if args.no_math_verify:
         pass
     elif have_math_verify():
-        import math_verify  # noqa: F401  (only for the version string)
         from importlib.metadata import version
         checkers.append("math-verify")
         print(f"math-verify {version('math-verify')} found: included as a comparison")
