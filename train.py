@@ -36,6 +36,7 @@ for 80 steps needs a much larger step to move visibly; 2e-4 and 5e-4 were also t
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import math
@@ -269,8 +270,9 @@ def _atomic_save(write, final_dir: str) -> None:
     """Write into a fresh temporary directory, then swap it in with renames (the old copy survives a crash)."""
     parent = os.path.dirname(os.path.abspath(final_dir))
     os.makedirs(parent, exist_ok=True)
+    for stale in glob.glob(f"{glob.escape(final_dir)}.tmp-*"):        # left by an earlier process killed mid-save
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = f"{final_dir}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     write(tmp)
     old = f"{final_dir}.old"

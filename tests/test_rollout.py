@@ -170,3 +170,17 @@ def test_multiple_eos_ids_stop_a_row(tiny):
         stops = [t in (tokenizer.eos_token_id, comma) for t in resp[row, :n].tolist()]
         assert not any(stops[:-1]) and (stops[-1] or ro.truncated[row])
         assert "," not in ro.texts[row]
+
+
+def test_sampled_frequencies_follow_the_tempered_distribution(tiny):
+    model, tokenizer = tiny
+    n, temperature = 6000, 0.5
+    ids, mask = R.encode_prompts(tokenizer, ["3,7,4>25:"] * n)
+    resp, _, logp, _, _ = R.sample(model, ids, mask, max_new_tokens=1, eos_token_id=tokenizer.eos_token_id,
+                                   pad_token_id=tokenizer.pad_token_id, temperature=temperature,
+                                   generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        probs = (model(input_ids=ids[:1]).logits[0, -1] / temperature).softmax(-1)
+    freq = torch.bincount(resp[:, 0], minlength=probs.shape[0]).float() / n
+    assert (freq - probs).abs().max() < 4 * math.sqrt(0.25 / n)            # 4 sigma of the worst case
+    torch.testing.assert_close(logp[:, 0], probs.log()[resp[:, 0]], atol=2e-5, rtol=0)

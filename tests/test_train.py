@@ -400,3 +400,23 @@ def test_hf_prompt_and_reward_wiring(hf_model_dir):
     prompt = task["prompt"](task["train"][2], tok)
     assert prompt == f"U:What is 2 + 2?\n{train.INSTRUCTION}\nA:"
     assert task["reward"](["so \\boxed{4}", "\\boxed{5}", "#### 4"], task["train"][2:3] * 3) == [1.0, 0.0, 1.0]
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path):
+    final = str(tmp_path / "checkpoint")
+
+    def good(d):
+        open(os.path.join(d, "trainer_state.pt"), "w").write("v1")
+
+    def dies_halfway(d):
+        open(os.path.join(d, "trainer_state.pt"), "w").write("v2-partial")
+        raise KeyboardInterrupt("killed mid-save")
+
+    train._atomic_save(good, final)
+    with pytest.raises(KeyboardInterrupt):
+        train._atomic_save(dies_halfway, final)
+    assert open(os.path.join(final, "trainer_state.pt")).read() == "v1"
+    assert train.find_checkpoint(str(tmp_path)) == final
+    train._atomic_save(lambda d: open(os.path.join(d, "trainer_state.pt"), "w").write("v3"), final)
+    assert open(os.path.join(final, "trainer_state.pt")).read() == "v3"
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint"]                 # no temporary or old copies left
