@@ -132,6 +132,9 @@ class PassKGRPOConfig(GRPOConfig):
                 not isinstance(self.passk_to_pass1_step, int) or self.passk_to_pass1_step < 0):
             raise ValueError(f"PassKGRPOConfig.passk_to_pass1_step must be an int >= 0 or None, "
                              f"got {self.passk_to_pass1_step!r}")
+        if self.passk_to_pass1_step is not None and not uses_k:
+            raise ValueError(f"PassKGRPOConfig.passk_to_pass1_step switches a Pass@k advantage to Pass@1; it needs "
+                             f"advantage in {ADVANTAGES[:-2]}, got advantage={self.advantage!r}")
         if self.simko:
             self._check_simko()
 
@@ -227,15 +230,16 @@ class PassKGRPOTrainer(GRPOTrainer):
         att = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
         extra = {key: output[key] for key in _MULTIMODAL_KEYS if key in output}
         _, ent, _ = self._get_per_token_logps_and_entropies(
-            self.model, ids, att, output["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size,
-            compute_entropy=True, **extra)
+            self.model, ids, att, output["completion_ids"].size(1), compute_entropy=True,
+            batch_size=self.args.per_device_train_batch_size if self.model.training
+            else self.args.per_device_eval_batch_size, **extra)
         m = output["completion_mask"].float()
         local = (ent * m).sum(1) / m.sum(1).clamp(min=1.0)
         return self.accelerator.gather(local)
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
-        if self.args.advantage == "trl" and self.args.passk_to_pass1_step is None:
+        if self.args.advantage == "trl":
             return output
         mode = "train" if self.model.training else "eval"
         n = self.num_generations if mode == "train" else self.num_generations_eval
@@ -246,11 +250,8 @@ class PassKGRPOTrainer(GRPOTrainer):
         entropy = None
         if self.args.advantage == "entropy_adaptive":
             entropy = self._completion_entropy(output).double().cpu().view(-1, n).mean(1)
-        if self.args.advantage == "trl":  # only reached after passk_to_pass1_step: switch to our GRPO
-            adv = passk_at_k.grpo_advantages(rewards)
-        else:
-            adv = self._passk_advantages(rewards, entropy)
-        adv = adv.flatten().masked_fill(unscorable.cpu(), 0.0)
+        adv = self._passk_advantages(rewards, entropy).flatten()
+        adv = adv.masked_fill(unscorable.cpu(), 0.0)
 
         # The same slice TRL takes: this process's completions are a contiguous block of the gathered batch.
         local = len(inputs)
@@ -264,7 +265,7 @@ class PassKGRPOTrainer(GRPOTrainer):
             logged.pop()
         logged.extend(adv.tolist())
         correct = rewards > self.args.passk_threshold
-        if self.args.advantage != "trl" and self.args.passk_k <= n:
+        if self.args.passk_k <= n:
             pk = passk_at_k.pass_at_k(n, correct.sum(1), self.args.passk_k)
             self._metrics[mode][f"passk/pass@{self.args.passk_k}"].append(float(pk.mean()))
         self._metrics[mode]["passk/abs_advantage_mean"].append(float(adv.abs().mean()))

@@ -224,6 +224,54 @@ def test_simko_off_equals_trl_loss(batch_and_trainer, loss_type):
     assert ((ratio > 1.28) & m).any() and ((ratio < 0.8) & m).any(), "the clip must be active for this to matter"
 
 
+def test_simko_off_equals_trl_loss_with_off_policy_mask(batch_and_trainer):
+    trainer, batch = batch_and_trainer
+    trainer.loss_type = trainer.args.loss_type = "dapo"
+    trainer.args.simko_alpha, trainer.args.simko_lambda = 0.0, 1.0
+    m = batch["completion_mask"].float()
+    with torch.no_grad():
+        logp = trainer._get_per_token_logps_and_entropies(
+            trainer.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1),
+            torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1), batch["completion_ids"].size(1))[0]
+    seq_kl = ((batch["old_per_token_logps"] - logp) * m).sum(1) / m.sum(1).clamp(min=1)
+    threshold = float(seq_kl[batch["advantages"] < 0].median())  # drops some wrong answers, keeps others
+    keep = trainer.get_off_policy_mask(batch["advantages"].unsqueeze(1), logp, batch["old_per_token_logps"],
+                                       batch["completion_mask"], threshold)
+    assert 0 < keep.sum() < keep.numel(), "the mask must drop some sequences and keep others"
+    trainer.off_policy_mask_threshold = threshold
+    try:
+        ref_loss, ref_grad = loss_and_grad(trainer, batch, trl_loss(trainer))
+        loss, grad = loss_and_grad(trainer, batch, trainer._compute_loss)
+    finally:
+        trainer.off_policy_mask_threshold = None
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_simko_off_equals_trl_loss_with_kl_and_temperature(tmp_path, tokenizer):
+    """beta > 0 (TRL builds a reference model from the model's path) and a sampling temperature != 1."""
+    model_dir = tmp_path / "tiny-llama"
+    tiny_model().save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    args = PassKGRPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=2 * N, num_generations=N,
+                           max_completion_length=6, use_cpu=True, report_to=[], bf16=False, seed=0, passk_k=K,
+                           beta=0.04, temperature=0.7, simko=True, simko_alpha=0.0, simko_lambda=1.0)
+    trainer = RecordingTrainer(model=str(model_dir), reward_funcs=RecordingReward(), args=args,
+                               train_dataset=Dataset.from_dict({"prompt": PROMPTS}))
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    batch = trainer._generate_and_score_completions([{"prompt": p} for p in PROMPTS[:2] for _ in range(N)])
+    assert "ref_per_token_logps" in batch
+    with torch.no_grad():  # move the policy away from the reference so that the KL term is not ~0
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
+    ref_loss, ref_grad = loss_and_grad(trainer, batch, trl_loss(trainer))
+    loss, grad = loss_and_grad(trainer, batch, trainer._compute_loss)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-6)
+    assert trainer._metrics["train"]["kl"][-1] > 1e-4
+
+
 def test_simko_changes_gradient_not_loss(batch_and_trainer):
     trainer, batch = batch_and_trainer
     trainer.loss_type = trainer.args.loss_type = "dapo"
@@ -325,6 +373,7 @@ def test_transfer_to_pass1(tmp_path, tokenizer):
     (dict(simko=True, importance_sampling_level="sequence"), "importance_sampling_level must be 'token'"),
     (dict(simko=True, top_entropy_quantile=0.2), "top_entropy_quantile"),
     (dict(simko=True, simko_gate="median"), "simko_gate must be one of"),
+    (dict(advantage="trl", passk_to_pass1_step=10), "passk_to_pass1_step switches"),
 ])
 def test_config_errors(tmp_path, overrides, message):
     cfg = dict(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=N, use_cpu=True,
