@@ -66,6 +66,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from accelerate.utils import is_peft_model
 from trl import GRPOConfig, GRPOTrainer
 
 import passk_at_k
@@ -109,6 +110,9 @@ class PassKGRPOConfig(GRPOConfig):
     simko_penalty: str = field(default="advantage", metadata={"help": f"One of {_SIMKO_PENALTIES}."})
     simko_chunk_size: int | None = field(
         default=None, metadata={"help": "Tokens per chunk in simko.token_stats (None: ~64M logits per chunk)."})
+    simko_from_hidden: bool = field(
+        default=False, metadata={"help": "Compute SimKO's statistics from the last hidden states and the LM-head "
+                                         "weight (simko.token_stats_from_hidden): no [batch, tokens, vocab] logits."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -185,6 +189,14 @@ class PassKGRPOTrainer(GRPOTrainer):
         if args.simko and self.aux_loss_enabled:
             raise ValueError("PassKGRPOConfig(simko=True): the MoE router aux loss is not supported; "
                              "set router_aux_loss_coef=0")
+        if args.simko and args.simko_from_hidden:
+            text_config = self._unwrapped_causal_lm(self.model).config.get_text_config()
+            scaled = [key for key in ("final_logit_softcapping", "logit_scale", "output_multiplier",
+                                      "lm_head_multiplier", "logits_scaling") if getattr(text_config, key, None)]
+            if scaled:
+                raise ValueError(f"PassKGRPOConfig(simko_from_hidden=True): this model transforms its logits after "
+                                 f"the LM head ({scaled}); token_stats_from_hidden does not. Use "
+                                 f"simko_from_hidden=False")
         self._gathered_rewards_per_func = None
 
     # ---------------------------------------------------------------------------------------------------------
@@ -275,6 +287,32 @@ class PassKGRPOTrainer(GRPOTrainer):
     # 2. SimKO loss
     # ---------------------------------------------------------------------------------------------------------
 
+    def _unwrapped_causal_lm(self, model):
+        base = self.accelerator.unwrap_model(model)
+        return base.get_base_model() if is_peft_model(base) else base
+
+    def _completion_hidden(self, model, input_ids, attention_mask, logits_to_keep):
+        """Last hidden states at the positions predicting the completion, [B, logits_to_keep, H], and the LM head.
+
+        The model is still called as a whole (so DDP / DeepSpeed hooks run), with `logits_to_keep=1` so that its LM
+        head projects a single position; a forward hook on the backbone (`base_model`, the module TRL's fused head
+        also reads) catches the final normalised hidden states, and simko.token_stats_from_hidden projects them
+        chunk by chunk. Not for FSDP-sharded LM heads (the weight is read outside the forward).
+        """
+        lm = self._unwrapped_causal_lm(model)
+        caught = {}
+
+        def hook(module, args, output):
+            caught["hidden"] = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+        handle = lm.base_model.register_forward_hook(hook)
+        try:
+            with self.accelerator.autocast():
+                model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False)
+        finally:
+            handle.remove()
+        return caught["hidden"][:, -logits_to_keep - 1:-1], lm.get_output_embeddings()
+
     def _completion_logits(self, model, input_ids, attention_mask, logits_to_keep):
         """Logits predicting the completion tokens, [B, logits_to_keep, V], from the model's ordinary forward.
 
@@ -302,9 +340,17 @@ class PassKGRPOTrainer(GRPOTrainer):
         T = completion_ids.size(1)
         mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
 
-        logits = self._completion_logits(model, input_ids, attention_mask, T)
-        stats = simko.token_stats(logits, completion_ids, top_k=a.simko_top_k, chunk_size=a.simko_chunk_size,
-                                  temperature=self.temperature)
+        if a.simko_from_hidden:
+            hidden, head = self._completion_hidden(model, input_ids, attention_mask, T)
+            dtype = torch.promote_types(hidden.dtype, head.weight.dtype)  # e.g. fp32 with cast_lm_head_to_fp32
+            stats = simko.token_stats_from_hidden(hidden.to(dtype), head.weight.to(dtype), completion_ids,
+                                                  top_k=a.simko_top_k, chunk_size=a.simko_chunk_size or 256,
+                                                  temperature=self.temperature,
+                                                  bias=None if head.bias is None else head.bias.to(dtype))
+        else:
+            logits = self._completion_logits(model, input_ids, attention_mask, T)
+            stats = simko.token_stats(logits, completion_ids, top_k=a.simko_top_k, chunk_size=a.simko_chunk_size,
+                                      temperature=self.temperature)
         logp = stats.logp
         old_logp = inputs.get("old_per_token_logps")
         old_logp = logp.detach() if old_logp is None else old_logp

@@ -287,6 +287,24 @@ def test_simko_changes_gradient_not_loss(batch_and_trainer):
     assert rel > 1e-3, f"SimKO's top-K redistribution should change the gradient (relative change {rel:.2e})"
 
 
+def test_simko_from_hidden_equals_logits_path(batch_and_trainer):
+    """simko_from_hidden (no [B, T, V] logits) gives the same SimKO loss and gradient as the logits path."""
+    trainer, batch = batch_and_trainer
+    trainer.loss_type = trainer.args.loss_type = "dapo"
+    trainer.args.simko_alpha, trainer.args.simko_lambda = 0.5, 1.5
+    try:
+        trainer.args.simko_from_hidden = False
+        ref_loss, ref_grad = loss_and_grad(trainer, batch, trainer._compute_loss)
+        trainer.args.simko_from_hidden = True
+        loss, grad = loss_and_grad(trainer, batch, trainer._compute_loss)
+    finally:
+        trainer.args.simko_alpha, trainer.args.simko_lambda, trainer.args.simko_from_hidden = 0.0, 1.0, False
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-6)
+    lm_head_grad = trainer.model.get_output_embeddings().weight.grad
+    assert lm_head_grad is not None and lm_head_grad.abs().sum() > 0
+
+
 def test_simko_lambda_penalty_scales_rank1_tokens_of_wrong_answers(batch_and_trainer):
     """lambda != 1 changes the loss value exactly where SimKO says: gated rank-1 tokens of wrong answers."""
     trainer, batch = batch_and_trainer
@@ -406,9 +424,10 @@ import test_integrations_trl as T
 from integrations.trl import PassKGRPOConfig
 
 # per_device_train_batch_size=2 on 2 ranks, num_generations=4: the one prompt of a step has 2 completions per rank.
+# SimKO from hidden states runs under DDP too (the LM-head weight is read outside the wrapped forward).
 args = PassKGRPOConfig(output_dir=os.environ["OUT_DIR"], per_device_train_batch_size=2, num_generations=4,
                        max_completion_length=6, max_steps=1, use_cpu=True, report_to=[], save_strategy="no",
-                       bf16=False, passk_k=2, seed=0, ddp_backend="gloo")
+                       bf16=False, passk_k=2, seed=0, ddp_backend="gloo", simko=True, simko_from_hidden=True)
 reward = T.RecordingReward()
 trainer = T.RecordingTrainer(model=T.tiny_model(), reward_funcs=reward, args=args,
                              train_dataset=Dataset.from_dict({"prompt": T.PROMPTS}),
@@ -417,7 +436,8 @@ trainer.train()
 rank = trainer.accelerator.process_index
 with open(os.path.join(os.environ["OUT_DIR"], f"rank{rank}.json"), "w") as f:
     json.dump({"world": trainer.accelerator.num_processes, "local_rewards": reward.calls[0],
-               "advantages": trainer.generated[0].tolist()}, f)
+               "advantages": trainer.generated[0].tolist(),
+               "lm_head": trainer.model.get_output_embeddings().weight.detach().flatten()[:50].tolist()}, f)
 '''
 
 
@@ -450,3 +470,8 @@ def test_group_split_across_two_processes(tmp_path, tokenizer):
     # The group is mixed and split so that each rank alone would see something else: per-rank advantages
     # computed from local rewards only (a group of 2 with k = 2) would all be 0.
     assert 0 < rewards.sum() < 4 and used.abs().sum() > 0
+    # DDP averaged the gradients, so both ranks took the same optimizer step (including the LM head, whose
+    # weight SimKO reads outside the wrapped forward), and that step moved the weights.
+    assert ranks[0]["lm_head"] == ranks[1]["lm_head"]
+    initial = tiny_model().get_output_embeddings().weight.detach().flatten()[:50].tolist()
+    assert ranks[0]["lm_head"] != initial
