@@ -2,7 +2,7 @@
 
     python benchmarks/bench_step.py                       # the embedded model on CPU (warm-up cache if present)
     python benchmarks/bench_step.py --model Qwen/Qwen2.5-0.5B-Instruct --data gsm8k.jsonl --device cuda
-    python benchmarks/bench_step.py --threads 1           # pin CPU threads for comparable numbers
+    python benchmarks/bench_step.py --threads 2           # CPU threads (default: 1 for the embedded model)
 
 Any extra flags are passed to train.py's parser (`--prompts-per-step`, `--group-size`, `--micro-batch-size`,
 `--no-simko`, ...). The step is exactly train.rl_step; one untimed step warms up, then `--repeats` steps are
@@ -27,14 +27,13 @@ import train  # noqa: E402
 def main():
     own = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     own.add_argument("--repeats", type=int, default=5)
-    own.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0: torch's default")
+
     own.add_argument("--no-generate", action="store_true", help="skip the transformers.generate comparison")
     mine, rest = own.parse_known_args()
-    if mine.threads:
-        torch.set_num_threads(mine.threads)
     args = train.parse_args(rest + ["--no-progress"])
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
+    train.set_threads(args)
     task = train.load_task(args)
     if args.model is None:
         model, tokenizer = train.warmed_up_model(args, task, print)   # builds and caches the warm-up if missing
