@@ -17,15 +17,19 @@ methods (plus `_calculate_rewards`, to keep a copy of the rewards it already gat
 
 2. **Loss** (`PassKGRPOConfig.simko=True`). SimKO needs, at every completion token, the full-vocabulary entropy, the
    top-K log-probabilities and whether the sampled token is the rank-1 candidate, all from the *same* forward pass
-   that produces the log-prob being trained. TRL's fused LM head returns only the sampled token's log-prob and the
-   entropy, so with SimKO on we run the model's ordinary forward for the completion logits, get every statistic from
-   `simko.token_stats` (chunked; at TRL's sampling temperature, like TRL's own log-probs) and take the loss from
-   `simko.policy_loss`. The result is then scaled exactly like TRL's own loss for the configured `loss_type`
-   ("dapo" default, "bnpo", "grpo", "dr_grpo"), so that with `simko_alpha=0, simko_lambda=1` it equals TRL's loss
-   in value and gradient (tested), and with `simko_alpha > 0, simko_lambda=1` it has TRL's value but SimKO's
-   gradient (also tested). vLLM importance-sampling weights and the off-policy sequence mask are folded into the
-   advantage (both are non-negative per-token factors of the token loss, so this is exact); the KL term (`beta`)
-   is added on top with the same aggregation.
+   that produces the log-prob being trained. TRL's fused LM head gives the sampled token's log-prob, the entropy and
+   a rank-1 flag, but not the top-K log-probs with their gradient, so with SimKO on we run the model's ordinary
+   forward for the completion logits, get every statistic from `simko.token_stats` (chunked; at TRL's sampling
+   temperature, like TRL's own log-probs) and take the loss from `simko.policy_loss`. With `simko_from_hidden=True`
+   the model's LM head projects one position only, the backbone's last hidden states are caught by a forward hook
+   and `simko.token_stats_from_hidden` projects them chunk by chunk, so no `[batch, tokens, vocab]` logits exist
+   (same values and gradients, tested; not for FSDP-sharded or soft-capped/scaled LM heads, which it refuses).
+   The loss is then scaled exactly like TRL's own for the configured `loss_type` ("dapo" default, "bnpo", "grpo",
+   "dr_grpo"), so that with `simko_alpha=0, simko_lambda=1` it equals TRL's loss in value and gradient, and with
+   `simko_alpha > 0, simko_lambda=1` it has TRL's value but SimKO's gradient (both tested, with the PPO clip
+   active). The off-policy sequence mask and vLLM's importance-sampling weights are folded into the advantage
+   (both are non-negative factors of the token loss, so this is exact; the mask is tested, the vLLM path is not:
+   no vLLM on CPU); the KL term (`beta`) is added with the same aggregation (tested, also at temperature != 1).
 
 Config fields (all validated in `PassKGRPOConfig.__post_init__`, with the allowed range in the error):
 
@@ -34,7 +38,8 @@ Config fields (all validated in `PassKGRPOConfig.__post_init__`, with the allowe
     passk_k           k, 1 <= k <= num_generations (the paper uses 4, 8, 16 with 32 generations)
     passk_bootstrap_groups, passk_exceeding_scale, passk_threshold     forwarded to passk_at_k.py
     passk_to_pass1_step   switch to the GRPO (Pass@1) advantage from this global step on (the paper's "transfer")
-    simko, simko_alpha, simko_lambda, simko_tau, simko_top_k, simko_gate, simko_penalty, simko_chunk_size
+    simko, simko_alpha, simko_lambda, simko_tau, simko_top_k, simko_gate, simko_penalty, simko_chunk_size,
+    simko_from_hidden
                       SimKO on/off and simko.policy_loss / token_stats arguments (official defaults: K = 3,
                       alpha = 0.01, lambda = 1.1, tau = 0.8 per-response quantile). PPO clip = TRL's epsilon /
                       epsilon_high (the paper: 0.2 / 0.28).
@@ -57,8 +62,8 @@ and give this one another name (e.g. `passk_trl.py`): a file called `trl.py` on 
 
 Limits (each raises a clear error rather than training silently wrong): with SimKO on, only the token-level
 importance ratio, the loss types above, text-only models, no entropy bonus, no top-entropy token mask (SimKO has its
-own gate) and no MoE aux loss. SimKO's forward materialises the completion logits `[batch, tokens, vocab]` in the
-model dtype (TRL's fused head does not); lower `per_device_train_batch_size` for very large vocabularies.
+own gate) and no MoE aux loss. Without `simko_from_hidden`, SimKO's forward materialises the completion logits
+`[batch, tokens, vocab]` in the model dtype (TRL's fused head does not).
 `entropy_adaptive` costs one extra no-grad forward over the generation batch to measure each prompt's entropy.
 """
 from __future__ import annotations
