@@ -56,8 +56,9 @@ MAX_ANSWER_CHARS = 1000     # longer answers are compared as normalised text onl
 MAX_DEPTH = 60              # nesting of brackets / groups / function arguments
 MAX_TOKENS = 600            # tokens in one answer
 MAX_LITERAL_DIGITS = 100    # an integer literal longer than this is not turned into a number
-MAX_POW_BITS = 20_000       # |exponent| * log2|base| for an exact power of numbers (~6,000 digits)
+MAX_POW_BITS = 50_000       # |exponent| * log2|base| for an exact power of numbers (~15,000 digits)
 MAX_SYMBOLIC_EXPONENT = 1000  # integer exponent allowed on a non-numeric base (x^1000 is fine, x^(10^9) is not)
+MAX_ROOT_BITS = 1000        # a root, real power or function of a number this big is refused (sympy would factor it)
 MAX_FACTORIAL = 1000        # n! and binom(n, k) arguments
 MAX_SCI_EXPONENT = 1000     # 1e1000 is fine, 1e100000 is not
 NUMERIC_DIGITS = 30         # significant digits evalf must establish to call two numbers different
@@ -221,6 +222,13 @@ def _normalize(s):
     s = s.replace("\\$", "").replace("$", "")
     s = re.sub(r"\\[()\[\]]", " ", s)                            # \( \) \[ \] math delimiters
     s = re.sub(r"\\(?:boxed|fbox)(?![a-zA-Z])", "", s)
+    s = re.sub(r"\\lbrace(?![a-zA-Z])", r"\\{", re.sub(r"\\rbrace(?![a-zA-Z])", r"\\}", s))
+    s = re.sub(r"\\(?:[lr]?vert)(?![a-zA-Z])", "|", s)
+    # A label before the answer: "\text{The answer is } 5", "\text{area} = 12", "Answer: 5"
+    s = re.sub(r"^\s*\\(?:text|textbf|mbox|mathrm|textit)\s*\{\s*(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*:?\s*\}\s*:?",
+               "", s, flags=re.I)
+    s = re.sub(r"^\s*\\(?:text|textbf|mbox|mathrm|textit)\s*\{\s*[A-Za-z][A-Za-z ]*\}\s*=", "", s)
+    s = re.sub(r"^\s*(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*:?\s+", "", s, flags=re.I)
     s = re.sub(r"\\(?:left|right)\s*\.", "", s)
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![a-zA-Z])", "", s)
     s = re.sub(r"\\(?:displaystyle|textstyle|limits|angle|measuredangle|triangle)(?![a-zA-Z])", " ", s)
@@ -293,8 +301,9 @@ _FUNCS = {"sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan, "cot": sympy.cot
           "csc": sympy.csc, "arcsin": sympy.asin, "arccos": sympy.acos, "arctan": sympy.atan, "sinh": sympy.sinh,
           "cosh": sympy.cosh, "tanh": sympy.tanh, "ln": sympy.log, "log": sympy.log, "exp": sympy.exp,
           "sqrt": sympy.sqrt}
-_INVERSE = {"sin": sympy.asin, "cos": sympy.acos, "tan": sympy.atan}
-_PLAIN_WORDS = sorted(list(_FUNCS) + ["pi", "infinity", "infty", "inf", "oo"], key=len, reverse=True)
+_INVERSE = {"sin": "arcsin", "cos": "arccos", "tan": "arctan"}
+_MULTI = {"gcd": sympy.gcd, "lcm": sympy.lcm, "max": sympy.Max, "min": sympy.Min}
+_PLAIN_WORDS = sorted(list(_FUNCS) + list(_MULTI) + ["pi", "infinity", "infty", "inf", "oo"], key=len, reverse=True)
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta", "vartheta", "iota",
           "kappa", "lambda", "mu", "nu", "xi", "rho", "sigma", "tau", "upsilon", "phi", "varphi", "chi", "psi",
           "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Sigma", "Phi", "Psi", "Omega"}
@@ -336,7 +345,7 @@ def _tokenize(s):
                         word = word[len(w):]
                         break
                 else:
-                    if len(word) >= 3:
+                    if len(word) >= 3 and not (word.isupper() and len(word) <= 4):   # ABC: a point label
                         raise _ParseError("word")
                     toks.extend(("id", ch) for ch in word)
                     word = ""
@@ -398,15 +407,29 @@ def _number(num, exp, rep):
     if exp is not None:
         e = int(exp) if len(exp) < 8 else 10 ** 9
         if abs(e) > MAX_SCI_EXPONENT:
-            raise _Guard("scientific exponent too large")
+            return sympy.Rational(value.numerator, value.denominator) * _large("pow", sympy.Integer(10), sympy.Integer(e))
         value *= Fraction(10) ** e
     return sympy.Rational(value.numerator, value.denominator)
 
 
+# A value too large to compute (10^{10^6}, 100000!, log of a 5,000-digit number) becomes an opaque, unevaluated
+# stand-in Large(kind, args...). Its arguments are small by construction (they passed the guards), nothing ever
+# evaluates it, and an expression containing one is compared structurally: 10^{1000000} = 10^{10^{6}}, but
+# 10^{10^{10}} != 10^{10^{10}} + 1 and 100000! != 0.
+_LARGE = sympy.Function("Large")
+_LARGE_KINDS = {k: sympy.Integer(i) for i, k in enumerate(
+    ["pow", "factorial", "binomial", "floor", "ceiling"] + sorted(["sin", "cos", "tan", "cot", "sec", "csc", "arcsin",
+     "arccos", "arctan", "sinh", "cosh", "tanh", "ln", "log", "exp", "sqrt", "gcd", "lcm", "max", "min"]))}
+
+
+def _large(kind, *args):
+    return _LARGE(_LARGE_KINDS[kind], *args)
+
+
 def _bits(x):
-    """log2 of the magnitude of an exact number (Integer or Rational), cheaply."""
+    """About log2 of the magnitude of an exact number (Integer or Rational), cheaply."""
     p, q = abs(int(x.p)), int(x.q)
-    return max(p.bit_length(), q.bit_length())
+    return max(p.bit_length(), q.bit_length()) - 1
 
 
 def _pow(base, exp):
@@ -417,26 +440,52 @@ def _pow(base, exp):
         if base.is_Rational:
             if base in (0, 1, -1):
                 return sympy.Pow(base, exp)
-            if e * _bits(base) > MAX_POW_BITS:
-                raise _Guard("power too large")
-        elif not base.is_number:
+            if e * max(_bits(base), 1) > MAX_POW_BITS:
+                return _large("pow", base, exp)
+            return sympy.Pow(base, exp)
+        if not base.is_number:
             if e > MAX_SYMBOLIC_EXPONENT:
-                raise _Guard("symbolic power too large")
+                return _large("pow", base, exp)
             return sympy.Pow(base, exp)
     if base.is_Rational and base < 0 and exp.is_Rational and not exp.is_Integer and exp.q % 2 == 1:
         # odd roots of negative numbers are real: (-8)^{1/3} = \sqrt[3]{-8} = -2, not the principal complex root
         return _pow(-base, exp) * (-1) ** int(exp.p)
-    if exp.is_number:
-        if base.is_Integer and _bits(base) > 4 * MAX_LITERAL_DIGITS:
-            raise _Guard("root of a huge integer")
-        if base.is_number and base not in (0, 1, -1):
-            try:
-                mag = abs(complex(exp.evalf(15))) * max(1.0, abs(float(sympy.log(abs(base)).evalf(15))))
-            except (TypeError, ValueError, OverflowError):
-                raise _Guard("power not evaluable")
-            if not mag < MAX_POW_BITS:
-                raise _Guard("power too large")
+    if _max_bits(base) > MAX_ROOT_BITS or _max_bits(exp) > MAX_ROOT_BITS:
+        return _large("pow", base, exp)                  # sympy would factor the number: minutes at 5,000 bits
+    if exp.is_number and base.is_number and base not in (0, 1, -1) and not base.has(_LARGE):
+        try:
+            mag = abs(complex(exp.evalf(15))) * max(1.0, abs(float(sympy.log(abs(base)).evalf(15))))
+        except (TypeError, ValueError, OverflowError):
+            mag = float("inf")
+        if not mag < MAX_POW_BITS:
+            return _large("pow", base, exp)
     return sympy.Pow(base, exp)
+
+
+def _max_bits(e):
+    """Bits of the largest rational inside e (opaque Large values count as huge)."""
+    if e.has(_LARGE):
+        return MAX_ROOT_BITS + 1
+    return max((_bits(a) for a in sympy.preorder_traversal(e) if a.is_Rational), default=0)
+
+
+def _function(name, arg, base=None):
+    """name(arg) with the same caution as _pow: sympy's log of a 40,000-bit integer tries to factor it, and
+    exp(2^{40000}) has no floating-point value worth computing."""
+    if _max_bits(arg) > MAX_ROOT_BITS or (base is not None and _max_bits(base) > MAX_ROOT_BITS):
+        return _large(name, arg) if base is None else _large(name, arg, base)
+    if name in ("exp", "sinh", "cosh", "tanh") and arg.is_number:
+        try:
+            small = abs(complex(arg.evalf(15))) < MAX_POW_BITS
+        except (TypeError, ValueError, OverflowError):
+            small = False
+        if not small:
+            return _large(name, arg)
+    if name == "sqrt":
+        return _pow(arg, sympy.Rational(1, 2))
+    if base is not None:
+        return sympy.log(arg, base)
+    return _FUNCS[name](arg)
 
 
 def _scalar(v):
@@ -449,16 +498,15 @@ def _factorial(n):
     _scalar(n)
     if n.is_number:
         if not (n.is_Integer and 0 <= n <= MAX_FACTORIAL):
-            raise _Guard("factorial argument out of range")
+            return _large("factorial", n)
     return sympy.factorial(n)
 
 
 def _binomial(n, k):
     _scalar(n), _scalar(k)
-    if n.is_number and not (n.is_Integer and abs(n) <= MAX_FACTORIAL):
-        raise _Guard("binomial argument out of range")
-    if k.is_number and not (k.is_Integer and abs(k) <= MAX_FACTORIAL):
-        raise _Guard("binomial argument out of range")
+    if (n.is_number and not (n.is_Integer and abs(n) <= MAX_FACTORIAL)) or \
+            (k.is_number and not (k.is_Integer and abs(k) <= MAX_FACTORIAL)):
+        return _large("binomial", n, k)
     return sympy.binomial(n, k)
 
 
@@ -788,6 +836,19 @@ class _Parser:
         return ("seq", open_, close, tuple(items))
 
     def parse_function(self, name):
+        if name in _MULTI:                      # \gcd(12, 18), \operatorname{lcm}(4, 6), \max(a, b)
+            self.expect("op", "(")
+            self.enter()
+            args = [_scalar(a) for a in self.parse_items(stop=(("op", ")"),))]
+            self.take()
+            self.leave()
+            if any(_max_bits(a) > MAX_ROOT_BITS for a in args):
+                return _large(name, *args)
+            if name in ("gcd", "lcm"):
+                if not all(a.is_Rational for a in args):
+                    raise _ParseError("gcd of non-numbers")
+                return functools.reduce(_MULTI[name], args)
+            return _MULTI[name](*args)
         power = None
         if self.at("op", "^"):                 # \sin^2 x, \sin^{-1} x
             self.take()
@@ -810,13 +871,8 @@ class _Parser:
         self.trig -= trig
         self.leave()
         if power is not None and power == -1 and name in _INVERSE:
-            return _INVERSE[name](arg)
-        if name == "sqrt":
-            value = _pow(arg, sympy.Rational(1, 2))
-        elif base is not None:
-            value = sympy.log(arg, base)
-        else:
-            value = _FUNCS[name](arg)
+            return _function(_INVERSE[name], arg)
+        value = _function(name, arg, base)
         return _pow(value, power) if power is not None else value
 
     def parse_bare_argument(self):
@@ -864,7 +920,7 @@ class _Parser:
             if t == ("id", "R"):
                 return ("sset", sympy.S.Reals)
             raise _ParseError("mathbb")
-        if bare in _FUNCS or bare in ("arcsin", "arccos", "arctan"):
+        if bare in _FUNCS or bare in _MULTI:
             return self.parse_function(bare)
         if bare in _GREEK:
             return sympy.Symbol(bare)
@@ -873,7 +929,15 @@ class _Parser:
             inner = _scalar(self.parse_expr())
             self.expect("cmd", "\\rfloor" if bare == "lfloor" else "\\rceil")
             self.leave()
-            return sympy.floor(inner) if bare == "lfloor" else sympy.ceiling(inner)
+            kind = "floor" if bare == "lfloor" else "ceiling"
+            if inner.is_number or inner.has(_LARGE):   # the integer part of a huge number costs its full precision
+                try:
+                    small = not inner.has(_LARGE) and abs(complex(inner.evalf(15))) < 1e50
+                except (TypeError, ValueError, OverflowError):
+                    small = False
+                if not small:
+                    return _large(kind, inner)
+            return sympy.floor(inner) if kind == "floor" else sympy.ceiling(inner)
         if bare == "langle":
             self.enter()
             items = self.parse_items(stop=(("cmd", "\\rangle"),))
@@ -989,6 +1053,14 @@ def _expand_pm(v):
     return v
 
 
+def _has_large(v):
+    if isinstance(v, sympy.Basic):
+        return v.has(_LARGE)
+    if isinstance(v, tuple):
+        return any(_has_large(x) for x in v)
+    return False
+
+
 def _has_pm(v):
     if isinstance(v, sympy.Basic):
         return v.has(_PM)
@@ -1033,7 +1105,17 @@ def _zero(d):
     try:
         v = d.evalf(NUMERIC_DIGITS, strict=True, maxn=NUMERIC_MAXPREC)
     except PrecisionExhausted:
-        return True if _tame(d) else None
+        # Either d is zero (cancellation never ends) or evalf cannot reach the precision for another reason (the
+        # integer part of a huge floor/ceiling). A non-strict evaluation tells them apart: a true zero comes back
+        # as a zero without significant digits.
+        try:
+            rough = d.evalf(15, maxn=NUMERIC_MAXPREC)
+        except (PrecisionExhausted, TypeError, ValueError, ArithmeticError, RecursionError, AttributeError):
+            return None
+        parts = rough.as_real_imag() if rough.is_number else (rough,)
+        if all(p == 0 or (p.is_Float and p._prec <= 1) for p in parts):
+            return True if _tame(d) else None
+        return None
     except (TypeError, ValueError, ArithmeticError, RecursionError, AttributeError):
         return None
     if v == 0:
@@ -1046,6 +1128,8 @@ def _zero(d):
 def _expr_equal(a, b):
     if a == b:
         return True
+    if a.has(_LARGE) or b.has(_LARGE):
+        return _large_equal(a, b)
     if a.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan) or b.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan):
         return False
     free = sorted(a.free_symbols | b.free_symbols, key=lambda s: s.name)
@@ -1072,6 +1156,17 @@ def _expr_equal(a, b):
     return valid >= 3
 
 
+def _large_equal(a, b):
+    """Structural equality for expressions holding opaque Large values; the difference may still be decided when
+    the Large parts cancel exactly (10^{10^{10}} + 1 vs 10^{10^{10}}: the difference is 1, not zero)."""
+    d = a - b
+    if d == 0:
+        return True
+    if d.has(_LARGE):
+        return False
+    return _zero(d) is True
+
+
 def _proportional(d1, d2):
     """Equations d1 = 0 and d2 = 0 are the same: d1 = c * d2 for a nonzero constant c."""
     if d2 == 0 or d1 == 0:
@@ -1096,11 +1191,34 @@ def _proportional(d1, d2):
     return ratio is not None
 
 
+def _abs_rel_to_set(v):
+    """|x + k| op c (either way round) -> the interval(s) it describes; None otherwise."""
+    (a, b), (op,) = v[1], v[2]
+    if isinstance(b, sympy.Abs):
+        a, b, op = b, a, {"<": ">", "<=": ">=", ">": "<", ">=": "<="}[op]
+    if not (isinstance(a, sympy.Abs) and b.is_number and b.is_real and b > 0):
+        return None
+    inner = a.args[0]
+    syms = inner.free_symbols
+    if len(syms) != 1:
+        return None
+    x = next(iter(syms))
+    k = inner - x
+    if k.free_symbols or not k.is_number:
+        return None
+    lo, hi = -k - b, -k + b
+    if op in ("<", "<="):
+        return sympy.Interval(lo, hi, op == "<", op == "<")
+    return sympy.Union(sympy.Interval(-sympy.oo, lo, True, op == ">"), sympy.Interval(hi, sympy.oo, op == ">", True))
+
+
 def _rel_to_set(v):
     """Single-variable inequality (chain) -> the interval it describes; None if it is not one."""
     exprs, ops = v[1], v[2]
     if not all(isinstance(e, sympy.Expr) for e in exprs) or any(o in ("=", "!=") for o in ops):
         return None
+    if len(ops) == 1 and any(isinstance(e, sympy.Abs) for e in exprs):
+        return _abs_rel_to_set(v)
     syms = [e for e in exprs if isinstance(e, sympy.Symbol)]
     if len(syms) != 1 or any(e.free_symbols for e in exprs if not isinstance(e, sympy.Symbol)):
         return None
@@ -1120,7 +1238,7 @@ def _rel_to_set(v):
 
 
 def _rel_symbol(v):
-    return [e for e in v[1] if isinstance(e, sympy.Symbol)][0]
+    return sorted(set().union(*(e.free_symbols for e in v[1])), key=lambda s: s.name)
 
 
 def _set_equal(s1, s2):
@@ -1358,6 +1476,10 @@ def _judge(pred, gold):
         return False, f"{which} is not parseable math and the other is: not equal"
     vp, vg = rp[1], rg[1]
     try:
+        if _has_large(vp) or _has_large(vg):
+            same = _equal(vp, vg)
+            return same, ("a value exceeds the safety bounds and stays unevaluated; compared structurally: " +
+                          ("equal" if same else "not equal"))
         if _equal(vp, vg):
             return True, "mathematically equal"
         if tol is not None and tol <= Fraction(1, 200) and isinstance(vp, sympy.Expr) and vp.is_number \

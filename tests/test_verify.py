@@ -183,6 +183,9 @@ EQUIV = [
     ("(2, 3)", "x=2, y=3", T), ("(3, 2)", "x=2, y=3", F), (r"\sin x^2", r"(\sin x)^2", F),
     (r"\sin^2 x", r"(\sin x)^2", T),
     (r"0.4\overline{5}", r"\frac{41}{90}", T), (r"x \in (-\infty,2]", r"x \le 2", T), (r"(-\infty,2]", "x<2", F),
+    (r"|x - 1| < 2", "(-1, 3)", T), (r"|x| > 2", r"(-\infty,-2)\cup(2,\infty)", T), (r"|x| \le 2", "(-2, 2)", F),
+    (r"\gcd(24, 36)", "12", T), (r"\operatorname{lcm}(6, 8)", "24", T), (r"\max(2, 7)", "7", T), (r"\gcd(24, 36)", "6", F),
+    (r"\text{perimeter} = 20", "20", T), (r"\text{The final answer is } 20", "20", T), (r"\lbrace 3, 1 \rbrace", r"\{1, 3\}", T),
     ("12:3", "123", F), ("1;23", "123", F), ("12.3.", "123", F), (r"\text{1,23}", "123", F), ("Mon-day", "Monday", F),
     # edge cases that must not crash
     ("", "", F), ("()", "0", F), (r"\frac{}{}", "1", F), ("x^", "x", F), ("1/0", "1/0", T), ("1/0", r"\infty", F),
@@ -272,6 +275,12 @@ PATHOLOGICAL = [
     r"\boxed{" + "1+" * 300 + "1}",
     r"\boxed{" + "x^" * 300 + "2}",
     r"\boxed{" + "word " * 200 + "5}",
+    r"\boxed{\ln(2^{40000}+1)}",                       # sympy's log of a big integer factors it (minutes)
+    r"\boxed{\sqrt{3^{3000}+1}}",                      # so does a square root
+    r"\boxed{\exp(2^{1000})}",
+    r"\boxed{\lceil e^{1000} \rceil}",                  # the integer part of a huge number
+    r"\boxed{\sin(10^{9000}\pi)}",
+    r"\boxed{(1000!)^{50}}",
 ]
 
 
@@ -286,6 +295,21 @@ def test_guarded_answer_equal_only_to_same_text():
     assert verify.is_equivalent(r"9^{9^{9^{9}}}", r"9^{9^{9^{9}}}")
     assert not verify.is_equivalent(r"9^{9^{9^{9}}}", r"9^{9^{9^{8}}}")
     assert not verify.is_equivalent("1" + "0" * 50_000, "1" + "0" * 49_999)
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("10^{1000000}", "10^{10^{6}}", True),                  # same value written two ways, never computed
+    (r"10^{10^{10}}", r"10^{10^{10}} + 1", False),          # the opaque parts cancel: the difference is 1
+    (r"2 \cdot 9^{9^{9^{9}}}", r"9^{9^{9^{9}}} \cdot 2", True),
+    ("100000!", "100000!", True), ("100000!", "99999!", False), ("100000!", "0", False),
+    ("1e999999", "10^{999999}", True), ("1e999999", "1e999998", False),
+    (r"\ln(2^{40000} + 1)", r"\ln(2^{40000} + 1)", True), (r"\ln(2^{40000} + 1)", "27726", False),
+    (r"\lceil e^{1000} \rceil", "5", False), (r"\lfloor (1+\sqrt{2})^{1000} \rfloor", "0", False),
+])
+def test_values_beyond_the_bounds_compare_structurally(pred, gold, expected):
+    start = time.perf_counter()
+    assert verify.is_equivalent(pred, gold) is expected
+    assert time.perf_counter() - start < HANG_GUARD_S
 
 
 def test_python_injection_is_never_executed(tmp_path):
