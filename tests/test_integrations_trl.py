@@ -382,10 +382,21 @@ def test_transfer_to_pass1(tmp_path, tokenizer):
                                rtol=0, atol=1e-6)
 
 
+def test_eval_mode_uses_num_generations_eval(tmp_path, tokenizer):
+    trainer, reward = make_trainer(tmp_path, tokenizer, num_generations_eval=3)
+    trainer.model.eval()
+    out = trainer._generate_and_score_completions([{"prompt": p} for p in PROMPTS for _ in range(3)])
+    r = torch.tensor(reward.calls[-1], dtype=torch.float64).view(-1, 3)  # 6 prompts x 3 generations
+    want = passk_at_k.passk_advantages_analytical(r, K).flatten().float()
+    assert want.abs().sum() > 0
+    torch.testing.assert_close(out["advantages"], want, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(advantage="passk"), "advantage must be one of"),
     (dict(passk_k=5), "passk_k=5 must be <= num_generations=4"),
     (dict(passk_k=0), "passk_k must be an int >= 1"),
+    (dict(passk_k=3, num_generations_eval=2), "passk_k=3 must be <= num_generations_eval=2"),
     (dict(simko=True, loss_type="sapo"), "loss_type must be one of"),
     (dict(simko=True, simko_alpha=1.5), "simko_alpha must be in [0, 1]"),
     (dict(simko=True, importance_sampling_level="sequence"), "importance_sampling_level must be 'token'"),
