@@ -17,7 +17,7 @@ Registered names and the `algorithm` keys they read (hydra needs the `+` for key
 
     passk_analytical    passk_advantages_analytical     +algorithm.passk_k=8
     passk_bootstrap     passk_advantages_bootstrap      +algorithm.passk_k, +algorithm.passk_bootstrap_groups (N),
-                                                        +algorithm.passk_seed (0; the draw is seeded per call)
+                                                        +algorithm.passk_seed (0; fresh, reproducible draw per step)
     passk_full          passk_advantages_full           +algorithm.passk_k
     passk_combination   combination_advantages          +algorithm.passk_k
     passk_exceeding     exceeding_passk_advantages      +algorithm.passk_k, +algorithm.passk_exceeding_scale (0.4)
@@ -62,6 +62,7 @@ TRL's own loss.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 
 import torch
 
@@ -133,11 +134,16 @@ def passk_analytical(token_level_rewards, response_mask, index=None, config=None
                                lambda r: passk_at_k.passk_advantages_analytical(r, k, threshold=thr))
 
 
+# Counts bootstrap calls (one per training step in verl) so that every step draws fresh groups, reproducibly.
+_bootstrap_calls = itertools.count()
+
+
 def passk_bootstrap(token_level_rewards, response_mask, index=None, config=None, **kwargs):
-    """verl estimator `passk_bootstrap`: `passk_at_k.passk_advantages_bootstrap` (seeded by algorithm.passk_seed)."""
+    """verl estimator `passk_bootstrap`: `passk_at_k.passk_advantages_bootstrap`. The draw of call number c (from
+    0, one call per training step) uses a generator seeded with `algorithm.passk_seed * 1_000_003 + c`."""
     k, thr = _k(config), float(_cfg(config, "passk_threshold", 0.5))
     groups = _cfg(config, "passk_bootstrap_groups")
-    gen = torch.Generator().manual_seed(int(_cfg(config, "passk_seed", 0)))
+    gen = torch.Generator().manual_seed(int(_cfg(config, "passk_seed", 0)) * 1_000_003 + next(_bootstrap_calls))
     return _outcome_advantages(token_level_rewards, response_mask, index,
                                lambda r: passk_at_k.passk_advantages_bootstrap(r, k, num_groups=groups, generator=gen,
                                                                                threshold=thr))

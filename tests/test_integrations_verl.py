@@ -89,21 +89,25 @@ class AttrConfig:
     ("passk_exceeding", lambda r: passk_at_k.exceeding_passk_advantages(r, 3, scale=0.9)),
     ("passk_bootstrap", None),
 ])
-def test_other_estimators(name, fn):
+def test_other_estimators(name, fn, monkeypatch):
+    import itertools
+
+    monkeypatch.setattr(iv, "_bootstrap_calls", itertools.count())  # as in a fresh process: call number 0
     token_rewards, mask, index = verl_batch(REWARDS, seed=1)
     cfg = AttrConfig(passk_k=3, passk_exceeding_scale=0.9, passk_seed=5, passk_bootstrap_groups=10)
     adv, _ = iv.ESTIMATORS[name](token_rewards, mask, index=index, config=cfg)
     if name == "passk_bootstrap":
-        # all five groups have size 6, so they are drawn in one call from a generator seeded with passk_seed
-        gen = torch.Generator().manual_seed(5)
+        # all five groups have size 6, so they are drawn in one call, from a generator seeded with
+        # passk_seed * 1_000_003 + the call number (0 here)
+        gen = torch.Generator().manual_seed(5 * 1_000_003)
         order = list(dict.fromkeys(index.tolist()))
         rows = torch.tensor([[i for i, u in enumerate(index) if u == uid] for uid in order])
         scores = token_rewards.sum(-1).double()[rows]
         want = torch.zeros(len(index), dtype=torch.float64)
         want[rows.flatten()] = passk_at_k.passk_advantages_bootstrap(scores, 3, num_groups=10,
                                                                      generator=gen).flatten()
-        again, _ = iv.passk_bootstrap(token_rewards, mask, index=index, config=cfg)
-        assert torch.equal(adv, again)
+        again, _ = iv.passk_bootstrap(token_rewards, mask, index=index, config=cfg)  # the next step: new groups
+        assert not torch.equal(adv, again)
     else:
         want = per_group(token_rewards, index, fn)
     torch.testing.assert_close(adv[:, 0].double(), want * mask[:, 0].double(), rtol=0, atol=1e-6)
