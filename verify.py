@@ -447,7 +447,8 @@ def _pow(base, exp):
             if e > MAX_SYMBOLIC_EXPONENT:
                 return _large("pow", base, exp)
             return sympy.Pow(base, exp)
-    if base.is_Rational and base < 0 and exp.is_Rational and not exp.is_Integer and exp.q % 2 == 1:
+    if exp.is_Rational and not exp.is_Integer and exp.q % 2 == 1 and base.is_number and not base.has(_LARGE) \
+            and _max_bits(base) <= MAX_ROOT_BITS and base.is_extended_negative:
         # odd roots of negative numbers are real: (-8)^{1/3} = \sqrt[3]{-8} = -2, not the principal complex root
         return _pow(-base, exp) * (-1) ** int(exp.p)
     if _max_bits(base) > MAX_ROOT_BITS or _max_bits(exp) > MAX_ROOT_BITS:
@@ -1085,12 +1086,22 @@ def _points(free, shift=0):
 
 
 def _tame(e):
-    """Every integer in the expression is small: then 'evalf cannot separate it from zero at NUMERIC_MAXPREC digits'
-    can only mean zero (adversarial near-misses need huge integers, e.g. sqrt(10^10000 + 1) - 10^5000)."""
+    """When evalf cannot separate e from zero at NUMERIC_MAXPREC digits, e is taken to be zero only if it is tame:
+    every integer in it is small and every numeric subterm has magnitude within 10^(+-TAME_DIGITS). A nonzero
+    difference that small needs huge numbers (sqrt(10^10000 + 1) - 10^5000) or huge and tiny parts that cancel
+    ((1+sqrt2)^1000 + (1-sqrt2)^1000 is an integer up to 10^-383); both are refused here."""
     limit = 10 ** TAME_DIGITS
     for a in sympy.preorder_traversal(e):
-        if a.is_Rational and (abs(a.p) > limit or a.q > limit):
-            return False
+        if a.is_Rational:
+            if abs(a.p) > limit or a.q > limit:
+                return False
+        elif a.is_number and not a.is_Add:          # sums may cancel (d itself is one); their parts may not
+            try:
+                m = abs(complex(a.evalf(5)))
+            except (TypeError, ValueError, OverflowError, ArithmeticError):
+                return False
+            if m > 10.0 ** TAME_DIGITS or 0 < m < 10.0 ** -TAME_DIGITS:
+                return False
     return True
 
 
