@@ -10,8 +10,8 @@ About 60% of rows are True (equivalences users expect) and 40% False (mostly nea
 is reward-hacking bait: hedges, lists for one gold, near misses that tolerant graders wave through, and inputs that
 would hang a naive checker. A single false positive there is a hole the policy will find.
 
-The table grew in batches (blocks prefixed B2_ ... B6_ below). Each later batch was written without running it,
-then graded once against the checker as it stood - batches 4 to 6 were kept outside the repository until then - so
+The table grew in batches (blocks prefixed B2_ ... B7_ below). Each later batch was written without running it,
+then graded once against the checker as it stood - batches 4 to 7 were kept outside the repository until then - so
 the first-run score of a batch is an honest held-out number; once committed, a batch is just more of the answer key.
 
 `CASES` grades `is_equivalent(pred, gold)` on bare answer strings. `REWARD_CASES` grades `reward(response, gold)`
@@ -1205,6 +1205,59 @@ B6_ADVERSARIAL = _block("adversarial", [
     (r"1\,000\,001", "1000000", F),
 ])
 
+# --------------------------------------------------------------------------------------------------------------------
+# Seventh batch, held out until run once: powers and their associativity, polar forms, ratios, choice letters
+# followed by their value, and tiny-difference bait.
+# --------------------------------------------------------------------------------------------------------------------
+
+B7_MIXED = _block("expressions", [
+    ("x^2+3x+2", "(x+1)(x+2)", T),
+    ("x^2+x", "x(x+1)", T),
+    (r"x^{1/2}", r"\sqrt{x}", T),
+    (r"x^{2/3}", r"\sqrt[3]{x^2}", T),
+    ("e^{x+y}", "e^{x}e^{y}", T),
+    ("|x|", "x", F),
+]) + _block("units_text", [
+    (r"\frac{3}{4}\text{ of the pizza}", r"\frac34", T),
+    (r"37.5^\circ", "37.5", T),
+]) + _block("multiple_choice", [
+    (r"\text{(C) } 15", r"\text{(C)}", T),
+    (r"\text{(C) } 15", r"\text{(D)}", F),
+]) + _block("sets_tuples", [
+    ("1:2", "1:2", T),
+    ("2:1", "1:2", F),
+    (r"\{(2,1), (1,2)\}", r"\{(1,2), (2,1)\}", T),
+    (r"\{(1,2)\}", r"\{(1,2), (2,1)\}", F),
+    (r"(-\sqrt{2}, \sqrt{2})", r"(\sqrt{2}, -\sqrt{2})", F),
+]) + _block("intervals", [
+    (r"(-\infty,-1.5)", r"\left(-\infty, -\frac{3}{2}\right)", T),
+]) + _block("complex_numbers", [
+    (r"\sqrt{2}\,e^{i\pi/4}", "1+i", T),
+    (r"e^{i\pi/4}", r"\frac{\sqrt{2}}{2} + \frac{\sqrt{2}}{2}i", T),
+    (r"\sqrt{2}", "1+i", F),
+]) + _block("powers_big_numbers", [
+    (r"\frac{1}{2^{10}}\binom{10}{5}", r"\frac{63}{256}", T),
+    ("2^{2^{5}}", "4294967296", T),
+    ("(2^{10})^{10}", "2^{100}", T),
+    ("2^{10^{2}}", "2^{100}", T),
+    ("3^{3^{3}}", "7625597484987", T),
+    ("27^{3}", "3^{3^{3}}", F),
+])
+
+B7_ADVERSARIAL = _block("adversarial", [
+    (r"\frac{1}{3}+10^{-50}", r"\frac13", F),
+    ("2.0000000000000001", "2", F),
+    (r"\sqrt{2}+10^{-20}", r"\sqrt2", F),
+    (r"\pi + 10^{-30}", r"\pi", F),
+    ("e^{-100}", "0", F),
+    (r"\frac{1}{10^{100}}", "0", F),
+    (r"\text{5 or 6}", "5", F),
+    (r"5\text{ (or 6)}", "5", F),
+    (r"\{5\} \cup \{6\}", "5", F),
+    (r"5 \lor 6", "5", F),
+    (r"\neq 5", "5", F),
+])
+
 CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT + UNITS_TEXT + DEGREES + THOUSANDS
          + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
          + INEQUALITIES + EXPRESSIONS + MATRICES + COMPLEX + BASES + MIXED_NUMBERS + MULTIPLE_CHOICE + TEXT_ANSWERS
@@ -1213,7 +1266,7 @@ CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT 
          + B2_UNITS + B2_PERCENT_DEGREES + B2_BIG + B2_COMPLEX + B2_TRIG_LOG + B2_CHOICE_TEXT_BASE_MIXED + B2_MATRICES
          + B2_ADVERSARIAL + B3_EXACT_VALUES + B3_STRUCTURES + B4_NUMBERS + B4_SETS_INTERVALS + B4_EXPRESSIONS
          + B4_TRIG_LOG + B4_BIG_COMPLEX + B4_UNITS_CHOICE_BASE + B4_ADVERSARIAL + B5_DRESSING + B5_NUMBERS
-         + B5_EXPRESSIONS + B5_ADVERSARIAL + B6_SUBJECTS + B6_ADVERSARIAL)
+         + B5_EXPRESSIONS + B5_ADVERSARIAL + B6_SUBJECTS + B6_ADVERSARIAL + B7_MIXED + B7_ADVERSARIAL)
 
 # --------------------------------------------------------------------------------------------------------------------
 # reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
@@ -1367,6 +1420,17 @@ REWARD_CASES = (
         ("ANSWER: 42", "42", T),
         ("**Answer:** 42", "42", T),
         ("**Answer:** 41", "42", F),
+    ])
+    # seventh batch
+    + _block("reward_boxed", [
+        ("```\n\\boxed{5}\n```", "5", T),
+        ("\\boxed{5}\n\n**Final Answer**\n\\boxed{5}", "5", T),
+        ("So we get \\boxed{5}\r\n", "5", T),
+    ])
+    + _block("reward_gsm8k", [
+        (r"\boxed{1000000}", "So 1000*1000 = <<1000*1000=1000000>>1,000,000.\n#### 1,000,000", T),
+        (r"\boxed{10^6}", "So 1000*1000 = <<1000*1000=1000000>>1,000,000.\n#### 1,000,000", T),
+        (r"\boxed{100000}", "So 1000*1000 = <<1000*1000=1000000>>1,000,000.\n#### 1,000,000", F),
     ])
 )
 
