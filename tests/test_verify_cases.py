@@ -10,8 +10,8 @@ About 60% of rows are True (equivalences users expect) and 40% False (mostly nea
 is reward-hacking bait: hedges, lists for one gold, near misses that tolerant graders wave through, and inputs that
 would hang a naive checker. A single false positive there is a hole the policy will find.
 
-The table grew in batches (blocks prefixed B2_ ... B7_ below). Each later batch was written without running it,
-then graded once against the checker as it stood - batches 4 to 7 were kept outside the repository until then - so
+The table grew in batches (blocks prefixed B2_ ... B8_ below). Each later batch was written without running it,
+then graded once against the checker as it stood - batches 4 to 8 were kept outside the repository until then - so
 the first-run score of a batch is an honest held-out number; once committed, a batch is just more of the answer key.
 
 `CASES` grades `is_equivalent(pred, gold)` on bare answer strings. `REWARD_CASES` grades `reward(response, gold)`
@@ -1258,6 +1258,54 @@ B7_ADVERSARIAL = _block("adversarial", [
     (r"\neq 5", "5", F),
 ])
 
+# --------------------------------------------------------------------------------------------------------------------
+# Eighth batch, held out until run once: thinner categories (degrees, separators, bases, unions, word answers)
+# and more "cover every option" bait.
+# --------------------------------------------------------------------------------------------------------------------
+
+B8_MORE = _block("degrees", [
+    (r"180^\circ", "180", T),
+    (r"30\,^{\circ}", "30", T),
+    ("120°", r"120^\circ", T),
+    ("60°", "120°", F),
+]) + _block("thousands_separators", [
+    ("1,000,000,000", "10^9", T),
+    ("1{,}000{,}000{,}000", "1000000000", T),
+    ("999,999", "1000000", F),
+    ("3,600", "3600", T),
+]) + _block("scientific_notation", [
+    (r"4.5 \times 10^{-7}", "0.00000045", T),
+    (r"4.5\times10^{-7}", "0.0000045", F),
+    ("2.0E-3", "0.002", T),
+]) + _block("base_subscripts", [
+    ("123_{10}", "123", T),
+    ("777_8", "777_{8}", T),
+    ("1000_2", "1000_3", F),
+]) + _block("text_answers", [
+    (r"\text{saturday}", r"\text{Saturday}", T),
+    (r"\text{square}", r"\text{rhombus}", F),
+]) + _block("unions", [
+    (r"\mathbb{R}\setminus\{0\}", r"(-\infty,0)\cup(0,\infty)", T),
+    (r"(-\infty,\infty)", r"(-\infty,0)\cup(0,\infty)", F),
+]) + _block("equations", [
+    ("x - 2y = 0", "x = 2y", T),
+    (r"y = \frac{x}{2}", "x = 2y", T),
+    ("x^2 = 4", "x = 2", F),
+])
+
+B8_ADVERSARIAL = _block("adversarial", [
+    (r"\text{Yes and No}", r"\text{Yes}", F),
+    (r"\text{(A) (B) (C) (D) (E)}", r"\text{(C)}", F),
+    ("ABCDE", "C", F),
+    (r"\text{all of the above}", r"\text{(C)}", F),
+    (r"0 \le x \le 100", "42", F),
+    (r"\mathbb{R}", "5", F),
+    (r"\text{any real number}", "5", F),
+    ("x", "x = 5", F),
+    (r"\{0, 1, 2, \ldots, 9\}", "7", F),
+    (r"3 \le n \le 7", "5", F),
+])
+
 CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT + UNITS_TEXT + DEGREES + THOUSANDS
          + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
          + INEQUALITIES + EXPRESSIONS + MATRICES + COMPLEX + BASES + MIXED_NUMBERS + MULTIPLE_CHOICE + TEXT_ANSWERS
@@ -1266,7 +1314,8 @@ CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT 
          + B2_UNITS + B2_PERCENT_DEGREES + B2_BIG + B2_COMPLEX + B2_TRIG_LOG + B2_CHOICE_TEXT_BASE_MIXED + B2_MATRICES
          + B2_ADVERSARIAL + B3_EXACT_VALUES + B3_STRUCTURES + B4_NUMBERS + B4_SETS_INTERVALS + B4_EXPRESSIONS
          + B4_TRIG_LOG + B4_BIG_COMPLEX + B4_UNITS_CHOICE_BASE + B4_ADVERSARIAL + B5_DRESSING + B5_NUMBERS
-         + B5_EXPRESSIONS + B5_ADVERSARIAL + B6_SUBJECTS + B6_ADVERSARIAL + B7_MIXED + B7_ADVERSARIAL)
+         + B5_EXPRESSIONS + B5_ADVERSARIAL + B6_SUBJECTS + B6_ADVERSARIAL + B7_MIXED + B7_ADVERSARIAL
+         + B8_MORE + B8_ADVERSARIAL)
 
 # --------------------------------------------------------------------------------------------------------------------
 # reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
@@ -1431,6 +1480,16 @@ REWARD_CASES = (
         (r"\boxed{1000000}", "So 1000*1000 = <<1000*1000=1000000>>1,000,000.\n#### 1,000,000", T),
         (r"\boxed{10^6}", "So 1000*1000 = <<1000*1000=1000000>>1,000,000.\n#### 1,000,000", T),
         (r"\boxed{100000}", "So 1000*1000 = <<1000*1000=1000000>>1,000,000.\n#### 1,000,000", F),
+    ])
+    # eighth batch
+    + _block("reward_boxed", [
+        (r"\boxed{\text{C}}", r"\textbf{(C)}", T),
+        ("<think>\nTwo of three.\n</think>\n\nThe final answer is \\(\\boxed{\\frac{2}{3}}\\).", "2/3", T),
+        (r"\boxed{\text{Yes}}", r"\text{yes}", T),
+    ])
+    + _block("reward_gsm8k", [
+        (r"\boxed{0}", "Nothing is left: 5-5 = <<5-5=0>>0.\n#### 0", T),
+        (r"\boxed{}", "Nothing is left: 5-5 = <<5-5=0>>0.\n#### 0", F),
     ])
 )
 
