@@ -71,19 +71,20 @@ _AUTO_CHUNK_ELEMENTS = 1 << 26
 
 # ----------------------------------------------------------------------------------------------------------------
 # The per-chunk kernels shared by both autograd functions. `z` is a [n, V] float32 block of temperature-scaled
-# logits; nothing of size n x V survives these functions except what the caller keeps.
+# logits. The n x V work buffers are allocated once per call and reused by every chunk: on CPU a fresh 150 MB
+# tensor costs more in page faults than the exp that fills it.
 
 
-def _chunk_forward(z: torch.Tensor, y: torch.Tensor, k: int):
-    """Statistics of one chunk. z [n, V] float32 (read only), y [n] int64 -> logp [n], lse [n], entropy [n],
-    topk_logp [n, k], topk_ids [n, k], is_rank1 [n]."""
+def _chunk_forward(z: torch.Tensor, y: torch.Tensor, k: int, work: torch.Tensor):
+    """Statistics of one chunk. z [n, V] float32 (read only), y [n] int64, work: a [>= n, V] scratch buffer
+    -> logp [n], lse [n], entropy [n], topk_logp [n, k], topk_ids [n, k], is_rank1 [n]."""
     top_vals, top_ids = z.topk(k, dim=-1)  # sorted descending; top_vals[:, 0] is the max, needed for a stable lse
     m = top_vals[:, :1]
-    e = torch.sub(z, m).exp_()  # exp(z - max): the one n x V temporary
+    e = torch.sub(z, m, out=work[: z.shape[0]]).exp_()  # exp(z - max)
     s = e.sum(-1)
-    # sum_v e_v * z_v as a batched dot product (no second n x V temporary).
-    ez = torch.bmm(e.unsqueeze(1), z.unsqueeze(2)).view(-1)
-    del e
+    # sum_v e_v * z_v, in place in the scratch buffer. (Not bmm as a batched dot product: its float32 accumulation
+    # over 152k terms is ~1e-4 relative, i.e. 1e-3 nats of entropy; the reduction `sum` is pairwise and ~1e-7.)
+    ez = e.mul_(z).sum(-1)
     lse = m.squeeze(1) + s.log()
     # H = lse - E_p[z]. E_p[z] = ez / s. Both terms are close to max(z); the difference is accurate to ~1e-6 * |max|.
     entropy = (lse - ez / s).clamp_min_(0.0)
@@ -139,13 +140,16 @@ def _logit_blocks(logits: torch.Tensor, chunk: int):
                 yield i * t + start, i * t + stop, logits[i, start:stop]
 
 
-def _scaled_float(block: torch.Tensor, inv_temperature: float) -> torch.Tensor:
-    """float32 copy of a logits block divided by the temperature (no copy when neither is needed: read only)."""
-    cdt = _compute_dtype(block.dtype)
-    z = block if block.dtype == cdt else block.to(cdt)
-    if inv_temperature != 1.0:
-        z = z * inv_temperature if z is block else z.mul_(inv_temperature)
-    return z
+def _scaled_float(block: torch.Tensor, inv_temperature: float, buf: Optional[torch.Tensor]) -> torch.Tensor:
+    """A logits block in the compute dtype, divided by the temperature: the block itself (read only) when that
+    needs no change, else written into `buf` (a [>= n, V] float buffer)."""
+    if buf is None:
+        return block
+    z = buf[: block.shape[0]]
+    if inv_temperature == 1.0:
+        return z.copy_(block)
+    return torch.mul(block, inv_temperature, out=z) if block.dtype == buf.dtype else z.copy_(block).mul_(
+        inv_temperature)
 
 
 class _TokenStatsFromLogits(torch.autograd.Function):
@@ -159,12 +163,16 @@ class _TokenStatsFromLogits(torch.autograd.Function):
         topk_logp = torch.empty(n, k, dtype=cdt, device=dev)
         topk_ids = torch.empty(n, k, dtype=torch.long, device=dev)
         rank1 = torch.empty(n, dtype=torch.bool, device=dev)
+        rows = min(chunk, max(n, 1))
+        work = torch.empty(rows, v, dtype=cdt, device=dev)
+        # float32 logits at temperature 1 are read in place; anything else is converted into one reused buffer.
+        zbuf = None if (logits.dtype == cdt and inv_temperature == 1.0) else torch.empty_like(work)
         for start, stop, block in _logit_blocks(logits, chunk):
-            z = _scaled_float(block, inv_temperature)
-            out = _chunk_forward(z, y[start:stop], k)
+            z = _scaled_float(block, inv_temperature, zbuf)
+            out = _chunk_forward(z, y[start:stop], k, work)
             for dst, src in zip((logp, lse, ent, topk_logp, topk_ids, rank1), out):
                 dst[start:stop] = src
-            del z
+        del work, zbuf
         ctx.save_for_backward(logits, y, lse, topk_ids)
         ctx.chunk, ctx.inv_temperature = chunk, inv_temperature
         ctx.mark_non_differentiable(ent, topk_ids, rank1)
@@ -181,14 +189,18 @@ class _TokenStatsFromLogits(torch.autograd.Function):
         g_topk = _zeros_if_none(g_topk, topk_ids.to(lse.dtype)).reshape(n, k)
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
         grad_flat = grad.view(n, -1)
+        same = logits.dtype == lse.dtype
+        # float32 logits: the gradient is computed in place in its own output rows; else in one reused buffer.
+        zbuf = None if same else torch.empty(min(ctx.chunk, n), logits.shape[-1], dtype=lse.dtype,
+                                             device=logits.device)
         for start, stop, block in _logit_blocks(logits, ctx.chunk):
-            z = block.to(lse.dtype) if block.dtype != lse.dtype else block.clone()
+            sl = slice(start, stop)
+            z = grad_flat[sl].copy_(block) if same else zbuf[: stop - start].copy_(block)
             if ctx.inv_temperature != 1.0:
                 z.mul_(ctx.inv_temperature)
-            sl = slice(start, stop)
-            grad_flat[sl] = _chunk_grad_(z, lse[sl], y[sl], topk_ids[sl], g_logp[sl], g_topk[sl],
-                                         ctx.inv_temperature)
-            del z
+            gz = _chunk_grad_(z, lse[sl], y[sl], topk_ids[sl], g_logp[sl], g_topk[sl], ctx.inv_temperature)
+            if not same:
+                grad_flat[sl].copy_(gz)
         return grad, None, None, None, None
 
 
@@ -246,13 +258,15 @@ class _TokenStatsFromHidden(torch.autograd.Function):
         topk_logp = torch.empty(n, k, dtype=cdt, device=dev)
         topk_ids = torch.empty(n, k, dtype=torch.long, device=dev)
         rank1 = torch.empty(n, dtype=torch.bool, device=dev)
+        bufs = _logit_buffers(min(chunk, max(n, 1)), weight, cdt)
+        work = torch.empty_like(bufs[1])
         for start in range(0, n, chunk):
             sl = slice(start, min(start + chunk, n))
-            z = _chunk_logits(x[sl], weight, bias, inv_temperature)
-            out = _chunk_forward(z, y[sl], k)
+            z = _chunk_logits(x[sl], weight, bias, inv_temperature, *bufs)
+            out = _chunk_forward(z, y[sl], k, work)
             for dst, src in zip((logp, lse, ent, topk_logp, topk_ids, rank1), out):
                 dst[sl] = src
-            del z
+        del bufs, work
         ctx.save_for_backward(x, weight, bias, y, lse, topk_ids)
         ctx.chunk, ctx.inv_temperature, ctx.hidden_shape = chunk, inv_temperature, hidden.shape
         ctx.mark_non_differentiable(ent, topk_ids, rank1)
@@ -275,11 +289,12 @@ class _TokenStatsFromHidden(torch.autograd.Function):
         acc_dt = torch.float32 if dt in (torch.float16, torch.bfloat16) else dt
         grad_w = torch.zeros(weight.shape, dtype=acc_dt, device=weight.device) if need_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=acc_dt, device=weight.device) if need_b else None
+        low_buf, f_buf = _logit_buffers(min(ctx.chunk, n), weight, lse.dtype)
         for start in range(0, n, ctx.chunk):
             sl = slice(start, min(start + ctx.chunk, n))
-            z = _chunk_logits(x[sl], weight, bias, ctx.inv_temperature)  # the recomputation
+            z = _chunk_logits(x[sl], weight, bias, ctx.inv_temperature, low_buf, f_buf)  # the recomputation
             gz = _chunk_grad_(z, lse[sl], y[sl], topk_ids[sl], g_logp[sl], g_topk[sl], ctx.inv_temperature)
-            gz = gz if gz.dtype == dt else gz.to(dt)
+            gz = gz if gz.dtype == dt else low_buf[: gz.shape[0]].copy_(gz)
             if need_x:
                 torch.mm(gz, weight, out=grad_x[sl])
             if need_w:
@@ -289,18 +304,31 @@ class _TokenStatsFromHidden(torch.autograd.Function):
                     grad_w += gz.t() @ x[sl]
             if need_b:
                 grad_b += gz.sum(0, dtype=acc_dt)
-            del z, gz
+        del low_buf, f_buf
         grad_x = grad_x.view(ctx.hidden_shape) if need_x else None
         grad_w = grad_w.to(dt) if need_w else None
         grad_b = grad_b.to(bias.dtype) if need_b else None
         return grad_x, grad_w, grad_b, None, None, None, None
 
 
-def _chunk_logits(x, weight, bias, inv_temperature):
-    """float32 logits of one chunk: (x @ W^T + b) / T, computed in the weight's dtype then upcast."""
-    z = torch.mm(x, weight.t()) if bias is None else torch.addmm(bias, x, weight.t())
-    cdt = _compute_dtype(z.dtype)
-    z = z if z.dtype == cdt else z.to(cdt)
+def _logit_buffers(rows, weight, cdt):
+    """Reusable [rows, V] buffers: one in the weight's dtype for the matmul when that is not the compute dtype
+    (bf16/fp16), and one in the compute dtype."""
+    v = weight.shape[0]
+    low = None if weight.dtype == cdt else torch.empty(rows, v, dtype=weight.dtype, device=weight.device)
+    return low, torch.empty(rows, v, dtype=cdt, device=weight.device)
+
+
+def _chunk_logits(x, weight, bias, inv_temperature, low_buf, f_buf):
+    """float32 logits of one chunk, (x @ W^T + b) / T, written into the buffers: matmul in the weight's dtype,
+    then upcast."""
+    n = x.shape[0]
+    out = f_buf[:n] if low_buf is None else low_buf[:n]
+    if bias is None:
+        torch.mm(x, weight.t(), out=out)
+    else:
+        torch.addmm(bias, x, weight.t(), out=out)
+    z = out if low_buf is None else f_buf[:n].copy_(out)
     if inv_temperature != 1.0:
         z.mul_(inv_temperature)
     return z
