@@ -160,6 +160,9 @@ def test_readme_snippet_two_steps_use_analytical_passk_advantages(tmp_path, toke
     produced = torch.cat(trainer.generated).sort().values
     torch.testing.assert_close(consumed, produced, rtol=0, atol=0)
 
+    # The completions table logs the advantages that were used, not TRL's own GRPO ones.
+    torch.testing.assert_close(torch.tensor(list(trainer._logs["advantages"])[-n:]).float(), trainer.generated[-1],
+                               rtol=0, atol=1e-6)
     logs = trainer.state.log_history
     assert all(math.isfinite(entry["loss"]) for entry in logs if "loss" in entry)
     assert any("simko/gated_frac" in entry for entry in logs) and any(f"passk/pass@{k}" in entry for entry in logs)
