@@ -84,7 +84,8 @@ def _chunk_forward(z: torch.Tensor, y: torch.Tensor, k: int, work: torch.Tensor)
     s = e.sum(-1)
     # sum_v e_v * z_v, in place in the scratch buffer. (Not bmm as a batched dot product: its float32 accumulation
     # over 152k terms is ~1e-4 relative, i.e. 1e-3 nats of entropy; the reduction `sum` is pairwise and ~1e-7.)
-    ez = e.mul_(z).sum(-1)
+    # nan_to_num: logits of -inf (a masked vocabulary entry) give 0 * -inf = nan, whose true contribution is 0.
+    ez = e.mul_(z).nan_to_num_(0.0).sum(-1)
     lse = m.squeeze(1) + s.log()
     # H = lse - E_p[z]. E_p[z] = ez / s. Both terms are close to max(z); the difference is accurate to ~1e-6 * |max|.
     entropy = (lse - ez / s).clamp_min_(0.0)
@@ -414,8 +415,9 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     - agg: "token_mean" sums over all valid tokens of the batch / their count (DAPO); "seq_mean_token_mean" means
       per response, then over responses with >= 1 valid token (GRPO); "seq_mean_token_sum_norm" sums per response,
       divides by the constant `max_len` (default mask.shape[1]) and means over all responses (Dr. GRPO).
-    Metrics (python floats, fractions of valid tokens unless said otherwise): clip_frac_low (A < 0 and gamma below
-    1 - clip_low: the clip zeroes the gradient), clip_frac_high (A > 0 and gamma above 1 + clip_high), ratio_mean,
+    Metrics (python floats, fractions of valid tokens unless said otherwise): clip_frac_low (A < 0 and gamma~ below
+    1 - clip_low: the clip zeroes the gradient), clip_frac_high (A > 0 and gamma~ above 1 + clip_high), ratio_mean
+    (of gamma),
     gated_frac, topk_spread_frac and rank1_penalty_frac (fractions of the *gated* tokens that got the top-K spread /
     the rank-1 penalty), entropy (mean over valid tokens; nan without stats).
     """
@@ -452,7 +454,8 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
 
     mask = mask.bool()
     adv = (advantages.unsqueeze(1) if advantages.dim() == 1 else advantages).to(logp.dtype).expand(shape)
-    # Padding may hold anything (even inf); zero its log-ratio so it can never turn into nan through inf * 0.
+    # Padding may hold anything (even inf or nan); zero it so it can never turn into nan through inf * 0.
+    adv = torch.where(mask, adv, 0.0)
     ratio = torch.exp(torch.where(mask, logp - old_logp, 0.0))
     ratio_t = ratio  # gamma~, the ratio that enters the clip
     gated = pos = neg = torch.zeros_like(mask)
@@ -487,8 +490,8 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     with torch.no_grad():
         n_gated = gated.sum().clamp_min(1)
         metrics = {
-            "clip_frac_low": _masked_mean(((ratio < 1.0 - clip_low) & (adv < 0)).double(), mask).item(),
-            "clip_frac_high": _masked_mean(((ratio > 1.0 + clip_high) & (adv > 0)).double(), mask).item(),
+            "clip_frac_low": _masked_mean(((ratio_t < 1.0 - clip_low) & (adv < 0)).double(), mask).item(),
+            "clip_frac_high": _masked_mean(((ratio_t > 1.0 + clip_high) & (adv > 0)).double(), mask).item(),
             "ratio_mean": _masked_mean(ratio, mask).item(),
             "gated_frac": _masked_mean(gated.double(), mask).item(),
             "topk_spread_frac": (pos.sum() / n_gated).item(),

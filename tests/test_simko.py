@@ -156,6 +156,21 @@ def test_float32_entropy_accurate_at_large_vocab():
     assert (s.logp.to(D64) - ref[0]).abs().max() < 2e-5
 
 
+def test_masked_vocabulary_entries():
+    # -inf logits (a masked vocabulary) contribute nothing: finite entropy, correct log-probs and gradients.
+    g = torch.Generator().manual_seed(13)
+    logits = torch.randn(2, 5, 12, generator=g, dtype=D64)
+    logits[..., 8:] = -math.inf
+    tokens = torch.randint(0, 8, (2, 5), generator=g)
+    x = logits.clone().requires_grad_()
+    s = simko.token_stats(x, tokens, top_k=3, chunk_size=3)
+    ref = naive_stats(logits[..., :8], tokens, 3)
+    for got, want in zip(s[:3], ref[:3]):
+        torch.testing.assert_close(got, want)
+    s.logp.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad[..., 8:].eq(0).all()
+
+
 def test_rank1_ties_count_as_rank1():
     logits = torch.zeros(1, 2, 5)
     logits[0, 0, [1, 3]] = 2.0  # tokens 1 and 3 tie for the max
@@ -323,8 +338,9 @@ def test_padding_garbage_never_leaks():
     lp = torch.tensor([[-1.0, math.inf], [-0.5, -2.0]], requires_grad=True)
     old = torch.tensor([[-1.2, -math.inf], [-0.5, math.nan]])
     mask = torch.tensor([[True, False], [True, False]])
+    adv = torch.tensor([[1.0, math.nan], [-1.0, math.inf]])
     for agg in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"):
-        loss, metrics = simko.policy_loss(lp, old, torch.tensor([1.0, -1.0]), mask, agg=agg)
+        loss, metrics = simko.policy_loss(lp, old, adv, mask, agg=agg)
         (g,) = torch.autograd.grad(loss, lp)
         assert torch.isfinite(loss) and torch.isfinite(g).all() and g[:, 1].eq(0).all()
         assert all(math.isfinite(v) for k, v in metrics.items() if k != "entropy")
