@@ -35,8 +35,12 @@ registers itself on import when verl is importable:
     PYTHONPATH=/path/to/this/repo VERL_USE_EXTERNAL_MODULES=integrations.verl python -m verl.trainer.main_ppo \\
         algorithm.adv_estimator=passk_analytical +algorithm.passk_k=8 actor_rollout_ref.rollout.n=32 ...
 
-(`register_passk_estimators()` does the same explicitly, e.g. inside a custom TaskRunner.) Without verl installed
-this module still imports, and the estimator functions work on plain tensors (that is how they are tested in CI).
+(`register_passk_estimators()` does the same explicitly, e.g. inside a custom TaskRunner.) Ray workers that verl's
+own `ray.init` starts inherit the launching shell's environment; on a cluster you joined, export the two variables
+on every node. What was verified here (verl 0.9.1, CPU, no Ray cluster): `import verl` with the variable set
+registers the estimators, and verl's own `ray_trainer.compute_advantage` on a `DataProto` with an OmegaConf
+`algorithm` config returns the analytical Pass@k advantages; a full `main_ppo` run was not. Without verl
+installed this module still imports, and the estimator functions work on plain tensors (tested in CI).
 
 Why SimKO is *not* a verl policy-loss plug-in. A loss registered with `core_algos.register_policy_loss` is called
 as `fn(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_log_probs)`: it sees the
