@@ -10,8 +10,8 @@ About 60% of rows are True (equivalences users expect) and 40% False (mostly nea
 is reward-hacking bait: hedges, lists for one gold, near misses that tolerant graders wave through, and inputs that
 would hang a naive checker. A single false positive there is a hole the policy will find.
 
-The table grew in batches (blocks prefixed B2_ ... B8_ below). Each later batch was written without running it,
-then graded once against the checker as it stood - batches 4 to 8 were kept outside the repository until then - so
+The table grew in batches (blocks prefixed B2_ ... B9_ below). Each later batch was written without running it,
+then graded once against the checker as it stood - batches 4 to 9 were kept outside the repository until then - so
 the first-run score of a batch is an honest held-out number; once committed, a batch is just more of the answer key.
 
 `CASES` grades `is_equivalent(pred, gold)` on bare answer strings. `REWARD_CASES` grades `reward(response, gold)`
@@ -1306,6 +1306,24 @@ B8_ADVERSARIAL = _block("adversarial", [
     (r"3 \le n \le 7", "5", F),
 ])
 
+# --------------------------------------------------------------------------------------------------------------------
+# Ninth batch, held out until run once: a few more numbers, then mostly extraction (in REWARD_CASES).
+# --------------------------------------------------------------------------------------------------------------------
+
+B9_NUMBERS = _block("radicals", [
+    (r"\sqrt{\sqrt{16}}", "2", T),
+    (r"\sqrt{0.25}", "0.5", T),
+]) + _block("powers_big_numbers", [
+    ("0.5^2", "0.25", T),
+    ("(-1)^{100}", "1", T),
+    ("-1^{100}", "1", F),
+]) + _block("repeating_decimals", [
+    (r"0.1\overline{23}", r"\frac{61}{495}", T),
+    (r"0.\overline{123}", r"\frac{61}{495}", F),
+]) + _block("fractions", [
+    (r"\tfrac12", "0.5", T),
+])
+
 CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT + UNITS_TEXT + DEGREES + THOUSANDS
          + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
          + INEQUALITIES + EXPRESSIONS + MATRICES + COMPLEX + BASES + MIXED_NUMBERS + MULTIPLE_CHOICE + TEXT_ANSWERS
@@ -1315,7 +1333,7 @@ CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT 
          + B2_ADVERSARIAL + B3_EXACT_VALUES + B3_STRUCTURES + B4_NUMBERS + B4_SETS_INTERVALS + B4_EXPRESSIONS
          + B4_TRIG_LOG + B4_BIG_COMPLEX + B4_UNITS_CHOICE_BASE + B4_ADVERSARIAL + B5_DRESSING + B5_NUMBERS
          + B5_EXPRESSIONS + B5_ADVERSARIAL + B6_SUBJECTS + B6_ADVERSARIAL + B7_MIXED + B7_ADVERSARIAL
-         + B8_MORE + B8_ADVERSARIAL)
+         + B8_MORE + B8_ADVERSARIAL + B9_NUMBERS)
 
 # --------------------------------------------------------------------------------------------------------------------
 # reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
@@ -1490,6 +1508,33 @@ REWARD_CASES = (
     + _block("reward_gsm8k", [
         (r"\boxed{0}", "Nothing is left: 5-5 = <<5-5=0>>0.\n#### 0", T),
         (r"\boxed{}", "Nothing is left: 5-5 = <<5-5=0>>0.\n#### 0", F),
+    ])
+    # ninth batch
+    + _block("reward_boxed", [
+        (r"\boxed{ 5 }", "5", T),
+        (r"\boxed{{5}}", "5", T),
+        (r"\boxed{\left(1,2\right)}", "(1,2)", T),
+        (r"\boxed{\{1,2\}}", r"\{1,2\}", T),
+        (r"\boxed{\{1,2\}}", "1, 2", T),
+        (r"\boxed{\{1,3\}}", r"\{1,2\}", F),
+        (r"\fbox{\frac{1}{2}}", "0.5", T),
+        (r"\boxed {5}", "5", T),
+        (r"The answer is $\boxed{5}$ and not $6$.", "5", T),
+        (r"\boxed{\frac{1}{2}}\quad\blacksquare", r"\frac{1}{2}", T),
+        (r"\boxed{\frac{1}{\sqrt{2}}}", r"Hence $\cos 45^\circ = \boxed{\frac{\sqrt{2}}{2}}$.", T),
+    ])
+    + _block("reward_anchors", [
+        ("The final answer is $5$", "5", T),
+        ("The final answer is: 5", "5", T),
+        ("the final answer is 5", "5", T),
+        ("Final answer: 5", "5", T),
+        ("<answer> 5 </answer>", "5", T),
+        ("<answer>5</answer> <answer>6</answer>", "6", T),
+        ("Answer: 5\nAnswer: 6", "5", F),
+    ])
+    + _block("reward_gsm8k", [
+        ("####5", "5", T),
+        ("5 apples", "He has 2+3 = <<2+3=5>>5 apples.\n#### 5", F),
     ])
 )
 
