@@ -29,7 +29,7 @@ Paper -> code:
 
 Memory. The official code gets the top-K log-probs by copying the full [tokens, vocab] logits K times; at a 152k
 vocabulary and 12k tokens that is ~22 GB, which is why it halves its batch. Here every statistic comes from one
-running log-sum-exp plus a `gather` of K + 1 columns, tokens are processed in chunks so that no float32
+log-sum-exp per token plus a top-K and a `gather`; tokens are processed in chunks so that no float32
 tokens x vocab tensor outlives one chunk, and `token_stats_from_hidden` goes further: it never materialises the
 logits at all (it recomputes each chunk's logits from the hidden states in backward), which is what makes SimKO
 affordable at a 152k vocabulary. `benchmarks/bench_simko.py` prints the measured memory and time.
@@ -344,8 +344,9 @@ def token_stats_from_hidden(hidden: torch.Tensor, weight: torch.Tensor, tokens: 
     logits = (hidden @ weight.T + bias) / temperature are computed `chunk_size` tokens at a time and never stored;
     backward recomputes each chunk (one extra matmul) and returns gradients to hidden, weight and bias. Peak extra
     memory is a few chunk_size x V float32 buffers (+ one V x H float32 accumulator for bf16/fp16 weights), instead
-    of several B*T x V tensors. On CPU, 256 tokens per chunk was fastest in our measurements; on a GPU larger chunks
-    (1024-4096) amortise kernel launches better.
+    of several B*T x V tensors. The default 256 keeps the peak at about a fifth of the naive path's at V = 152k (see
+    benchmarks/bench_simko.py); on CPU, 128-512 ran within ~10% of each other. Larger chunks may be faster on a GPU
+    (not measured here).
     """
     if hidden.dim() != 3:
         raise ValueError(f"token_stats_from_hidden: hidden must be [B, T, H], got shape {list(hidden.shape)}")

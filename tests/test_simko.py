@@ -575,3 +575,23 @@ def test_simko_keeps_top1_lower_than_grpo():
 
     grpo, simko_ = train(0.0), train(0.5)
     assert grpo[0] > 0.9 and simko_[0] < grpo[0] - 0.2 and simko_[1] > grpo[1]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_from_hidden_matches_float64_reference(dtype):
+    g = torch.Generator().manual_seed(14)
+    h = torch.randn(2, 300, 64, generator=g)
+    w = torch.randn(5000, 64, generator=g) * 0.2
+    y = torch.randint(0, 5000, (2, 300), generator=g)
+    hc, wc = h.cuda().to(dtype).requires_grad_(), w.cuda().to(dtype).requires_grad_()
+    s = simko.token_stats_from_hidden(hc, wc, y.cuda(), top_k=3, chunk_size=128)
+    (s.logp.sum() + s.topk_logp.sum()).backward()
+    h64, w64 = hc.detach().cpu().to(D64).requires_grad_(), wc.detach().cpu().to(D64).requires_grad_()
+    lp = (h64 @ w64.t()).log_softmax(-1)
+    (lp.gather(-1, y.unsqueeze(-1)).sum() + lp.gather(-1, s.topk_ids.cpu()).sum()).backward()
+    tol = 1e-3 if dtype == torch.float32 else 0.05
+    torch.testing.assert_close(s.logp.cpu().to(D64), lp.gather(-1, y.unsqueeze(-1)).squeeze(-1).detach(),
+                               atol=tol * 10, rtol=tol)
+    for got, want in ((hc.grad, h64.grad), (wc.grad, w64.grad)):
+        torch.testing.assert_close(got.cpu().to(D64), want, atol=tol * want.abs().max().item(), rtol=tol)
