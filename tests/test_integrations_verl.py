@@ -1,9 +1,11 @@
 """integrations/verl.py: Pass@k advantages as verl advantage estimators.
 
 The estimator functions are plain tensor code and are tested everywhere (CI has no verl: importing the module
-without verl is itself part of the check). Where verl is installed (verified with verl 0.9.1 installed with
-`pip install --no-deps verl` plus the handful of modules its trainer imports), the registration, verl's own
-`compute_advantage` and the `VERL_USE_EXTERNAL_MODULES` route are tested too.
+without verl is itself part of the check). Where verl is installed, the registration, verl's own
+`compute_advantage` with a hydra-composed config and the `VERL_USE_EXTERNAL_MODULES` route are tested too.
+Verified with verl 0.9.1 in a separate venv: `pip install torch==2.13.0; pip install --no-deps verl==0.9.1;
+pip install numpy omegaconf packaging ray tensordict transformers codetiming orjson torchdata datasets pillow peft
+cachetools uvicorn fastapi hydra-core pytest` (the modules its trainer imports; no vLLM, no GPU).
 """
 import os
 import subprocess
@@ -153,16 +155,23 @@ def test_registered_with_verl():
 
 
 def test_verl_compute_advantage_end_to_end():
-    """verl's own trainer-side `compute_advantage` on a DataProto, with an OmegaConf algorithm config."""
+    """verl's own trainer-side `compute_advantage` on a DataProto, with the `algorithm` config composed by hydra
+    from verl's ppo_trainer.yaml and the README's command-line overrides."""
     ray_trainer = pytest.importorskip("verl.trainer.ppo.ray_trainer")
-    from omegaconf import OmegaConf
+    hydra = pytest.importorskip("hydra")
+    import verl
     from verl import DataProto
 
+    config_dir = str(Path(verl.__file__).parent / "trainer" / "config")
+    with hydra.initialize_config_dir(config_dir=config_dir, version_base=None):
+        cfg = hydra.compose(config_name="ppo_trainer", overrides=[
+            "algorithm.adv_estimator=passk_analytical", "+algorithm.passk_k=2", "actor_rollout_ref.rollout.n=6"])
     token_rewards, mask, index = verl_batch(REWARDS)
     data = DataProto.from_dict(tensors={"token_level_rewards": token_rewards, "response_mask": mask},
                                non_tensors={"uid": index})
-    algo = OmegaConf.create({"adv_estimator": "passk_analytical", "gamma": 1.0, "lam": 1.0, "passk_k": 2})
-    out = ray_trainer.compute_advantage(data, adv_estimator=algo.adv_estimator, num_repeat=6, config=algo)
+    out = ray_trainer.compute_advantage(data, adv_estimator=cfg.algorithm.adv_estimator, gamma=cfg.algorithm.gamma,
+                                        lam=cfg.algorithm.lam, num_repeat=cfg.actor_rollout_ref.rollout.n,
+                                        config=cfg.algorithm)
     want = per_group(token_rewards, index, lambda r: passk_at_k.passk_advantages_analytical(r, 2))
     torch.testing.assert_close(out.batch["advantages"], want.float().unsqueeze(1) * mask, rtol=0, atol=1e-7)
 
