@@ -595,3 +595,20 @@ def test_cuda_from_hidden_matches_float64_reference(dtype):
                                atol=tol * 10, rtol=tol)
     for got, want in ((hc.grad, h64.grad), (wc.grad, w64.grad)):
         torch.testing.assert_close(got.cpu().to(D64), want, atol=tol * want.abs().max().item(), rtol=tol)
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs_and_methods_agree():
+    # Smoke test of benchmarks/bench_simko.py at a toy size: every method runs, and all agree with the naive one.
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "bench_simko.py"), "--vocab", "500",
+                        "--hidden", "16", "--tokens", "40", "--chunk-size", "16", "--repeats", "1", "--threads", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines() if not line.startswith(("#", "method"))}
+    assert set(rows) == {"naive", "official", "logits", "fused"}
+    assert all(float(row[-1]) < 1e-4 for row in rows.values())  # max rel diff vs naive
