@@ -1616,7 +1616,12 @@ def batch_reward(responses, golds, timeout=5.0, workers=None):
         if not isinstance(r, str) or not isinstance(g, str):
             raise TypeError(f"batch_reward: responses and golds must be str, got {type(r).__name__} and "
                             f"{type(g).__name__}")
-    results = [_quick_reward(r, g) for r, g in zip(responses, golds)]
+    results = []
+    for r, g in zip(responses, golds):
+        try:
+            results.append(_quick_reward(r, g))
+        except Exception:             # never let the cheap path crash training; the worker will judge it
+            results.append(None)
     todo = [i for i in range(len(responses)) if results[i] is None][::-1]
     if not todo:
         return results
