@@ -39,7 +39,6 @@ import argparse
 import glob
 import hashlib
 import json
-import math
 import os
 import random
 import shutil
@@ -64,7 +63,8 @@ TABLE_KS = (1, 2, 4, 8, 16)
 # Command line, validated before anything heavy is loaded
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=None, help="HF causal LM name or path; default: the embedded tiny Llama")
     g.add_argument("--data", default=None, help="training JSONL (problem/question, answer/solution); needs --model")
@@ -167,7 +167,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         need(find_checkpoint(args.out) is not None, f"--resume: no checkpoint in {args.out}")
     elif args.out is not None:
         need(not os.path.exists(os.path.join(args.out, "metrics.jsonl")),
-             f"--out {args.out} already holds a run (metrics.jsonl); pass --resume to continue it or pick another --out")
+             f"--out {args.out} already holds a run (metrics.jsonl); pass --resume to continue it or pick another "
+             f"--out")
     if args.out is None:
         args.out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
     if args.max_new_tokens is None:
@@ -362,9 +363,13 @@ def response_token_stats(model, input_ids, attention_mask, prompt_len, args, fro
         hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
                       use_cache=False).last_hidden_state
         head = model.get_output_embeddings()
-        hidden = hidden[:, prompt_len - 1:-1].to(head.weight.dtype)
-        return simko.token_stats_from_hidden(hidden, head.weight, tokens, top_k=args.simko_topk,
-                                             temperature=args.temperature, bias=head.bias)
+        # Under CUDA autocast the LM head runs in bf16, as it would inside the model; the fused function gets both
+        # operands in one dtype and runs with autocast off, so its forward and its recomputing backward agree.
+        dtype = torch.bfloat16 if hidden.is_cuda and torch.is_autocast_enabled("cuda") else head.weight.dtype
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            return simko.token_stats_from_hidden(
+                hidden[:, prompt_len - 1:-1].to(dtype), head.weight.to(dtype), tokens, top_k=args.simko_topk,
+                temperature=args.temperature, bias=None if head.bias is None else head.bias.to(dtype))
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
                    logits_to_keep=tokens.shape[1] + 1).logits[:, :-1]
     return simko.token_stats(logits, tokens, top_k=args.simko_topk, temperature=args.temperature)

@@ -3,12 +3,16 @@
     python benchmarks/bench_step.py                       # the embedded model on CPU (warm-up cache if present)
     python benchmarks/bench_step.py --model Qwen/Qwen2.5-0.5B-Instruct --data gsm8k.jsonl --device cuda
     python benchmarks/bench_step.py --threads 2           # CPU threads (default: 1 for the embedded model)
+    python benchmarks/bench_step.py --trl-python /path/to/venv-with-trl/bin/python   # + TRL GRPOTrainer
 
 Any extra flags are passed to train.py's parser (`--prompts-per-step`, `--group-size`, `--micro-batch-size`,
 `--no-simko`, ...). The step is exactly train.rl_step; one untimed step warms up, then `--repeats` steps are
 timed and the median of each phase is printed. For reference the rollout is also timed with transformers'
 `generate` (same model, batch and max_new_tokens, sampling, no log-probs kept), so the hand-written loop in
-rollout.py can be compared with the library's.
+rollout.py can be compared with the library's. With `--trl-python` the same model, batch and reward are also run
+through TRL's GRPOTrainer (loss_type dapo, beta 0, one iteration per generation) in that Python, and its median
+step time is printed beside ours (TRL is not a dependency of this project; its SimKO-free GRPO step is the
+reference point, so compare with `--no-simko` for like-for-like).
 """
 import argparse
 import os
@@ -24,9 +28,57 @@ import rollout as R  # noqa: E402
 import train  # noqa: E402
 
 
+def trl_worker(model_path: str, prompts_per_step: int, group_size: int, max_new_tokens: int, lr: float,
+               repeats: int, threads: int) -> None:
+    """Run inside a Python that has TRL: time GRPOTrainer steps on the same model, batch and reward."""
+    torch.set_num_threads(threads)
+    import countdown
+    from datasets import Dataset
+    from transformers import AutoTokenizer, TrainerCallback
+    from transformers.utils import logging as hf_logging
+    from trl import GRPOConfig, GRPOTrainer
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+    problems, _ = countdown.make_problems()
+    data = Dataset.from_dict({"prompt": [p["prompt"] for p in problems[:2000]],
+                              "numbers": [list(p["numbers"]) for p in problems[:2000]],
+                              "target": [p["target"] for p in problems[:2000]]})
+
+    def correct(prompts, completions, numbers, target, **kwargs):
+        return [countdown.reward(c, tuple(n), t) for c, n, t in zip(completions, numbers, target)]
+
+    stamps = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            stamps.append(["begin", time.perf_counter()])
+
+        def on_step_end(self, *a, **k):
+            stamps.append(["end", time.perf_counter()])
+
+    config = GRPOConfig(output_dir="/tmp/bench_step_trl", per_device_train_batch_size=prompts_per_step * group_size,
+                        num_generations=group_size, max_completion_length=max_new_tokens, temperature=1.0,
+                        top_k=0, beta=0.0, loss_type="dapo", epsilon=0.2, epsilon_high=0.28, learning_rate=lr,
+                        max_steps=repeats + 1, use_cpu=True, bf16=False, report_to=[], save_strategy="no",
+                        logging_steps=1, seed=0, disable_tqdm=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    trainer = GRPOTrainer(model=model_path, reward_funcs=correct, args=config, train_dataset=data,
+                          processing_class=tokenizer, callbacks=[Clock()])
+    trainer.train()
+    # GRPOTrainer generates inside the step, so begin -> end is the whole rollout + reward + update
+    times = [e[1] - b[1] for b, e in zip(stamps[0::2], stamps[1::2])][1:]
+    print("TRL_STEP_SECONDS", statistics.median(times))
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--trl-worker":
+        a = sys.argv[2:]
+        return trl_worker(a[0], int(a[1]), int(a[2]), int(a[3]), float(a[4]), int(a[5]), int(a[6]))
     own = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     own.add_argument("--repeats", type=int, default=5)
+    own.add_argument("--trl-python", default=None,
+                     help="a Python with TRL installed: also time TRL's GRPOTrainer on the same model and batch")
 
     own.add_argument("--no-generate", action="store_true", help="skip the transformers.generate comparison")
     mine, rest = own.parse_known_args()
@@ -82,6 +134,24 @@ def main():
                 times.append(time.time() - t)
         gen_s = statistics.median(times)
 
+    trl_s = None
+    if mine.trl_python:
+        if args.model is not None or on_cuda:
+            sys.exit("--trl-python: only the embedded model on CPU is wired up")
+        import subprocess
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            model.save_pretrained(d)
+            tokenizer.save_pretrained(d)
+            done = subprocess.run([mine.trl_python, os.path.abspath(__file__), "--trl-worker", d,
+                                   str(args.prompts_per_step), str(args.group_size), str(args.max_new_tokens),
+                                   str(args.lr), str(mine.repeats), str(torch.get_num_threads())],
+                                  capture_output=True, text=True)
+        found = [l for l in done.stdout.splitlines() if l.startswith("TRL_STEP_SECONDS")]
+        if not found:
+            sys.exit(f"the TRL run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        trl_s = float(found[0].split()[1])
+
     name = args.model or "embedded Countdown Llama"
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"\nmodel: {name} ({params:.2f}M params), device {args.device}, torch threads {torch.get_num_threads()}, "
@@ -102,6 +172,9 @@ def main():
     if gen_s is not None:
         print(f"\nrollout with transformers.generate (sampling only, no log-probs): {gen_s:.4f} s "
               f"vs rollout.py {med('time_rollout'):.4f} s (rollout.py also returns log-probs and entropies)")
+    if trl_s is not None:
+        print(f"TRL GRPOTrainer, same model, batch, reward, max_completion_length, loss_type dapo, beta 0: "
+              f"{trl_s:.4f} s per step vs train.rl_step {total:.4f} s ({trl_s / total:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def _write(path, lines):
 @pytest.mark.parametrize("lines, message", [
     (['{"problem": "1+1?", "answer": "2"}', '{"problem": "2+2?", "answer": "4"'], ":2: not valid JSON"),
     (['[1, 2]'], ":1: expected a JSON object, got list"),
-    (['{"problem": "1+1?", "answer": "2"}', '', '{"question": "x", "answer": ""}'], ":3: needs a non-empty string field 'answer'"),
+    (['{"problem": "1+1?", "answer": "2"}', '', '{"question": "x", "answer": ""}'],
+     ":3: needs a non-empty string field 'answer'"),
     (['{"answer": "2"}'], ":1: needs a non-empty string field 'problem' or 'question'"),
     (['{"problem": "p", "solution": "so \\\\boxed{}"}'], ":1: the answer"),
     ([''], "no problems (the file is empty)"),
