@@ -37,6 +37,7 @@ prints the extracted answers, the verdict and why. Imports only sympy and the st
 """
 import argparse
 import atexit
+import collections
 import functools
 import multiprocessing
 import multiprocessing.connection
@@ -1151,6 +1152,8 @@ def _expr_equal(a, b):
         return False
     # Random rational points: polynomials and rational functions evaluate exactly, everything else to
     # NUMERIC_DIGITS; agreement at several points is equality for any answer a model writes.
+    # A point where exactly one side leaves the reals (x^{2/3} vs (x^2)^{1/3} at x < 0) is outside the real domain
+    # the answer is meant on, and is skipped; at least three points must be compared.
     valid = 0
     for point in _points(free):
         try:
@@ -1161,10 +1164,21 @@ def _expr_equal(a, b):
             continue
         z = _zero(dv)
         if z is False:
+            na, nb = _nonreal(a.xreplace(point)), _nonreal(b.xreplace(point))
+            if None not in (na, nb) and na != nb:
+                continue
             return False
         if z is True:
             valid += 1
     return valid >= 3
+
+
+def _nonreal(v):
+    try:
+        c = complex(v.evalf(20))
+    except (TypeError, ValueError, OverflowError, ArithmeticError):
+        return None
+    return abs(c.imag) > 1e-12 * max(1.0, abs(c))
 
 
 def _large_equal(a, b):
@@ -1374,9 +1388,9 @@ def _rel_value(rel):
 def _rel_equal(p, g):
     if p[2] == ("=",) and g[2] == ("=",):
         (pl, pr), (gl, gr) = p[1], g[1]
-        if isinstance(pl, sympy.Symbol) and isinstance(gl, sympy.Symbol) and \
-                _rel_value(p) is not None and _rel_value(g) is not None:
-            return pl == gl and _equal(pr, gr)
+        if isinstance(pl, sympy.Symbol) and pl == gl and _rel_value(p) is not None and _rel_value(g) is not None:
+            return _equal(pr, gr)                    # x = ... against x = ...
+        # otherwise the same equation up to a constant factor: y = x/2 is x = 2y, but x = 5 is not y = 5
         if all(isinstance(e, sympy.Expr) for e in (pl, pr, gl, gr)):
             return _proportional(pl - pr, gl - gr)
         return False
@@ -1533,6 +1547,7 @@ def reward(response, gold):
 # 3. batch_reward: worker processes with a hard wall-clock kill per check
 
 _POOL = []          # persistent workers, reused across calls: [process, connection, ready]
+_PIPELINE = 8       # checks queued per worker
 
 
 def _worker_main(conn):
@@ -1629,49 +1644,58 @@ def batch_reward(responses, golds, timeout=5.0, workers=None):
     while len(_POOL) < n:
         _POOL.append(_start_worker())
     pool = _POOL[:n]
-    busy = {}                                       # slot -> (index, deadline)
+    # Up to _PIPELINE checks are queued in each worker's pipe, so it never waits for the parent; the worker answers
+    # them in order, and the clock of the check at the head of its queue starts when the previous answer arrives.
+    inflight = {slot: collections.deque() for slot in range(n)}
+    head_since = {}
     startup_deadline = time.monotonic() + 120.0
-    while todo or busy:
-        now = time.monotonic()
+
+    def replace(slot, score_head):
+        queue = inflight[slot]
+        if queue and score_head:
+            results[queue.popleft()] = 0.0         # the check that ran over (or killed its worker) scores 0
+        todo.extend(reversed(queue))               # the others queued behind it are retried
+        queue.clear()
+        w = pool[slot]
+        _kill(w)
+        pool[slot] = _POOL[_POOL.index(w)] = _start_worker()
+
+    while todo or any(inflight.values()):
         for slot, w in enumerate(pool):
-            if todo and w[2] and slot not in busy:
+            while todo and w[2] and len(inflight[slot]) < _PIPELINE:
                 i = todo.pop()
                 try:
                     w[1].send((i, responses[i], golds[i]))
-                except (OSError, ValueError):          # died while idle: replace it, retry the check elsewhere
+                except (OSError, ValueError):      # died while idle: replace it, retry the check elsewhere
                     todo.append(i)
-                    _kill(w)
-                    pool[slot] = _POOL[_POOL.index(w)] = _start_worker()
-                    continue
-                busy[slot] = (i, time.monotonic() + timeout)
-        waiting = [w[1] for slot, w in enumerate(pool) if slot in busy or not w[2]]
-        deadlines = [d for _, d in busy.values()] or [now + 1.0]
+                    replace(slot, score_head=False)
+                    break
+                if not inflight[slot]:
+                    head_since[slot] = time.monotonic()
+                inflight[slot].append(i)
+        now = time.monotonic()
+        waiting = [w[1] for slot, w in enumerate(pool) if inflight[slot] or not w[2]]
+        deadlines = [head_since[s] + timeout for s in range(n) if inflight[s]] or [now + 1.0]
         ready = multiprocessing.connection.wait(waiting, timeout=max(0.0, min(deadlines) - now))
         for conn in ready:
             slot = next(s for s, w in enumerate(pool) if w[1] is conn)
-            w = pool[slot]
             try:
                 msg = conn.recv()
-            except (EOFError, OSError):      # the worker died (e.g. out of memory): score 0 and replace it
-                if slot in busy:
-                    results[busy.pop(slot)[0]] = 0.0
-                _kill(w)
-                pool[slot] = _POOL[_POOL.index(w)] = _start_worker()
+            except (EOFError, OSError):            # the worker died (e.g. out of memory)
+                replace(slot, score_head=True)
                 continue
             if msg == "ready":
-                w[2] = True
+                pool[slot][2] = True
             else:
                 i, r = msg
                 results[i] = r
-                busy.pop(slot, None)
+                if inflight[slot] and inflight[slot][0] == i:
+                    inflight[slot].popleft()
+                head_since[slot] = time.monotonic()
         now = time.monotonic()
-        for slot, (i, deadline) in list(busy.items()):
-            if now >= deadline:
-                results[i] = 0.0
-                busy.pop(slot)
-                w = pool[slot]
-                _kill(w)
-                pool[slot] = _POOL[_POOL.index(w)] = _start_worker()
+        for slot in range(n):
+            if inflight[slot] and now >= head_since[slot] + timeout:
+                replace(slot, score_head=True)
         if not any(w[2] for w in pool) and time.monotonic() > startup_deadline:
             raise RuntimeError("batch_reward: no worker process started within 120 s")
     return results
