@@ -43,6 +43,7 @@ def _err(capsys, argv):
     (["--prompts-per-step", "0"], "--prompts-per-step must be >= 1"),
     (["--kl-coef", "-0.1"], "--kl-coef must be >= 0"),
     (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+    (["--threads", "0"], "--threads must be >= 1"),
     (["--advantage", "pass_at_k"], "invalid choice: 'pass_at_k'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["--data", "x.jsonl"], "--data needs --model"),
