@@ -422,3 +422,14 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path):
     train._atomic_save(lambda d: open(os.path.join(d, "trainer_state.pt"), "w").write("v3"), final)
     assert open(os.path.join(final, "trainer_state.pt")).read() == "v3"
     assert sorted(os.listdir(tmp_path)) == ["checkpoint"]                 # no temporary or old copies left
+
+
+def test_without_eval_data_the_last_tenth_is_held_out(hf_model_dir, tmp_path):
+    d = hf_model_dir
+    args = train.parse_args(["--model", str(d / "model"), "--data", str(d / "train.jsonl"), "--prompts-per-step", "2"])
+    task = train.load_task(args)
+    assert [p["gold"] for p in task["eval"]] == ["22"] and len(task["train"]) == 11   # 12 problems: the last one
+    one = _write(tmp_path / "one.jsonl", ['{"problem": "a", "answer": "1"}'])
+    args = train.parse_args(["--model", str(d / "model"), "--data", one, "--prompts-per-step", "1"])
+    with pytest.raises(ValueError, match="too few to hold out"):
+        train.load_task(args)
