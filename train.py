@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("algorithm")
     g.add_argument("--advantage", choices=ADVANTAGES, default="passk")
     g.add_argument("--k", type=int, default=4, help="k of the Pass@k advantage (<= --group-size)")
-    g.add_argument("--switch-to-grpo-at", type=int, default=None, help="use GRPO from this RL step on")
+    g.add_argument("--switch-to-grpo-at", type=int, default=None,
+                   help="after this many RL steps use the GRPO advantage (the Pass@k -> Pass@1 transfer)")
     g.add_argument("--simko", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--simko-topk", type=int, default=3)
     g.add_argument("--simko-alpha", type=float, default=0.01)
