@@ -610,6 +610,15 @@ def main(argv=None) -> dict:
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         start_step = state["step"]
+        config_path = os.path.join(args.out, "config.json")
+        if os.path.isfile(config_path):
+            with open(config_path) as f:
+                saved = json.load(f)
+            changed = sorted(k for k, v in vars(args).items()
+                             if k in saved and saved[k] != v and k not in ("steps", "resume", "no_progress"))
+            if changed:
+                log("warning: --resume with flags that differ from the original run: " +
+                    ", ".join(f"{k} {saved[k]!r} -> {getattr(args, k)!r}" for k in changed))
         # keep the log up to the checkpoint; whatever was written after it is redone
         with open(metrics_path) as f:
             history = [json.loads(line) for line in f if line.strip()]
@@ -618,8 +627,9 @@ def main(argv=None) -> dict:
     else:
         with open(os.path.join(args.out, "config.json"), "w") as f:
             json.dump(vars(args), f, indent=1)
-    with open(metrics_path, "w") as f:
+    with open(metrics_path + ".tmp", "w") as f:
         f.writelines(json.dumps(h) + "\n" for h in history)
+    os.replace(metrics_path + ".tmp", metrics_path)
 
     def record(entry):
         history.append(entry)

@@ -326,7 +326,7 @@ def _stable(lines):
     return [{k: v for k, v in l.items() if not k.startswith(VOLATILE)} for l in lines if l["type"] == "train"]
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, parity_reward):
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, parity_reward, capsys):
     common = ["--sft-steps", "0", "--warmup-cache", str(tmp_path / "wc"), *TINY, "--eval-every", "0",
               "--advantage", "passk_bootstrap"]
     full = tmp_path / "full"
@@ -336,7 +336,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, parity_reward):
     os.rename(part / "checkpoint", part / "checkpoint.old")              # ... even mid-save: the old copy is used
     with open(part / "metrics.jsonl", "a") as f:                          # lines written after the checkpoint
         f.write(json.dumps({"type": "train", "step": 3, "reward_mean": -1}) + "\n")
+    capsys.readouterr()
     train.main(["--out", str(part), "--steps", "4", "--resume", *common])
+    assert "resuming" in capsys.readouterr().out
     read = lambda d: [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
     a, b = _stable(read(full)), _stable(read(part))
     assert [l["step"] for l in b] == [1, 2, 3, 4]
