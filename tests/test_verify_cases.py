@@ -10,8 +10,8 @@ About 60% of rows are True (equivalences users expect) and 40% False (mostly nea
 is reward-hacking bait: hedges, lists for one gold, near misses that tolerant graders wave through, and inputs that
 would hang a naive checker. A single false positive there is a hole the policy will find.
 
-The table grew in batches (blocks prefixed B2_ ... B9_ below). Each later batch was written without running it,
-then graded once against the checker as it stood - batches 4 to 9 were kept outside the repository until then - so
+The table grew in batches (blocks prefixed B2_ ... B10_ below). Each later batch was written without running it,
+then graded once against the checker as it stood - batches 4 to 10 were kept outside the repository until then - so
 the first-run score of a batch is an honest held-out number; once committed, a batch is just more of the answer key.
 
 `CASES` grades `is_equivalent(pred, gold)` on bare answer strings. `REWARD_CASES` grades `reward(response, gold)`
@@ -1324,6 +1324,50 @@ B9_NUMBERS = _block("radicals", [
     (r"\tfrac12", "0.5", T),
 ])
 
+# --------------------------------------------------------------------------------------------------------------------
+# Tenth batch, held out until run once: plain-text and unicode math as chat models write it.
+# --------------------------------------------------------------------------------------------------------------------
+
+B10_PLAIN_UNICODE = _block("plain_unicode", [
+    ("sqrt(3)/2", r"\frac{\sqrt3}{2}", T),
+    ("pi/2", r"\frac{\pi}{2}", T),
+    ("2*pi", r"2\pi", T),
+    ("x^2 + 2*x + 1", "(x+1)^2", T),
+    ("1e6", "10^6", T),
+    ("sqrt(8)", r"2\sqrt2", T),
+    ("0.5 * x", r"\frac{x}{2}", T),
+    ("2^(10)", "1024", T),
+    ("log(8)/log(2)", "3", T),
+    ("sin(pi/6)", "1/2", T),
+    ("\u221a2", r"\sqrt{2}", T),
+    ("\u03c0", r"\pi", T),
+    ("2\u03c0", r"2\pi", T),
+    ("\u00bd", r"\frac12", T),
+    ("x\u00b2 + 1", "x^2+1", T),
+    ("x \u2264 3", r"(-\infty,3]", T),
+    ("(3, \u221e)", r"(3,\infty)", T),
+    ("3 \u00d7 10^5", "300000", T),
+    ("2\u00b73", "6", T),
+    ("\u221a2/2", r"\frac{\sqrt2}{2}", T),
+    ("3\u221a2", r"\sqrt{18}", T),
+    ("\u03c0/4", r"\frac{\pi}{4}", T),
+    ("\u2205", r"\emptyset", T),
+    ("{1, 2}", r"\{1,2\}", T),
+    ("(-\u221e, 1) \u222a (2, \u221e)", r"(-\infty,1)\cup(2,\infty)", T),
+    ("\u00b13", r"\pm 3", T),
+    ("x \u2265 2", r"[2,\infty)", T),
+    ("\u03c0/3", r"\frac{\pi}{4}", F),
+    ("\u221a3", r"\sqrt{2}", F),
+    ("{1, 2}", r"\{1, 3\}", F),
+    ("x \u2264 3", r"(-\infty,3)", F),
+    ("sqrt(3)/3", r"\frac{\sqrt3}{2}", F),
+    ("2^(9)", "1024", F),
+]) + _block("adversarial", [
+    ("\u221e", "5", F),
+    ("\u22483.14", r"\pi", F),
+    ("3 \u2228 4", "3", F),
+])
+
 CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT + UNITS_TEXT + DEGREES + THOUSANDS
          + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
          + INEQUALITIES + EXPRESSIONS + MATRICES + COMPLEX + BASES + MIXED_NUMBERS + MULTIPLE_CHOICE + TEXT_ANSWERS
@@ -1333,7 +1377,7 @@ CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT 
          + B2_ADVERSARIAL + B3_EXACT_VALUES + B3_STRUCTURES + B4_NUMBERS + B4_SETS_INTERVALS + B4_EXPRESSIONS
          + B4_TRIG_LOG + B4_BIG_COMPLEX + B4_UNITS_CHOICE_BASE + B4_ADVERSARIAL + B5_DRESSING + B5_NUMBERS
          + B5_EXPRESSIONS + B5_ADVERSARIAL + B6_SUBJECTS + B6_ADVERSARIAL + B7_MIXED + B7_ADVERSARIAL
-         + B8_MORE + B8_ADVERSARIAL + B9_NUMBERS)
+         + B8_MORE + B8_ADVERSARIAL + B9_NUMBERS + B10_PLAIN_UNICODE)
 
 # --------------------------------------------------------------------------------------------------------------------
 # reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
@@ -1535,6 +1579,11 @@ REWARD_CASES = (
     + _block("reward_gsm8k", [
         ("####5", "5", T),
         ("5 apples", "He has 2+3 = <<2+3=5>>5 apples.\n#### 5", F),
+    ])
+    # tenth batch
+    + _block("reward_boxed", [
+        ("The answer is \u221a2, so \\boxed{\u221a2}", r"\sqrt{2}", T),
+        ("So \\boxed{\u03c0/2}.", r"\frac{\pi}{2}", T),
     ])
 )
 
