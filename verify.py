@@ -1613,11 +1613,13 @@ def _shutdown_pool():
 def batch_reward(responses, golds, timeout=5.0, workers=None):
     """Rewards for many (response, gold) pairs: list[float] of 1.0/0.0, in input order.
 
-    Checks run in `workers` persistent worker processes (default: the CPU count, at most one per pair), started
-    with 'spawn' so it is safe after torch has started threads, and reused across calls. Each check gets
-    `timeout` seconds of wall clock; a check that runs over scores 0.0 and its worker is killed and replaced.
+    Plain-number checks (most of GSM8K) are decided right here; the rest run in `workers` persistent worker
+    processes (default: min(8, CPU count), at most one per pending check), started with 'spawn' so it is safe after
+    torch has started threads (a script calling this needs the usual `if __name__ == "__main__":` guard), and
+    reused across calls (the first call pays about a second per worker to start). Each check gets `timeout`
+    seconds of wall clock; a check that runs over scores 0.0 and its worker is killed and replaced.
     `workers=0` runs everything in this process with no hard kill (for tests and tiny runs; the parser's bounds
-    still apply)."""
+    still apply, so that is safe too, just without the wall-clock guarantee)."""
     responses, golds = list(responses), list(golds)
     if len(responses) != len(golds):
         raise ValueError(f"batch_reward: {len(responses)} responses but {len(golds)} golds; they must pair up")
@@ -1640,7 +1642,7 @@ def batch_reward(responses, golds, timeout=5.0, workers=None):
     todo = [i for i in range(len(responses)) if results[i] is None][::-1]
     if not todo:
         return results
-    n = min(workers or os.cpu_count() or 1, len(todo))
+    n = min(workers or min(8, os.cpu_count() or 1), len(todo))
     while len(_POOL) < n:
         _POOL.append(_start_worker())
     pool = _POOL[:n]
