@@ -10,8 +10,8 @@ About 60% of rows are True (equivalences users expect) and 40% False (mostly nea
 is reward-hacking bait: hedges, lists for one gold, near misses that tolerant graders wave through, and inputs that
 would hang a naive checker. A single false positive there is a hole the policy will find.
 
-The table grew in batches (blocks prefixed B2_ ... B10_ below). Each later batch was written without running it,
-then graded once against the checker as it stood - batches 4 to 10 were kept outside the repository until then - so
+The table grew in batches (blocks prefixed B2_ ... B11_ below). Each later batch was written without running it,
+then graded once against the checker as it stood - batches 4 to 11 were kept outside the repository until then - so
 the first-run score of a batch is an honest held-out number; once committed, a batch is just more of the answer key.
 
 `CASES` grades `is_equivalent(pred, gold)` on bare answer strings. `REWARD_CASES` grades `reward(response, gold)`
@@ -1368,6 +1368,40 @@ B10_PLAIN_UNICODE = _block("plain_unicode", [
     ("3 \u2228 4", "3", F),
 ])
 
+# --------------------------------------------------------------------------------------------------------------------
+# Eleventh batch, held out until run once: GSM8K-style quantities (money, counts with units, times).
+# --------------------------------------------------------------------------------------------------------------------
+
+B11_GSM8K = _block("units_text", [
+    (r"\$1.5", "1.50", T),
+    (r"\$0.05", "0.5", F),
+    (r"5\text{ dollars}", r"\$5", T),
+    (r"\$5.00", "5", T),
+    ("5.00", "5", T),
+    (r"-\$5", "-5", T),
+    (r"3 \text{ apples}", "3", T),
+    (r"3 \text{ apples}", "4", F),
+    (r"20 \text{ minutes}", "20", T),
+    (r"0.75 \text{ hours}", "0.75", T),
+    (r"\frac{3}{4} \text{ hours}", "0.75", T),
+    (r"\$1{,}000{,}000", "1000000", T),
+]) + _block("integers_decimals", [
+    ("2.50", "2.5", T),
+    ("2.05", "2.5", F),
+    ("1/4", "0.25", T),
+    ("100.", "100", T),
+]) + _block("thousands_separators", [
+    ("1,250.75", "1250.75", T),
+    ("1,250.75", "125075", F),
+    ("7{,}500", "7500", T),
+    ("10^{6}", "1,000,000", T),
+]) + _block("percent", [
+    (r"12.0\%", "12", T),
+]) + _block("adversarial", [
+    (r"18 \text{ to } 19", "18", F),
+    (r"\$18 \text{ or } \$19", "18", F),
+])
+
 CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT + UNITS_TEXT + DEGREES + THOUSANDS
          + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
          + INEQUALITIES + EXPRESSIONS + MATRICES + COMPLEX + BASES + MIXED_NUMBERS + MULTIPLE_CHOICE + TEXT_ANSWERS
@@ -1377,7 +1411,7 @@ CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT 
          + B2_ADVERSARIAL + B3_EXACT_VALUES + B3_STRUCTURES + B4_NUMBERS + B4_SETS_INTERVALS + B4_EXPRESSIONS
          + B4_TRIG_LOG + B4_BIG_COMPLEX + B4_UNITS_CHOICE_BASE + B4_ADVERSARIAL + B5_DRESSING + B5_NUMBERS
          + B5_EXPRESSIONS + B5_ADVERSARIAL + B6_SUBJECTS + B6_ADVERSARIAL + B7_MIXED + B7_ADVERSARIAL
-         + B8_MORE + B8_ADVERSARIAL + B9_NUMBERS + B10_PLAIN_UNICODE)
+         + B8_MORE + B8_ADVERSARIAL + B9_NUMBERS + B10_PLAIN_UNICODE + B11_GSM8K)
 
 # --------------------------------------------------------------------------------------------------------------------
 # reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
@@ -1584,6 +1618,18 @@ REWARD_CASES = (
     + _block("reward_boxed", [
         ("The answer is \u221a2, so \\boxed{\u221a2}", r"\sqrt{2}", T),
         ("So \\boxed{\u03c0/2}.", r"\frac{\pi}{2}", T),
+    ])
+    # eleventh batch
+    + _block("reward_gsm8k", [
+        ("To find the total, add the two months.\n\nTherefore, the final answer is $\\boxed{72}$.", GSM8K_GOLD_72, T),
+        ("Adding them up:\n\\[\n\\boxed{72}\n\\]", GSM8K_GOLD_72, T),
+        ("The answer is $\\boxed{72\\text{ clips}}$", GSM8K_GOLD_72, T),
+        ("\\boxed{72.00}", GSM8K_GOLD_72, T),
+        ("\\boxed{71.99}", GSM8K_GOLD_72, F),
+        ("\\boxed{72 \\text{ or } 73}", GSM8K_GOLD_72, F),
+        ("<think>\n48/2=24, 48+24=72\n</think>\n\nNatalia sold 72 clips.\n\n\\boxed{72}", GSM8K_GOLD_72, T),
+        ("#### 72.0", GSM8K_GOLD_72, T),
+        ("$\\boxed{\\$1,234}$", GSM8K_GOLD_1234, T),
     ])
 )
 
