@@ -420,8 +420,9 @@ def test_simko_gradient_matches_formula(penalty, alpha, lam):
 
 
 def test_simko_gradient_finite_differences():
-    # Independent of the hand-written formula: central differences of the loss w.r.t. the logits (float64), with
-    # the stop-gradient parts held fixed at the base point as the formula says (alpha = 0 apart from spread).
+    # Independent of the hand-written formula: finite differences of the whole pipeline (token_stats -> gate -> lam
+    # penalty -> clip) w.r.t. the logits, in float64. alpha = 0 here because with alpha > 0 the gradient is, by
+    # design (the stop-gradient), not the derivative of the loss value; that case is checked against the formula.
     logits, tokens, mask, g = make_batch(B=2, T=8, V=7, seed=9)
     old = logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1) + 0.05
     adv = torch.tensor([1.0, -1.0], dtype=D64)
