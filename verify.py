@@ -222,6 +222,15 @@ def _normalize(s):
     s = s.replace("\\\\", "\x00")                            # protect matrix row breaks from the rules below
     s = s.replace("\\$", "").replace("$", "")
     s = re.sub(r"\\[()\[\]]", " ", s)                            # \( \) \[ \] math delimiters
+    for _ in range(3):                                        # \boxed{...} around the whole answer: its content
+        m = re.match(r"\s*\\(?:boxed|fbox)\s*(\{?)", s)
+        inner = _box_content(s, m.start(1)) if m else None
+        if inner is None:
+            break
+        rest = s[m.start(1) + len(inner) + (2 if m.group(1) else 0):]
+        if rest.strip():
+            break
+        s = inner
     s = re.sub(r"\\(?:boxed|fbox)(?![a-zA-Z])", "", s)
     s = re.sub(r"\\lbrace(?![a-zA-Z])", r"\\{", re.sub(r"\\rbrace(?![a-zA-Z])", r"\\}", s))
     s = re.sub(r"\\(?:[lr]?vert)(?![a-zA-Z])", "|", s)
@@ -727,8 +736,9 @@ class _Parser:
             return sympy.Symbol(f"{v.name}_{label}")
         raise _ParseError("subscript")
 
-    def parse_group(self):
-        """`{ ... }` as a grouping: one expression (or relation) inside."""
+    def parse_group(self, allow_set=False):
+        """`{ ... }` as a grouping: one expression (or relation) inside. Where a value may stand (not an argument
+        of \\frac or ^), plain-text braces around a list are a set: `{1, 2}`."""
         self.expect("op", "{")
         self.enter()
         items = self.parse_items(stop=(("op", "}"), ("cmd", "\\choose")))
@@ -743,6 +753,8 @@ class _Parser:
         self.take()
         self.leave()
         if len(items) != 1:
+            if allow_set:
+                return ("set", tuple(items))
             raise _ParseError("list in braces")
         return items[0]
 
@@ -796,7 +808,7 @@ class _Parser:
                 return self.parse_bracketed(v)
             if v == "{":
                 self.i -= 1
-                return self.parse_group()
+                return self.parse_group(allow_set=True)
             if v == "\\{":
                 self.enter()
                 if self.peek()[0] == "id" and self.peek(1) in (("op", "|"), ("op", ":"), ("cmd", "\\mid")):

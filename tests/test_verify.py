@@ -188,6 +188,7 @@ EQUIV = [
     (r"\text{perimeter} = 20", "20", T), (r"\text{The final answer is } 20", "20", T), (r"\lbrace 3, 1 \rbrace", r"\{1, 3\}", T),
     ("x^{4/3}", r"\sqrt[3]{x^4}", T), ("x^{1/3}", r"\sqrt[3]{x}", T), (r"\sqrt{x}", r"\sqrt{-x}", F),
     ("y = 3x", r"x = \frac{y}{3}", T), ("y = 3x", "x = 3y", F),
+    ("{3, 4}", r"\{4, 3\}", T), ("{3, 4}", "(3, 4)", F), (r"\frac{1, 2}{3}", "1", F),
     ("12:3", "123", F), ("1;23", "123", F), ("12.3.", "123", F), (r"\text{1,23}", "123", F), ("Mon-day", "Monday", F),
     # edge cases that must not crash
     ("", "", F), ("()", "0", F), (r"\frac{}{}", "1", F), ("x^", "x", F), ("1/0", "1/0", T), ("1/0", r"\infty", F),
