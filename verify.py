@@ -310,7 +310,7 @@ _REPEAT = re.compile(r"\s*\\(?:overline|dot)\s*(?:\{(\d+)\}|(\d))")
 _FUNCS = {"sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan, "cot": sympy.cot, "sec": sympy.sec,
           "csc": sympy.csc, "arcsin": sympy.asin, "arccos": sympy.acos, "arctan": sympy.atan, "sinh": sympy.sinh,
           "cosh": sympy.cosh, "tanh": sympy.tanh, "ln": sympy.log, "log": sympy.log, "exp": sympy.exp,
-          "sqrt": sympy.sqrt}
+          "sqrt": sympy.sqrt, "asin": sympy.asin, "acos": sympy.acos, "atan": sympy.atan, "abs": sympy.Abs}
 _INVERSE = {"sin": "arcsin", "cos": "arccos", "tan": "arctan"}
 _MULTI = {"gcd": sympy.gcd, "lcm": sympy.lcm, "max": sympy.Max, "min": sympy.Min}
 _PLAIN_WORDS = sorted(list(_FUNCS) + list(_MULTI) + ["pi", "infinity", "infty", "inf", "oo"], key=len, reverse=True)
@@ -429,7 +429,8 @@ def _number(num, exp, rep):
 _LARGE = sympy.Function("Large")
 _LARGE_KINDS = {k: sympy.Integer(i) for i, k in enumerate(
     ["pow", "factorial", "binomial", "floor", "ceiling"] + sorted(["sin", "cos", "tan", "cot", "sec", "csc", "arcsin",
-     "arccos", "arctan", "sinh", "cosh", "tanh", "ln", "log", "exp", "sqrt", "gcd", "lcm", "max", "min"]))}
+     "arccos", "arctan", "sinh", "cosh", "tanh", "ln", "log", "exp", "sqrt", "gcd", "lcm", "max", "min", "asin", "acos",
+     "atan", "abs"]))}
 
 
 def _large(kind, *args):
@@ -1492,9 +1493,12 @@ def _judge(pred, gold):
     if letter is not None:
         got = _choice_letter(p, strict=False)
         return got == letter, f"multiple choice: gold {letter}, answer {got}"
-    if re.fullmatch(r"[A-Za-z][A-Za-z ]+", p) and re.fullmatch(r"[A-Za-z][A-Za-z ]+", g) and \
-            _text_key(p) == _text_key(g):
-        return True, "same words (case-insensitive)"             # "No" vs "no" (not the product N*o)
+    if re.fullmatch(r"[A-Za-z][A-Za-z ]+", p) and re.fullmatch(r"[A-Za-z][A-Za-z ]+", g):
+        # Words are text, not products of letters: "No" = "no", "pine" != "nipe" (but "ab" = "ba" stays algebra).
+        if _text_key(p) == _text_key(g):
+            return True, "text answers match (case-insensitive)"
+        if max(len(p), len(g)) >= 3 and not {p.lower(), g.lower()} & {"pi", "inf", "infty", "infinity", "oo"}:
+            return False, "text answers differ"
     tol = _decimal_tolerance(g)
     fp, fg = _fast_value(p), _fast_value(g)
     if fp is not None and fg is not None:

@@ -179,7 +179,7 @@ EQUIV = [
     (r"\text{all real numbers}", r"(-\infty,\infty)", T),
     (r"5 \text{ or maybe } 6", "30", F), (r"5 \text{ but maybe } 6", "5", F), (r"m\angle A = 40^\circ", "40", T),
     ("(C), (D)", "C", F), (r"\text{(C) or (D)}", "C", F), ("(C) 40", "C", T),
-    ("No", r"\text{no}", T), ("NO", "No", T), ("No", "Yes", F), ("x", "X", F),
+    ("No", r"\text{no}", T), ("NO", "No", T), ("No", "Yes", F), ("x", "X", F), ("pine", "nipe", F), ("ab", "ba", T),
     ("(2, 3)", "x=2, y=3", T), ("(3, 2)", "x=2, y=3", F), (r"\sin x^2", r"(\sin x)^2", F),
     (r"\sin^2 x", r"(\sin x)^2", T),
     (r"0.4\overline{5}", r"\frac{41}{90}", T), (r"x \in (-\infty,2]", r"x \le 2", T), (r"(-\infty,2]", "x<2", F),
