@@ -584,7 +584,8 @@ def main(argv=None) -> dict:
     on_cuda = str(args.device).startswith("cuda")
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else nullcontext
     if args.grad_checkpointing:
-        model.gradient_checkpointing_enable()   # the rollout (eval mode) still uses its KV cache
+        # (renamed in transformers 5; the rollout runs in eval mode and keeps its KV cache)
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     from_hidden = use_hidden_stats(model, args)
     ref_model = None
     if args.kl_coef > 0:

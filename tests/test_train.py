@@ -376,15 +376,15 @@ def hf_model_dir(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("hidden", ["on", "off"])
-def test_hf_model_path_end_to_end(tmp_path, hf_model_dir, hidden):
+@pytest.mark.parametrize("hidden, extra", [("on", ["--grad-checkpointing"]), ("off", [])])
+def test_hf_model_path_end_to_end(tmp_path, hf_model_dir, hidden, extra):
     d = hf_model_dir
     out = tmp_path / "run"
     result = train.main(["--model", str(d / "model"), "--data", str(d / "train.jsonl"), "--eval-data",
                          str(d / "test.jsonl"), "--out", str(out), "--steps", "2", "--prompts-per-step", "2",
                          "--group-size", "2", "--k", "2", "--max-new-tokens", "6", "--eval-samples", "2",
                          "--reward-workers", "0", "--micro-batch-size", "3", "--stats-from-hidden", hidden,
-                         "--no-progress"])
+                         "--no-progress", *extra])
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [l["step"] for l in lines if l["type"] == "train"] == [1, 2]
     assert all(l["response_len"] <= 6 and l["grad_norm"] == l["grad_norm"] for l in lines if l["type"] == "train")
