@@ -10,8 +10,8 @@ About 60% of rows are True (equivalences users expect) and 40% False (mostly nea
 is reward-hacking bait: hedges, lists for one gold, near misses that tolerant graders wave through, and inputs that
 would hang a naive checker. A single false positive there is a hole the policy will find.
 
-The table grew in batches (blocks prefixed B2_ ... B11_ below). Each later batch was written without running it,
-then graded once against the checker as it stood - batches 4 to 11 were kept outside the repository until then - so
+The table grew in batches (blocks prefixed B2_ ... B12_ below). Each later batch was written without running it,
+then graded once against the checker as it stood - batches 4 to 12 were kept outside the repository until then - so
 the first-run score of a batch is an honest held-out number; once committed, a batch is just more of the answer key.
 
 `CASES` grades `is_equivalent(pred, gold)` on bare answer strings. `REWARD_CASES` grades `reward(response, gold)`
@@ -1402,6 +1402,42 @@ B11_GSM8K = _block("units_text", [
     (r"\$18 \text{ or } \$19", "18", F),
 ])
 
+# --------------------------------------------------------------------------------------------------------------------
+# Twelfth batch, held out until run once: coordinates, vectors, inverse trig, rational expressions, closed forms.
+# --------------------------------------------------------------------------------------------------------------------
+
+B12_MISC = _block("sets_tuples", [
+    ("(1.5, -0.5)", r"\left(\frac{3}{2}, -\frac{1}{2}\right)", T),
+    ("(-0.5, 1.5)", r"\left(\frac{3}{2}, -\frac{1}{2}\right)", F),
+]) + _block("radicals", [
+    (r"\sqrt{4+25}", r"\sqrt{29}", T),
+]) + _block("equations", [
+    (r"m = -\frac{2}{3}", r"-\frac23", T),
+    (r"\frac{-2}{3}", r"-\frac{2}{3}", T),
+    (r"\frac{2}{3}", r"-\frac23", F),
+    (r"x = \log_2 5", r"\frac{\ln 5}{\ln 2}", T),
+    (r"\log_5 2", r"\log_2 5", F),
+    (r"a_n = 3 \cdot 2^{n-1}", r"\frac{3}{2}\cdot 2^{n}", T),
+]) + _block("matrices_vectors", [
+    ("(-3, 6, -3)", r"\begin{pmatrix} -3 \\ 6 \\ -3 \end{pmatrix}", T),
+    ("(3, -6, 3)", r"\begin{pmatrix} -3 \\ 6 \\ -3 \end{pmatrix}", F),
+]) + _block("log_trig_exact", [
+    (r"\frac{\pi}{6}\text{ radians}", r"\frac{\pi}{6}", T),
+    (r"\cos^{-1}\left(\frac12\right)", r"\frac{\pi}{3}", T),
+    (r"\sin^{-1}\left(\frac12\right)", r"\frac{\pi}{3}", F),
+]) + _block("expressions", [
+    (r"\frac{2+x}{3+x}", r"\frac{x+2}{x+3}", T),
+    (r"\frac{x+3}{x+2}", r"\frac{x+2}{x+3}", F),
+    (r"\frac{1}{x}-\frac{1}{x+1}", r"\frac{1}{x(x+1)}", T),
+    (r"\frac{1}{x-1}+\frac{1}{x+1}", r"\frac{2x}{x^2-1}", T),
+    (r"\frac{2n^3+3n^2+n}{6}", r"\frac{n(n+1)(2n+1)}{6}", T),
+    (r"\frac{n^2(n+1)^2}{4}", r"\frac{n(n+1)(2n+1)}{6}", F),
+]) + _block("adversarial", [
+    (r"\frac{n(n+1)}{2}", "55", F),
+    ("x", r"\frac{\ln 5}{\ln 2}", F),
+    (r"\text{(B)} \text{ and } \text{(D)}", r"\text{(B)}", F),
+])
+
 CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT + UNITS_TEXT + DEGREES + THOUSANDS
          + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
          + INEQUALITIES + EXPRESSIONS + MATRICES + COMPLEX + BASES + MIXED_NUMBERS + MULTIPLE_CHOICE + TEXT_ANSWERS
@@ -1411,7 +1447,7 @@ CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT 
          + B2_ADVERSARIAL + B3_EXACT_VALUES + B3_STRUCTURES + B4_NUMBERS + B4_SETS_INTERVALS + B4_EXPRESSIONS
          + B4_TRIG_LOG + B4_BIG_COMPLEX + B4_UNITS_CHOICE_BASE + B4_ADVERSARIAL + B5_DRESSING + B5_NUMBERS
          + B5_EXPRESSIONS + B5_ADVERSARIAL + B6_SUBJECTS + B6_ADVERSARIAL + B7_MIXED + B7_ADVERSARIAL
-         + B8_MORE + B8_ADVERSARIAL + B9_NUMBERS + B10_PLAIN_UNICODE + B11_GSM8K)
+         + B8_MORE + B8_ADVERSARIAL + B9_NUMBERS + B10_PLAIN_UNICODE + B11_GSM8K + B12_MISC)
 
 # --------------------------------------------------------------------------------------------------------------------
 # reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
@@ -1630,6 +1666,12 @@ REWARD_CASES = (
         ("<think>\n48/2=24, 48+24=72\n</think>\n\nNatalia sold 72 clips.\n\n\\boxed{72}", GSM8K_GOLD_72, T),
         ("#### 72.0", GSM8K_GOLD_72, T),
         ("$\\boxed{\\$1,234}$", GSM8K_GOLD_1234, T),
+    ])
+    # twelfth batch
+    + _block("reward_math_gold", [
+        (r"Thus the slope is $m = \boxed{-\frac{2}{3}}$.", r"The slope is $\boxed{-\frac23}$.", T),
+        (r"\boxed{(1.5,-0.5)}", r"The midpoint is $\boxed{\left(\frac{3}{2}, -\frac{1}{2}\right)}$.", T),
+        (r"\boxed{(-0.5,1.5)}", r"The midpoint is $\boxed{\left(\frac{3}{2}, -\frac{1}{2}\right)}$.", F),
     ])
 )
 
