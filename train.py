@@ -57,6 +57,7 @@ LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 GATES = ("row_quantile", "batch_quantile", "absolute")
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 TABLE_KS = (1, 2, 4, 8, 16)
+CONCENTRATION_RANKS = 5     # metrics.jsonl logs the rank-1..5 probabilities (SimKO's Lambda^(k))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -369,11 +370,13 @@ def response_token_stats(model, input_ids, attention_mask, prompt_len, args, fro
         dtype = torch.bfloat16 if hidden.is_cuda and torch.is_autocast_enabled("cuda") else head.weight.dtype
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             return simko.token_stats_from_hidden(
-                hidden[:, prompt_len - 1:-1].to(dtype), head.weight.to(dtype), tokens, top_k=args.simko_topk,
-                temperature=args.temperature, bias=None if head.bias is None else head.bias.to(dtype))
+                hidden[:, prompt_len - 1:-1].to(dtype), head.weight.to(dtype), tokens,
+                top_k=max(args.simko_topk, CONCENTRATION_RANKS), temperature=args.temperature,
+                bias=None if head.bias is None else head.bias.to(dtype))
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
                    logits_to_keep=tokens.shape[1] + 1).logits[:, :-1]
-    return simko.token_stats(logits, tokens, top_k=args.simko_topk, temperature=args.temperature)
+    return simko.token_stats(logits, tokens, top_k=max(args.simko_topk, CONCENTRATION_RANKS),
+                             temperature=args.temperature)
 
 
 def compute_advantages(rewards: torch.Tensor, entropy: torch.Tensor, method: str, k: int, seed: int) -> torch.Tensor:
@@ -419,8 +422,11 @@ def update(model, ref_model, optimizer, scheduler, ro: R.Rollout, advantages: to
             continue
         with autocast():
             stats = response_token_stats(model, ids, att, ro.prompt_len, args, from_hidden)
+        # The statistics carry the top max(K, 5) candidates for the concentration metric; SimKO spreads over K.
+        K = args.simko_topk
+        simko_stats = stats._replace(topk_logp=stats.topk_logp[..., :K], topk_ids=stats.topk_ids[..., :K])
         loss, metrics = simko.policy_loss(
-            stats.logp, ro.logp[sl], advantages[sl], m, stats if simko_on else None,
+            stats.logp, ro.logp[sl], advantages[sl], m, simko_stats if simko_on else None,
             alpha=args.simko_alpha if simko_on else 0.0, lam=args.simko_lambda if simko_on else 1.0,
             tau=args.simko_tau, gate=args.simko_gate, clip_low=args.clip_low, clip_high=args.clip_high,
             agg=args.loss_agg, max_len=width)

@@ -257,7 +257,7 @@ def _check_run(result, lines, steps, simko_on, method):
     assert all(l["advantage"] == method for l in train_lines)
     for l in train_lines:
         for key in ("reward_mean", "zero_variance_frac", "adv_abs_mean", "entropy", "conc_prob_rank1",
-                    "conc_prob_rank3", "gated_frac", "clip_frac_low", "grad_norm", "response_len",
+                    "conc_prob_rank3", "conc_prob_rank5", "gated_frac", "clip_frac_low", "grad_norm", "response_len",
                     "rollout_tokens_per_s", "time_rollout", "time_reward", "time_update"):
             assert isinstance(l[key], float) and l[key] == l[key], key
     assert any(l["adv_abs_mean"] > 0 and l["grad_norm"] > 0 for l in train_lines)
