@@ -32,6 +32,17 @@ The reward of every RL step comes from here, and the policy will find every hole
    `batch_reward` adds a hard wall-clock kill per check on top, in worker processes, so a pathological answer can
    never stall training: a timed-out check scores 0 and its worker is replaced.
 
+Known limitations (what it still judges wrong, by category):
+   - identities that need real simplification of huge or tiny parts are rejected (`2^{100000}` vs `4^{50000}` are
+     both past the bounds and compared structurally; `\\log(10^{1000})` vs `1000\\log 10`);
+   - domain: expressions equal only for non-negative inputs are rejected (`\\sqrt{x}\\sqrt{y}` vs `\\sqrt{xy}`);
+   - letters: `i` and `e` are always the imaginary unit and Euler's number; two-letter strings are products of
+     symbols (`ba` = `ab`, so `on` = `no`);
+   - no unit or percent conversion (`25\\%` vs `0.25`, `100 cm` vs `1 m`) and no base conversion of a bare `11`;
+   - `\\approx`, ratios `a:b`, `\\ldots` sequences and `\\mathbb{Z}` are compared as text only;
+   - extraction uses the last box only (`\\boxed{2}, \\boxed{3}` against gold `2, 3` scores 0), and an answer with no
+     box or explicit anchor scores 0 by design; `1,234` without spaces is one thousand two hundred thirty-four.
+
 Public functions: `extract_answer`, `is_equivalent`, `reward`, `batch_reward`; `python verify.py RESPONSE GOLD`
 prints the extracted answers, the verdict and why. Imports only sympy and the standard library (copy this file alone).
 """

@@ -30,6 +30,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name -> train.py flags. Every method gets the same budget (the shared flags below); only the algorithm differs.
+# The group size is 16 (not train.py's 8) so that k = 8 is a real group-of-8 reward (k = N gives no signal).
 METHODS = {
     "grpo": ["--advantage", "grpo", "--no-simko"],
     "passk_k4": ["--advantage", "passk", "--k", "4", "--no-simko"],
@@ -41,8 +42,8 @@ METHODS = {
     "passk_k4->grpo": ["--advantage", "passk", "--k", "4", "--no-simko", "--switch-to-grpo-at", "{half}"],
 }
 
-FULL = dict(steps=60, seeds=3, eval_samples=64, eval_problems=300, prompts_per_step=8, group_size=16)
-QUICK = dict(steps=12, seeds=1, eval_samples=16, eval_problems=100, prompts_per_step=8, group_size=16)
+FULL = dict(steps=80, seeds=3, eval_samples=64, eval_problems=300, prompts_per_step=8, group_size=16)
+QUICK = dict(steps=10, seeds=1, eval_samples=16, eval_problems=100, prompts_per_step=8, group_size=16)
 
 
 def run_one(name: str, seed: int, cfg: dict, args) -> dict:
@@ -55,7 +56,7 @@ def run_one(name: str, seed: int, cfg: dict, args) -> dict:
                "--seed", str(seed), "--steps", str(cfg["steps"]), "--eval-every", str(args.eval_every),
                "--eval-samples", str(cfg["eval_samples"]), "--eval-problems", str(cfg["eval_problems"]),
                "--prompts-per-step", str(cfg["prompts_per_step"]), "--group-size", str(cfg["group_size"]),
-               "--no-progress", *flags]
+               "--lr", str(args.lr), "--no-progress", *flags]
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         os.makedirs(out, exist_ok=True)
         t = time.time()
@@ -195,6 +196,7 @@ def main() -> None:
     for key, value in FULL.items():
         p.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"default {value} (quick: "
                        f"{QUICK[key]})")
+    p.add_argument("--lr", type=float, default=1e-4, help="RL learning rate of every run (train.py's default)")
     p.add_argument("--eval-every", type=int, default=0, help="intermediate evaluations (0: only before/after)")
     args = p.parse_args()
     cfg = dict(QUICK if args.quick else FULL)
