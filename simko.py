@@ -153,6 +153,13 @@ def _scaled_float(block: torch.Tensor, inv_temperature: float, buf: Optional[tor
         inv_temperature)
 
 
+def _empty_outputs(n: int, k: int, dtype: torch.dtype, device):
+    """Output buffers of the chunked forward: logp, lse, entropy [n]; topk_logp, topk_ids [n, k]; is_rank1 [n]."""
+    return (torch.empty(n, dtype=dtype, device=device), torch.empty(n, dtype=dtype, device=device),
+            torch.empty(n, dtype=dtype, device=device), torch.empty(n, k, dtype=dtype, device=device),
+            torch.empty(n, k, dtype=torch.long, device=device), torch.empty(n, dtype=torch.bool, device=device))
+
+
 class _TokenStatsFromLogits(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, tokens, k, chunk, inv_temperature):
@@ -160,10 +167,7 @@ class _TokenStatsFromLogits(torch.autograd.Function):
         n = b * t
         y = tokens.reshape(n)
         dev, cdt = logits.device, _compute_dtype(logits.dtype)
-        logp, lse, ent = (torch.empty(n, dtype=cdt, device=dev) for _ in range(3))
-        topk_logp = torch.empty(n, k, dtype=cdt, device=dev)
-        topk_ids = torch.empty(n, k, dtype=torch.long, device=dev)
-        rank1 = torch.empty(n, dtype=torch.bool, device=dev)
+        logp, lse, ent, topk_logp, topk_ids, rank1 = _empty_outputs(n, k, cdt, dev)
         rows = min(chunk, max(n, 1))
         work = torch.empty(rows, v, dtype=cdt, device=dev)
         # float32 logits at temperature 1 are read in place; anything else is converted into one reused buffer.
@@ -255,10 +259,7 @@ class _TokenStatsFromHidden(torch.autograd.Function):
         x = hidden.reshape(n, h)
         y = tokens.reshape(n)
         dev, cdt = hidden.device, _compute_dtype(hidden.dtype)
-        logp, lse, ent = (torch.empty(n, dtype=cdt, device=dev) for _ in range(3))
-        topk_logp = torch.empty(n, k, dtype=cdt, device=dev)
-        topk_ids = torch.empty(n, k, dtype=torch.long, device=dev)
-        rank1 = torch.empty(n, dtype=torch.bool, device=dev)
+        logp, lse, ent, topk_logp, topk_ids, rank1 = _empty_outputs(n, k, cdt, dev)
         bufs = _logit_buffers(min(chunk, max(n, 1)), weight, cdt)
         work = torch.empty_like(bufs[1])
         for start in range(0, n, chunk):
