@@ -117,7 +117,10 @@ def report(results: dict) -> str:
              "| method | " + " | ".join(f"pass@{k}" for k in ks) + " | entropy | rank-1 prob |",
              "|---|" + "---:|" * (len(ks) + 2)]
     ws = results["warm_start"]
-    lines.append("| warm start | " + " | ".join(f"{ws[f'pass@{k}']:.3f}" for k in ks) + " | | |")
+    # The warm start's entropy and rank-1 probability: every run's first step measures them before its update.
+    first = [mean_std([r["trajectory"][key][0] for r in runs])[0] for key in ("entropy", "conc_prob_rank1")]
+    lines.append("| warm start | " + " | ".join(f"{ws[f'pass@{k}']:.3f}" for k in ks)
+                 + f" | {first[0]:.3f} | {first[1]:.3f} |")
     for name in METHODS:
         mine = [r for r in runs if r["method"] == name]
         if not mine:
@@ -197,6 +200,8 @@ def main() -> None:
         p.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"default {value} (quick: "
                        f"{QUICK[key]})")
     p.add_argument("--lr", type=float, default=1e-4, help="RL learning rate of every run (train.py's default)")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the table and plots from the saved compare.json, without running anything")
     p.add_argument("--eval-every", type=int, default=0, help="intermediate evaluations (0: only before/after)")
     args = p.parse_args()
     cfg = dict(QUICK if args.quick else FULL)
@@ -204,6 +209,14 @@ def main() -> None:
     cfg["jobs"] = args.jobs
     args.runs = args.runs or os.path.join(ROOT, "runs", "compare-quick" if args.quick else "compare")
     os.makedirs(args.out, exist_ok=True)
+
+    suffix = "-quick" if args.quick else ""
+    json_path = os.path.join(args.out, f"compare{suffix}.json")
+    if args.report_only:
+        with open(json_path) as f:
+            results = json.load(f)
+        write_report(results, args.out, suffix)
+        return
 
     start = time.time()
     print(f"warm start (shared by every run) -> {args.warmup_cache}", flush=True)
@@ -215,15 +228,18 @@ def main() -> None:
     with cf.ThreadPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(lambda job: run_one(job[0], job[1], cfg, args), jobs))
     results = {"config": cfg, "warm_start": warm, "runs": runs, "wall_seconds": time.time() - start}
-    suffix = "-quick" if args.quick else ""
-    with open(os.path.join(args.out, f"compare{suffix}.json"), "w") as f:
+    with open(json_path, "w") as f:
         json.dump(results, f, indent=1)
+    write_report(results, args.out, suffix)
+
+
+def write_report(results: dict, out_dir: str, suffix: str) -> None:
     table = report(results)
-    with open(os.path.join(args.out, f"compare{suffix}.md"), "w") as f:
+    with open(os.path.join(out_dir, f"compare{suffix}.md"), "w") as f:
         f.write(table + "\n")
     print("\n" + table)
-    if not args.quick:
-        for path in plot(results, args.out):
+    if not suffix:
+        for path in plot(results, out_dir):
             print(f"wrote {path}")
 
 
