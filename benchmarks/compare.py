@@ -128,7 +128,7 @@ def report(results: dict) -> str:
         cells = []
         for k in ks:
             m, s = mean_std([r["final"][f"pass@{k}"] for r in mine])
-            cells.append(f"{m:.3f} +- {s:.3f}")
+            cells.append(f"{m:.3f} +- {s:.3f}" if len(mine) > 1 else f"{m:.3f}")
         for key in ("entropy", "conc_prob_rank1"):
             tails = [sum(v for v in r["trajectory"][key][-10:] if v is not None)
                      / max(1, sum(v is not None for v in r["trajectory"][key][-10:])) for r in mine]
