@@ -23,6 +23,26 @@ The model is a 4-layer Llama (hidden 128, vocabulary of 22 characters, 0.86M par
 `PreTrainedTokenizerFast`. Saved with `save_pretrained`, both reload with `AutoModelForCausalLM` /
 `AutoTokenizer` like any Hugging Face checkpoint (a Llama config, not Qwen2, so that `AutoTokenizer` does not swap
 in a Qwen2 tokenizer that would mangle the characters).
+
+Two warm-up variants (`WARMUP_VARIANTS`, `train.py --warmup-variant`):
+
+- `"full"` (the default): every training problem with a uniformly random correct solution. The warm start has seen
+  every kind of answer, so it already "knows" every held-out problem and RL can only sharpen what is there: good for
+  showing GRPO's collapse of pass@k at large k, unable to show *exploration*.
+- `"headroom"`: a warm start with room to explore. The warm-up data under-represents one skill, multiplication and
+  division, the way pre-training under-represents a rare strategy. A problem that has a solution with only + and -
+  is shown with those solutions only; a problem that *needs* * or / (`needs_muldiv`: none of its solutions is free of
+  both) is kept in the warm-up only for a fixed `HEADROOM_MULDIV_FRACTION` (15 %) of them, chosen by a hash of the
+  prompt (independent of any seed and of list order). RL still trains on every training problem. At its start the
+  policy rarely writes * or /, so the held-out problems that need them (193 of the 300) are solved only rarely but
+  not never (the skill is there, weakly): a policy that keeps sampling rare answers and reinforces them when they
+  pay off can lift their pass@k above the warm start, while one that sharpens onto what it already does well gives
+  them up. Why this design rather than others: a shorter warm-up would make *every* problem uniformly uncertain
+  (no easy/hard contrast, and the format itself is not yet learned); hiding some problems entirely would leave RL
+  nothing to find (pass@k = 0 for all k, no reward ever); hiding a skill that transfers keeps rare successes
+  reachable by sampling, which is the regime both papers' exploration claims are about. The split into problems the
+  warm start solves often and rarely is measured, not assumed: `benchmarks/compare.py` defines it from the warm
+  start's own per-problem success counts.
 """
 from __future__ import annotations
 
@@ -30,6 +50,7 @@ import functools
 import itertools
 import math
 import random
+import zlib
 from fractions import Fraction
 
 NUMBERS = range(1, 10)      # each of the three numbers is 1..9 (repeats allowed)
@@ -37,6 +58,8 @@ TARGETS = range(1, 31)      # integer targets that are kept
 HELD_OUT = 300              # size of the fixed evaluation split
 SPLIT_SEED = 1234           # constant: the split does not move with --seed
 MAX_ANSWER_CHARS = 40       # anything longer is wrong without being parsed
+WARMUP_VARIANTS = ("full", "headroom")
+HEADROOM_MULDIV_FRACTION = 0.15   # share of the problems that need * or / that the "headroom" warm-up still sees
 
 CHARS = "0123456789+-*/(),>:"
 SPECIAL = ["<pad>", "<eos>", "<unk>"]
@@ -200,17 +223,55 @@ def build_model(tokenizer, hidden: int = 128, layers: int = 4, heads: int = 4, s
 # ----------------------------------------------------------------------------------------------------------------
 # Supervised warm-up
 
+def is_plus_minus(solution: str) -> bool:
+    """True when the expression uses neither * nor /."""
+    return "*" not in solution and "/" not in solution
+
+
+def needs_muldiv(problem: dict) -> bool:
+    """True when every correct solution of the problem uses * or / (no +/- -only answer exists)."""
+    return not any(is_plus_minus(s) for s in problem["solutions"])
+
+
+def _kept_in_headroom(problem: dict) -> bool:
+    # a stable hash of the prompt (not Python's salted hash(), not a seed): the same problems in every process
+    return zlib.crc32(problem["prompt"].encode()) % 10_000 < HEADROOM_MULDIV_FRACTION * 10_000
+
+
+def warmup_problems(problems: list[dict], variant: str = "full") -> list[dict]:
+    """The problems (and the solutions of each) that the supervised warm-up samples from.
+
+    "full": `problems` itself, unchanged. "headroom": each problem with a +/- -only solution keeps only those
+    solutions; of the problems that need * or /, only the `HEADROOM_MULDIV_FRACTION` chosen by `_kept_in_headroom`
+    are kept (with all their solutions); the others are left out. Never modifies `problems`."""
+    if variant not in WARMUP_VARIANTS:
+        raise ValueError(f"unknown warm-up variant {variant!r}; choose one of {', '.join(WARMUP_VARIANTS)}")
+    if variant == "full":
+        return problems
+    kept = []
+    for p in problems:
+        if needs_muldiv(p):
+            if _kept_in_headroom(p):
+                kept.append(p)
+        else:
+            kept.append({**p, "solutions": [s for s in p["solutions"] if is_plus_minus(s)]})
+    return kept
+
+
 def warm_up(model, tokenizer, problems: list[dict], steps: int, *, lr: float = 3e-3, batch_size: int = 64,
-            seed: int = 0, progress: bool = True) -> list[float]:
+            seed: int = 0, progress: bool = True, variant: str = "full") -> list[float]:
     """Teach the format and some arithmetic: cross-entropy on "prompt -> one random correct solution + EOS".
 
     Only the answer tokens are in the loss. A short warm-up leaves the model right some of the time (pass@1 between
     0.1 and 0.5 on held-out problems) and right *at least once* in 16 samples much more often: the regime where
-    RL helps and where pass@1 and pass@k can move apart. Returns the loss of every step.
+    RL helps and where pass@1 and pass@k can move apart. `variant` picks the data (`warmup_problems`): "full" every
+    problem and solution, "headroom" the restricted set with little * and / (see the module docstring). Returns the
+    loss of every step.
     """
     import torch
     from tqdm import tqdm
 
+    problems = warmup_problems(problems, variant)
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     # linear warm-up over 5% of the steps, then cosine decay to 10% of lr
