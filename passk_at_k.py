@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Callable
 
 import torch
 
@@ -407,6 +408,68 @@ def exceeding_passk_advantages(rewards: torch.Tensor, k: int, scale: float = 0.4
     n_pos = r.sum(-1, keepdim=True)
     f = torch.where(n_pos > 0, scale / torch.log(n_pos + 0.5), torch.zeros_like(n_pos))
     return (f * passk_advantages_analytical(r, k).double()).to(_out_dtype(rewards))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The registry: one name per advantage, one signature (used by train.py and integrations/)
+# ---------------------------------------------------------------------------------------------------------------
+# Every entry is fn(rewards [P, N], k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4)
+# -> [P, N]. Entries ignore the keywords they do not use: entropy ([P], each prompt's mean token entropy) is for
+# "entropy_adaptive" only, generator and num_groups for "passk_bootstrap", scale for "exceeding"; threshold (the
+# binarisation) for every Pass@k entry ("grpo" uses the rewards as they are).
+
+
+def _grpo(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4):
+    return grpo_advantages(rewards)
+
+
+def _passk(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4):
+    return passk_advantages_analytical(rewards, k, threshold=threshold)
+
+
+def _passk_bootstrap(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4):
+    return passk_advantages_bootstrap(rewards, k, num_groups=num_groups, generator=generator, threshold=threshold)
+
+
+def _passk_full(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4):
+    return passk_advantages_full(rewards, k, threshold=threshold)
+
+
+def _combination(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4):
+    return combination_advantages(rewards, k, threshold=threshold)
+
+
+def _entropy_adaptive(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4):
+    if entropy is None:
+        raise ValueError("advantage 'entropy_adaptive' needs entropy= (a [prompts] tensor: the mean token entropy "
+                         "of each prompt's responses)")
+    return entropy_adaptive_advantages(rewards, k, entropy, threshold=threshold)
+
+
+def _exceeding(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4):
+    return exceeding_passk_advantages(rewards, k, scale=scale, threshold=threshold)
+
+
+ADVANTAGES: dict[str, Callable[..., torch.Tensor]] = {
+    "grpo": _grpo,                            # Pass@1                       -> grpo_advantages
+    "passk": _passk,                          # analytical Pass@k            -> passk_advantages_analytical
+    "passk_bootstrap": _passk_bootstrap,      # bootstrap sampling           -> passk_advantages_bootstrap
+    "passk_full": _passk_full,                # full sampling                -> passk_advantages_full
+    "combination": _combination,              # Eq. 18                       -> combination_advantages
+    "entropy_adaptive": _entropy_adaptive,    # Section 4                    -> entropy_adaptive_advantages
+    "exceeding": _exceeding,                  # exceeding Pass@k (Eq. 17)    -> exceeding_passk_advantages
+}
+
+
+def compute_advantages(name: str, rewards: torch.Tensor, k: int, *, entropy: torch.Tensor | None = None,
+                       generator: torch.Generator | None = None, threshold: float = 0.5,
+                       num_groups: int | None = None, scale: float = 0.4) -> torch.Tensor:
+    """``ADVANTAGES[name](rewards [P, N], k, ...)`` -> ``[P, N]``; an unknown name raises ValueError listing the
+    valid ones. See the registry's comment for which keywords each entry reads."""
+    if name not in ADVANTAGES:
+        raise ValueError(f"unknown advantage {name!r}; valid names: {', '.join(ADVANTAGES)}")
+    return ADVANTAGES[name](rewards, k, entropy=entropy, generator=generator, threshold=threshold,
+                            num_groups=num_groups, scale=scale)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
-__all__ = ["TokenStats", "token_stats", "token_stats_from_hidden", "policy_loss", "concentration"]
+__all__ = ["TokenStats", "token_stats", "token_stats_from_hidden", "policy_loss", "concentration", "GATES",
+           "AGGREGATIONS", "PENALTIES"]
 
 
 class TokenStats(NamedTuple):
@@ -371,9 +372,10 @@ def token_stats_from_hidden(hidden: torch.Tensor, weight: torch.Tensor, tokens: 
 # ----------------------------------------------------------------------------------------------------------------
 # The loss.
 
-_GATES = ("row_quantile", "batch_quantile", "absolute")
-_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
-_PENALTIES = ("advantage", "ratio")
+# The allowed values of policy_loss's gate=, agg= and penalty= (first = default); trainers import these.
+GATES = ("row_quantile", "batch_quantile", "absolute")
+AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+PENALTIES = ("advantage", "ratio")
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -433,12 +435,12 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     if advantages.shape not in ((shape[0],), shape):
         raise ValueError(f"{fn}: advantages must be [B] = [{shape[0]}] or [B, T] = {list(shape)}, got "
                          f"{list(advantages.shape)}")
-    if agg not in _AGGS:
-        raise ValueError(f"{fn}: agg must be one of {_AGGS}, got {agg!r}")
-    if gate not in _GATES:
-        raise ValueError(f"{fn}: gate must be one of {_GATES}, got {gate!r}")
-    if penalty not in _PENALTIES:
-        raise ValueError(f"{fn}: penalty must be one of {_PENALTIES}, got {penalty!r}")
+    if agg not in AGGREGATIONS:
+        raise ValueError(f"{fn}: agg must be one of {AGGREGATIONS}, got {agg!r}")
+    if gate not in GATES:
+        raise ValueError(f"{fn}: gate must be one of {GATES}, got {gate!r}")
+    if penalty not in PENALTIES:
+        raise ValueError(f"{fn}: penalty must be one of {PENALTIES}, got {penalty!r}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"{fn}: alpha must be in [0, 1] (share of the push spread over the top-K), got {alpha!r}")
     if not lam > 0:

@@ -327,3 +327,40 @@ def test_property_pass_at_k_exact(n, data):
     c = data.draw(st.integers(0, n))
     k = data.draw(st.integers(1, n))
     assert P.pass_at_k(n, c, k) == pytest.approx(float(exact_pass_at_k(n, c, k)), abs=1e-12, rel=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The registry
+
+
+def test_registry_names_and_dispatch():
+    assert tuple(P.ADVANTAGES) == ("grpo", "passk", "passk_bootstrap", "passk_full", "combination",
+                                   "entropy_adaptive", "exceeding")
+    r = torch.tensor([[1.0, 0, 0, 0, 1, 0, 0, 0], [0.9, 0.2, 0, 0, 0, 0, 0, 0]])
+    ent = torch.tensor([0.3, 0.1])
+    want = {
+        "grpo": P.grpo_advantages(r),
+        "passk": P.passk_advantages_analytical(r, 2),
+        "passk_bootstrap": P.passk_advantages_bootstrap(r, 2, num_groups=5, generator=torch.Generator().manual_seed(3)),
+        "passk_full": P.passk_advantages_full(r, 2),
+        "combination": P.combination_advantages(r, 2),
+        "entropy_adaptive": P.entropy_adaptive_advantages(r, 2, ent),
+        "exceeding": P.exceeding_passk_advantages(r, 2, scale=0.7),
+    }
+    for name, expected in want.items():
+        got = P.compute_advantages(name, r, 2, entropy=ent, generator=torch.Generator().manual_seed(3), num_groups=5,
+                                   scale=0.7)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(P.ADVANTAGES[name](r, 2, entropy=ent, generator=torch.Generator().manual_seed(3),
+                                                      num_groups=5, scale=0.7), expected, rtol=0, atol=0)
+    # the threshold reaches every Pass@k entry: at 0.1 the 0.2 reward counts as correct
+    torch.testing.assert_close(P.compute_advantages("passk", r, 2, threshold=0.1),
+                               P.passk_advantages_analytical(r, 2, threshold=0.1))
+
+
+def test_registry_errors():
+    r = torch.zeros(1, 4)
+    with pytest.raises(ValueError, match="exceeding_passk.*valid names: grpo, passk, .*exceeding"):
+        P.compute_advantages("exceeding_passk", r, 2)
+    with pytest.raises(ValueError, match="entropy_adaptive.*needs entropy="):
+        P.compute_advantages("entropy_adaptive", r, 2)

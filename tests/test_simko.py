@@ -613,3 +613,17 @@ def test_benchmark_script_runs_and_methods_agree():
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines() if not line.startswith(("#", "method"))}
     assert set(rows) == {"naive", "official", "logits", "fused"}
     assert all(float(row[-1]) < 1e-4 for row in rows.values())  # max rel diff vs naive
+
+
+def test_public_choice_tuples_are_what_policy_loss_accepts():
+    assert simko.GATES[0] == "row_quantile" and simko.AGGREGATIONS[0] == "token_mean"
+    assert simko.PENALTIES[0] == "advantage"
+    logp = torch.zeros(2, 3, requires_grad=True)
+    stats = simko.token_stats(torch.randn(2, 3, 7), torch.zeros(2, 3, dtype=torch.long))
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    adv = torch.tensor([1.0, -1.0])
+    for key, values in (("gate", simko.GATES), ("agg", simko.AGGREGATIONS), ("penalty", simko.PENALTIES)):
+        for value in values:
+            simko.policy_loss(logp, logp.detach(), adv, mask, stats, alpha=0.01, lam=1.1, **{key: value})
+        with pytest.raises(ValueError, match=key):
+            simko.policy_loss(logp, logp.detach(), adv, mask, stats, **{key: "nope"})
