@@ -10,8 +10,8 @@ About 60% of rows are True (equivalences users expect) and 40% False (mostly nea
 is reward-hacking bait: hedges, lists for one gold, near misses that tolerant graders wave through, and inputs that
 would hang a naive checker. A single false positive there is a hole the policy will find.
 
-The table grew in batches (blocks prefixed B2_ ... B12_ below). Each later batch was written without running it,
-then graded once against the checker as it stood - batches 4 to 12 were kept outside the repository until then - so
+The table grew in batches (blocks prefixed B2_ ... B13_ below). Each later batch was written without running it,
+then graded once against the checker as it stood - batches 4 to 13 were kept outside the repository until then - so
 the first-run score of a batch is an honest held-out number; once committed, a batch is just more of the answer key.
 
 `CASES` grades `is_equivalent(pred, gold)` on bare answer strings. `REWARD_CASES` grades `reward(response, gold)`
@@ -1437,6 +1437,96 @@ B12_MISC = _block("sets_tuples", [
     ("x", r"\frac{\ln 5}{\ln 2}", F),
     (r"\text{(B)} \text{ and } \text{(D)}", r"\text{(B)}", F),
 ])
+# --------------------------------------------------------------------------------------------------------------------
+# Thirteenth batch (issue 15, and issue 14's escaped dollars), held out until run once: labels, inequalities in
+# other forms, thin-space separators, set/tuple conventions, \approx, products of powers; in REWARD_CASES plain
+# anchors (`The answer is 5.`), escaped dollars, several boxes, a box followed by a later final-answer anchor.
+# First grading: 34 of 74 is_equivalent rows and 24 of 36 reward rows wrong.
+# --------------------------------------------------------------------------------------------------------------------
+
+B13_LABELS = _block("labels", [
+    ("(a,b)=(4,1)", "(4,1)", T),
+    ("(a, b) = (1, 4)", "(4,1)", F),
+    ("(x,y,z)=(1,2,3)", "(1,2,3)", T),
+    ("(4,1)", "(a,b)=(4,1)", T),
+    ("A:B = 3:5", "3:5", T),
+    ("A:B = 5:3", "3:5", F),
+    ("|PQ| = 7", "7", T),
+    (r"|AB| = 2\sqrt{3}", r"\sqrt{12}", T),
+    ("|PQ| = 8", "7", F),
+    ("m+n = 25", "25", T),
+    ("m=2,n=3; m=5,n=1", "(2,3),(5,1)", T),
+    ("m=5,n=1; m=2,n=3", "(2,3),(5,1)", T),
+    ("m=2,n=3; m=1,n=5", "(2,3),(5,1)", F),
+    ("x=1,y=2; x=2,y=1", "(1,2), (2,1)", T),
+    ("m=2,n=3", "(2,3),(5,1)", F),
+]) + _block("inequalities", [
+    ("-y > -4", "y < 4", T),
+    ("3y < 12", "y < 4", T),
+    ("y + 2 < 6", "y < 4", T),
+    (r"2y \le 8", "y < 4", F),
+    ("y + 2 > 6", "y < 4", F),
+    (r"-2x \ge 6", r"x \le -3", T),
+    ("y < 4", "3y < 12", T),
+    ("0 < g(t) < 2", "(0, 2)", T),
+    (r"0 \le f(x) \le 2", "[0, 2]", T),
+    ("0 < g(t) < 2", "[0, 2]", F),
+    ("-1 < 2x + 1 < 5", "(-1, 2)", T),
+    ("-1 < 2x + 1 < 5", "(-1, 5)", F),
+    (r"x < -2 \text{ or } 1 < x < 3", r"(-\infty,-2)\cup(1,3)", T),
+    (r"-3 < x < -1 \text{ or } x > 2", r"(-3,-1)\cup(2,\infty)", T),
+    (r"-3 < x < -1 \text{ or } x > 2", r"(-3,-1)\cup[2,\infty)", F),
+]) + _block("thousands_separators", [
+    (r"12,\! 345,\! 678", "12345678", T),
+    (r"12,\!345", "12345", T),
+    (r"1\,234\,567", "1234567", T),
+    (r"1\, 234", "1234", T),
+    (r"12,\! 345,\! 679", "12345678", F),
+    (r"1{,}000{,}000", "10^6", T),
+]) + _block("sets_tuples", [
+    (r"4, 9, \text{ and } 25", r"\{4, 9, 25\}", T),
+    ("4, 9, and 25", "4, 9, 25", T),
+    (r"4, 9, \text{ and } 25", "4, 9, 16, 25", F),
+    (r"\{1, 1, 2\}", r"\{1, 2\}", T),
+    (r"\{2, 2\}", r"\{2\}", T),
+    (r"\{1, 2, 2\}", r"\{1, 2, 3\}", F),
+    ("(1; 2)", "(1, 2)", T),
+    ("(2; 1)", "(1, 2)", F),
+    ("1; 2; 3", "1, 2, 3", T),
+    ("(2,5)or(5,2)", "(2,5),(5,2)", T),
+    ("(2,5)or(5,2)", "(2,5)", F),
+    ("(2,5) and (5,2)", r"\{(2,5),(5,2)\}", T),
+]) + _block("approx", [
+    (r"y \approx 7", "7", T),
+    (r"y \approx 7.1", "7", F),
+    (r"x \approx 3.14", r"\pi", F),
+    (r"\sqrt{2} \approx 1.414", r"\sqrt{2}", T),
+    (r"t \approx 2.5", "2.5", T),
+    (r"\pi \approx 3.14", "3.14", T),
+]) + _block("expressions", [
+    ("ab^3", "ba^3", F),
+    ("5m^3n", "5nm^3", T),
+    ("a^2b", "ab^2", F),
+    ("x^2yz^3", "z^3x^2y", T),
+    ("2xy^2", "2x^2y", F),
+    ("-3a^2bc", "-3cba^2", T),
+    ("ab^{3}", "a b^3", T),
+    ("(ab)^3", "a^3b^3", T),
+    ("ab^3", "(ab)^3", F),
+]) + _block("equations", [
+    ("x = 2+2 = 4", "4", T),
+]) + _block("adversarial", [
+    ("x = 2+2 = 5", "5", F),
+    ("x = 2+2 = 5", "4", F),
+    ("x = 4 = 5", "5", F),
+    ("3.1416", r"\pi", F),
+    ("1.732", r"\sqrt3", F),
+    (r"(a,b) = (4,1) \text{ or } (1,4)", "(4,1)", F),
+    (r"y \approx 7 \text{ or } 8", "7", F),
+    (r"3 \approx 4", "3", F),
+    (r"3 \approx 4", "4", F),
+    (r"\{4, 4, 5\}", "4", F),
+])
 
 CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT + UNITS_TEXT + DEGREES + THOUSANDS
          + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
@@ -1447,7 +1537,8 @@ CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT 
          + B2_ADVERSARIAL + B3_EXACT_VALUES + B3_STRUCTURES + B4_NUMBERS + B4_SETS_INTERVALS + B4_EXPRESSIONS
          + B4_TRIG_LOG + B4_BIG_COMPLEX + B4_UNITS_CHOICE_BASE + B4_ADVERSARIAL + B5_DRESSING + B5_NUMBERS
          + B5_EXPRESSIONS + B5_ADVERSARIAL + B6_SUBJECTS + B6_ADVERSARIAL + B7_MIXED + B7_ADVERSARIAL
-         + B8_MORE + B8_ADVERSARIAL + B9_NUMBERS + B10_PLAIN_UNICODE + B11_GSM8K + B12_MISC)
+         + B8_MORE + B8_ADVERSARIAL + B9_NUMBERS + B10_PLAIN_UNICODE + B11_GSM8K + B12_MISC
+         + B13_LABELS)
 
 # --------------------------------------------------------------------------------------------------------------------
 # reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
@@ -1461,6 +1552,9 @@ MATH_GOLD_HALF = (r"There are 4 equally likely outcomes and 2 of them are favour
 MATH_GOLD_SQRT3 = r"By the unit circle, $\sin 60^\circ = \boxed{\frac{\sqrt{3}}{2}}$."
 MATH_GOLD_C = r"Only choice C satisfies both conditions, so the answer is $\boxed{\text{(C)}}$."
 MATH_GOLD_INTERVAL = r"Combining both cases, the solution set is $x \in \boxed{(-\infty, 3] \cup (5, \infty)}$."
+
+GSM8K_GOLD_12 = "He pays 3*4 = <<3*4=12>>12 dollars.\n#### 12"
+GSM8K_GOLD_42 = "She spends 6*7 = <<6*7=42>>42 dollars.\n#### 42"
 
 REWARD_CASES = (
     _block("reward_boxed", [
@@ -1672,6 +1766,51 @@ REWARD_CASES = (
         (r"Thus the slope is $m = \boxed{-\frac{2}{3}}$.", r"The slope is $\boxed{-\frac23}$.", T),
         (r"\boxed{(1.5,-0.5)}", r"The midpoint is $\boxed{\left(\frac{3}{2}, -\frac{1}{2}\right)}$.", T),
         (r"\boxed{(-0.5,1.5)}", r"The midpoint is $\boxed{\left(\frac{3}{2}, -\frac{1}{2}\right)}$.", F),
+    ])
+    # thirteenth batch (first grading: 24 of 36 wrong)
+    + _block("reward_anchors", [
+        ("The answer is 7.", "7", T),
+        ("So the answer is $\\frac{2}{3}$.", "2/3", T),
+        ("Therefore, the answer is $y = -2$", "-2", T),
+        ("the answer is 5/8", "0.625", T),
+        ("The answer is: 30 marbles", "30", T),
+        ("In total the answer is 2,500.", "2500", T),
+        ("Final Answer: The number of such integers is 18.", "18", T),
+        ("Final Answer: The number of such integers is 17.", "18", F),
+        ("The answer is 6.", "7", F),
+        ("**Final answer:** $\\dfrac{1}{4}$", "0.25", T),
+        ("The answer is 12 dollars.", GSM8K_GOLD_12, T),
+        ("Hence the answer is \\(\\sqrt{5}\\).", r"\sqrt5", T),
+        ("Answer: The largest possible value of $n$ is $9$.", "9", T),
+        ("Answer: $m+n = 25$", "25", T),
+        ("<think>the answer is 3</think>\nThe answer is 4.", "4", T),
+    ])
+    + _block("reward_escaped_dollar", [
+        ("Answer: $\\$42$", "42", T),
+        ("The final answer is $\\$42$.", GSM8K_GOLD_42, T),
+        ("Answer: $x = \\$5$", "5", T),
+        ("Answer: $\\$41$", "42", F),
+        ("The total cost is $\\$18.50$.\n#### 18.50", "18.5", T),
+        ("So the answer is $\\$1,250$.", "1250", T),
+    ])
+    + _block("reward_boxed", [
+        ("\\boxed{3} \\text{ or } \\boxed{-5}", "3, -5", T),
+        ("$x = \\boxed{3}$ or $x = \\boxed{-5}$", "-5, 3", T),
+        ("\\boxed{2}, \\boxed{3}", "2, 3", T),
+        ("The roots are $\\boxed{1}$ and $\\boxed{4}$.", r"\{1, 4\}", T),
+        ("First attempt: \\boxed{12}. Checking again, that was wrong.\nThe final answer is 15.", "15", T),
+        ("First attempt: \\boxed{12}. Checking again, that was wrong.\nThe final answer is 15.", "12", F),
+        ("\\boxed{7}\n\nCheck of the answer: plugging in gives 4 + 3.", "7", T),
+        ("\\boxed{(4,1)}", r"The solution is $\boxed{(a,b)=(4,1)}$.", T),
+    ])
+    + _block("reward_adversarial", [
+        ("\\boxed{3} \\text{ or } \\boxed{-5}", "3", F),
+        ("\\boxed{4} \\text{ or } \\boxed{5}", "5", F),
+        ("\\boxed{2} \\boxed{3}", "2", F),
+        ("The answer is 4 or 5.", "4", F),
+        ("The answer is probably 7, but maybe 8.", "7", F),
+        ("The answer is 4. Answer: 5", "4", F),
+        ("The answer is $\\$42$ or $\\$43$.", "42", F),
     ])
 )
 
