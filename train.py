@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
+import inspect
 import json
 import os
 import random
@@ -48,16 +49,24 @@ from contextlib import nullcontext
 
 import torch
 
+import countdown
 import passk_at_k
 import rollout as R
 import simko
+import verify
 
-ADVANTAGES = ("grpo", "passk", "passk_bootstrap", "passk_full", "combination", "entropy_adaptive", "exceeding")
-LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
-GATES = ("row_quantile", "batch_quantile", "absolute")
+CONCENTRATION_RANKS = 5     # metrics.jsonl logs the rank-1..5 probabilities (SimKO's Lambda^(k))
+ADVANTAGES = tuple(getattr(passk_at_k, "ADVANTAGES", None) or (
+    "grpo", "passk", "passk_bootstrap", "passk_full", "combination", "entropy_adaptive", "exceeding"))
+LOSS_AGGS = getattr(simko, "AGGREGATIONS", ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"))
+GATES = getattr(simko, "GATES", ("row_quantile", "batch_quantile", "absolute"))
+PENALTIES = getattr(simko, "PENALTIES", ("advantage", "ratio"))
+WARMUP_VARIANTS = getattr(countdown, "WARMUP_VARIANTS", ("full",))
+FALLBACKS = getattr(verify, "FALLBACKS", ("none",))
+# the rollout returns its top-5 log-probs for the concentration metric (when this rollout.py can)
+STATS_TOP_K = {"stats_top_k": CONCENTRATION_RANKS} if "stats_top_k" in inspect.signature(R.rollout).parameters else {}
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 TABLE_KS = (1, 2, 4, 8, 16)
-CONCENTRATION_RANKS = 5     # metrics.jsonl logs the rank-1..5 probabilities (SimKO's Lambda^(k))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -72,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-data", default=None, help="held-out JSONL; default: the last 10%% (<= 500) of --data")
     g.add_argument("--out", default=None, help="run directory; default runs/<timestamp>")
     g.add_argument("--warmup-cache", default="runs/warmup", help="where the embedded warm-up is cached and shared")
+    g.add_argument("--warmup-variant", choices=WARMUP_VARIANTS, default="full",
+                   help="embedded task only: the supervised warm-up's data (countdown.py's docstring)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...; default cuda when available")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=int, default=None,
@@ -82,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sft-lr", type=float, default=3e-3)
     g.add_argument("--prompts-per-step", type=int, default=16)
     g.add_argument("--group-size", type=int, default=8, help="G responses per prompt")
+    g.add_argument("--mini-batches", type=int, default=1,
+                   help="optimiser steps per rollout batch: the prompts are split into this many parts")
     g.add_argument("--micro-batch-size", type=int, default=0, help="rows per forward/backward; 0: all at once")
     g.add_argument("--gen-batch-size", type=int, default=0, help="prompts per generation call; 0: all at once")
     g.add_argument("--lr", type=float, default=1e-4)
@@ -103,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--simko-lambda", type=float, default=1.1)
     g.add_argument("--simko-tau", type=float, default=0.8)
     g.add_argument("--simko-gate", choices=GATES, default="row_quantile")
+    g.add_argument("--simko-penalty", choices=PENALTIES, default="advantage")
     g.add_argument("--clip-low", type=float, default=0.2)
     g.add_argument("--clip-high", type=float, default=0.28)
     g.add_argument("--loss-agg", choices=LOSS_AGGS, default="token_mean")
@@ -113,12 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-temperature", type=float, default=1.0)
     g.add_argument("--eval-top-p", type=float, default=1.0)
     g.add_argument("--max-new-tokens", type=int, default=None, help="default 12 (embedded) / 512 (--model)")
+    g.add_argument("--decode", choices=("dynamic", "static"), default="dynamic",
+                   help="KV cache of the rollout: grown per token, or preallocated (rollout.py static_cache)")
     g = p.add_argument_group("memory (real models)")
     g.add_argument("--grad-checkpointing", action="store_true")
     g.add_argument("--stats-from-hidden", choices=("auto", "on", "off"), default="auto",
                    help="token stats from hidden states + LM head (auto: vocabulary > 32k)")
     g.add_argument("--reward-workers", type=int, default=None, help="verify.batch_reward workers; 0: in-process")
     g.add_argument("--reward-timeout", type=float, default=5.0)
+    g.add_argument("--reward-fallback", choices=FALLBACKS, default=FALLBACKS[0],
+                   help="verify.batch_reward's fallback for responses without a final answer")
     g.add_argument("--no-progress", action="store_true", help="no tqdm bars (tests, logs)")
     return p
 
@@ -137,7 +155,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("prompts_per_step", "eval_samples", "simko_topk"):
         need(getattr(args, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     need(args.group_size >= 2, f"--group-size must be >= 2 (advantages compare responses), got {args.group_size}")
-    need(1 <= args.k <= args.group_size, f"--k must be in [1, --group-size={args.group_size}], got {args.k}")
+    need(args.k >= 1, f"--k must be in [1, --group-size - 1 = {args.group_size - 1}], got {args.k}")
+    if args.advantage != "grpo":    # (GRPO ignores k)
+        need(args.k < args.group_size,
+             f"--k must be in [1, --group-size - 1 = {args.group_size - 1}], got {args.k}: with k >= the group size "
+             f"every k-subset is the whole group, so every Pass@k advantage is exactly 0 and nothing is trained")
+    need(1 <= args.mini_batches <= args.prompts_per_step,
+         f"--mini-batches must be in [1, --prompts-per-step={args.prompts_per_step}] (each part holds whole groups), "
+         f"got {args.mini_batches}")
+    need(args.decode == "dynamic" or "static_cache" in inspect.signature(R.rollout).parameters,
+         "--decode static needs rollout.py's static_cache, which this rollout.py does not have")
     for name in ("lr", "sft_lr", "temperature", "eval_temperature", "max_grad_norm", "reward_timeout"):
         need(getattr(args, name) > 0, f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     for name in ("top_p", "eval_top_p"):
@@ -220,7 +247,6 @@ def gold_answer(answer: str) -> str:
     if "####" in answer:
         return answer.rsplit("####", 1)[1].strip().replace(",", "")
     if "\\boxed" in answer or "\\fbox" in answer:
-        import verify
         boxed = verify.extract_answer(answer)
         return "" if boxed is None else boxed.strip()     # an empty box is an error, not the whole solution
     return answer.strip()
@@ -229,14 +255,12 @@ def gold_answer(answer: str) -> str:
 def load_task(args) -> dict:
     """The task as plain data and functions: train/eval problems, prompt text, rewards. No model is touched."""
     if args.model is None:
-        import countdown
         train, held_out = countdown.make_problems()
         task = {"name": "countdown", "train": train, "eval": held_out, "add_special_tokens": True,
                 "prompt": lambda p, tokenizer: p["prompt"],
                 "reward": lambda texts, probs: [countdown.reward(t, p["numbers"], p["target"])
                                                 for t, p in zip(texts, probs)]}
     else:
-        import verify
         train = load_jsonl(args.data)
         if args.eval_data:
             held_out = load_jsonl(args.eval_data)
@@ -246,11 +270,13 @@ def load_task(args) -> dict:
                 raise ValueError(f"{args.data}: {len(train)} problem(s) is too few to hold out an evaluation split; "
                                  f"pass --eval-data")
             train, held_out = train[:-n], train[-n:]
+        fallback = {"fallback": args.reward_fallback} if hasattr(verify, "FALLBACKS") else {}
         task = {"name": "jsonl", "train": train, "eval": held_out, "add_special_tokens": False,
                 "prompt": chat_prompt,
                 "reward": lambda texts, probs: verify.batch_reward(texts, [p["gold"] for p in probs],
                                                                    timeout=args.reward_timeout,
-                                                                   workers=args.reward_workers)}
+                                                                   workers=args.reward_workers,
+                                                                   **fallback)}
     if args.eval_problems:
         task["eval"] = task["eval"][:args.eval_problems]
     if len(task["train"]) < args.prompts_per_step:
@@ -294,13 +320,15 @@ def warmed_up_model(args, task, log):
 
     The warm-up uses a fixed seed (not --seed) so that every run - any seed, any algorithm - starts from the same
     policy, which is what a fair comparison of RL methods needs."""
-    import countdown
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    key = hashlib.sha1(json.dumps({"v": 1, "steps": args.sft_steps, "lr": args.sft_lr,
-                                   "task": [countdown.NUMBERS.stop, countdown.TARGETS.stop, countdown.HELD_OUT]}
-                                  ).encode()).hexdigest()[:10]
-    path = os.path.join(args.warmup_cache, f"countdown-sft{args.sft_steps}-{key}")
+    settings = {"v": 1, "steps": args.sft_steps, "lr": args.sft_lr,
+                "task": [countdown.NUMBERS.stop, countdown.TARGETS.stop, countdown.HELD_OUT]}
+    if args.warmup_variant != "full":          # (so that caches of the "full" warm-up stay valid)
+        settings["variant"] = args.warmup_variant
+    key = hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:10]
+    variant = "" if args.warmup_variant == "full" else f"-{args.warmup_variant}"
+    path = os.path.join(args.warmup_cache, f"countdown{variant}-sft{args.sft_steps}-{key}")
     if os.path.isfile(os.path.join(path, "warmup.json")):
         log(f"warm-up: reusing {path}")
         return (AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
@@ -310,8 +338,9 @@ def warmed_up_model(args, task, log):
     log(f"warm-up: {args.sft_steps} supervised steps on {len(task['train'])} problems "
         f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), caching to {path}")
     start = time.time()
+    extra = {} if args.warmup_variant == "full" else {"variant": args.warmup_variant}
     losses = countdown.warm_up(model, tokenizer, task["train"], args.sft_steps, lr=args.sft_lr, seed=0,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, **extra)
     seconds = time.time() - start
 
     def write(tmp):
@@ -371,93 +400,101 @@ def response_token_stats(model, input_ids, attention_mask, prompt_len, args, fro
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             return simko.token_stats_from_hidden(
                 hidden[:, prompt_len - 1:-1].to(dtype), head.weight.to(dtype), tokens,
-                top_k=max(args.simko_topk, CONCENTRATION_RANKS), temperature=args.temperature,
+                top_k=args.simko_topk, temperature=args.temperature,
                 bias=None if head.bias is None else head.bias.to(dtype))
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
                    logits_to_keep=tokens.shape[1] + 1).logits[:, :-1]
-    return simko.token_stats(logits, tokens, top_k=max(args.simko_topk, CONCENTRATION_RANKS),
+    return simko.token_stats(logits, tokens, top_k=args.simko_topk,
                              temperature=args.temperature)
 
 
 def compute_advantages(rewards: torch.Tensor, entropy: torch.Tensor, method: str, k: int, seed: int) -> torch.Tensor:
     """[P, G] rewards -> [P, G] advantages; `entropy` [P] is each prompt's mean token entropy (entropy_adaptive)."""
-    if method == "grpo":
-        return passk_at_k.grpo_advantages(rewards)
-    if method == "passk":
-        return passk_at_k.passk_advantages_analytical(rewards, k)
-    if method == "passk_bootstrap":
-        return passk_at_k.passk_advantages_bootstrap(rewards, k, generator=torch.Generator().manual_seed(seed))
-    if method == "passk_full":
-        return passk_at_k.passk_advantages_full(rewards, k)
-    if method == "combination":
-        return passk_at_k.combination_advantages(rewards, k)
-    if method == "entropy_adaptive":
-        return passk_at_k.entropy_adaptive_advantages(rewards, k, entropy)
-    return passk_at_k.exceeding_passk_advantages(rewards, k)
+    return passk_at_k.compute_advantages(method, rewards, k, entropy=entropy,
+                                         generator=torch.Generator().manual_seed(seed))
 
 
 def update(model, ref_model, optimizer, scheduler, ro: R.Rollout, advantages: torch.Tensor, args, autocast,
            from_hidden: bool) -> dict:
-    """One optimiser step on a rollout batch, in micro-batches whose losses add up to the full-batch loss."""
+    """--mini-batches optimiser steps on one rollout batch, each in micro-batches whose losses add up to the
+    mini-batch's loss.
+
+    The rollout's prompts are split in order into M parts of whole groups (like verl's ppo_mini_batch_size); each
+    part is one optimiser step, so from the second part on the policy differs from the sampling policy and the
+    ratio and its clip come into play. M = 1 is a single step on the whole batch. Rows whose advantage is 0 (all
+    tokens) add exactly 0 to the loss and its gradient when there is no KL term: they are left out of the forward
+    and backward, while the loss normaliser (tokens or rows of the mini-batch) still counts them. The exception is
+    SimKO's batch_quantile gate, whose quantile would then be taken over fewer tokens.
+    """
     model.train()
     rows, width = ro.response_mask.shape
-    micro = args.micro_batch_size or rows
     mask = ro.response_mask
-    # Each micro-batch's loss is rescaled so that the sum equals the full batch's aggregate (tokens or sequences).
+    # Each micro-batch's loss is rescaled so that the sum equals the mini-batch's aggregate (tokens or sequences).
     if args.loss_agg == "token_mean":
         weights = mask.sum(1)
     elif args.loss_agg == "seq_mean_token_mean":
         weights = (mask.sum(1) > 0).float()
     else:
         weights = torch.ones(rows, device=mask.device)
-    total = weights.sum().clamp_min(1)
-    simko_on = args.simko
-    sums, conc = {}, None
-    optimizer.zero_grad(set_to_none=True)
-    for s in range(0, rows, micro):
-        sl = slice(s, s + micro)
-        ids, att, m = ro.input_ids[sl], ro.attention_mask[sl], mask[sl]
-        share = (weights[sl].sum() / total).item()
-        if share == 0:
-            continue
-        with autocast():
-            stats = response_token_stats(model, ids, att, ro.prompt_len, args, from_hidden)
-        # The statistics carry the top max(K, 5) candidates for the concentration metric; SimKO spreads over K.
-        K = args.simko_topk
-        simko_stats = stats._replace(topk_logp=stats.topk_logp[..., :K], topk_ids=stats.topk_ids[..., :K])
-        loss, metrics = simko.policy_loss(
-            stats.logp, ro.logp[sl], advantages[sl], m, simko_stats if simko_on else None,
-            alpha=args.simko_alpha if simko_on else 0.0, lam=args.simko_lambda if simko_on else 1.0,
-            tau=args.simko_tau, gate=args.simko_gate, clip_low=args.clip_low, clip_high=args.clip_high,
-            agg=args.loss_agg, max_len=width)
-        if ref_model is not None:
-            with torch.no_grad(), autocast():
-                ref_logp = response_token_stats(ref_model, ids, att, ro.prompt_len, args, from_hidden).logp
-            log_ratio = torch.where(m.bool(), ref_logp - stats.logp, 0.0)
-            kl = ((log_ratio.exp() - log_ratio - 1) * m).sum() / m.sum().clamp_min(1)   # k3 estimator, >= 0
-            loss = loss + args.kl_coef * kl
-            metrics["kl"] = kl.item()
-        (loss * share).backward()
-        n_tok = m.sum().item()
-        metrics["entropy"] = (stats.entropy * m).sum().item() / max(n_tok, 1)
-        metrics["loss"] = loss.item()
-        for key, value in metrics.items():
-            sums[key] = sums.get(key, 0.0) + value * n_tok
-        c = simko.concentration(stats.topk_logp.detach(), m)
-        c = [v * n_tok for v in c["prob"]] + [v * n_tok for v in c["logp"]] if n_tok else None
-        conc = c if conc is None else [a + b for a, b in zip(conc, c)] if c else conc
-        sums["_tokens"] = sums.get("_tokens", 0.0) + n_tok
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-    optimizer.step()
+    can_skip = ref_model is None and not (args.simko and args.simko_gate == "batch_quantile")
+    live = weights > 0
+    if can_skip:
+        live &= advantages != 0
+    G = args.group_size
+    parts = torch.arange(rows // G).tensor_split(args.mini_batches)
+    K = args.simko_topk
+    sums, n_sum, losses, grad_norms = {}, 0.0, [], []
+    for part in parts:
+        part_rows = torch.arange(int(part[0]) * G, (int(part[-1]) + 1) * G, device=mask.device)
+        total = weights[part_rows].sum().clamp_min(1)
+        todo = part_rows[live[part_rows]]
+        micro = args.micro_batch_size or max(len(todo), 1)
+        optimizer.zero_grad(set_to_none=True)
+        part_loss = 0.0
+        for s in range(0, len(todo), micro):
+            sel = todo[s:s + micro]
+            ids, att, m = ro.input_ids[sel], ro.attention_mask[sel], mask[sel]
+            share = (weights[sel].sum() / total).item()
+            with autocast():
+                stats = response_token_stats(model, ids, att, ro.prompt_len, args, from_hidden)
+            loss, metrics = simko.policy_loss(
+                stats.logp, ro.logp[sel], advantages[sel], m, stats if args.simko else None,
+                alpha=args.simko_alpha if args.simko else 0.0, lam=args.simko_lambda if args.simko else 1.0,
+                tau=args.simko_tau, gate=args.simko_gate, penalty=args.simko_penalty, clip_low=args.clip_low,
+                clip_high=args.clip_high, agg=args.loss_agg, max_len=width)
+            metrics.pop("entropy", None)        # (logged from the rollout, over every row)
+            if ref_model is not None:
+                with torch.no_grad(), autocast():
+                    ref_logp = response_token_stats(ref_model, ids, att, ro.prompt_len, args, from_hidden).logp
+                log_ratio = torch.where(m.bool(), ref_logp - stats.logp, 0.0)
+                kl = ((log_ratio.exp() - log_ratio - 1) * m).sum() / m.sum().clamp_min(1)   # k3 estimator, >= 0
+                loss = loss + args.kl_coef * kl
+                metrics["kl"] = kl.item()
+            (loss * share).backward()
+            part_loss += loss.item() * share
+            n_tok = m.sum().item()
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value * n_tok
+            n_sum += n_tok
+        if len(todo) == 0:
+            # Nothing can move the gradient, but the optimiser still takes its step (as it would on zero gradients)
+            for p in model.parameters():
+                if p.requires_grad and p.grad is None:
+                    p.grad = torch.zeros_like(p)
+        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)))
+        optimizer.step()
+        losses.append(part_loss)
     scheduler.step()
     model.eval()
-    n = max(sums.pop("_tokens", 0.0), 1.0)
-    out = {key: value / n for key, value in sums.items()}
-    out["grad_norm"] = float(grad_norm)
-    if conc:
-        K = len(conc) // 2
-        out.update({f"conc_prob_rank{i + 1}": conc[i] / n for i in range(K)})
-        out.update({f"conc_logp_rank{i + 1}": conc[K + i] / n for i in range(K)})
+    # policy-loss metrics: means over the response tokens that entered the update (None when none did)
+    if not sums:
+        one = torch.zeros(1, 1)
+        sums = dict.fromkeys(simko.policy_loss(one, one, one[0], one + 1)[1], 0.0)
+        sums.pop("entropy", None)
+    out = {key: value / n_sum if n_sum else None for key, value in sums.items()}
+    out["loss"] = sum(losses) / len(losses)
+    out["grad_norm"] = sum(grad_norms) / len(grad_norms)
+    out["updated_rows_frac"] = live.float().mean().item()
     return out
 
 
@@ -481,13 +518,13 @@ def evaluate(model, tokenizer, task, args, eos_ids, autocast) -> dict:
     with autocast():
         texts = R.sample_for_eval(model, tokenizer, prompts, n, max_new_tokens=args.max_new_tokens,
                                   temperature=args.eval_temperature, top_p=args.eval_top_p, generator=generator,
-                                  batch_size=eval_rows,
-                                  add_special_tokens=task["add_special_tokens"], eos_token_id=eos_ids)
+                                  batch_size=eval_rows, add_special_tokens=task["add_special_tokens"],
+                                  eos_token_id=eos_ids, **decode_kwargs(args))
     flat = [t for row in texts for t in row]
     problems = [p for p in task["eval"] for _ in range(n)]
     correct = torch.tensor(task["reward"](flat, problems)).view(len(prompts), n) > 0.5
     curve = passk_at_k.pass_at_k_curve(correct, ks=list(range(1, n + 1)))
-    return {f"pass@{k}": v for k, v in curve.items()}
+    return {**{f"pass@{k}": v for k, v in curve.items()}, "correct": correct.sum(1).tolist()}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -514,6 +551,11 @@ def save_checkpoint(out, model, tokenizer, optimizer, scheduler, step, sampler, 
     _atomic_save(write, os.path.join(out, "checkpoint"))
 
 
+def decode_kwargs(args) -> dict:
+    """rollout.py keywords of --decode (only passed when not the default, so an older rollout.py still works)."""
+    return {"static_cache": True} if args.decode == "static" else {}
+
+
 def rl_step(step, batch, model, ref_model, tokenizer, optimizer, scheduler, task, args, generator, eos_ids,
             autocast, from_hidden) -> dict:
     """One RL step on `batch` (a list of problems): rollout -> reward -> advantage -> update. Returns its metrics."""
@@ -526,7 +568,8 @@ def rl_step(step, batch, model, ref_model, tokenizer, optimizer, scheduler, task
         for s in range(0, P, per_call):
             parts.append(R.rollout(model, tokenizer, prompts[s:s + per_call], G, max_new_tokens=args.max_new_tokens,
                                    temperature=args.temperature, top_p=args.top_p, generator=generator,
-                                   add_special_tokens=task["add_special_tokens"], eos_token_id=eos_ids))
+                                   add_special_tokens=task["add_special_tokens"], eos_token_id=eos_ids,
+                                   **decode_kwargs(args), **STATS_TOP_K))
     ro = _concat_rollouts(parts, tokenizer)
     t1 = time.time()
     rewards = torch.tensor(task["reward"](ro.texts, [p for p in batch for _ in range(G)]),
@@ -541,17 +584,26 @@ def rl_step(step, batch, model, ref_model, tokenizer, optimizer, scheduler, task
     stats = update(model, ref_model, optimizer, scheduler, ro, advantages, args, autocast, from_hidden)
     t4 = time.time()
     n_tokens = mask.sum().item()
-    return {"type": "train", "step": step + 1, "advantage": method,
-            "reward_mean": rewards.mean().item(),
-            "zero_variance_frac": (rewards.std(1) == 0).float().mean().item(),
-            "adv_mean": adv.mean().item(), "adv_abs_mean": adv.abs().mean().item(),
-            "response_len": mask.sum(1).mean().item(), "truncated_frac": ro.truncated.float().mean().item(),
-            "rollout_entropy": (ro.entropy * mask).sum().item() / max(n_tokens, 1),
-            **stats, "lr": scheduler.get_last_lr()[0],
-            "rollout_tokens_per_s": n_tokens / max(t1 - t0, 1e-9),
-            "update_tokens_per_s": ro.attention_mask.sum().item() / max(t4 - t3, 1e-9),
-            "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_advantage": t3 - t2, "time_update": t4 - t3,
-            "time_step": t4 - t0}
+    out = {"type": "train", "step": step + 1, "advantage": method,
+           "reward_mean": rewards.mean().item(),
+           "zero_variance_frac": (rewards.std(1) == 0).float().mean().item(),
+           "adv_mean": adv.mean().item(), "adv_abs_mean": adv.abs().mean().item(),
+           "response_len": mask.sum(1).mean().item(), "truncated_frac": ro.truncated.float().mean().item(),
+           # the sampling policy's mean token entropy and concentration, over every response token of the batch
+           "entropy": (ro.entropy * mask).sum().item() / max(n_tokens, 1)}
+    if getattr(ro, "topk_logp", None) is not None:
+        c = simko.concentration(ro.topk_logp, mask)
+        for i in range(CONCENTRATION_RANKS):
+            out[f"rank{i + 1}_prob"] = c["prob"][i]
+        for i in range(CONCENTRATION_RANKS):
+            out[f"rank{i + 1}_logp"] = c["logp"][i]
+    out.update(stats)
+    out.update({"lr": scheduler.get_last_lr()[0],
+                "rollout_tokens_per_s": n_tokens / max(t1 - t0, 1e-9),
+                "update_tokens_per_s": ro.attention_mask.sum().item() / max(t4 - t3, 1e-9),
+                "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_advantage": t3 - t2, "time_update": t4 - t3,
+                "time_step": t4 - t0})
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -705,7 +757,9 @@ def _concat_rollouts(parts: list, tokenizer) -> R.Rollout:
         logp=torch.cat([fix(p.logp, p, 0.0, False) for p in parts]),
         entropy=torch.cat([fix(p.entropy, p, 0.0, False) for p in parts]),
         truncated=torch.cat([p.truncated for p in parts]), prompt_len=P,
-        texts=[t for p in parts for t in p.texts])
+        texts=[t for p in parts for t in p.texts],
+        **({"topk_logp": torch.cat([F.pad(p.topk_logp, (0, 0, 0, T - p.response_mask.shape[1])) for p in parts])}
+           if getattr(parts[0], "topk_logp", None) is not None else {}))
 
 
 def pass_at_k_table(before: dict, after: dict, n: int) -> str:

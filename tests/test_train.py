@@ -27,8 +27,12 @@ def _err(capsys, argv):
 # Fail fast: flags
 
 @pytest.mark.parametrize("argv, message", [
-    (["--k", "9", "--group-size", "8"], "--k must be in [1, --group-size=8], got 9"),
+    (["--k", "9", "--group-size", "8"], "--k must be in [1, --group-size - 1 = 7], got 9"),
+    (["--k", "8", "--group-size", "8"], "every Pass@k advantage is exactly 0 and nothing is trained"),
+    (["--k", "8", "--group-size", "8", "--advantage", "exceeding"], "every k-subset is the whole group"),
     (["--k", "0"], "--k must be in [1"),
+    (["--mini-batches", "0"], "--mini-batches must be in [1, --prompts-per-step=16]"),
+    (["--mini-batches", "5", "--prompts-per-step", "4"], "--mini-batches must be in [1, --prompts-per-step=4]"),
     (["--group-size", "1", "--k", "1"], "--group-size must be >= 2"),
     (["--top-p", "0"], "--top-p must be in (0, 1]"),
     (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
@@ -54,6 +58,10 @@ def test_bad_flags_fail_with_a_message_naming_the_flag(capsys, argv, message):
     assert message in _err(capsys, argv)
 
 
+def test_k_is_only_checked_against_the_group_size_when_an_advantage_uses_it():
+    assert train.parse_args(["--advantage", "grpo", "--group-size", "4"]).k == 4     # GRPO ignores k
+
+
 def test_missing_files_and_resume_without_checkpoint(capsys, tmp_path):
     assert "--data: no such file" in _err(capsys, ["--model", "m", "--data", str(tmp_path / "nope.jsonl")])
     assert "no checkpoint in" in _err(capsys, ["--resume", "--out", str(tmp_path)])
@@ -68,6 +76,8 @@ def test_simko_flag_pair_and_defaults():
     assert (a.advantage, a.k, a.simko, a.simko_topk, a.simko_alpha, a.simko_lambda, a.simko_tau) == \
         ("passk", 4, True, 3, 0.01, 1.1, 0.8)
     assert (a.clip_low, a.clip_high, a.loss_agg, a.kl_coef) == (0.2, 0.28, "token_mean", 0.0)
+    assert (a.simko_gate, a.simko_penalty, a.decode, a.warmup_variant, a.reward_fallback) == \
+        ("row_quantile", "advantage", "dynamic", "full", "none")
     assert train.parse_args(["--no-simko"]).simko is False
     assert a.max_new_tokens == 12 and a.out.startswith("runs")
 
@@ -174,27 +184,8 @@ def _tiny_rollout(seed=0):
     return model, tok, ro
 
 
-@pytest.mark.parametrize("agg", train.LOSS_AGGS)
-@pytest.mark.parametrize("simko_on", [True, False])
-def test_micro_batches_give_the_full_batch_gradient(agg, simko_on):
-    model, _, ro = _tiny_rollout()
-    adv = torch.randn(ro.input_ids.shape[0])
-    grads = []
-    for micro in (0, 5):
-        args = train.parse_args(["--micro-batch-size", str(micro), "--loss-agg", agg, "--max-grad-norm", "1e9",
-                                 "--simko-gate", "absolute", "--simko-tau", "0.5"]
-                                + ([] if simko_on else ["--no-simko"]))
-        m = copy.deepcopy(model)
-        before = [p.detach().clone() for p in m.parameters()]
-        opt = torch.optim.SGD(m.parameters(), lr=1.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-        metrics = train.update(m, None, opt, sched, ro, adv, args, train.nullcontext, from_hidden=False)
-        grads.append(torch.cat([(b - p.detach()).flatten() for b, p in zip(before, m.parameters())]))
-        assert metrics["grad_norm"] > 0
-        if simko_on:
-            assert metrics["gated_frac"] > 0
-    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
-    # and it is the gradient of simko.policy_loss over the whole batch, computed by hand
+def _reference_gradient(model, ro, adv, agg, simko_on):
+    """The gradient of simko.policy_loss over the whole batch (every row), computed by hand."""
     m = copy.deepcopy(model)
     pos = R.position_ids(ro.attention_mask)
     P = ro.prompt_len
@@ -204,7 +195,111 @@ def test_micro_batches_give_the_full_batch_gradient(agg, simko_on):
                                 alpha=0.01 if simko_on else 0.0, lam=1.1 if simko_on else 1.0, tau=0.5,
                                 gate="absolute", agg=agg, max_len=ro.response_mask.shape[1])
     loss.backward()
-    torch.testing.assert_close(grads[0], torch.cat([p.grad.flatten() for p in m.parameters()]), atol=1e-6, rtol=1e-4)
+    return torch.cat([p.grad.flatten() for p in m.parameters()])
+
+
+def _sgd_update(model, ro, adv, argv, monkeypatch=None):
+    """train.update with SGD at lr 1: returns (the step, i.e. the gradient; metrics; rows forwarded)."""
+    args = train.parse_args(["--group-size", "4", "--k", "2", "--max-grad-norm", "1e9", *argv])
+    m = copy.deepcopy(model)
+    before = [p.detach().clone() for p in m.parameters()]
+    opt = torch.optim.SGD(m.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    rows = []
+    if monkeypatch is not None:
+        real = train.response_token_stats
+        monkeypatch.setattr(train, "response_token_stats",
+                            lambda model, ids, *a, **k: rows.append(ids.shape[0]) or real(model, ids, *a, **k))
+    metrics = train.update(m, None, opt, sched, ro, adv, args, train.nullcontext, from_hidden=False)
+    return torch.cat([(b - p.detach()).flatten() for b, p in zip(before, m.parameters())]), metrics, rows
+
+
+@pytest.mark.parametrize("agg", train.LOSS_AGGS)
+@pytest.mark.parametrize("simko_on", [True, False])
+def test_micro_batches_give_the_full_batch_gradient(agg, simko_on):
+    model, _, ro = _tiny_rollout()
+    adv = torch.randn(ro.input_ids.shape[0])
+    flags = ["--loss-agg", agg, "--simko-gate", "absolute", "--simko-tau", "0.5"] + ([] if simko_on else ["--no-simko"])
+    grads = []
+    for micro in (0, 5):
+        g, metrics, _ = _sgd_update(model, ro, adv, ["--micro-batch-size", str(micro), *flags])
+        grads.append(g)
+        assert metrics["grad_norm"] > 0
+        if simko_on:
+            assert metrics["gated_frac"] > 0
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(grads[0], _reference_gradient(model, ro, adv, agg, simko_on), atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("agg", train.LOSS_AGGS)
+@pytest.mark.parametrize("simko_on", [True, False])
+def test_rows_with_zero_advantage_are_left_out_and_the_gradient_is_unchanged(agg, simko_on, monkeypatch):
+    model, _, ro = _tiny_rollout()
+    adv = torch.randn(12)
+    adv[4:8] = 0.0        # a group whose responses were all right (or all wrong)
+    adv[1] = 0.0          # and a single row (Pass@k gives 0 to some rows of a mixed group)
+    flags = ["--loss-agg", agg, "--simko-gate", "absolute", "--simko-tau", "0.5", "--micro-batch-size", "3"]
+    g, metrics, rows = _sgd_update(model, ro, adv, flags + ([] if simko_on else ["--no-simko"]), monkeypatch)
+    assert sum(rows) == 7 and metrics["updated_rows_frac"] == pytest.approx(7 / 12)
+    # the same gradient as the whole batch's loss, zero rows included in its normaliser
+    torch.testing.assert_close(g, _reference_gradient(model, ro, adv, agg, simko_on), atol=1e-6, rtol=1e-4)
+
+
+def test_zero_advantage_rows_are_kept_where_they_matter(monkeypatch):
+    model, _, ro = _tiny_rollout()
+    adv = torch.zeros(12)
+    adv[0], adv[3] = 1.0, -1.0
+    _, _, rows = _sgd_update(model, ro, adv, ["--simko-gate", "batch_quantile"], monkeypatch)
+    assert sum(rows) == 12        # the batch quantile of the entropies is taken over every row's tokens
+    monkeypatch.undo()
+    _, m, rows = _sgd_update(model, ro, torch.zeros(12), [], monkeypatch)
+    assert rows == [] and m["updated_rows_frac"] == 0.0 and m["grad_norm"] == 0.0 and m["gated_frac"] is None
+
+
+def _adamw(model, lr):
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+
+
+def test_one_mini_batch_is_exactly_one_step_on_the_whole_batch():
+    model, _, ro = _tiny_rollout()
+    adv = torch.randn(12)
+    args = train.parse_args(["--group-size", "4", "--k", "2", "--mini-batches", "1"])
+    a = copy.deepcopy(model)
+    metrics = train.update(a, None, *_adamw(a, 1e-2), ro, adv, args, train.nullcontext, from_hidden=False)
+    # the same step by hand: one forward of every row, the paper's loss, clip, AdamW
+    b = copy.deepcopy(model).train()
+    opt, _ = _adamw(b, 1e-2)
+    stats = train.response_token_stats(b, ro.input_ids, ro.attention_mask, ro.prompt_len, args, from_hidden=False)
+    loss, ref = simko.policy_loss(stats.logp, ro.logp, adv, ro.response_mask, stats, alpha=0.01, lam=1.1, tau=0.8,
+                                  max_len=ro.response_mask.shape[1])
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(b.parameters(), 1.0)
+    opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))      # bit for bit
+    assert metrics["grad_norm"] == float(grad_norm) and metrics["loss"] == loss.item()
+    assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-5)         # one step: pi = pi_old ...
+    assert metrics["clip_frac_low"] == metrics["clip_frac_high"] == 0.0  # ... and the clip never acts
+
+
+def test_mini_batches_are_successive_steps_where_the_ratio_moves_and_the_clip_acts():
+    model, _, ro = _tiny_rollout()
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5] * 3)
+    argv = ["--group-size", "4", "--k", "2", "--lr", "0.05"]
+    a = copy.deepcopy(model)
+    metrics = train.update(a, None, *_adamw(a, 0.05), ro, adv, train.parse_args(argv + ["--mini-batches", "3"]),
+                           train.nullcontext, from_hidden=False)
+    assert abs(metrics["ratio_mean"] - 1.0) > 0.01
+    assert metrics["clip_frac_low"] + metrics["clip_frac_high"] > 0
+    # exactly three one-step updates, one per group, in order, each with its own loss normaliser
+    b = copy.deepcopy(model)
+    opt, sched = _adamw(b, 0.05)
+    for g in range(3):
+        rows = slice(4 * g, 4 * g + 4)
+        part = ro._replace(**{f: getattr(ro, f)[rows] for f in ro._fields
+                              if isinstance(getattr(ro, f), torch.Tensor)}, texts=ro.texts[rows])
+        train.update(b, None, opt, sched, part, adv[rows], train.parse_args(argv), train.nullcontext, False)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
 def test_token_stats_from_hidden_equal_those_from_logits():
@@ -223,6 +318,8 @@ def test_advantage_dispatch_matches_passk_module():
     import passk_at_k as pk
     r = torch.tensor([[1., 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
     ent = torch.tensor([0.1, 0.5, 0.3])
+    with pytest.raises(ValueError, match="unknown advantage 'exceed'"):
+        train.compute_advantages(r, ent, "exceed", 2, 0)        # never a silent fall-through
     torch.testing.assert_close(train.compute_advantages(r, ent, "grpo", 2, 0), pk.grpo_advantages(r))
     torch.testing.assert_close(train.compute_advantages(r, ent, "passk", 2, 0), pk.passk_advantages_analytical(r, 2))
     torch.testing.assert_close(train.compute_advantages(r, ent, "entropy_adaptive", 2, 0),
@@ -254,12 +351,19 @@ def _check_run(result, lines, steps, simko_on, method):
     assert [l["step"] for l in train_lines] == list(range(1, steps + 1))
     assert evals[0]["step"] == 0 and evals[-1]["step"] == steps
     assert set(evals[0]) >= {f"pass@{k}" for k in range(1, 5)}
+    for e in evals:     # per held-out problem, how many of its 4 samples were right; pass@1 is their mean / 4
+        assert len(e["correct"]) == 8 and all(0 <= c <= 4 for c in e["correct"])
+        assert e["pass@1"] == pytest.approx(sum(e["correct"]) / 32)
     assert all(l["advantage"] == method for l in train_lines)
     for l in train_lines:
-        for key in ("reward_mean", "zero_variance_frac", "adv_abs_mean", "entropy", "conc_prob_rank1",
-                    "conc_prob_rank3", "conc_prob_rank5", "gated_frac", "clip_frac_low", "grad_norm", "response_len",
-                    "rollout_tokens_per_s", "time_rollout", "time_reward", "time_update"):
+        keys = ["reward_mean", "zero_variance_frac", "adv_abs_mean", "entropy", "gated_frac", "clip_frac_low",
+                "grad_norm", "response_len", "updated_rows_frac", "rollout_tokens_per_s", "time_rollout",
+                "time_reward", "time_update"]
+        if train.STATS_TOP_K:
+            keys += ["rank1_prob", "rank3_prob", "rank5_prob", "rank1_logp"]
+        for key in keys:
             assert isinstance(l[key], float) and l[key] == l[key], key
+        assert not any(k.startswith("conc_") or k == "rollout_entropy" for k in l)
     assert any(l["adv_abs_mean"] > 0 and l["grad_norm"] > 0 for l in train_lines)
     spread = sum(l["topk_spread_frac"] + l["rank1_penalty_frac"] for l in train_lines)
     assert (spread > 0) if simko_on else (spread == 0)
@@ -314,6 +418,16 @@ def test_warmup_is_cached_and_reused(tmp_path, capsys):
     assert "caching to" in first and "reusing" in second
     assert a["before"] == b["before"]                 # same warm start, same evaluation randomness
     assert len(os.listdir(tmp_path / "wc")) == 1
+
+
+def test_warmup_variant_is_passed_on_and_cached_apart(tmp_path, monkeypatch):
+    seen = []
+    real = countdown.warm_up
+    monkeypatch.setattr(countdown, "warm_up", lambda *a, **k: seen.append(k.get("variant", "full")) or real(*a, **k))
+    for variant in train.WARMUP_VARIANTS:
+        train.main(["--out", str(tmp_path / variant), "--warmup-cache", str(tmp_path / "wc"), "--sft-steps", "1",
+                    "--steps", "0", "--warmup-variant", variant, *TINY])
+    assert seen == list(train.WARMUP_VARIANTS) and len(os.listdir(tmp_path / "wc")) == len(seen)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -382,7 +496,7 @@ def test_hf_model_path_end_to_end(tmp_path, hf_model_dir, hidden, extra):
     out = tmp_path / "run"
     result = train.main(["--model", str(d / "model"), "--data", str(d / "train.jsonl"), "--eval-data",
                          str(d / "test.jsonl"), "--out", str(out), "--steps", "2", "--prompts-per-step", "2",
-                         "--group-size", "2", "--k", "2", "--max-new-tokens", "6", "--eval-samples", "2",
+                         "--group-size", "2", "--k", "1", "--max-new-tokens", "6", "--eval-samples", "2",
                          "--reward-workers", "0", "--micro-batch-size", "3", "--stats-from-hidden", hidden,
                          "--no-progress", *extra])
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
