@@ -12,16 +12,33 @@ log-probability that the *sampling* policy gave each token (the `old_logp` of th
    distribution is `softmax(logits / temperature)`, optionally restricted to its top-p nucleus for *sampling*.
 3. At every step we record the sampled token's log-probability under `softmax(logits / temperature)` (before the
    top-p cut, which is what the loss recomputes) and that distribution's entropy. Keeping two [B] numbers per step
-   instead of the [B, V] logits is what lets this work with 150k-token vocabularies.
+   instead of the [B, V] logits is what lets this work with 150k-token vocabularies. `stats_top_k=K` also keeps
+   the K largest log-probs of that distribution (SimKO's top-K, for metrics), K numbers per row and step.
 4. A row stops at its first EOS (which is kept: the policy chose to stop, and that choice is trained too); later
    columns hold the pad token with mask 0. The loop ends when every row has stopped or at `max_new_tokens`.
 
 Randomness comes only from the `generator` argument, so a run with a seeded generator is reproducible and the
 generator's state can be checkpointed. `tests/test_rollout.py` checks that the recorded log-probs equal a
 teacher-forced forward pass's.
+
+The KV cache comes in two kinds, chosen by `static_cache` (the sampling loop above is shared, so both draw the same
+random numbers and record the same statistics):
+- dynamic (default): the cache grows by one column per step. Simple and right for CPU, but on a GPU each step is
+  hundreds of small kernel launches over changing shapes, so decoding is launch-bound.
+- static (`static_cache=True`): the cache is preallocated for `prompt + max_new_tokens` columns (rounded up to a
+  multiple of 64, so that calls with similar prompt widths share one cache) and the attention mask is a fixed-width
+  buffer whose next column is switched on each step. Every decode step then has the same shapes, and on CUDA the
+  one-token forward is compiled with `torch.compile(mode="reduce-overhead")`, which captures it as a CUDA graph:
+  one launch per step. On CPU it runs eagerly. The extra masked columns change the attention's float rounding only,
+  so log-probs and entropies agree with the dynamic path to float tolerance and the sampled tokens are the same
+  (tested on CPU in tests/test_rollout.py). The cache stays allocated between calls (one per model, replaced when
+  the batch size or width changes); `release_static_cache(model)` frees it.
 """
 from __future__ import annotations
 
+import inspect
+import warnings
+import weakref
 from typing import NamedTuple
 
 import torch
@@ -36,6 +53,9 @@ class Rollout(NamedTuple):
     truncated: torch.Tensor       # [B] bool, True when no EOS came within max_new_tokens
     prompt_len: int               # P: response token t sits at column P + t
     texts: list                   # B decoded responses (without EOS and padding)
+    topk_logp: torch.Tensor | None = None  # [B, R, K] float32 top-K log-probs of softmax(logits / temperature)
+    #                                        (before top-p), sorted descending; 0 where masked. None unless
+    #                                        rollout(..., stats_top_k=K > 0)
 
 
 def encode_prompts(tokenizer, prompts: list[str], add_special_tokens: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,26 +89,30 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int, eos_token_id,
-           pad_token_id: int, temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None):
+           pad_token_id: int, temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
+           static_cache: bool = False, stats_top_k: int = 0):
     """Sample one continuation per row of the left-padded prompts `prompt_ids` [B, P].
 
     Returns (response_ids [B, R], response_mask [B, R] float, logp [B, R], entropy [B, R], truncated [B]) with
-    R <= max_new_tokens. `eos_token_id` may be an int or a list of ints (chat models often stop on several).
+    R <= max_new_tokens, plus topk_logp [B, R, stats_top_k] as a sixth element when `stats_top_k` > 0.
+    `eos_token_id` may be an int or a list of ints (chat models often stop on several). `static_cache=True` decodes
+    over a preallocated cache (module docstring); the tokens and statistics are those of the default path.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (got {temperature}); sampling is what RL needs")
+    if stats_top_k < 0:
+        raise ValueError(f"stats_top_k must be >= 0 (got {stats_top_k})")
     device = prompt_ids.device
     eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device)
     batch = prompt_ids.shape[0]
-    mask = prompt_mask.to(device)
-    pos = position_ids(mask)
-    out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-    cache, logits = out.past_key_values, out.logits[:, -1]
-    next_pos = pos[:, -1] + 1
+    decoder = _static_decoder if static_cache else _dynamic_decoder
+    logits, step = decoder(model, prompt_ids, prompt_mask.to(device), max_new_tokens)   # logits [B, V]
+    if stats_top_k > logits.shape[-1]:
+        raise ValueError(f"stats_top_k={stats_top_k} exceeds the vocabulary ({logits.shape[-1]} tokens)")
 
     done = torch.zeros(batch, dtype=torch.bool, device=device)
-    tokens, token_mask, logps, entropies = [], [], [], []
-    for _ in range(max_new_tokens):
+    tokens, token_mask, logps, entropies, topks = [], [], [], [], []
+    for t in range(max_new_tokens):
         logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
         sampling_logits = _top_p_filter(logp_all, top_p) if top_p < 1.0 else logp_all
         probs = sampling_logits.softmax(-1)
@@ -97,23 +121,22 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
         token = torch.where(live, token, torch.full_like(token, pad_token_id))
         logps.append(torch.where(live, logp_all.gather(-1, token[:, None]).squeeze(-1), 0.0))
         entropies.append(torch.where(live, -(logp_all.exp() * logp_all).nan_to_num().sum(-1), 0.0))
+        if stats_top_k:
+            topks.append(torch.where(live[:, None], logp_all.topk(stats_top_k, dim=-1).values, 0.0))
         tokens.append(token)
         token_mask.append(live)
         done = done | (live & torch.isin(token, eos))
         if bool(done.all()):
             break
-        mask = torch.cat([mask, live.long()[:, None]], dim=1)
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                    past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1]
-        next_pos = next_pos + 1
-    return (torch.stack(tokens, 1), torch.stack(token_mask, 1).float(), torch.stack(logps, 1),
-            torch.stack(entropies, 1), ~done)
+        logits = step(t, token, live)                      # feed the token just sampled; next logits [B, V]
+    out = (torch.stack(tokens, 1), torch.stack(token_mask, 1).float(), torch.stack(logps, 1),
+           torch.stack(entropies, 1), ~done)
+    return out + (torch.stack(topks, 1),) if stats_top_k else out
 
 
 def rollout(model, tokenizer, prompts: list[str], group_size: int, *, max_new_tokens: int, temperature: float = 1.0,
             top_p: float = 1.0, generator: torch.Generator | None = None, add_special_tokens: bool = True,
-            eos_token_id=None) -> Rollout:
+            eos_token_id=None, static_cache: bool = False, stats_top_k: int = 0) -> Rollout:
     """`group_size` responses for each prompt; rows are grouped: rows [i*G, (i+1)*G) belong to prompts[i]."""
     device = next(model.parameters()).device
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, add_special_tokens)
@@ -121,14 +144,15 @@ def rollout(model, tokenizer, prompts: list[str], group_size: int, *, max_new_to
     prompt_mask = prompt_mask.repeat_interleave(group_size, 0).to(device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
-    resp, resp_mask, logp, entropy, truncated = sample(
+    resp, resp_mask, logp, entropy, truncated, *topk = sample(
         model, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad,
-        temperature=temperature, top_p=top_p, generator=generator)
+        temperature=temperature, top_p=top_p, generator=generator, static_cache=static_cache,
+        stats_top_k=stats_top_k)
     texts = decode_responses(tokenizer, resp, resp_mask, eos)
     return Rollout(input_ids=torch.cat([prompt_ids, resp], 1),
                    attention_mask=torch.cat([prompt_mask, resp_mask.long()], 1),
                    response_mask=resp_mask, logp=logp, entropy=entropy, truncated=truncated,
-                   prompt_len=prompt_ids.shape[1], texts=texts)
+                   prompt_len=prompt_ids.shape[1], texts=texts, topk_logp=topk[0] if topk else None)
 
 
 def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor, eos_token_id) -> list[str]:
@@ -145,7 +169,7 @@ def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch
 
 def sample_for_eval(model, tokenizer, prompts: list[str], n: int, *, max_new_tokens: int, temperature: float = 1.0,
                     top_p: float = 1.0, batch_size: int = 512, generator: torch.Generator | None = None,
-                    add_special_tokens: bool = True, eos_token_id=None) -> list[list[str]]:
+                    add_special_tokens: bool = True, eos_token_id=None, static_cache: bool = False) -> list[list[str]]:
     """n sampled responses for each prompt (for pass@k), generated in batches of at most `batch_size` rows."""
     per_batch = max(1, batch_size // n)
     texts = []
@@ -153,6 +177,120 @@ def sample_for_eval(model, tokenizer, prompts: list[str], n: int, *, max_new_tok
         chunk = prompts[start:start + per_batch]
         out = rollout(model, tokenizer, chunk, n, max_new_tokens=max_new_tokens, temperature=temperature,
                       top_p=top_p, generator=generator, add_special_tokens=add_special_tokens,
-                      eos_token_id=eos_token_id)
+                      eos_token_id=eos_token_id, static_cache=static_cache)
         texts += [out.texts[i * n:(i + 1) * n] for i in range(len(chunk))]
     return texts
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The two KV caches. Each decoder runs the prefill and returns (last prompt position's logits [B, V], step), where
+# step(t, token [B], live [B]) feeds the token sampled at response step t (its attention-mask column is `live`)
+# and returns the next logits [B, V].
+#
+# transformers renamed the forward's `past_key_values` argument to `cache` (5.x; the old name warns that it goes in
+# 5.40), and before 5.x the static cache needs an explicit `cache_position`. We create the cache object ourselves
+# and pass it under whichever name the model's forward declares, so no deprecated name is used anywhere in the
+# supported range (transformers >= 4.51).
+
+STATIC_CACHE_ROUND = 64       # static cache width is prompt + max_new_tokens rounded up to this
+COMPILE_ON_CUDA = True        # compile the static one-token step (CUDA graphs) on CUDA devices
+
+
+def _forward_params(model) -> set:
+    return set(inspect.signature(model.forward).parameters)
+
+
+def _cache_arg(model) -> str:
+    """The name under which this model's forward takes a KV cache."""
+    return "cache" if "cache" in _forward_params(model) else "past_key_values"
+
+
+def _dynamic_decoder(model, prompt_ids, mask, max_new_tokens):
+    from transformers import DynamicCache
+    try:
+        cache = DynamicCache(config=model.config)        # what the model itself would create (>= 4.56)
+    except TypeError:
+        cache = DynamicCache()                            # transformers < 4.56
+    kw = {_cache_arg(model): cache, "use_cache": True}
+    pos = position_ids(mask)
+    logits = model(input_ids=prompt_ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, **kw).logits[:, -1]
+    next_pos = pos[:, -1:] + 1                            # [B, 1] position of response token 0
+
+    def step(t, token, live):
+        nonlocal mask
+        mask = torch.cat([mask, live.long()[:, None]], dim=1)              # [B, P + t + 1]
+        return model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos + t, **kw).logits[:, -1]
+    return logits, step
+
+
+_STATIC = weakref.WeakKeyDictionary()     # model -> {"key": (B, L, dtype, device), "cache": StaticCache, "fn": ...}
+
+
+def release_static_cache(model) -> None:
+    """Free the preallocated static KV cache kept for `model` between calls (if any)."""
+    _STATIC.pop(model, None)
+
+
+def _static_decoder(model, prompt_ids, mask, max_new_tokens):
+    batch, width = prompt_ids.shape
+    device = prompt_ids.device
+    L = -(-(width + max_new_tokens) // STATIC_CACHE_ROUND) * STATIC_CACHE_ROUND     # cache columns
+    state = _static_state(model, batch, L, device)
+    cache, params = state["cache"], _forward_params(model)
+    kw = {_cache_arg(model): cache, "use_cache": True}
+    with_cache_position = "cache_position" in params      # transformers < 5 reads the write column from it
+    # [B, L]: prompt columns, then one column per response token, switched on as the token is fed
+    full_mask = torch.zeros(batch, L, dtype=torch.long, device=device)
+    full_mask[:, :width] = mask
+    pos = position_ids(mask)
+    extra = {"cache_position": torch.arange(width, device=device)} if with_cache_position else {}
+    logits = model(input_ids=prompt_ids, attention_mask=full_mask, position_ids=pos, logits_to_keep=1,
+                   **kw, **extra).logits[:, -1]
+    next_pos = pos[:, -1:] + 1                            # [B, 1]
+
+    def step(t, token, live):
+        full_mask[:, width + t] = live.long()
+        extra = {"cache_position": torch.full((1,), width + t, device=device)} if with_cache_position else {}
+        return state["fn"](model, kw, token[:, None], full_mask, next_pos + t, extra)
+    return logits, step
+
+
+def _one_token_forward(model, kw, token, mask, pos, extra):
+    """The fixed-shape decode step: token [B, 1], mask [B, L], pos [B, 1] -> logits [B, V]."""
+    return model(input_ids=token, attention_mask=mask, position_ids=pos, **kw, **extra).logits[:, -1]
+
+
+def _static_state(model, batch, L, device):
+    """The model's static cache for (batch, L), reset for a new rollout; allocated (and compiled) on first use."""
+    from transformers import StaticCache
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else model.dtype
+    key = (batch, L, dtype, device)
+    state = _STATIC.get(model)
+    if state is not None and state["key"] == key:
+        state["cache"].reset()
+        return state
+    _STATIC.pop(model, None)                              # free the old cache before allocating the new one
+    # >= 4.56 allocates lazily from the first keys it sees; earlier versions need batch, device and dtype up front
+    accepted = set(inspect.signature(StaticCache.__init__).parameters)
+    legacy = {k: v for k, v in (("max_batch_size", batch), ("device", device), ("dtype", dtype)) if k in accepted}
+    cache = StaticCache(config=model.config, max_cache_len=L, **legacy)
+    fn = _one_token_forward
+    if device.type == "cuda" and COMPILE_ON_CUDA:
+        fn = _compiled_step(torch.compile(_one_token_forward, mode="reduce-overhead", dynamic=False))
+    state = _STATIC[model] = {"key": key, "cache": cache, "fn": fn}
+    return state
+
+
+def _compiled_step(compiled):
+    """Run the compiled step; if compilation fails, say so once and run that model's step eagerly from then on."""
+    def run(model, kw, token, mask, pos, extra):
+        state = _STATIC[model]
+        try:
+            torch.compiler.cudagraph_mark_step_begin()    # the previous step's outputs are consumed: reuse buffers
+            return compiled(model, kw, token, mask, pos, extra).clone()
+        except Exception as e:                             # noqa: BLE001  (any compile/capture failure)
+            warnings.warn(f"rollout.py: torch.compile of the static decode step failed ({type(e).__name__}: {e}); "
+                          "decoding eagerly over the static cache instead", RuntimeWarning, stacklevel=2)
+            state["fn"] = _one_token_forward
+            return _one_token_forward(model, kw, token, mask, pos, extra)
+    return run

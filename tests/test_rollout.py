@@ -184,3 +184,148 @@ def test_sampled_frequencies_follow_the_tempered_distribution(tiny):
     freq = torch.bincount(resp[:, 0], minlength=probs.shape[0]).float() / n
     assert (freq - probs).abs().max() < 4 * math.sqrt(0.25 / n)            # 4 sigma of the worst case
     torch.testing.assert_close(logp[:, 0], probs.log()[resp[:, 0]], atol=2e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The decode loop itself: random-number use, deprecations, top-K statistics, and the static cache
+
+
+def _no_cache_reference(model, ids, mask, max_new_tokens, eos, pad, temperature, generator):
+    """The sampling loop written naively: a full forward over the whole sequence at every step, no KV cache."""
+    done = torch.zeros(ids.shape[0], dtype=torch.bool)
+    tokens, logps = [], []
+    for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=R.position_ids(mask)).logits[:, -1]
+        logp_all = torch.log_softmax(logits.float() / temperature, -1)
+        token = torch.multinomial(logp_all.softmax(-1), 1, generator=generator).squeeze(-1)
+        token = torch.where(done, pad, token)
+        tokens.append(token)
+        logps.append(torch.where(done, 0.0, logp_all.gather(-1, token[:, None]).squeeze(-1)))
+        done = done | (token == eos)
+        if done.all():
+            break
+        ids, mask = torch.cat([ids, token[:, None]], 1), torch.cat([mask, (~done | (token == eos)).long()[:, None]], 1)
+    return torch.stack(tokens, 1), torch.stack(logps, 1)
+
+
+def test_cached_decode_draws_the_same_random_numbers_as_a_no_cache_loop(tiny):
+    # Pins the default path's tokens and random-number consumption: same generator -> same tokens, same final state.
+    model, tokenizer = tiny
+    ids, mask = R.encode_prompts(tokenizer, PROMPTS * 6)
+    g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    resp, rmask, logp, _, _ = R.sample(model, ids, mask, max_new_tokens=10, eos_token_id=tokenizer.eos_token_id,
+                                       pad_token_id=tokenizer.pad_token_id, temperature=0.8, generator=g1)
+    ref_tokens, ref_logp = _no_cache_reference(model, ids, mask, 10, tokenizer.eos_token_id,
+                                               tokenizer.pad_token_id, 0.8, g2)
+    assert torch.equal(resp, ref_tokens)
+    torch.testing.assert_close(logp, ref_logp, atol=2e-5, rtol=0)
+    assert torch.equal(g1.get_state(), g2.get_state())
+    assert 0 < int((rmask.sum(1) < 10).sum()) < resp.shape[0]            # some rows ended early, some did not
+
+
+def test_rollout_makes_no_deprecated_transformers_call(tiny):
+    # Any DeprecationWarning / FutureWarning raised inside a rollout is an error, and so is transformers' own
+    # "deprecated" log line (it is logged once per process, so its memo is cleared first).
+    import logging
+    import warnings
+    model, tokenizer = tiny
+    hf_logger = logging.getLogger("transformers")
+    if hasattr(logging.Logger.warning_once, "cache_clear"):
+        logging.Logger.warning_once.cache_clear()
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    hf_logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            warnings.simplefilter("error", FutureWarning)
+            for static in (False, True):
+                R.rollout(model, tokenizer, PROMPTS, 2, max_new_tokens=6, static_cache=static, stats_top_k=2,
+                          generator=torch.Generator().manual_seed(0))
+                R.sample_for_eval(model, tokenizer, PROMPTS, 2, max_new_tokens=4, static_cache=static)
+    finally:
+        hf_logger.removeHandler(handler)
+    assert not [r.getMessage() for r in records if "deprecat" in r.getMessage().lower()]
+
+
+def test_stats_top_k_are_the_tempered_distributions_top_log_probs(tiny):
+    model, tokenizer = tiny
+    plain = R.rollout(model, tokenizer, PROMPTS, 3, max_new_tokens=10, temperature=0.7, top_p=0.9,
+                      generator=torch.Generator().manual_seed(3))
+    ro = R.rollout(model, tokenizer, PROMPTS, 3, max_new_tokens=10, temperature=0.7, top_p=0.9, stats_top_k=4,
+                   generator=torch.Generator().manual_seed(3))
+    assert plain.topk_logp is None
+    assert torch.equal(plain.input_ids, ro.input_ids) and torch.equal(plain.logp, ro.logp)   # no extra randomness
+    T = ro.response_mask.shape[1]
+    assert ro.topk_logp.shape == (12, T, 4) and ro.topk_logp.dtype == torch.float32
+    m = ro.response_mask.bool()
+    assert (ro.topk_logp[~m] == 0).all()
+    with torch.no_grad():
+        logits = model(input_ids=ro.input_ids, attention_mask=ro.attention_mask,
+                       position_ids=R.position_ids(ro.attention_mask)).logits
+    P = ro.prompt_len
+    ref = torch.log_softmax(logits[:, P - 1:-1].float() / 0.7, -1).topk(4, -1).values   # before the top-p cut
+    torch.testing.assert_close(ro.topk_logp[m], ref[m], atol=2e-5, rtol=0)
+    assert (ro.topk_logp[m][:, 0] >= ro.logp[m] - 1e-6).all()
+    with pytest.raises(ValueError, match="stats_top_k"):
+        R.rollout(model, tokenizer, PROMPTS, 1, max_new_tokens=2, stats_top_k=len(tokenizer) + 1)
+
+
+def _assert_same_rollout(a, b):
+    assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.attention_mask, b.attention_mask)
+    assert torch.equal(a.response_mask, b.response_mask) and torch.equal(a.truncated, b.truncated)
+    assert a.texts == b.texts and a.prompt_len == b.prompt_len
+    torch.testing.assert_close(a.logp, b.logp, atol=2e-5, rtol=0)
+    torch.testing.assert_close(a.entropy, b.entropy, atol=2e-5, rtol=0)
+    if a.topk_logp is not None:
+        torch.testing.assert_close(a.topk_logp, b.topk_logp, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("temperature, top_p, seed", [(1.0, 1.0, 0), (0.7, 0.9, 1), (1.3, 1.0, 2)])
+def test_static_cache_decode_equals_dynamic(tiny, temperature, top_p, seed):
+    model, tokenizer = tiny
+    runs = {}
+    for static in (False, True, True):            # the second static call reuses (and resets) the cache
+        g = torch.Generator().manual_seed(seed)
+        ro = R.rollout(model, tokenizer, PROMPTS * 3, 4, max_new_tokens=12, temperature=temperature, top_p=top_p,
+                       generator=g, static_cache=static, stats_top_k=3)
+        runs.setdefault(static, []).append((ro, g.get_state()))
+    (dyn, g_dyn), = runs[False]
+    for ro, g_state in runs[True]:
+        _assert_same_rollout(dyn, ro)
+        assert torch.equal(g_dyn, g_state)                         # same random numbers drawn
+    n = dyn.response_mask.sum(1)
+    assert (n < 12).any() and dyn.truncated.any()                  # EOS mid-way and rows that ran to the end
+    assert (dyn.attention_mask[:, :dyn.prompt_len] == 0).any()     # left padding exercised
+
+
+def test_static_cache_with_several_eos_ids_early_stop_and_new_shapes(tiny):
+    model, tokenizer = tiny
+    comma = tokenizer.convert_tokens_to_ids(",")
+    for prompts, G, max_new in [(PROMPTS, 2, 12), (PROMPTS[:3] * 5, 3, 7), (["5>"], 5, 60)]:
+        kw = dict(max_new_tokens=max_new, eos_token_id=[tokenizer.eos_token_id, comma])
+        a = R.rollout(model, tokenizer, prompts, G, generator=torch.Generator().manual_seed(4), **kw)
+        b = R.rollout(model, tokenizer, prompts, G, generator=torch.Generator().manual_seed(4), static_cache=True,
+                      **kw)
+        _assert_same_rollout(a, b)
+    stopper = countdown.build_model(tokenizer, hidden=32, layers=2, heads=2, seed=3).eval()
+    with torch.no_grad():                       # every row stops at step 1: one column, as in the dynamic path
+        stopper.lm_head = torch.nn.Linear(32, len(tokenizer), bias=True)
+        stopper.lm_head.weight.data.zero_()
+        stopper.lm_head.bias.data.fill_(-30.0)
+        stopper.lm_head.bias.data[tokenizer.eos_token_id] = 30.0
+    ro = R.rollout(stopper, tokenizer, PROMPTS, 2, max_new_tokens=12, static_cache=True)
+    assert ro.response_mask.shape == (8, 1) and not ro.truncated.any()
+    R.release_static_cache(stopper)
+    assert stopper not in R._STATIC
+
+
+def test_static_cache_sample_for_eval_equals_dynamic(tiny):
+    model, tokenizer = tiny
+    kw = dict(max_new_tokens=8, batch_size=7)
+    a = R.sample_for_eval(model, tokenizer, PROMPTS, 3, generator=torch.Generator().manual_seed(9), **kw)
+    b = R.sample_for_eval(model, tokenizer, PROMPTS, 3, generator=torch.Generator().manual_seed(9),
+                          static_cache=True, **kw)
+    assert a == b
