@@ -15,32 +15,36 @@ clipped surrogate) is unchanged: only the advantage changes. Three ways to get o
    across groups, every member gets its group's advantage.                  -> passk_advantages_full
 2. *Bootstrap sampling*: draw many random k-subsets and average, for each response, the advantages of the subsets
    that contain it.                                                          -> passk_advantages_bootstrap
-3. *Analytical*: the limit of (2) where every one of the C(N, k) subsets is a group (paper Eqs. 8-15). With
-   N_neg wrong responses out of N:
-       R_bar = 1 - C(N_neg, k) / C(N, k)              mean group reward = the pass@k estimate  (Eq. 11)
-       sigma = sqrt(R_bar (1 - R_bar))                 std of the group rewards               (Eq. 12)
-       A_pos = (1 - R_bar) / sigma                     a correct response is in successful groups only (Eq. 14)
-       A_neg = (1 - R_bar - C(N_neg-1, k-1) / C(N-1, k-1)) / sigma                              (Eq. 15)
+3. *Analytical*: the limit of (2) where every one of the C(N, k) subsets is a group (paper Section 3.3,
+   Eqs. 8-15; the four used are below). With N_neg wrong responses out of N:
+       rho   = 1 - C(N_neg, k) / C(N, k)            mean group reward = the pass@k estimate        (Eq. 11)
+       sigma = sqrt(rho (1 - rho))                   std of the group rewards                       (Eq. 12)
+       A_pos = (1 - rho) / sigma                     a correct response is in successful groups only (Eq. 14)
+       A_neg = (1 - rho - q) / sigma,  q = C(N_neg - 1, k - 1) / C(N - 1, k - 1)                     (Eq. 15)
                                                                              -> passk_advantages_analytical
-   With q = C(N_neg - 1, k - 1) / C(N - 1, k - 1) (the chance that the other k-1 members of a group holding a
-   given wrong response are wrong too) this simplifies to
-       A_pos =  (N_neg / N) q / sigma,      A_neg = -(N_pos / N) q / sigma,
-   so the advantages of a prompt sum to zero, and since 1 - R_bar = (N_neg / N) q, A_pos = sqrt((1-R_bar)/R_bar).
-   For k = 1, q = 1 and R_bar = N_pos / N: exactly GRPO's (r - mean) / std.  -> grpo_advantages
+   q is the chance that the other k - 1 members of a group holding a given wrong response are wrong too. Since
+   1 - rho = (N_neg / N) q this simplifies to
+       A_pos =  (N_neg / N) q / sigma = sqrt((1 - rho) / rho),      A_neg = -(N_pos / N) q / sigma,
+   so the advantages of a prompt sum to zero. For k = 1, q = 1 and rho = N_pos / N: exactly GRPO's
+   (r - mean) / std.                                                          -> grpo_advantages
    Pass@k Training is thus GRPO with a per-prompt weight that falls with accuracy: hard prompts weigh more, and
    prompts that are solved in nearly every k-subset (N_neg < k) get nothing.
 
 The paper's Section 4 reads the analytical form as *advantage design* and tries variants:
     combination (Eq. 18)     A = (N_pos/N) A_passk + (1 - N_pos/N) A_pass1  -> combination_advantages
     entropy-adaptive         high-entropy prompts use Pass@1, the rest Pass@k -> entropy_adaptive_advantages
-    exceeding Pass@k (Eq.17) A' = f(N_pos) A with f ~ 1/log(N_pos + 0.5)    -> exceeding_passk_advantages
+    exceeding Pass@k (Eq. 17) A' = f(N_pos) A with f ~ 1/log(N_pos + 0.5)   -> exceeding_passk_advantages
 and analyses them through the sum of absolute advantages of a group as a function of N_pos
     eta = N_pos |A_pos| + N_neg |A_neg|                                      -> eta
 
+One registry names them all, with one signature, for trainers to dispatch on (train.py, integrations/):
+    ADVANTAGES = {"grpo", "passk", "passk_bootstrap", "passk_full", "combination", "entropy_adaptive",
+                  "exceeding"} -> functions;  compute_advantages(name, rewards, k, ...)
+
 Numerics. Binomials overflow float64 near N = 1030, and the official code returns NaN near N = 2048, k = 1024.
-Nothing here forms a binomial: ratios of binomials are products of factors in [0, 1] (``(1 - k/i)``), accumulated
-as sums of ``log1p`` terms or as running products, in float64, whatever the input dtype. Every degenerate group
-(all wrong, all right, N_neg < k, k == N) gets advantage exactly 0, never NaN.
+Nothing here forms a binomial: the one ratio of binomials needed, C(n - c, k) / C(n, k), is a product of factors
+(1 - k/i) in [0, 1], summed as ``log1p`` terms in float64 whatever the input dtype (``_log_binom_ratio``). Every
+degenerate group (all wrong, all right, N_neg < k, k == N) gets advantage exactly 0, never NaN.
 
 Rewards are binarised before anything else: a response is correct when ``reward > threshold`` (default 0.5), so
 0/1 rewards, booleans and graded rewards in [0, 1] all work; Pass@k of a graded reward is not defined otherwise.
@@ -61,28 +65,34 @@ import torch
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _log_binom_ratio(n: torch.Tensor, c: torch.Tensor, k: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """log( C(n - c, k) / C(n, k) ) = sum_{i = n-c+1}^{n} log1p(-k / i), elementwise, float64.
+def _log_binom_ratio(n, c, k) -> torch.Tensor:
+    """log( C(n - c, k) / C(n, k) ), elementwise over broadcast tensors (or ints), float64; -inf where n - c < k.
 
-    Summing ``log1p`` terms (instead of subtracting two large lgamma values) keeps the result accurate to a few
-    ulps even for n = 100,000. Terms are summed in chunks of ``chunk`` so memory stays ``numel x chunk``.
-    Requires n - c >= k (the caller handles the other case, where the ratio is 0).
+    The one binomial ratio of this file (pass@k is 1 minus it; the analytical advantage needs two of them). Written
+    as a product of factors in [0, 1] so that no binomial is ever formed:
+        C(n - c, k) / C(n, k) = prod_{i = n-c+1}^{n} (1 - k / i),
+    summed as ``log1p`` terms: accurate to a few ulps for n = 100,000, where float binomials overflow near n = 1030.
+    C(n - c, k) = 0 when n - c < k (also for n - c < 0), hence the -inf there.
     """
-    total = torch.zeros_like(n, dtype=torch.float64)
+    n, c, k = torch.broadcast_tensors(*(torch.as_tensor(x, dtype=torch.float64) for x in (n, c, k)))
+    zero = (n - c) < k
+    c = torch.where(zero, 0.0, c)                 # no terms where the ratio is 0 anyway (they would divide by i <= 0)
+    total = torch.zeros_like(n)
     max_c = int(c.max().item()) if c.numel() else 0
+    chunk = max(1, (1 << 22) // max(n.numel(), 1))  # at most ~4M terms (32 MB) in flight
     for start in range(0, max_c, chunk):
         j = torch.arange(start, min(start + chunk, max_c), device=n.device, dtype=torch.float64)
-        i = n.unsqueeze(-1) - j                     # i = n, n-1, ..., n-c+1
+        i = n.unsqueeze(-1) - j                   # i = n, n - 1, ..., n - c + 1
         valid = j < c.unsqueeze(-1)
-        term = torch.log1p(-k.unsqueeze(-1) / torch.where(valid, i, torch.ones_like(i)))
-        total = total + torch.where(valid, term, torch.zeros_like(term)).sum(-1)
-    return total
+        term = torch.log1p(-k.unsqueeze(-1) / torch.where(valid, i, 1.0))
+        total = total + torch.where(valid, term, 0.0).sum(-1)
+    return torch.where(zero, -math.inf, total)
 
 
 def pass_at_k(n, c, k):
     """Unbiased pass@k estimate from ``n`` samples of which ``c`` are correct (Chen et al. 2021).
 
-    ``1 - C(n - c, k) / C(n, k)``, computed as ``1 - exp(sum_{i=n-c+1}^{n} log1p(-k / i))`` so that nothing
+    ``1 - C(n - c, k) / C(n, k)``, computed as ``-expm1(log ratio)`` (see :func:`_log_binom_ratio`) so that nothing
     overflows (n = 100,000 is fine) and the result is accurate to ~1e-15. It is exactly 1 when ``n - c < k``
     (every k-subset holds a correct sample) and exactly 0 when ``c == 0``.
 
@@ -96,10 +106,8 @@ def pass_at_k(n, c, k):
         raise ValueError(f"pass_at_k needs 0 <= c <= n, got n={n}, c={c}")
     if bool(((k_t < 1) | (k_t > n_t)).any()):
         raise ValueError(f"pass_at_k needs 1 <= k <= n, got n={n}, k={k}")
-    certain = (n_t - c_t) < k_t                                     # no all-wrong k-subset exists
-    c_safe = torch.where(certain, torch.zeros_like(c_t), c_t)      # skip the (unneeded) sum there
-    out = -torch.expm1(_log_binom_ratio(n_t, c_safe, k_t))        # 1 - exp(x), accurate near 0
-    out = torch.where(certain, torch.ones_like(out), out)
+    # pass@k = 1 - C(n - c, k) / C(n, k);  -expm1(x) = 1 - exp(x), accurate near 0;  -expm1(-inf) = 1
+    out = -torch.expm1(_log_binom_ratio(n_t, c_t, k_t))
     return float(out) if scalar else out
 
 
@@ -180,47 +188,43 @@ def grpo_advantages(rewards: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Pass@k: analytical (Eqs. 8-15)
+# Pass@k: analytical (Section 3.3, Eqs. 8-15)
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _q_table(N: int, k: int, device) -> torch.Tensor:
-    """q(N_pos) = C(N_neg - 1, k - 1) / C(N - 1, k - 1) for N_pos = 0..N, float64 ``[N + 1]``.
-
-    q(N_pos) = prod_{i = N_neg}^{N - 1} (1 - (k - 1) / i): a running product over i = N-1, N-2, ... of factors in
-    [0, 1], so one cumprod gives the whole table with no binomial ever formed. q = 0 where N_neg < k (the product
-    passes i = k - 1, whose factor is 0) and, by convention, for N_pos = N (no wrong response exists).
-    """
-    i = torch.arange(N - 1, 0, -1, device=device, dtype=torch.float64)       # N-1, ..., 1  (N_pos = 1..N-1)
-    factors = (1.0 - (k - 1) / i).clamp_min(0.0)                              # clamp: below i = k-1 it is 0 anyway
-    q = torch.ones(N + 1, device=device, dtype=torch.float64)
-    q[1:N] = torch.cumprod(factors, 0)
-    n_neg = N - torch.arange(N + 1, device=device)
-    return torch.where(n_neg >= k, q, torch.zeros_like(q))
-
-
-def _analytical_table(N: int, k: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A_pos(N_pos), A_neg(N_pos) for N_pos = 0..N (float64 ``[N + 1]`` each); 0 wherever sigma = 0."""
-    q = _q_table(N, k, device)
-    n_pos = torch.arange(N + 1, device=device, dtype=torch.float64)
-    n_neg = N - n_pos
-    fail = n_neg / N * q                          # 1 - R_bar: probability that a random k-subset has no success
-    sigma = torch.sqrt(fail * (1.0 - fail))
-    degenerate = sigma == 0                       # all wrong (fail = 1), all right or N_neg < k (fail = 0)
-    safe_sigma = torch.where(degenerate, torch.ones_like(sigma), sigma)
-    a_pos = torch.where(degenerate, torch.zeros_like(sigma), n_neg / N * q / safe_sigma)
-    a_neg = torch.where(degenerate, torch.zeros_like(sigma), -(n_pos / N) * q / safe_sigma)
+def _analytical(n_pos: torch.Tensor, N: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A_pos and A_neg of a prompt with ``n_pos`` correct responses out of N (any shape; float64 results of the same
+    shape), the paper's equations as written. Exactly 0 wherever sigma = 0."""
+    # Eq. 11: rho = 1 - C(N_neg, k) / C(N, k), the mean group reward (= the pass@k estimate).
+    # 1 - rho is kept as computed: rounding 1 - (1 - x) would lose an x below 1e-16.
+    one_minus_rho = torch.exp(_log_binom_ratio(N, n_pos, k))
+    rho = 1.0 - one_minus_rho
+    # Eq. 12: sigma = sqrt(rho (1 - rho)), the std of the group rewards.
+    sigma = torch.sqrt(rho * one_minus_rho)
+    # q = C(N_neg - 1, k - 1) / C(N - 1, k - 1): the chance that the k - 1 other members of a group holding a given
+    # wrong response are all wrong, i.e. that the group fails.
+    q = torch.exp(_log_binom_ratio(N - 1, n_pos, k - 1))
+    # sigma = 0: all wrong (rho = 0), or all right / N_neg < k / k = N (rho = 1). No group disagrees: advantage 0.
+    flat = sigma == 0
+    sigma = torch.where(flat, 1.0, sigma)
+    # Eq. 14: A_pos = (1 - rho) / sigma. A correct response is only ever in successful groups.
+    a_pos = torch.where(flat, 0.0, one_minus_rho / sigma)
+    # Eq. 15: A_neg = (1 - rho - q) / sigma.
+    a_neg = torch.where(flat, 0.0, (one_minus_rho - q) / sigma)
+    # Simplified, since 1 - rho = (N_neg / N) q:
+    #     A_pos = (N_neg / N) q / sigma = sqrt((1 - rho) / rho),    A_neg = -(N_pos / N) q / sigma,
+    # so N_pos A_pos + N_neg A_neg = 0, and k = 1 (q = 1, rho = N_pos / N) is GRPO's (r - mean) / std.
     return a_pos, a_neg
 
 
 def passk_advantages_analytical(rewards: torch.Tensor, k: int, threshold: float = 0.5) -> torch.Tensor:
-    """Analytical Pass@k-Training advantage (paper Eqs. 11-15), vectorised over prompts.
+    """Analytical Pass@k-Training advantage (paper Section 3.3: Eqs. 11, 12, 14, 15), vectorised over prompts.
 
     Every response of a prompt with ``N_pos`` correct out of ``N`` gets ``A_pos`` (if correct) or ``A_neg``:
-        q = C(N_neg - 1, k - 1) / C(N - 1, k - 1),   1 - R_bar = (N_neg / N) q,   sigma = sqrt(R_bar (1 - R_bar)),
-        A_pos = (N_neg / N) q / sigma,   A_neg = -(N_pos / N) q / sigma.
-    Only N + 1 distinct (A_pos, A_neg) pairs exist for a given (N, k), so they are tabulated once and gathered by
-    each prompt's N_pos: 100,000 prompts x 32 responses take milliseconds.
+        rho = 1 - C(N_neg, k) / C(N, k),   sigma = sqrt(rho (1 - rho)),
+        A_pos = (1 - rho) / sigma,          A_neg = (1 - rho - C(N_neg - 1, k - 1) / C(N - 1, k - 1)) / sigma.
+    Both depend on the prompt only through N_pos; no binomial is formed (see :func:`_log_binom_ratio`), so N = 4096
+    with any k is finite and exact to ~1e-12.
 
     Args:
         rewards: ``[prompts, N]``; correct means ``reward > threshold`` (bool input is used as is).
@@ -230,14 +234,14 @@ def passk_advantages_analytical(rewards: torch.Tensor, k: int, threshold: float 
         ``[prompts, N]`` advantages (dtype of ``rewards``, float32 for bool/int), summing to 0 per prompt; exactly 0
         for prompts that are all wrong, all right, have N_neg < k, or when k == N.
     """
-    correct = _correct(rewards, threshold)
+    correct = _correct(rewards, threshold)                               # [P, N] bool
     N = correct.shape[1]
     _check_k(k, N)
-    a_pos, a_neg = _analytical_table(N, k, correct.device)
-    # Row n of the table holds (A_neg, A_pos) for N_pos = n; each response looks up (its prompt's N_pos, correct?).
-    table = torch.stack([a_neg, a_pos], -1).to(_out_dtype(rewards)).flatten()
-    n_pos = correct.sum(-1, keepdim=True)
-    return table[2 * n_pos + correct.long()]
+    # A_pos and A_neg depend on a prompt only through N_pos: evaluate the equations once per distinct N_pos.
+    n_pos, which = torch.unique(correct.sum(-1), return_inverse=True)   # [U] distinct N_pos, [P] index into them
+    a_pos, a_neg = _analytical(n_pos, N, k)                             # [U] each
+    adv = torch.where(correct, a_pos[which, None], a_neg[which, None])  # [P, N]
+    return adv.to(_out_dtype(rewards))
 
 
 def eta(N: int, k: int) -> torch.Tensor:
@@ -251,8 +255,8 @@ def eta(N: int, k: int) -> torch.Tensor:
         float64 tensor ``[N + 1]``, entry i for N_pos = i.
     """
     _check_k(k, N)
-    a_pos, a_neg = _analytical_table(N, k, "cpu")
     n_pos = torch.arange(N + 1, dtype=torch.float64)
+    a_pos, a_neg = _analytical(n_pos, N, k)
     return n_pos * a_pos.abs() + (N - n_pos) * a_neg.abs()
 
 
@@ -452,7 +456,7 @@ def _exceeding(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_g
 
 ADVANTAGES: dict[str, Callable[..., torch.Tensor]] = {
     "grpo": _grpo,                            # Pass@1                       -> grpo_advantages
-    "passk": _passk,                          # analytical Pass@k            -> passk_advantages_analytical
+    "passk": _passk,                          # analytical, Eqs. 11-15       -> passk_advantages_analytical
     "passk_bootstrap": _passk_bootstrap,      # bootstrap sampling           -> passk_advantages_bootstrap
     "passk_full": _passk_full,                # full sampling                -> passk_advantages_full
     "combination": _combination,              # Eq. 18                       -> combination_advantages
@@ -482,7 +486,7 @@ def _demo() -> None:
     print(f"Analytical Pass@k advantages for a group of N = {N} responses (A_pos: each correct response, "
           f"A_neg: each wrong one,\neta = N_pos|A_pos| + N_neg|A_neg|: total weight of the prompt). k = 1 is GRPO.\n")
     ks = (1, 4, 8, 16)
-    tables = {k: (*_analytical_table(N, k, "cpu"), eta(N, k)) for k in ks}
+    tables = {k: (*_analytical(torch.arange(N + 1), N, k), eta(N, k)) for k in ks}
     print("N_pos | " + " | ".join(f"{'k=' + str(k):^26}" for k in ks))
     print("      | " + " | ".join(f"{'A_pos':>8}{'A_neg':>9}{'eta':>8} " for _ in ks))
     for n_pos in (0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 31, 32):

@@ -364,3 +364,19 @@ def test_registry_errors():
         P.compute_advantages("exceeding_passk", r, 2)
     with pytest.raises(ValueError, match="entropy_adaptive.*needs entropy="):
         P.compute_advantages("entropy_adaptive", r, 2)
+
+
+@pytest.mark.parametrize("k", [1, 7, 100, 1024, 3000])
+def test_large_N_a_neg_exact(k):
+    # Eq. 15 subtracts two binomial ratios; against exact integers: A_neg^2 = (N_pos/N)^2 q^2 / (rho (1 - rho)).
+    N = 4096
+    for n_pos in (1, 3, 50, 900):
+        n_neg = N - n_pos
+        fail = Fraction(math.comb(n_neg, k), math.comb(N, k))
+        q = Fraction(math.comb(n_neg - 1, k - 1), math.comb(N - 1, k - 1))
+        got = P.passk_advantages_analytical(rewards_row(n_pos, N), k)[0, -1].item()
+        if fail == 0:
+            assert got == 0.0
+            continue
+        want = -math.sqrt(Fraction(n_pos, N) ** 2 * q ** 2 / (fail * (1 - fail)))
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-300), (n_pos, k)
