@@ -90,11 +90,23 @@ class _ParseError(Exception):
 # 1. Extraction
 
 # Each pattern has a single unbounded run before the captured line, so a 1 MB response is scanned in linear time.
+# (pattern, final): a *final* anchor written after the last box overrides the box (the model revised its answer);
+# a plain "the answer is" / "... answer: " after a box does not ("To check the answer: 3 + 4 = 7").
 _ANCHORS = [
-    re.compile(r"####([^\n]*)"),
-    re.compile(r"(?i)final\s+answer\s+is:?([^\n]*)"),
-    re.compile(r"(?i)\banswer(?:\*\*)?\s*:(?:\*\*)?([^\n]*)"),
+    (re.compile(r"####([^\n]*)"), True),
+    (re.compile(r"(?i)final\s+answer\s+is:?([^\n]*)"), True),
+    (re.compile(r"(?i)final\s+answer(?:\*\*)?\s*:(?:\*\*)?([^\n]*)"), True),
+    (re.compile(r"(?im)^[ \t>*#]*answer(?:\*\*)?\s*:(?:\*\*)?([^\n]*)"), True),
+    (re.compile(r"(?i)\banswer(?:\*\*)?\s*:(?:\*\*)?([^\n]*)"), False),
+    (re.compile(r"(?i)\banswer\s+is:?(?:\*\*)?([^\n]*)"), False),
 ]
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+# What may stand between two boxes that together are one answer: `\boxed{3} \text{ or } \boxed{-5}`,
+# `$x = \boxed{3}$ or $x = \boxed{-5}$`, `\boxed{2}, \boxed{3}`. Anything else (words) separates attempts, and then
+# the last box alone is the answer. Bounded length, so the check stays linear.
+_BOX_SEP = re.compile(r"[\s$,;.&]*(?:(?:\\text\s*\{\s*(?:or|and|,)\s*\}|\\q?quad|\\[,;:! ]|\\\\|\bor\b|\band\b)"
+                      r"[\s$,;.&]*)*(?:[A-Za-z](?:_\{?\w{1,3}\}?)?\s*=\s*)?\$?\s*")
+_MAX_BOXES = 8
 
 
 _MAX_BOX_SCAN = 20_000
@@ -102,7 +114,7 @@ _MAX_BOX_SCAN = 20_000
 
 def _box_content(text, start):
     """Content of the box whose command ends at `start`: `{...}` with nested braces, or `\\boxed 5`.
-    Returns None when the braces never close (a truncated response)."""
+    Returns (content, end) or None when the braces never close (a truncated response)."""
     n, i = len(text), start
     while i < n and text[i] in " \t":
         i += 1
@@ -119,42 +131,114 @@ def _box_content(text, start):
             elif c == "}":
                 depth -= 1
                 if depth == 0:
-                    return text[i + 1:j]
+                    return text[i + 1:j], j + 1
             j += 1
-        return None if end == n else text[i + 1:end]      # absurdly long box: an answer that is too long
+        return None if end == n else (text[i + 1:end], end)    # absurdly long box: an answer that is too long
     m = re.match(r"[^\s$]+", text[i:i + 200])   # `\boxed 5`: one token
-    return m.group(0) if (m and i > start) else None
+    return (m.group(0), i + m.end()) if (m and i > start) else None
+
+
+def _last_boxes(text):
+    """(start, end, answer) of the last box, joined with the boxes right before it when only a separator (`or`,
+    `,`, `$x = `) stands between them: several boxes are one answer, a list. None when there is no closed box."""
+    boxes = list(_BOX.finditer(text))
+    last = None
+    for m in boxes[::-1][:3]:                     # a few unclosed boxes at most, so 1 MB of "\boxed{" stays linear
+        got = _box_content(text, m.end())
+        if got is not None:
+            last = (m, got)
+            break
+    if last is None:
+        return None
+    m, (content, end) = last
+    parts, start = [content.strip()], m.start()
+    k = boxes.index(m)
+    while k > 0 and len(parts) < _MAX_BOXES:
+        prev = boxes[k - 1]
+        got = _box_content(text, prev.end())
+        if got is None or got[1] > start or start - got[1] > 60 or not _BOX_SEP.fullmatch(text, got[1], start):
+            break
+        parts.insert(0, got[0].strip())
+        start, k = prev.start(), k - 1
+    if not parts[-1]:
+        return start, end, None                     # \boxed{} means "no answer", not "look further back"
+    parts = list(dict.fromkeys(p for p in parts if p))       # the same box twice is one answer
+    return start, end, ", ".join(parts)
+
+
+def _math_end(text, i):
+    """Index of the `$` that closes the math segment opened at text[i] == '$' (`\\$` is a dollar sign, not a
+    delimiter: `$\\$42$`), or -1."""
+    j = i + 1
+    while j < len(text):
+        if text[j] == "\\":
+            j += 2
+            continue
+        if text[j] == "$":
+            return j
+        j += 1
+    return -1
+
+
+_SENTENCE_END = re.compile(r"(?i)\.\s+i hope|\s+i hope|\.\s+(?=[A-Z])|\.\s*$")
+# "The smallest such $m$ is 12.": a noun phrase (no digits, no hedge) and a verb before the value.
+_SENTENCE_VALUE = re.compile(r"(?i)(?:the|a|an|our|its|this|that|so|thus|hence)\b[^0-9\n]{0,120}?\s(?:is|are|equals|"
+                             r"was|would be|will be)\s+(?:equal to\s+)?")
+
+
+def _clean_anchor(ans):
+    """The answer in the text after an anchor: the first sentence, the value of a sentence (`The smallest such $m$
+    is 12.`), the first math segment when nothing but punctuation follows it."""
+    ans = ans.strip().strip("*").strip()
+    m = _SENTENCE_END.search(ans)
+    if m:
+        ans = ans[:m.start()]
+    ans = ans.strip().strip("*").strip()
+    m = _SENTENCE_VALUE.match(ans)
+    if m and not re.search(r"\b(?:or|either|maybe|not)\b", ans[:m.end()], re.I):
+        ans = ans[m.end():].strip()
+    if ans.startswith("$$") and ans.count("$$") >= 2:
+        ans = ans[2:ans.index("$$", 2)]
+    elif ans.startswith("$"):
+        close = _math_end(ans, 0)
+        if close > 0:
+            rest = ans[close + 1:].strip()
+            if not re.search(r"\$|\b(?:or|and|maybe|either)\b", rest, re.I):
+                ans = ans[1:close]             # "$5$ apples", "$\\$42$.": the math is the answer
+    ans = ans.strip().rstrip(".").strip()
+    if ans.startswith("$") and _math_end(ans, 0) == len(ans) - 1:
+        ans = ans[1:-1]
+    return ans.strip() or None
 
 
 def _extract(text):
-    # The last box wins; a box that never closes is skipped (earlier boxes still count).
-    boxes = list(re.finditer(r"\\(?:boxed|fbox)(?![a-zA-Z])", text))
-    for m in boxes[::-1][:3]:                     # a few unclosed boxes at most, so 1 MB of "\boxed{" stays linear
-        content = _box_content(text, m.end())
-        if content is not None:
-            content = content.strip()
-            return content or None       # \boxed{} means "no answer", not "look further back"
-    best = None
-    for pattern in _ANCHORS:
+    box = _last_boxes(text)
+    best = None                                   # (start, answer text, final?)
+    for pattern, final in _ANCHORS:
         for m in pattern.finditer(text):
-            if best is None or m.start() > best[0]:
-                best = (m.start(), m.group(1))
+            # ordered by where the answer text starts, so "final answer is" and "answer is" on one line are one
+            # anchor, and the final one
+            if best is None or m.start(1) > best[0] or (m.start(1) == best[0] and final and not best[2]):
+                best = (m.start(1), m.group(1), final)
     close = text.rfind("</answer>")
     if close >= 0:
         open_ = text.rfind("<answer>", 0, close)
         if open_ >= 0 and (best is None or open_ > best[0]):
             inner = text[open_ + len("<answer>"):close]
-            boxed = _extract(inner) if "\\boxed" in inner or "\\fbox" in inner else None
-            best = (open_, boxed if boxed is not None else inner.replace("\n", " "))
+            boxed = _last_boxes(inner) if "\\boxed" in inner or "\\fbox" in inner else None
+            best = (open_, boxed[2] if boxed is not None else inner.replace("\n", " "), True)
+            if boxed is not None:
+                return boxed[2]
+    if box is not None and not (best is not None and best[2] and best[0] >= box[1]):
+        return box[2]                             # the last box, unless a final anchor follows it
     if best is None:
         return None
-    ans = best[1].strip().strip("*").strip()
-    ans = re.split(r"(?i)\.\s+i hope|\s+i hope", ans)[0]          # Minerva: "... is 5. I hope it is correct."
-    ans = ans.strip().strip("*").strip()
-    if ans.startswith("$") and ans.count("$") >= 2:
-        ans = ans[1:ans.index("$", 1)]
-    ans = ans.strip().rstrip(".").strip().strip("$").strip()
-    return ans or None
+    inner = best[1]
+    if "\\boxed" in inner or "\\fbox" in inner:
+        boxed = _last_boxes(inner)
+        if boxed is not None:
+            return boxed[2]
+    return _clean_anchor(inner)
 
 
 def extract_answer(text):
@@ -188,7 +272,7 @@ _UNICODE = {"\u2212": "-", "\u2013": "-", "\u2014": "-", "\u00d7": "*", "\u22c5"
             "\u00f7": "/", "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ",
             "\u2260": "\\ne ", "\u222a": "\\cup ", "\u2229": "\\cap ", "\u2205": "\\emptyset ", "\u221a": "\\sqrt",
             "\u00a0": " ", "\u2009": "", "\u202f": "",
-            "\u00b1": "\\pm ", "\u2208": "\\in ", "\u00bd": "\\frac12", "\u00bc": "\\frac14", "\u00be": "\\frac34",
+            "\u00b1": "\\pm ", "\u2248": "\\approx ", "\u2208": "\\in ", "\u00bd": "\\frac12", "\u00bc": "\\frac14", "\u00be": "\\frac34",
             "\u2153": "\\frac13", "\u2154": "\\frac23", "\u215b": "\\frac18"}
 _SUPERSCRIPT = str.maketrans("\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079\u207b", "0123456789-")
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|textrm|textsf|texttt|textnormal|mbox|mathrm|mathbf|mathit|mathsf|"
@@ -197,6 +281,10 @@ _UNIT_TAIL = re.compile(r"(?<![\\a-zA-Z])((?:\s*[a-zA-Z]{2,}(?![a-zA-Z])\.?(?:\s
 # \text{ cm}^2, \mbox{m/s}, \mathrm{kg} right after a number: a unit, dropped.
 _UNIT_TEXT = re.compile(r"(?<=[\d})\s])\s*\\(?:text|mbox|textrm|textnormal|mathrm)\s*\{\s*([a-zA-Z][a-zA-Z/. ]*)\}"
                         r"(?:\s*\^\s*\{?\d\}?)?(?=\s*(?:$|[,;)\]}&\x00]))")
+# A unit tail must be spaced from the number ("5 cm", "3 hours"; "12apples" too, one word of 4+ letters); a
+# two-letter one must also be one of these: "5nm^3" is the product 5 n m^3, "2 ab" is 2ab, "-3cba^2" is -3cba^2.
+_UNITS2 = {"cm", "mm", "km", "kg", "mg", "ml", "mL", "ft", "in", "yd", "mi", "oz", "lb", "lbs", "hr", "am", "pm",
+           "nm", "cc", "dm", "ha", "kW", "kJ", "mA", "ms", "mph", "sq", "ly", "mi"}
 _KEEP_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "ln", "log", "exp", "sqrt", "pi", "arcsin", "arccos",
                "arctan", "sinh", "cosh", "tanh", "inf", "infty", "infinity", "or", "and", "oo"}
 
@@ -235,13 +323,10 @@ def _normalize(s):
     s = re.sub(r"\\[()\[\]]", " ", s)                            # \( \) \[ \] math delimiters
     for _ in range(3):                                        # \boxed{...} around the whole answer: its content
         m = re.match(r"\s*\\(?:boxed|fbox)\s*(\{?)", s)
-        inner = _box_content(s, m.start(1)) if m else None
-        if inner is None:
+        got = _box_content(s, m.start(1)) if m else None
+        if got is None or s[got[1]:].strip():
             break
-        rest = s[m.start(1) + len(inner) + (2 if m.group(1) else 0):]
-        if rest.strip():
-            break
-        s = inner
+        s = got[0]
     s = re.sub(r"\\(?:boxed|fbox)(?![a-zA-Z])", "", s)
     s = re.sub(r"\\lbrace(?![a-zA-Z])", r"\\{", re.sub(r"\\rbrace(?![a-zA-Z])", r"\\}", s))
     s = re.sub(r"\\(?:[lr]?vert)(?![a-zA-Z])", "|", s)
@@ -253,7 +338,9 @@ def _normalize(s):
     s = re.sub(r"\\(?:left|right)\s*\.", "", s)
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![a-zA-Z])", "", s)
     s = re.sub(r"\\(?:displaystyle|textstyle|limits|angle|measuredangle|triangle)(?![a-zA-Z])", " ", s)
-    s = re.sub(r"\\[,!]|\{,\}", "", s)                         # thin space / {,} are thousands separators in numbers
+    # thin space / {,} are thousands separators in numbers, also with a comma and stray spaces: 12,\! 345,\! 678
+    s = re.sub(r"(?<=\d)(?:,\s?)?(?:\\[,!]|\{,\})\s?(?=\d{3}(?!\d))", "", s)
+    s = re.sub(r"\\[,!]|\{,\}", "", s)
     s = re.sub(r"\\[;: ]|\\q?quad(?![a-zA-Z])|~", " ", s)
     s = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", s)
     s = re.sub(r"\\[dt]binom(?![a-zA-Z])", r"\\binom", s)
@@ -270,10 +357,19 @@ def _normalize(s):
     s = re.sub(r"(?i)\bpercent\b", "", s)
     s = re.sub(r"(?i)(?<=[\d}])\s*(?:degrees?|deg)\b", "\u00b0", s)
     s = re.sub(r"(?<=[\w})\]])\s+(?:or|and)\s+(?=[\w\\({\[-])", " , ", s)   # "x<3 or x>5", "4 or 5": a list
+    s = re.sub(r"(?<=[)\]])\s*(?:or|and)\s*(?=[(\[])", " , ", s)            # "(2,5)or(5,2)"
+    s = re.sub(r",\s*(?:or|and)\s+", ", ", s)
+    s = re.sub(r",(?:\s*,)+", ",", s)                                      # "4, 9, and 25" became "4, 9, , 25"
+    # A ratio's label: "A:B = 3:5" is 3:5 (ratios themselves are compared as text).
+    s = re.sub(r"^[A-Za-z](?:\s*:\s*[A-Za-z])+\s*=\s*(?=\d)", "", s)
     s = s.strip()
     if re.search(r"\d", s):                                   # "5 cm^2", "12 square units", "3 hours"
         m = _UNIT_TAIL.search(s, max(0, len(s) - 80))      # units are a short tail; bounded search
-        if m and m.start() > 0 and not any(w.lower() in _KEEP_WORDS for w in re.findall(r"[a-zA-Z]+", m.group(1))):
+        words = re.findall(r"[a-zA-Z]+", m.group(1)) if m else []
+        spaced = bool(m) and m.group(1)[0].isspace()
+        if m and m.start() > 0 and not any(w.lower() in _KEEP_WORDS for w in words) and (
+                (spaced and (len(words) > 1 or len(words[0]) > 2 or words[0] in _UNITS2))
+                or (not spaced and len(words) == 1 and len(words[0]) >= 4 and "^" not in m.group(1))):
             head = s[:m.start()].rstrip()
             if head and (head[-1].isdigit() or head[-1] in ")}]"):
                 s = head
@@ -330,7 +426,7 @@ _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "e
           "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Sigma", "Phi", "Psi", "Omega"}
 _RELOPS = {"=": "=", "<": "<", ">": ">", "\\le": "<=", "\\leq": "<=", "\\leqslant": "<=", "\\ge": ">=",
            "\\geq": ">=", "\\geqslant": ">=", "\\lt": "<", "\\gt": ">", "<=": "<=", ">=": ">=", "\\ne": "!=",
-           "\\neq": "!=", "!=": "!="}
+           "\\neq": "!=", "!=": "!=", "\\approx": "~="}
 _PM = sympy.Symbol("PLUSMINUS_")
 
 
@@ -358,6 +454,9 @@ def _tokenize(s):
             while j < n and s[j].isalpha():
                 j += 1
             word = s[i:j]
+            # a short run of letters glued to math is a product of variables: 3xyz, cba^2 (a spaced word is text)
+            glued = len(word) <= 4 and ((i > 0 and (s[i - 1].isdigit() or s[i - 1] in "})^")) or
+                                        (j < n and (s[j] in "^_({" or s[j].isdigit())))
             i = j
             while word:
                 for w in _PLAIN_WORDS:
@@ -366,7 +465,7 @@ def _tokenize(s):
                         word = word[len(w):]
                         break
                 else:
-                    if len(word) >= 3 and not (word.isupper() and len(word) <= 4):   # ABC: a point label
+                    if len(word) >= 3 and not glued and not (word.isupper() and len(word) <= 4):   # ABC: a point
                         raise _ParseError("word")
                     toks.extend(("id", ch) for ch in word)
                     word = ""
@@ -399,7 +498,7 @@ def _tokenize(s):
             toks.append(("op", "^" if two == "**" else two))
             i += 2
             continue
-        if c in "+-*/^_=<>!,()[]{}|&:\u00b0":
+        if c in "+-*/^_=<>!,;()[]{}|&:\u00b0":
             toks.append(("op", c))
             i += 1
             continue
@@ -577,14 +676,21 @@ class _Parser:
 
     # -- lists and relations --
     def parse_top(self):
-        items = self.parse_items(stop=())
+        """A bare list; `;` separates groups at the top (`m=2, n=3; m=5, n=1` is two solutions)."""
+        groups = [self.parse_items(stop=())]
+        while self.at("op", ";"):
+            self.take()
+            groups.append(self.parse_items(stop=()))
         if self.i != len(self.toks):
             raise _ParseError("trailing tokens")
+        if len(groups) > 1:
+            return ("list", tuple(g[0] if len(g) == 1 else ("list", tuple(g)) for g in groups))
+        items = groups[0]
         return items[0] if len(items) == 1 else ("list", tuple(items))
 
     def parse_items(self, stop):
         items = [self.parse_item()]
-        while self.at("op", ","):
+        while self.at("op", ",") or (stop and self.at("op", ";")):      # (1; 2) is the pair (1, 2)
             self.take()
             items.append(self.parse_item())
         if stop and self.peek() not in stop:
@@ -1261,29 +1367,63 @@ def _abs_rel_to_set(v):
     return sympy.Union(sympy.Interval(-sympy.oo, lo, True, op == ">"), sympy.Interval(hi, sympy.oo, op == ">", True))
 
 
+def _half_line(d, x, op):
+    """The x with `d op 0` (op in <, <=) when d = c x + k for numbers c != 0, k; None otherwise."""
+    k = d.xreplace({x: sympy.S.Zero})
+    c = d.xreplace({x: sympy.S.One}) - k
+    if not (c.is_number and k.is_number and c.is_real and k.is_real) or c == 0 or c.has(sympy.oo, sympy.zoo):
+        return None
+    if sympy.expand(d - c * x - k) != 0:
+        return None
+    bound, strict = -k / c, op == "<"
+    if c.is_positive:
+        return sympy.Interval(-sympy.oo, bound, True, strict)
+    if c.is_negative:
+        return sympy.Interval(bound, sympy.oo, strict, True)
+    return None
+
+
+def _is_label(e):
+    """A name for the quantity asked for, not a computation: x, x_1, PQ, |PQ|, m + n, (a, b)."""
+    if isinstance(e, tuple):
+        return e[0] == "seq" and e[1:3] == ("(", ")") and all(_is_label(x) for x in e[3])
+    if isinstance(e, sympy.Symbol):
+        return True
+    if isinstance(e, sympy.Abs):
+        return _is_label(e.args[0])
+    if isinstance(e, (sympy.Mul, sympy.Add)):
+        return all(isinstance(a, sympy.Symbol) for a in e.args)
+    return False
+
+
 def _rel_to_set(v):
-    """Single-variable inequality (chain) -> the interval it describes; None if it is not one."""
+    """Inequality (chain) in one variable, linear in it (`3y < 12`, `-1 < 2x + 1 < 5`), or a bounded named quantity
+    (`0 < g(t) < 2`) -> the interval it describes; None if it is not one."""
     exprs, ops = v[1], v[2]
-    if not all(isinstance(e, sympy.Expr) for e in exprs) or any(o in ("=", "!=") for o in ops):
+    if not all(isinstance(e, sympy.Expr) for e in exprs) or any(o in ("=", "!=", "~=") for o in ops):
         return None
     if len(ops) == 1 and any(isinstance(e, sympy.Abs) for e in exprs):
         return _abs_rel_to_set(v)
-    syms = [e for e in exprs if isinstance(e, sympy.Symbol)]
-    if len(syms) != 1 or any(e.free_symbols for e in exprs if not isinstance(e, sympy.Symbol)):
-        return None
-    x = syms[0]
-    lo, hi, lo_open, hi_open = sympy.S.NegativeInfinity, sympy.S.Infinity, True, True
-    for (a, b), op in zip(zip(exprs, exprs[1:]), ops):
-        if op in (">", ">="):
-            a, b, op = b, a, op.replace(">", "<")
-        # now a op b with op in <, <=
-        if b == x and a != x:
-            lo, lo_open = a, op == "<"
-        elif a == x and b != x:
-            hi, hi_open = b, op == "<"
-        else:
-            return None
-    return sympy.Interval(lo, hi, lo_open, hi_open)
+    free = set().union(*(e.free_symbols for e in exprs))
+    if len(free) == 1:
+        x = next(iter(free))
+        out = sympy.Interval(-sympy.oo, sympy.oo)
+        for (a, b), op in zip(zip(exprs, exprs[1:]), ops):
+            if op in (">", ">="):
+                a, b, op = b, a, op.replace(">", "<")
+            half = _half_line(a - b, x, op)          # a op b  <=>  a - b op 0
+            if half is None:
+                return None
+            out = sympy.Intersection(out, half)
+        return out if isinstance(out, sympy.Interval) else None
+    if len(exprs) == 3 and exprs[0].is_number and exprs[2].is_number and _is_label(exprs[1]) and \
+            ops[0][0] == ops[1][0]:
+        lo, hi = (exprs[0], exprs[2]) if ops[0][0] == "<" else (exprs[2], exprs[0])
+        lo_open, hi_open = (ops[0] in ("<", ">"), ops[1] in ("<", ">"))
+        if ops[0][0] == ">":
+            lo_open, hi_open = hi_open, lo_open
+        return sympy.Interval(lo, hi, lo_open, hi_open)
+    return None
 
 
 def _rel_symbol(v):
@@ -1334,6 +1474,14 @@ def _unordered_equal(xs, ys):
     return True
 
 
+def _distinct(xs):
+    out = []
+    for x in xs:
+        if not any(_equal(x, y) for y in out):
+            out.append(x)
+    return out
+
+
 def _ordered_equal(xs, ys):
     return len(xs) == len(ys) and all(_equal(x, y) for x, y in zip(xs, ys))
 
@@ -1349,6 +1497,10 @@ def _equal(p, g):
         return _expr_equal(p, g)
     if kp == "rel" and kg == "rel":
         return _rel_equal(p, g)
+    if (kp == "rel" and p[2] == ("~=",)) != (kg == "rel" and g[2] == ("~=",)):
+        rel, other = (p, g) if kp == "rel" and p[2] == ("~=",) else (g, p)
+        if _rel_value(rel) is None:                  # \\pi \\approx 3.14: the exact side or the decimal
+            return any(_equal(v, other) if rel is p else _equal(other, v) for v in _approx_values(rel))
     if kg == "rel" or kp == "rel":                   # x = 5 vs 5, either way round
         rel, other = (g, p) if kg == "rel" else (p, g)
         value = _rel_value(rel)
@@ -1370,6 +1522,8 @@ def _equal(p, g):
         g = ("sset", sympy.Union(*[_rel_to_set(x) for x in g[1]]))
         kg = "sset"
     if kp in ("set", "list") and kg in ("set", "list"):
+        if "set" in (kp, kg):                        # a set answer: {1, 1, 2} is {1, 2}
+            return _unordered_equal(_distinct(p[1]), _distinct(g[1]))
         return _unordered_equal(list(p[1]), list(g[1]))
     if kp == "seq" and kg == "seq":
         return p[1] == g[1] and p[2] == g[2] and _ordered_equal(p[3], g[3])
@@ -1390,11 +1544,17 @@ def _equal(p, g):
 
 
 def _rel_value(rel):
-    """`x = value` (a single symbol on one side) -> value."""
+    """`x = value` (a label on the left: x, |PQ|, m + n, (a, b)) -> value; `x = 2 + 2 = 4` -> 4 (every
+    computed side agrees; `x = 2 + 2 = 5` has no value); `y \\approx 7` -> 7."""
     exprs, ops = rel[1], rel[2]
     if set(ops) == {"="} and all(isinstance(e, sympy.Expr) and e.is_number for e in exprs):
         # \frac{6}{8} = \frac{3}{4}: a worked equality whose sides all agree stands for its value
         return exprs[-1] if all(_expr_equal(e, exprs[-1]) for e in exprs[:-1]) else None
+    if len(ops) > 1 and set(ops) == {"="} and _is_label(exprs[0]) and \
+            all(isinstance(e, sympy.Expr) and e.is_number for e in exprs[1:]):
+        return exprs[-1] if all(_expr_equal(e, exprs[-1]) for e in exprs[1:-1]) else None
+    if ops == ("~=",) and _is_label(exprs[0]) and not _is_label(exprs[1]):
+        return exprs[1]
     if ops != ("=",):
         return None
     lhs, rhs = exprs
@@ -1406,7 +1566,28 @@ def _rel_value(rel):
         return rhs                                  # f(x) = x^2 + 1, f^{-1}(x) = ... (parsed as f*x on the left)
     if isinstance(rhs, sympy.Symbol) and isinstance(lhs, sympy.Expr) and lhs.is_number:
         return lhs
+    if _is_label(lhs) and not _has_symbols(rhs):
+        return rhs                                  # |PQ| = 7, m + n = 25, (a, b) = (4, 1)
     return None
+
+
+def _has_symbols(v):
+    if isinstance(v, sympy.Basic):
+        return bool(v.free_symbols)
+    return isinstance(v, tuple) and any(_has_symbols(x) for x in v[1:] if isinstance(x, (tuple, sympy.Basic)))
+
+
+def _approx_values(rel):
+    """`a \\approx b` with both sides numbers that agree to 1% (`\\sqrt2 \\approx 1.414`): either side may be the
+    answer; sides that disagree (`3 \\approx 4`, a hedge) give nothing."""
+    a, b = rel[1]
+    if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr) and a.is_number and b.is_number):
+        return []
+    try:
+        fa, fb = complex(a.evalf(20)), complex(b.evalf(20))
+    except (TypeError, ValueError, OverflowError, ArithmeticError):
+        return []
+    return [a, b] if abs(fa - fb) <= 0.01 * max(abs(fa), abs(fb)) else []
 
 
 def _rel_equal(p, g):

@@ -52,7 +52,20 @@ EXTRACT = [
     ("6 times 7 is 42", None),                           # never "the last number in the text"
     ("I think it is 4 or 5.", None),
     ("", None),
-    ("the answer is probably 7", None),
+    ("the answer is probably 7", "probably 7"),           # extracted, and judged as text: never equal to 7
+    ("The answer is 5.", "5"),
+    ("The answer is $x = 5$", "x = 5"),
+    ("The answer is: 12 apples", "12 apples"),
+    ("Final Answer: The smallest such $m$ is 12.", "12"),
+    ("Answer: $\\$42$", "\\$42"),                         # \$ is a dollar sign, not a math delimiter
+    ("Answer: $x = \\$5$", "x = \\$5"),
+    ("The answer is $\\$42$ or $\\$43$.", "$\\$42$ or $\\$43$"),   # a hedge stays whole (and is judged a list)
+    (r"\boxed{3} \text{ or } \boxed{-5}", "3, -5"),           # boxes joined by a separator are one answer
+    (r"$x = \boxed{3}$ or $x = \boxed{-5}$", "3, -5"),
+    (r"\boxed{4}, \boxed{4}", "4"),
+    (r"I tried \boxed{3}. No: \boxed{4}", "4"),                # words between boxes: the last one counts
+    ("\\boxed{12}\nThe final answer is 15.", "15"),          # a later final-answer anchor overrides a box
+    ("\\boxed{12}\nTo check the answer: 3 * 4 = 12", "12"),    # a plain "answer:" after a box does not
 ]
 
 
