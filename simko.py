@@ -3,36 +3,43 @@
 The observation. RLVR training (GRPO and friends) makes the policy pile probability onto the rank-1 candidate token:
 averaged over response tokens, the top-1 probability climbs to ~0.93 under GRPO but stays ~0.47 under SimKO (the
 paper's Figure 1), and the more concentrated the policy, the worse its pass@K for large K. SimKO leaves the GRPO loss
-alone except at high-entropy "forking" tokens, where it pushes mass *away* from the top-1 candidate. Three parts:
+alone except at high-entropy "forking" tokens, where it pushes mass *away* from the top-1 candidate. With
+gamma = pi_theta(y | s) / pi_old(y | s) the importance ratio of the sampled token y, it replaces gamma by
 
-1. Entropy gate. A token is treated specially only when the full-vocabulary entropy H of the current policy at that
-   position is high. The official code thresholds at a per-response quantile (the top ~20% of each response's tokens
-   for tau = 0.8); the paper text reads like an absolute threshold. Both are here (`gate=`); default: the quantile.
-2. Correct responses (A > 0), gated tokens: top-K redistribution. The importance ratio gamma = pi(y) / pi_old(y) is
-   replaced by
-       gamma_pos = (1 - alpha) * gamma + (alpha / K) * sum_k sg(gamma / gamma_k) * gamma_k
-   over the K most probable candidates of the current policy (which may include y). Its *value* is gamma, so PPO
-   clipping is unchanged; its *gradient* is gamma * [(1 - alpha) grad log pi(y) + (alpha/K) sum_k grad log pi(top_k)],
-   i.e. a share alpha of the "raise y" push is spread over the top-K candidates. The stop-gradient trick: sg(x)
-   freezes a factor at its current value, so `sg(gamma / gamma_k) * gamma_k` equals gamma but differentiates like
-   gamma * grad log gamma_k; the old policy's top-K probabilities cancel inside it, so they are never needed.
-3. Wrong responses (A < 0), gated tokens whose sampled token is the rank-1 candidate: a stronger penalty lambda > 1.
-   The official code multiplies the advantage by lambda (= 1.1, hard-coded); the paper writes gamma_neg = lambda *
-   gamma (inside the clip). The two agree only while the ratio is inside the clip range. `penalty=` picks one;
-   default: the official "advantage".
-With alpha = 0 and lambda = 1 the loss is exactly the GRPO/DAPO clipped surrogate (tested).
+    gamma~ = gamma_pos   if H(pi_theta(. | s)) > tau and A > 0                          (the gated ratio)
+             gamma_neg   if H(pi_theta(. | s)) > tau and A < 0
+             gamma       otherwise
+    gamma_pos = (1 - alpha) gamma + (alpha / K) sum_{k in topK} sg(gamma / gamma_k) gamma_k        (top-K spread)
+    gamma_neg = lambda gamma   if y is the rank-1 candidate, lambda > 1                       (rank-1 penalty)
+
+and keeps the PPO clipped surrogate around gamma~. Three parts:
+
+1. Entropy gate. The official code thresholds at a per-response quantile (a token is gated when its entropy is above
+   the tau = 0.8 quantile of its own response's tokens, about the top 20%); the paper text reads like an absolute
+   threshold in nats. Both are here (`gate=`, values in `GATES`); default: the quantile.
+2. Top-K spread. topK are the K most probable candidates of the current policy (they may include y). gamma_pos has
+   the *value* gamma, so PPO clipping is unchanged; its *gradient* is
+   gamma * [(1 - alpha) grad log pi(y) + (alpha / K) sum_k grad log pi(top_k)]: a share alpha of the "raise y" push
+   is spread over the top-K. sg(x) (stop-gradient) freezes a factor at its value, so sg(gamma / gamma_k) gamma_k
+   equals gamma but differentiates like gamma grad log gamma_k; the old policy's top-K probabilities cancel in it.
+3. Rank-1 penalty. The official code multiplies the *advantage* by lambda (= 1.1, hard-coded); the paper writes
+   gamma_neg = lambda gamma (inside the clip). The two agree only while the ratio is inside the clip range.
+   `penalty=` (values in `PENALTIES`) picks one; default: the official "advantage".
+With alpha = 0 and lambda = 1 the loss is exactly the GRPO/DAPO clipped surrogate (tested, value and gradient).
 
 Paper -> code:
-    pi(y | s), H(pi(. | s)), top-K log-probs, "y is rank-1"   -> token_stats / token_stats_from_hidden
-    gamma~ (the gated case split), gamma_pos, gamma_neg, PPO clip  -> policy_loss
-    Lambda^(k), the concentration of the rank-k candidate          -> concentration
+    pi(y | s), H(pi(. | s)), log pi(top_k | s), "y is rank-1"   -> TokenStats, from token_stats_reference (the
+                                                                    definition) or token_stats /
+                                                                    token_stats_from_hidden (the same, in chunks)
+    gamma~, gamma_pos, gamma_neg, the PPO clip                    -> policy_loss
+    Lambda^(k): mean probability of the rank-k candidate          -> concentration
 
-Memory. The official code gets the top-K log-probs by copying the full [tokens, vocab] logits K times; at a 152k
-vocabulary and 12k tokens that is ~22 GB, which is why it halves its batch. Here every statistic comes from one
-log-sum-exp per token plus a top-K and a `gather`; tokens are processed in chunks so that no float32
-tokens x vocab tensor outlives one chunk, and `token_stats_from_hidden` goes further: it never materialises the
-logits at all (it recomputes each chunk's logits from the hidden states in backward), which is what makes SimKO
-affordable at a 152k vocabulary. `benchmarks/bench_simko.py` prints the measured memory and time.
+Reading order: TokenStats -> token_stats_reference -> policy_loss -> concentration. Below one banner at the end
+come the memory-efficient autograd implementations. The official code gets the top-K log-probs by copying the full
+[tokens, vocab] logits K times (~22 GB at 12k tokens and a 152k vocabulary). Here every statistic comes from one
+log-sum-exp per token plus a top-K and a `gather`, in chunks of tokens, and `token_stats_from_hidden` never
+materialises the logits at all (it recomputes each chunk's logits from the hidden states in backward).
+`benchmarks/bench_simko.py` prints the measured memory and time.
 
 Imports only torch and the standard library: copy this file into your own trainer.
 """
@@ -43,8 +50,16 @@ from typing import NamedTuple, Optional
 
 import torch
 
-__all__ = ["TokenStats", "token_stats", "token_stats_from_hidden", "policy_loss", "concentration", "GATES",
-           "AGGREGATIONS", "PENALTIES"]
+__all__ = ["TokenStats", "token_stats_reference", "policy_loss", "concentration", "token_stats",
+           "token_stats_from_hidden", "GATES", "AGGREGATIONS", "PENALTIES", "PAPER_ALPHA", "PAPER_LAMBDA",
+           "PAPER_TAU", "PAPER_TOP_K"]
+
+# The official code's values (K = 3 candidates, alpha = 0.01, lambda = 1.1, tau = the 0.8 per-response quantile).
+PAPER_ALPHA, PAPER_LAMBDA, PAPER_TAU, PAPER_TOP_K = 0.01, 1.1, 0.8, 3
+# The allowed values of policy_loss's gate=, agg= and penalty= (the first is the default); trainers import these.
+GATES = ("row_quantile", "batch_quantile", "absolute")
+AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+PENALTIES = ("advantage", "ratio")
 
 
 class TokenStats(NamedTuple):
@@ -64,6 +79,202 @@ class TokenStats(NamedTuple):
     topk_ids: torch.Tensor
     is_rank1: torch.Tensor
 
+
+def token_stats_reference(logits: torch.Tensor, tokens: torch.Tensor, top_k: int = PAPER_TOP_K,
+                          temperature: float = 1.0) -> TokenStats:
+    """The definition of every TokenStats field, from a full log-softmax. logits [B, T, V], tokens [B, T].
+
+    Same values and gradients as `token_stats` (tested), but it keeps several [B, T, V] float32 tensors alive for
+    backward: fine for a small vocabulary, gigabytes at V = 152k. Use `token_stats` / `token_stats_from_hidden`.
+    """
+    logp_v = (logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature).log_softmax(-1)  # [B, T, V]
+    logp = logp_v.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)     # [B, T]     log pi(y_t | s_t)
+    entropy = torch.special.entr(logp_v.detach().exp()).sum(-1)           # [B, T]     -sum_v p_v log p_v
+    topk_logp, topk_ids = logp_v.topk(top_k, dim=-1)                      # [B, T, K]  sorted descending
+    is_rank1 = logp.detach() >= topk_logp[..., 0].detach()                 # [B, T]     ties count as rank-1
+    return TokenStats(logp, entropy, topk_logp, topk_ids, is_rank1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The SimKO policy loss
+
+
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                stats: Optional[TokenStats] = None, *, alpha: Optional[float] = None, lam: Optional[float] = None,
+                tau: float = PAPER_TAU, clip_low: float = 0.2, clip_high: float = 0.28, agg: str = "token_mean",
+                gate: str = "row_quantile", penalty: str = "advantage", max_len: Optional[int] = None):
+    """SimKO's loss when `stats` is given (paper values by default), the GRPO/DAPO clipped surrogate without it.
+
+    Returns (loss, metrics).
+    - stats given: SimKO with alpha = PAPER_ALPHA (0.01) and lam = PAPER_LAMBDA (1.1) unless you pass others.
+      alpha=0 and lam=1 turn both changes off: exactly the clipped surrogate (value and gradient), with the gate
+      metrics still computed.
+    - stats=None: the plain clipped surrogate; alpha and lam must then be left unset (or 0 / 1), else ValueError.
+
+    logp [B, T] current log-probs of the sampled tokens (differentiable; normally `stats.logp`); old_logp [B, T] the
+    sampling policy's log-probs of the same tokens, recorded at rollout (no gradient); advantages [B] (broadcast
+    over tokens) or [B, T]; mask [B, T] (nonzero = response token, EOS included).
+    tau: the gate threshold, a quantile in [0, 1] of the entropies of the valid tokens of the same response
+    (gate="row_quantile", the official code; torch.quantile's linear interpolation) or of the whole batch
+    ("batch_quantile"), or an entropy in nats (gate="absolute"). Gated = entropy strictly above it.
+    penalty: "advantage" (official code: lam times the advantage, i.e. lam times the clipped token loss) or "ratio"
+    (paper text: lam * gamma inside the clip).
+    agg: "token_mean" sums over all valid tokens of the batch / their count (DAPO); "seq_mean_token_mean" means per
+    response, then over responses with >= 1 valid token (GRPO); "seq_mean_token_sum_norm" sums per response, divides
+    by the constant `max_len` (default mask.shape[1]) and means over all responses (Dr. GRPO).
+
+    Metrics (python floats):
+        clip_frac_low          fraction of response tokens with A < 0 and gamma~ < 1 - clip_low (gradient clipped)
+        clip_frac_high         fraction of response tokens with A > 0 and gamma~ > 1 + clip_high
+        ratio_mean             mean of gamma over response tokens
+        gated_frac             fraction of response tokens above the entropy gate (0 without stats)
+        spread_frac_of_gated   fraction of the *gated* tokens that got the top-K spread (A > 0)
+        penalty_frac_of_gated  fraction of the *gated* tokens that got the rank-1 penalty (A < 0, y rank-1)
+    """
+    alpha, lam = _check_policy_loss_args(logp, old_logp, advantages, mask, stats, alpha, lam, tau, clip_low,
+                                         clip_high, agg, gate, penalty, max_len)
+    mask = mask.bool()
+    adv = (advantages.unsqueeze(1) if advantages.dim() == 1 else advantages).to(logp.dtype).expand(logp.shape)
+    adv = torch.where(mask, adv, 0.0)                       # padding may hold anything, even inf or nan
+    # gamma = pi_theta(y | s) / pi_old(y | s)
+    gamma = torch.exp(torch.where(mask, logp - old_logp, 0.0))
+    gamma_t = gamma                                         # gamma~, the ratio that enters the clip
+    gated = pos = neg = torch.zeros_like(mask)
+    if stats is not None:
+        # The gate: H(pi_theta(. | s)) > tau, H without gradient.
+        gated = _entropy_gate(stats.entropy.detach().to(logp.dtype), mask, tau, gate)
+        pos = gated & (adv > 0)
+        neg = gated & (adv < 0) & stats.is_rank1
+        if alpha > 0:
+            # gamma_pos = (1 - alpha) gamma + (alpha / K) sum_k sg(gamma / gamma_k) gamma_k
+            #           = (1 - alpha) gamma + alpha sg(gamma) mean_k exp(l_k - sg(l_k)),   l_k = log pi_theta(top_k | s)
+            l_k = stats.topk_logp.to(logp.dtype).clamp_min(-1e4)          # [B, T, K]; -inf would give exp(nan)
+            gamma_pos = (1 - alpha) * gamma + alpha * gamma.detach() * torch.exp(l_k - l_k.detach()).mean(-1)
+            gamma_t = torch.where(pos, gamma_pos, gamma_t)
+        if lam != 1:
+            if penalty == "ratio":
+                # gamma_neg = lam * gamma  (the paper's text)
+                gamma_t = torch.where(neg, lam * gamma_t, gamma_t)
+            else:
+                # lam * A: the official code's reading, the same as gamma_neg while gamma is inside the clip
+                adv = torch.where(neg, lam * adv, adv)
+    # The PPO pessimistic bound: max(-A gamma~, -A clip(gamma~, 1 - clip_low, 1 + clip_high)).
+    token_loss = torch.maximum(-adv * gamma_t, -adv * gamma_t.clamp(1 - clip_low, 1 + clip_high))
+    loss = _aggregate(torch.where(mask, token_loss, 0.0), mask, agg, max_len)
+
+    with torch.no_grad():
+        n_gated = gated.sum().clamp_min(1)
+        metrics = {
+            "clip_frac_low": _masked_mean((gamma_t < 1 - clip_low) & (adv < 0), mask).item(),
+            "clip_frac_high": _masked_mean((gamma_t > 1 + clip_high) & (adv > 0), mask).item(),
+            "ratio_mean": _masked_mean(gamma, mask).item(),
+            "gated_frac": _masked_mean(gated, mask).item(),
+            "spread_frac_of_gated": (pos.sum() / n_gated).item(),
+            "penalty_frac_of_gated": (neg.sum() / n_gated).item(),
+        }
+    return loss, metrics
+
+
+def _entropy_gate(entropy: torch.Tensor, mask: torch.Tensor, tau: float, gate: str) -> torch.Tensor:
+    """[B, T] bool: valid tokens whose entropy is strictly above the threshold."""
+    if gate == "absolute":
+        threshold = torch.tensor(tau, device=entropy.device)
+    elif gate == "batch_quantile":
+        valid = entropy[mask]
+        threshold = torch.quantile(valid, tau) if valid.numel() else entropy.new_tensor(math.inf)
+    else:  # row_quantile: the quantile of each response's own valid tokens (padding -> nan, which nanquantile skips).
+        threshold = torch.nanquantile(torch.where(mask, entropy, math.nan), tau, dim=1, keepdim=True)
+    # A response with no valid tokens has a nan threshold; `>` with nan is False, so nothing is gated there.
+    return mask & (entropy > threshold)
+
+
+def _aggregate(token_loss: torch.Tensor, mask: torch.Tensor, agg: str, max_len: Optional[int]) -> torch.Tensor:
+    """[B, T] token losses (0 at padding) -> the scalar loss, per `agg` (see policy_loss)."""
+    if agg == "token_mean":
+        return token_loss.sum() / mask.sum().clamp_min(1)
+    if agg == "seq_mean_token_mean":
+        counts = mask.sum(1)
+        return (token_loss.sum(1) / counts.clamp_min(1)).sum() / (counts > 0).sum().clamp_min(1)
+    return (token_loss.sum(1) / float(max_len or mask.shape[1])).mean()
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x (float64) over the True entries of mask (0 when there are none). where, not multiply: inf * 0 = nan."""
+    return torch.where(mask, x.double(), 0.0).sum() / mask.sum().clamp_min(1)
+
+
+def _check_policy_loss_args(logp, old_logp, advantages, mask, stats, alpha, lam, tau, clip_low, clip_high, agg, gate,
+                            penalty, max_len) -> tuple[float, float]:
+    """Raise a ValueError naming the argument and its allowed range; return (alpha, lam) with the defaults filled in."""
+    fn = "policy_loss"
+    if logp.dim() != 2:
+        raise ValueError(f"{fn}: logp must be [B, T], got shape {list(logp.shape)}")
+    shape = logp.shape
+    if old_logp.shape != shape or mask.shape != shape:
+        raise ValueError(f"{fn}: logp, old_logp and mask must all be [B, T] = {list(shape)}, got "
+                         f"{list(old_logp.shape)} and {list(mask.shape)}")
+    if advantages.shape not in ((shape[0],), shape):
+        raise ValueError(f"{fn}: advantages must be [B] = [{shape[0]}] or [B, T] = {list(shape)}, got "
+                         f"{list(advantages.shape)}")
+    if agg not in AGGREGATIONS:
+        raise ValueError(f"{fn}: agg must be one of {AGGREGATIONS}, got {agg!r}")
+    if gate not in GATES:
+        raise ValueError(f"{fn}: gate must be one of {GATES}, got {gate!r}")
+    if penalty not in PENALTIES:
+        raise ValueError(f"{fn}: penalty must be one of {PENALTIES}, got {penalty!r}")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"{fn}: alpha must be in [0, 1] (share of the push spread over the top-K), got {alpha!r}")
+    if lam is not None and not lam > 0:
+        raise ValueError(f"{fn}: lam must be > 0 (the paper uses {PAPER_LAMBDA}), got {lam!r}")
+    if stats is None:
+        if alpha not in (None, 0) or lam not in (None, 1):
+            raise ValueError(f"{fn}: alpha={alpha!r}, lam={lam!r} are SimKO's and need stats= (the TokenStats of the "
+                             f"current policy); without stats the loss is plain GRPO/DAPO")
+        alpha, lam = 0.0, 1.0
+    alpha = PAPER_ALPHA if alpha is None else alpha
+    lam = PAPER_LAMBDA if lam is None else lam
+    if gate != "absolute" and not 0.0 <= tau <= 1.0:
+        raise ValueError(f"{fn}: tau must be a quantile in [0, 1] for gate={gate!r}, got {tau!r}")
+    if not (0.0 <= clip_low < 1.0 and clip_high >= 0.0):
+        raise ValueError(f"{fn}: need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low!r}, {clip_high!r}")
+    if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
+        raise ValueError(f"{fn}: max_len must be a positive int or None, got {max_len!r}")
+    if stats is not None and (stats.entropy.shape != shape or stats.topk_logp.shape[:2] != shape
+                              or stats.is_rank1.shape != shape):
+        raise ValueError(f"{fn}: stats fields must match logp's [B, T] = {list(shape)}, got entropy "
+                         f"{list(stats.entropy.shape)}, topk_logp {list(stats.topk_logp.shape)}")
+    return float(alpha), float(lam)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The concentration metric
+
+
+@torch.no_grad()
+def concentration(topk_logp: torch.Tensor, mask: torch.Tensor) -> dict:
+    """The paper's concentration metric Lambda^(k): the rank-k candidate's mean probability over response tokens.
+
+    topk_logp [B, T, K] (sorted descending, e.g. `stats.topk_logp`), mask [B, T]. Returns
+    {"prob": [K floats], "logp": [K floats]}: prob[i] is the mean probability and logp[i] the mean log-probability
+    of the rank-(i+1) candidate over valid tokens (nan when there are none). Logged as `rank{i+1}_prob` and
+    `rank{i+1}_logp` (train.py; `simko/rank1_prob` ... in TRL). GRPO drives rank-1 towards ~0.93; SimKO keeps it ~0.47.
+    """
+    if topk_logp.dim() != 3 or mask.shape != topk_logp.shape[:2]:
+        raise ValueError(f"concentration: need topk_logp [B, T, K] and mask [B, T], got {list(topk_logp.shape)} and "
+                         f"{list(mask.shape)}")
+    m = mask.bool()
+    if not m.any():
+        k = topk_logp.shape[-1]
+        return {"prob": [math.nan] * k, "logp": [math.nan] * k}
+    valid = topk_logp[m].double()  # [n, K]
+    return {"prob": valid.exp().mean(0).tolist(), "logp": valid.mean(0).tolist()}
+
+
+# ================================================================================================================
+# Memory-efficient autograd implementations of the token statistics: token_stats (from logits, in chunks) and
+# token_stats_from_hidden (from the last hidden states and the LM head; never materialises [tokens, vocab]).
+# Same values and gradients as token_stats_reference; everything below is engineering.
+# ================================================================================================================
 
 # Chunk size when `token_stats(chunk_size=None)`: about 64M float32 logits (256 MB) per chunk, i.e. 441 tokens at a
 # 152k vocabulary. The per-chunk temporaries are a few such buffers.
@@ -369,162 +580,6 @@ def token_stats_from_hidden(hidden: torch.Tensor, weight: torch.Tensor, tokens: 
                                                    chunk_size or 256, 1.0 / float(temperature)))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The loss.
-
-# The allowed values of policy_loss's gate=, agg= and penalty= (first = default); trainers import these.
-GATES = ("row_quantile", "batch_quantile", "absolute")
-AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
-PENALTIES = ("advantage", "ratio")
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of x over the True entries of mask (0 when there are none). Uses where, not multiply: inf * 0 = nan."""
-    return torch.where(mask, x, 0.0).sum() / mask.sum().clamp_min(1)
-
-
-def _entropy_gate(entropy: torch.Tensor, mask: torch.Tensor, tau: float, gate: str) -> torch.Tensor:
-    """[B, T] bool: valid tokens whose entropy is strictly above the threshold."""
-    if gate == "absolute":
-        threshold = torch.tensor(tau, device=entropy.device)
-    elif gate == "batch_quantile":
-        valid = entropy[mask]
-        threshold = torch.quantile(valid, tau) if valid.numel() else entropy.new_tensor(math.inf)
-    else:  # row_quantile: the quantile of each response's own valid tokens (padding -> nan, which nanquantile skips).
-        threshold = torch.nanquantile(torch.where(mask, entropy, math.nan), tau, dim=1, keepdim=True)
-    # A response with no valid tokens has a nan threshold; `>` with nan is False, so nothing is gated there.
-    return mask & (entropy > threshold)
-
-
-def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                stats: Optional[TokenStats] = None, *, alpha: float = 0.0, lam: float = 1.0, tau: float = 0.8,
-                clip_low: float = 0.2, clip_high: float = 0.28, agg: str = "token_mean", gate: str = "row_quantile",
-                penalty: str = "advantage", max_len: Optional[int] = None):
-    """The GRPO/DAPO clipped surrogate with SimKO's changes at high-entropy tokens. Returns (loss, metrics).
-
-    logp [B, T] current log-probs of the sampled tokens (differentiable; normally `stats.logp`), old_logp [B, T] the
-    sampling policy's, advantages [B] (broadcast over tokens) or [B, T], mask [B, T] (nonzero = response token).
-    stats: the TokenStats of the current policy. With stats=None SimKO is OFF whatever alpha and lam are, and this
-    is plain GRPO/DAPO. With alpha=0 and lam=1 it is exactly GRPO/DAPO too (value and gradient).
-
-    Per valid token, gamma = exp(logp - old_logp):
-    - gate: gated = entropy strictly above the `tau` quantile (torch.quantile, linear interpolation) of the entropies
-      of the valid tokens of the same response (gate="row_quantile", the official code), of the whole batch
-      ("batch_quantile"), or above `tau` nats ("absolute").
-    - A > 0 and gated: gamma is replaced by gamma_pos = (1-alpha) gamma + alpha gamma * mean_k exp(l_k - sg(l_k)),
-      l_k = stats.topk_logp[..., k]: same value, gradient gamma [(1-alpha) d logp + (alpha/K) sum_k d l_k].
-    - A < 0, gated and stats.is_rank1: penalty="advantage" (official code) multiplies the advantage by lam (lam times
-      the clipped token loss); penalty="ratio" (paper text) uses lam * gamma inside the clip.
-    - token loss = max(-A gamma~, -A clip(gamma~, 1 - clip_low, 1 + clip_high)) (the pessimistic PPO bound).
-    - agg: "token_mean" sums over all valid tokens of the batch / their count (DAPO); "seq_mean_token_mean" means
-      per response, then over responses with >= 1 valid token (GRPO); "seq_mean_token_sum_norm" sums per response,
-      divides by the constant `max_len` (default mask.shape[1]) and means over all responses (Dr. GRPO).
-    Metrics (python floats, fractions of valid tokens unless said otherwise): clip_frac_low (A < 0 and gamma~ below
-    1 - clip_low: the clip zeroes the gradient), clip_frac_high (A > 0 and gamma~ above 1 + clip_high), ratio_mean
-    (of gamma),
-    gated_frac, topk_spread_frac and rank1_penalty_frac (fractions of the *gated* tokens that got the top-K spread /
-    the rank-1 penalty), entropy (mean over valid tokens; nan without stats).
-    """
-    fn = "policy_loss"
-    if logp.dim() != 2:
-        raise ValueError(f"{fn}: logp must be [B, T], got shape {list(logp.shape)}")
-    shape = logp.shape
-    if old_logp.shape != shape or mask.shape != shape:
-        raise ValueError(f"{fn}: logp, old_logp and mask must all be [B, T] = {list(shape)}, got "
-                         f"{list(old_logp.shape)} and {list(mask.shape)}")
-    if advantages.shape not in ((shape[0],), shape):
-        raise ValueError(f"{fn}: advantages must be [B] = [{shape[0]}] or [B, T] = {list(shape)}, got "
-                         f"{list(advantages.shape)}")
-    if agg not in AGGREGATIONS:
-        raise ValueError(f"{fn}: agg must be one of {AGGREGATIONS}, got {agg!r}")
-    if gate not in GATES:
-        raise ValueError(f"{fn}: gate must be one of {GATES}, got {gate!r}")
-    if penalty not in PENALTIES:
-        raise ValueError(f"{fn}: penalty must be one of {PENALTIES}, got {penalty!r}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"{fn}: alpha must be in [0, 1] (share of the push spread over the top-K), got {alpha!r}")
-    if not lam > 0:
-        raise ValueError(f"{fn}: lam must be > 0 (the paper uses 1.1), got {lam!r}")
-    if gate != "absolute" and not 0.0 <= tau <= 1.0:
-        raise ValueError(f"{fn}: tau must be a quantile in [0, 1] for gate={gate!r}, got {tau!r}")
-    if not (0.0 <= clip_low < 1.0 and clip_high >= 0.0):
-        raise ValueError(f"{fn}: need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low!r}, {clip_high!r}")
-    if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
-        raise ValueError(f"{fn}: max_len must be a positive int or None, got {max_len!r}")
-    if stats is not None and (stats.entropy.shape != shape or stats.topk_logp.shape[:2] != shape
-                              or stats.is_rank1.shape != shape):
-        raise ValueError(f"{fn}: stats fields must match logp's [B, T] = {list(shape)}, got entropy "
-                         f"{list(stats.entropy.shape)}, topk_logp {list(stats.topk_logp.shape)}")
-
-    mask = mask.bool()
-    adv = (advantages.unsqueeze(1) if advantages.dim() == 1 else advantages).to(logp.dtype).expand(shape)
-    # Padding may hold anything (even inf or nan); zero it so it can never turn into nan through inf * 0.
-    adv = torch.where(mask, adv, 0.0)
-    ratio = torch.exp(torch.where(mask, logp - old_logp, 0.0))
-    ratio_t = ratio  # gamma~, the ratio that enters the clip
-    gated = pos = neg = torch.zeros_like(mask)
-    if stats is not None:
-        entropy = stats.entropy.detach().to(logp.dtype)
-        gated = _entropy_gate(entropy, mask, tau, gate)
-        pos = gated & (adv > 0)
-        neg = gated & (adv < 0) & stats.is_rank1
-        if alpha != 0.0:
-            l_k = stats.topk_logp.to(logp.dtype).clamp_min(-1e4)  # a -inf candidate would make exp(-inf + inf) nan
-            spread = torch.exp(l_k - l_k.detach()).mean(-1)  # value 1, gradient mean_k d l_k
-            gamma_pos = (1.0 - alpha) * ratio + alpha * ratio.detach() * spread
-            ratio_t = torch.where(pos, gamma_pos, ratio_t)
-        if lam != 1.0:
-            if penalty == "advantage":
-                adv = torch.where(neg, lam * adv, adv)
-            else:
-                ratio_t = torch.where(neg, lam * ratio_t, ratio_t)
-    loss_unclipped = -adv * ratio_t
-    loss_clipped = -adv * ratio_t.clamp(1.0 - clip_low, 1.0 + clip_high)
-    token_loss = torch.where(mask, torch.maximum(loss_unclipped, loss_clipped), 0.0)
-
-    if agg == "token_mean":
-        loss = token_loss.sum() / mask.sum().clamp_min(1)
-    elif agg == "seq_mean_token_mean":
-        counts = mask.sum(1)
-        per_seq = token_loss.sum(1) / counts.clamp_min(1)
-        loss = per_seq.sum() / (counts > 0).sum().clamp_min(1)
-    else:
-        loss = (token_loss.sum(1) / float(max_len or shape[1])).mean()
-
-    with torch.no_grad():
-        n_gated = gated.sum().clamp_min(1)
-        metrics = {
-            "clip_frac_low": _masked_mean(((ratio_t < 1.0 - clip_low) & (adv < 0)).double(), mask).item(),
-            "clip_frac_high": _masked_mean(((ratio_t > 1.0 + clip_high) & (adv > 0)).double(), mask).item(),
-            "ratio_mean": _masked_mean(ratio, mask).item(),
-            "gated_frac": _masked_mean(gated.double(), mask).item(),
-            "topk_spread_frac": (pos.sum() / n_gated).item(),
-            "rank1_penalty_frac": (neg.sum() / n_gated).item(),
-            "entropy": _masked_mean(stats.entropy.double(), mask).item() if stats is not None else math.nan,
-        }
-    return loss, metrics
-
-
-@torch.no_grad()
-def concentration(topk_logp: torch.Tensor, mask: torch.Tensor) -> dict:
-    """The paper's concentration metric Lambda^(k), for ranks k = 1..K over the valid tokens.
-
-    topk_logp [B, T, K] (sorted descending, e.g. `stats.topk_logp`), mask [B, T]. Returns
-    {"prob": [K floats], "logp": [K floats]}: the mean probability and the mean log-probability of the rank-k
-    candidate over valid tokens (nan when there are none). GRPO drives prob[0] towards ~0.93; SimKO keeps it ~0.47.
-    """
-    if topk_logp.dim() != 3 or mask.shape != topk_logp.shape[:2]:
-        raise ValueError(f"concentration: need topk_logp [B, T, K] and mask [B, T], got {list(topk_logp.shape)} and "
-                         f"{list(mask.shape)}")
-    m = mask.bool()
-    n = int(m.sum())
-    if n == 0:
-        k = topk_logp.shape[-1]
-        return {"prob": [math.nan] * k, "logp": [math.nan] * k}
-    valid = topk_logp[m].double()  # [n, K]
-    return {"prob": valid.exp().mean(0).tolist(), "logp": valid.mean(0).tolist()}
-
-
 if __name__ == "__main__":
     # A tiny demonstration: one SimKO step on random logits, and what the gate and the top-K spread touch.
     torch.manual_seed(0)
@@ -534,7 +589,8 @@ if __name__ == "__main__":
     stats = token_stats(logits, tokens, top_k=3)
     mask = torch.ones(B, T, dtype=torch.bool)
     adv = torch.tensor([1.0, 1.0, -1.0, -1.0])
-    loss, metrics = policy_loss(stats.logp, stats.logp.detach(), adv, mask, stats, alpha=0.01, lam=1.1)
+    old_logp = stats.logp.detach()  # stands in for the rollout's log-probs: the same policy, so gamma = 1
+    loss, metrics = policy_loss(stats.logp, old_logp, adv, mask, stats)  # SimKO at the paper's alpha, lambda, tau
     loss.backward()
     print(f"loss {loss.item():.4f}")
     print({k: round(v, 4) for k, v in metrics.items()})

@@ -322,8 +322,8 @@ def test_alpha0_lam1_is_plain_clipped_surrogate(agg, per_token_adv):
     old = stats.logp + (torch.rand(stats.logp.shape, generator=g, dtype=D64) - 0.5) * 1.2
     adv = torch.randn(4, 24, generator=g, dtype=D64) if per_token_adv else torch.tensor([1.0, -0.5, 2.0, -1.5], dtype=D64)
     logp1 = stats.logp.detach().clone().requires_grad_()
-    runs = [simko.policy_loss(logp1, old, adv, mask, stats, agg=agg, max_len=30)[0],
-            simko.policy_loss(logp1, old, adv, mask, None, alpha=0.7, lam=3.0, agg=agg, max_len=30)[0]]
+    runs = [simko.policy_loss(logp1, old, adv, mask, stats, alpha=0.0, lam=1.0, agg=agg, max_len=30)[0],
+            simko.policy_loss(logp1, old, adv, mask, None, agg=agg, max_len=30)[0]]
     logp2 = stats.logp.detach().clone().requires_grad_()
     ref = plain_clipped_surrogate(logp2, old, adv, mask, agg=agg, max_len=30)
     (g_ref,) = torch.autograd.grad(ref, logp2)
@@ -415,7 +415,7 @@ def test_simko_gradient_matches_formula(penalty, alpha, lam):
     ref, cats = simko_grad_reference(logits, tokens, old, adv, mask, k=3, **kw)
     # every (sign, gated, clip-active) combination is exercised
     assert cats == {(s, gt, ac) for s in (True, False) for gt in (True, False) for ac in (True, False)}
-    assert metrics["rank1_penalty_frac"] > 0 and metrics["topk_spread_frac"] > 0
+    assert metrics["penalty_frac_of_gated"] > 0 and metrics["spread_frac_of_gated"] > 0
     torch.testing.assert_close(x.grad, ref, atol=1e-13, rtol=1e-10)
 
 
@@ -466,7 +466,7 @@ def test_lam_scales_exactly_gated_rank1_tokens_of_negative_responses():
     torch.testing.assert_close(grads[1][expect], 1.7 * grads[0][expect], rtol=1e-14, atol=0)
     torch.testing.assert_close(grads[1][~expect], grads[0][~expect], rtol=0, atol=0)
     n_gated = sum(int((mask[b] & (ent[b] > ref_quantile(ent[b][mask[b]].tolist(), 0.8))).sum()) for b in range(4))
-    assert m["rank1_penalty_frac"] == pytest.approx(int(expect.sum()) / n_gated)
+    assert m["penalty_frac_of_gated"] == pytest.approx(int(expect.sum()) / n_gated)
 
 
 def test_ratio_penalty_moves_the_clip():
@@ -525,8 +525,8 @@ def test_batch_quantile_and_absolute_gates():
     assert m["gated_frac"] == pytest.approx(float((ent[mask] > thr).double().mean()), rel=1e-12)
     _, m = simko.policy_loss(lp, lp, adv, mask, stats, gate="absolute", tau=1.5)
     assert m["gated_frac"] == pytest.approx(float((ent[mask] > 1.5).double().mean()), rel=1e-12)
-    assert 0 < m["gated_frac"] < 1 and m["topk_spread_frac"] == 1.0
-    assert m["entropy"] == pytest.approx(float(ent[mask].mean()), rel=1e-12)
+    assert 0 < m["gated_frac"] < 1 and m["spread_frac_of_gated"] == 1.0
+    assert "entropy" not in m  # the caller has stats.entropy; one quantity, one name
 
 
 def test_metrics_clip_fractions():
@@ -537,7 +537,7 @@ def test_metrics_clip_fractions():
     _, m = simko.policy_loss(lp, old, adv, mask)
     assert m["clip_frac_low"] == pytest.approx(1 / 6) and m["clip_frac_high"] == pytest.approx(1 / 6)
     assert m["ratio_mean"] == pytest.approx((0.5 + 0.9 + 1.0 + 1.2 + 1.5 + 2.0) / 6)
-    assert math.isnan(m["entropy"]) and m["gated_frac"] == 0.0
+    assert m["gated_frac"] == 0.0 and m["spread_frac_of_gated"] == 0.0 and m["penalty_frac_of_gated"] == 0.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -627,3 +627,66 @@ def test_public_choice_tuples_are_what_policy_loss_accepts():
             simko.policy_loss(logp, logp.detach(), adv, mask, stats, alpha=0.01, lam=1.1, **{key: value})
         with pytest.raises(ValueError, match=key):
             simko.policy_loss(logp, logp.detach(), adv, mask, stats, **{key: "nope"})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The readable reference, the API's defaults, the metric names
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_reference_stats_match_naive_and_chunked(temperature):
+    logits, tokens, mask, g = make_batch(seed=11)
+    ref = simko.token_stats_reference(logits, tokens, top_k=4, temperature=temperature)
+    for got, want in zip(ref, naive_stats(logits, tokens, 4, temperature)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    x1, x2 = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    a = simko.token_stats_reference(x1, tokens, top_k=4, temperature=temperature)
+    b = simko.token_stats(x2, tokens, top_k=4, chunk_size=7, temperature=temperature)
+    for name in a._fields:
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-12, atol=1e-12, msg=name)
+    w1, w2 = torch.randn(a.logp.shape, generator=g, dtype=D64), torch.randn(a.topk_logp.shape, generator=g, dtype=D64)
+    ((a.logp * w1).sum() + (a.topk_logp * w2).sum()).backward()
+    ((b.logp * w1).sum() + (b.topk_logp * w2).sum()).backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-12, atol=1e-12)
+    assert not a.entropy.requires_grad
+
+
+def test_stats_given_means_simko_at_the_paper_values():
+    # The API choice: with stats, policy_loss IS SimKO (alpha = 0.01, lam = 1.1) unless told otherwise.
+    logits, tokens, mask, g = make_batch(seed=12)
+    old = logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1) + 0.1
+    adv = torch.tensor([1.0, -0.7, 0.4, -1.3], dtype=D64)
+
+    def grad_of(**kw):
+        x = logits.clone().requires_grad_()
+        s = simko.token_stats(x, tokens, top_k=3)
+        loss, m = simko.policy_loss(s.logp, old, adv, mask, s, **kw)
+        loss.backward()
+        return loss.item(), x.grad, m
+
+    v_default, g_default, m = grad_of()
+    v_paper, g_paper, _ = grad_of(alpha=simko.PAPER_ALPHA, lam=simko.PAPER_LAMBDA, tau=simko.PAPER_TAU)
+    v_grpo, g_grpo, _ = grad_of(alpha=0.0, lam=1.0)
+    assert (simko.PAPER_ALPHA, simko.PAPER_LAMBDA, simko.PAPER_TAU, simko.PAPER_TOP_K) == (0.01, 1.1, 0.8, 3)
+    assert v_default == v_paper and torch.equal(g_default, g_paper)
+    assert m["spread_frac_of_gated"] > 0 and m["penalty_frac_of_gated"] > 0
+    assert (g_default - g_grpo).abs().max() > 1e-4  # SimKO really changes the gradient
+    plain = plain_clipped_surrogate(logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1), old, adv,
+                                    mask)
+    assert v_grpo == pytest.approx(plain.item(), rel=1e-12)
+    # Without stats it is GRPO, and SimKO's knobs are refused rather than silently ignored.
+    lp = torch.zeros(2, 3)
+    m2 = torch.ones(2, 3, dtype=torch.bool)
+    simko.policy_loss(lp, lp, torch.ones(2), m2, None, alpha=0.0, lam=1.0)  # explicit "off" is fine
+    for kw in ({"alpha": 0.01}, {"lam": 1.1}):
+        with pytest.raises(ValueError, match="need stats="):
+            simko.policy_loss(lp, lp, torch.ones(2), m2, None, **kw)
+
+
+def test_every_metric_is_documented():
+    lp = torch.zeros(2, 3)
+    _, m = simko.policy_loss(lp, lp, torch.ones(2), torch.ones(2, 3, dtype=torch.bool))
+    assert set(m) == {"clip_frac_low", "clip_frac_high", "ratio_mean", "gated_frac", "spread_frac_of_gated",
+                      "penalty_frac_of_gated"}
+    for key in m:
+        assert f"\n        {key} " in simko.policy_loss.__doc__
