@@ -274,23 +274,23 @@ def _static_state(model, batch, L, device):
     accepted = set(inspect.signature(StaticCache.__init__).parameters)
     legacy = {k: v for k, v in (("max_batch_size", batch), ("device", device), ("dtype", dtype)) if k in accepted}
     cache = StaticCache(config=model.config, max_cache_len=L, **legacy)
-    fn = _one_token_forward
-    if device.type == "cuda" and COMPILE_ON_CUDA:
-        fn = _compiled_step(torch.compile(_one_token_forward, mode="reduce-overhead", dynamic=False))
-    state = _STATIC[model] = {"key": key, "cache": cache, "fn": fn}
+    compile_it = device.type == "cuda" and COMPILE_ON_CUDA
+    state = _STATIC[model] = {"key": key, "cache": cache, "fn": _compiled_step if compile_it else _one_token_forward}
     return state
 
 
-def _compiled_step(compiled):
-    """Run the compiled step; if compilation fails, say so once and run that model's step eagerly from then on."""
-    def run(model, kw, token, mask, pos, extra):
-        state = _STATIC[model]
-        try:
-            torch.compiler.cudagraph_mark_step_begin()    # the previous step's outputs are consumed: reuse buffers
-            return compiled(model, kw, token, mask, pos, extra).clone()
-        except Exception as e:                             # noqa: BLE001  (any compile/capture failure)
-            warnings.warn(f"rollout.py: torch.compile of the static decode step failed ({type(e).__name__}: {e}); "
-                          "decoding eagerly over the static cache instead", RuntimeWarning, stacklevel=2)
-            state["fn"] = _one_token_forward
-            return _one_token_forward(model, kw, token, mask, pos, extra)
-    return run
+_COMPILED = []     # the one compiled step (shared, so that every shape it has seen stays compiled)
+
+
+def _compiled_step(model, kw, token, mask, pos, extra):
+    """The step compiled with CUDA graphs; if compiling fails, say so and decode eagerly for this model from then on."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(_one_token_forward, mode="reduce-overhead", dynamic=False))
+    try:
+        torch.compiler.cudagraph_mark_step_begin()        # the previous step's outputs are consumed: reuse buffers
+        return _COMPILED[0](model, kw, token, mask, pos, extra).clone()
+    except Exception as e:                                 # noqa: BLE001  (any compile or capture failure)
+        warnings.warn(f"rollout.py: torch.compile of the static decode step failed ({type(e).__name__}: {e}); "
+                      "decoding eagerly over the static cache instead", RuntimeWarning, stacklevel=2)
+        _STATIC[model]["fn"] = _one_token_forward
+        return _one_token_forward(model, kw, token, mask, pos, extra)

@@ -329,3 +329,22 @@ def test_static_cache_sample_for_eval_equals_dynamic(tiny):
     b = R.sample_for_eval(model, tokenizer, PROMPTS, 3, generator=torch.Generator().manual_seed(9),
                           static_cache=True, **kw)
     assert a == b
+
+
+@pytest.mark.gpu
+def test_static_cache_decode_on_cuda_is_compiled_and_equals_dynamic():
+    # On CUDA the static path runs the one-token step through torch.compile (CUDA graphs); float32, so the tokens
+    # must agree with the eager dynamic path exactly and the statistics to float tolerance, with no eager fallback.
+    import warnings
+    tokenizer = countdown.build_tokenizer()
+    model = countdown.build_model(tokenizer, hidden=64, layers=2, heads=4, seed=1).cuda().eval()
+    runs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)                      # the compile-failure fallback warns
+        for static in (False, True, True):
+            g = torch.Generator(device="cuda").manual_seed(0)
+            runs.append(R.rollout(model, tokenizer, PROMPTS * 4, 4, max_new_tokens=12, generator=g,
+                                  static_cache=static, stats_top_k=3))
+    for ro in runs[1:]:
+        _assert_same_rollout(runs[0], ro)
+    assert R._STATIC[model]["fn"] is R._compiled_step
