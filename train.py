@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sft-lr", type=float, default=3e-3)
     g.add_argument("--prompts-per-step", type=int, default=16)
     g.add_argument("--group-size", type=int, default=8, help="G responses per prompt")
-    g.add_argument("--mini-batches", type=int, default=1,
-                   help="optimiser steps per rollout batch: the prompts are split into this many parts")
+    g.add_argument("--mini-batches", type=int, default=None,
+                   help="optimiser steps per rollout batch: the prompts are split in order into this many parts of "
+                        "whole groups, one step each (default 4 as in the papers, or --prompts-per-step if fewer)")
     g.add_argument("--micro-batch-size", type=int, default=0, help="rows per forward/backward; 0: all at once")
     g.add_argument("--gen-batch-size", type=int, default=0, help="prompts per generation call; 0: all at once")
     g.add_argument("--lr", type=float, default=1e-4)
@@ -160,6 +161,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         need(args.k < args.group_size,
              f"--k must be in [1, --group-size - 1 = {args.group_size - 1}], got {args.k}: with k >= the group size "
              f"every k-subset is the whole group, so every Pass@k advantage is exactly 0 and nothing is trained")
+    if args.mini_batches is None:
+        args.mini_batches = min(4, args.prompts_per_step)
     need(1 <= args.mini_batches <= args.prompts_per_step,
          f"--mini-batches must be in [1, --prompts-per-step={args.prompts_per_step}] (each part holds whole groups), "
          f"got {args.mini_batches}")
@@ -441,7 +444,7 @@ def update(model, ref_model, optimizer, scheduler, ro: R.Rollout, advantages: to
     if can_skip:
         live &= advantages != 0
     G = args.group_size
-    parts = torch.arange(rows // G).tensor_split(args.mini_batches)
+    parts = torch.arange(rows // G).tensor_split(min(args.mini_batches, rows // G))
     K = args.simko_topk
     sums, n_sum, losses, grad_norms = {}, 0.0, [], []
     for part in parts:

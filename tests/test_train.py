@@ -10,6 +10,7 @@ import countdown
 import rollout as R
 import simko
 import train
+import verify
 
 # Small everything: 8 held-out problems x 4 samples, 4 prompts x 4 responses per step, responses <= 8 tokens.
 TINY = ["--eval-problems", "8", "--eval-samples", "4", "--prompts-per-step", "4", "--group-size", "4", "--k", "2",
@@ -32,6 +33,7 @@ def _err(capsys, argv):
     (["--k", "8", "--group-size", "8", "--advantage", "exceeding"], "every k-subset is the whole group"),
     (["--k", "0"], "--k must be in [1"),
     (["--mini-batches", "0"], "--mini-batches must be in [1, --prompts-per-step=16]"),
+    (["--mini-batches", "17"], "--mini-batches must be in [1, --prompts-per-step=16]"),
     (["--mini-batches", "5", "--prompts-per-step", "4"], "--mini-batches must be in [1, --prompts-per-step=4]"),
     (["--group-size", "1", "--k", "1"], "--group-size must be >= 2"),
     (["--top-p", "0"], "--top-p must be in (0, 1]"),
@@ -76,6 +78,7 @@ def test_simko_flag_pair_and_defaults():
     assert (a.advantage, a.k, a.simko, a.simko_topk, a.simko_alpha, a.simko_lambda, a.simko_tau) == \
         ("passk", 4, True, 3, 0.01, 1.1, 0.8)
     assert (a.clip_low, a.clip_high, a.loss_agg, a.kl_coef) == (0.2, 0.28, "token_mean", 0.0)
+    assert a.mini_batches == 4 and train.parse_args(["--prompts-per-step", "2"]).mini_batches == 2
     assert (a.simko_gate, a.simko_penalty, a.decode, a.warmup_variant, a.reward_fallback) == \
         ("row_quantile", "advantage", "dynamic", "full", "none")
     assert train.parse_args(["--no-simko"]).simko is False
@@ -108,7 +111,8 @@ def test_malformed_jsonl_names_file_and_line(tmp_path, lines, message):
 
 def test_gold_answers_are_reduced():
     assert train.gold_answer("Natalia sold 48 clips... #### 1,072") == "1072"
-    assert train.gold_answer("so $x = \\boxed{\\frac{1}{2}}$ and \\boxed{\\{3, 4\\}}") == "\\{3, 4\\}"
+    boxed = "so $x = \\boxed{\\frac{1}{2}}$ and \\boxed{\\{3, 4\\}}"
+    assert train.gold_answer(boxed) == verify.extract_answer(boxed)        # the checker's own reduction
     assert train.gold_answer("  7 ") == "7"
 
 
@@ -200,7 +204,7 @@ def _reference_gradient(model, ro, adv, agg, simko_on):
 
 def _sgd_update(model, ro, adv, argv, monkeypatch=None):
     """train.update with SGD at lr 1: returns (the step, i.e. the gradient; metrics; rows forwarded)."""
-    args = train.parse_args(["--group-size", "4", "--k", "2", "--max-grad-norm", "1e9", *argv])
+    args = train.parse_args(["--group-size", "4", "--k", "2", "--max-grad-norm", "1e9", "--mini-batches", "1", *argv])
     m = copy.deepcopy(model)
     before = [p.detach().clone() for p in m.parameters()]
     opt = torch.optim.SGD(m.parameters(), lr=1.0)
@@ -285,7 +289,7 @@ def test_one_mini_batch_is_exactly_one_step_on_the_whole_batch():
 def test_mini_batches_are_successive_steps_where_the_ratio_moves_and_the_clip_acts():
     model, _, ro = _tiny_rollout()
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5] * 3)
-    argv = ["--group-size", "4", "--k", "2", "--lr", "0.05"]
+    argv = ["--group-size", "4", "--k", "2", "--lr", "0.05", "--mini-batches", "1"]
     a = copy.deepcopy(model)
     metrics = train.update(a, None, *_adamw(a, 0.05), ro, adv, train.parse_args(argv + ["--mini-batches", "3"]),
                            train.nullcontext, from_hidden=False)
@@ -365,7 +369,7 @@ def _check_run(result, lines, steps, simko_on, method):
             assert isinstance(l[key], float) and l[key] == l[key], key
         assert not any(k.startswith("conc_") or k == "rollout_entropy" for k in l)
     assert any(l["adv_abs_mean"] > 0 and l["grad_norm"] > 0 for l in train_lines)
-    spread = sum(l["topk_spread_frac"] + l["rank1_penalty_frac"] for l in train_lines)
+    spread = sum(l["spread_frac_of_gated"] + l["penalty_frac_of_gated"] for l in train_lines)
     assert (spread > 0) if simko_on else (spread == 0)
     assert result["before"].keys() == result["after"].keys() and "pass@4" in result["after"]
     assert os.path.isfile(os.path.join(result["out"], "checkpoint", "model.safetensors"))
@@ -392,11 +396,11 @@ def test_end_to_end_every_advantage(tmp_path, parity_reward, method, simko_flag)
 
 def test_switch_to_grpo_and_kl(tmp_path, parity_reward):
     result, lines = _run(tmp_path, "sw", "--steps", "3", "--switch-to-grpo-at", "2", "--kl-coef", "0.1",
-                         "--micro-batch-size", "5", "--gen-batch-size", "3")
+                         "--micro-batch-size", "5", "--gen-batch-size", "3", "--mini-batches", "1")
     methods = [l["advantage"] for l in lines if l["type"] == "train"]
     assert methods == ["passk", "passk", "grpo"]
     kls = [l["kl"] for l in lines if l["type"] == "train"]
-    assert kls[0] == pytest.approx(0.0, abs=1e-6) and kls[-1] > 0       # policy starts at the reference
+    assert kls[0] == pytest.approx(0.0, abs=1e-6) and kls[-1] > 0       # one step per batch: starts at the reference
 
 
 @pytest.mark.slow
