@@ -1,141 +1,552 @@
-"""The study: GRPO vs Pass@k Training vs SimKO (and both) on the embedded Countdown task, from one warm start.
+"""The study: GRPO vs Pass@k Training vs SimKO on the embedded Countdown task, paired by seed, with bootstrap CIs.
 
-Every method trains from the same supervised warm start (the shared `--warmup-cache` of train.py) with the same
-budget: the same RL steps, prompts per step, group size, learning rate and evaluation. Each (method, seed) is one
-`python train.py` run in its own process (one CPU thread each, `--jobs` at a time); its `metrics.jsonl` holds the
-per-step trajectories (token entropy, rank-1..5 probabilities) and the final held-out pass@k for k = 1..n from n
-samples per problem (the unbiased estimator). This script then aggregates mean and spread over seeds and writes
+Design (every choice is a flag below; the defaults are the committed study):
 
-    results/compare.json      raw numbers: every run's final pass@k curve and trajectories, the settings, wall time
-    results/compare.md        the table (mean +- std over seeds) that the README quotes
-    results/*.png             pass@k vs k (log axis), entropy and rank-1 probability vs step (needs matplotlib)
+- **Task.** The embedded Countdown task with the *headroom* warm start (`countdown.py`, `--warmup-variant
+  headroom`): a warm-up that saw little multiplication and division, so that some held-out problems are solved only
+  rarely at the start and RL has something to discover. A few configurations also run on the *full* warm start
+  (every answer seen), where RL can only sharpen.
+- **Pairing.** Every configuration trains from one shared warm start per variant (train.py's warm-up cache) with
+  the same budget (steps, prompts, group size, learning rate) and the same seeds. Seed s of two configurations
+  draws the same training prompts and the same evaluation generator seed, so differences are paired by seed.
+- **Evaluation.** n = 64 samples on each held-out problem at temperature 1, at step 0 and at the last step; every
+  eval line of train.py's metrics.jsonl has the per-problem correct counts, from which the unbiased pass@k of each
+  problem is computed here (`per_problem_pass_at_k`).
+- **Easy / hard split**, defined once per variant from the warm start and never from a trained run: a separate
+  evaluation of the warm start with its own seed (`SPLIT_SEED`, used by no run, so the warm-start row of the table,
+  which is the mean of the runs' own step-0 evaluations, is not biased by the selection) gives each problem's
+  success rate r; **hard** = r < `HARD_RATE` (0.1, i.e. at most 6 of 64 samples correct), **easy** = the rest.
+- **Confidence intervals.** For configuration m and its baseline b (GRPO with the same warm start and number of
+  mini-batches), D[s, i] = pass@k of problem i after m's run with seed s minus the same after b's run with seed s.
+  The effect is the mean of D over seeds and problems of the subset. Its 95 % interval is a percentile bootstrap
+  that resamples **seeds and problems** (both paired: a resampled seed brings both runs, a resampled problem is the
+  same problem in every run), `BOOTSTRAP_DRAWS` draws from a fixed generator. Why both: the seeds carry the
+  randomness of RL training and of the evaluation samples; the problems carry the fact that 300 held-out problems
+  (about 150 per subset) are a sample of the task, and a claim about a method is a claim about the task, not about
+  these problems. Resampling only seeds (also reported, in compare.json, computed exactly over all S^S resamples)
+  is narrower and, with 5 seeds, known to under-cover. Entropy and rank-1 probability (one number per run: the
+  mean over the last 10 steps) are resampled over seeds only.
+- **Claims** are decided by the interval, never by the mean: *supported* when it excludes 0 in the claimed
+  direction, *not supported* when it excludes 0 in the other direction or lies within +-`NEGLIGIBLE` (no effect
+  large enough to matter), *inconclusive* otherwise.
 
-Runs that already finished (their `metrics.jsonl` has the final evaluation) are reused, so an interrupted study
-continues where it stopped. Plots are skipped with a note when matplotlib is not installed.
+Outputs (rewritten after every finished run, so an interrupted study still leaves its partial table):
 
-    python benchmarks/compare.py            # the full study (~1 hour on 2 CPU cores)
-    python benchmarks/compare.py --quick    # a few minutes: fewer steps, samples, problems, one seed
+    results/compare.json   every run's settings, seed, wall time, pass@k curve, per-problem correct counts,
+                           trajectories; the warm starts and their splits; every effect with both intervals
+    results/compare.md     the tables (means, effects with 95 % CIs) and the claims table
+    results/*.png          pass@k curves (all / easy / hard), entropy and rank-1 probability per step, effects
+                           with their intervals (needs matplotlib, imported lazily)
+
+Runs that finished (their metrics.jsonl has the final evaluation) are reused; an unfinished run is started again
+from scratch. So an interrupted study continues where it stopped with the same command.
+
+    python benchmarks/compare.py                 # the full study (see README for its wall time)
+    python benchmarks/compare.py --quick         # < 5 minutes: 2 configurations x 2 seeds, short
+    python benchmarks/compare.py --report-only   # tables and plots again from results/compare.json
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import itertools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# name -> train.py flags. Every method gets the same budget (the shared flags below); only the algorithm differs.
-# The group size is 16 (not train.py's 8) so that k = 8 is a real group-of-8 reward (k = N gives no signal).
-METHODS = {
-    "grpo": ["--advantage", "grpo", "--no-simko"],
-    "passk_k4": ["--advantage", "passk", "--k", "4", "--no-simko"],
-    "passk_k8": ["--advantage", "passk", "--k", "8", "--no-simko"],
-    "simko": ["--advantage", "grpo", "--simko"],
-    "passk_k4+simko": ["--advantage", "passk", "--k", "4", "--simko"],
-    "combination_k4": ["--advantage", "combination", "--k", "4", "--no-simko"],
-    "entropy_adaptive_k4": ["--advantage", "entropy_adaptive", "--k", "4", "--no-simko"],
-    "passk_k4->grpo": ["--advantage", "passk", "--k", "4", "--no-simko", "--switch-to-grpo-at", "{half}"],
+SPLIT_SEED = 1000          # the warm-start evaluation that defines easy / hard; no run uses this seed
+HARD_RATE = 0.1            # hard: the warm start solves the problem in fewer than 10 % of its samples
+BOOTSTRAP_DRAWS = 10_000
+BOOTSTRAP_SEED = 12345
+NEGLIGIBLE = 0.01          # an effect inside +-0.01 (pass@k or entropy units) is "not supported" as a gain
+EXACT_LIMIT = 200_000      # enumerate every resample exactly when there are at most this many
+TAIL_STEPS = 10            # entropy and rank-1 probability: mean over the last 10 RL steps
+
+GRPO = ["--advantage", "grpo", "--no-simko"]
+
+
+def _simko(alpha, lam=1.1):
+    return ["--advantage", "grpo", "--simko", "--simko-alpha", str(alpha), "--simko-lambda", str(lam)]
+
+
+# name -> variant, train.py flags, the baseline it is compared with, and a tier (lower tiers run first, so that an
+# interrupted study has the core comparison). Every configuration passes --mini-batches explicitly.
+CONFIGS = {
+    "grpo": dict(variant="headroom", flags=GRPO + ["--mini-batches", "1"], baseline=None, tier=0),
+    "passk_k4": dict(variant="headroom", flags=["--advantage", "passk", "--k", "4", "--no-simko",
+                                                "--mini-batches", "1"], baseline="grpo", tier=0),
+    "passk_k8": dict(variant="headroom", flags=["--advantage", "passk", "--k", "8", "--no-simko",
+                                                "--mini-batches", "1"], baseline="grpo", tier=0),
+    "passk_k4->grpo": dict(variant="headroom", flags=["--advantage", "passk", "--k", "4", "--no-simko",
+                                                      "--mini-batches", "1", "--switch-to-grpo-at", "{three_quarters}"],
+                           baseline="grpo", tier=1),
+    "simko_a0.01": dict(variant="headroom", flags=_simko(0.01) + ["--mini-batches", "1"], baseline="grpo", tier=1),
+    "grpo_mb4": dict(variant="headroom", flags=GRPO + ["--mini-batches", "4"], baseline="grpo", tier=1),
+    "passk_k4_mb4": dict(variant="headroom", flags=["--advantage", "passk", "--k", "4", "--no-simko",
+                                                    "--mini-batches", "4"], baseline="grpo_mb4", tier=1),
+    "simko_a0": dict(variant="headroom", flags=_simko(0.0) + ["--mini-batches", "1"], baseline="grpo", tier=2),
+    "simko_a0.05": dict(variant="headroom", flags=_simko(0.05) + ["--mini-batches", "1"], baseline="grpo", tier=2),
+    "simko_a0.1": dict(variant="headroom", flags=_simko(0.1) + ["--mini-batches", "1"], baseline="grpo", tier=2),
+    "simko_a0.2": dict(variant="headroom", flags=_simko(0.2) + ["--mini-batches", "1"], baseline="grpo", tier=2),
+    "simko_a0.01_lam2": dict(variant="headroom", flags=_simko(0.01, 2.0) + ["--mini-batches", "1"],
+                             baseline="grpo", tier=2),
+    "full:grpo": dict(variant="full", flags=GRPO + ["--mini-batches", "1"], baseline=None, tier=3),
+    "full:passk_k4": dict(variant="full", flags=["--advantage", "passk", "--k", "4", "--no-simko",
+                                                 "--mini-batches", "1"], baseline="full:grpo", tier=3),
 }
+# extra paired contrasts besides "each configuration vs its baseline": (configuration, reference)
+CONTRASTS = [("passk_k8", "passk_k4"), ("grpo_mb4", "grpo")]
 
-FULL = dict(steps=80, seeds=3, eval_samples=64, eval_problems=300, prompts_per_step=8, group_size=16)
-QUICK = dict(steps=10, seeds=1, eval_samples=16, eval_problems=100, prompts_per_step=8, group_size=16)
-
-
-def run_one(name: str, seed: int, cfg: dict, args) -> dict:
-    out = os.path.join(args.runs, f"{name}-s{seed}")
-    metrics = os.path.join(out, "metrics.jsonl")
-    final = _final_eval(metrics, cfg["steps"])
-    if final is None:
-        flags = [f.format(half=cfg["steps"] // 2) for f in METHODS[name]]
-        cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--out", out, "--warmup-cache", args.warmup_cache,
-               "--seed", str(seed), "--steps", str(cfg["steps"]), "--eval-every", str(args.eval_every),
-               "--eval-samples", str(cfg["eval_samples"]), "--eval-problems", str(cfg["eval_problems"]),
-               "--prompts-per-step", str(cfg["prompts_per_step"]), "--group-size", str(cfg["group_size"]),
-               "--lr", str(args.lr), "--no-progress", *flags]
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        os.makedirs(out, exist_ok=True)
-        t = time.time()
-        with open(os.path.join(out, "stdout.log"), "w") as log:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{name} seed {seed} failed (exit {proc.returncode}); see {out}/stdout.log")
-        print(f"  {name:22s} seed {seed}: {time.time() - t:6.0f} s", flush=True)
-        final = _final_eval(metrics, cfg["steps"])
-    rows = [json.loads(line) for line in open(metrics) if line.strip()]
-    train = [r for r in rows if r["type"] == "train"]
-    keys = ["reward_mean", "rollout_entropy", "entropy"] + [f"conc_prob_rank{i}" for i in range(1, 6)]
-    return {"method": name, "seed": seed,
-            "final": {k: v for k, v in final.items() if k.startswith("pass@")},
-            "evals": [{k: v for k, v in r.items() if k == "step" or k.startswith("pass@")}
-                      for r in rows if r["type"] == "eval"],
-            "trajectory": {k: [r.get(k) for r in train] for k in keys}}
+# 200 of the 300 held-out problems: the study's time budget (see the README); --eval-problems 300 for all
+FULL = dict(steps=200, seeds=5, eval_samples=64, eval_problems=200, prompts_per_step=8, group_size=16)
+QUICK = dict(steps=12, seeds=2, eval_samples=16, eval_problems=100, prompts_per_step=8, group_size=16)
+QUICK_CONFIGS = ["grpo", "passk_k8"]
+TABLE_KS = (1, 64)          # the ks of the effects (pass@1 and the largest k); the curves have every k = 1..n
+SUBSETS = ("all", "easy", "hard")
 
 
-def _final_eval(path: str, steps: int):
+# ----------------------------------------------------------------------------------------------------------------
+# Statistics: per-problem pass@k, paired effects, bootstrap intervals (pure functions, tested exactly)
+
+def per_problem_pass_at_k(correct: list[int], n: int, k: int) -> list[float]:
+    """Unbiased pass@k of each problem from its number of correct samples c out of n: 1 - C(n-c, k) / C(n, k)."""
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, n={n}], got {k}")
+    return [1.0 - math.comb(n - c, k) / math.comb(n, k) for c in correct]
+
+
+def split_easy_hard(correct: list[int], n: int, hard_rate: float = HARD_RATE) -> dict[str, list[int]]:
+    """Problem indices by the warm start's success rate: hard when c / n < hard_rate, easy otherwise."""
+    hard = [i for i, c in enumerate(correct) if c / n < hard_rate]
+    easy = [i for i, c in enumerate(correct) if c / n >= hard_rate]
+    return {"all": list(range(len(correct))), "easy": easy, "hard": hard}
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    """The q-quantile of sorted values, interpolating linearly between order statistics (numpy's default)."""
+    pos = q * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def bootstrap_ci(diffs: list[list[float]], *, resample_problems: bool = True, level: float = 0.95,
+                 draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED) -> dict:
+    """Percentile bootstrap of the mean of a paired difference matrix diffs [S seeds][P problems].
+
+    Each draw resamples the S seeds with replacement and (with resample_problems) the P problems with replacement,
+    independently, and takes the mean of the selected rows and columns. When the number of distinct ordered
+    resamples (S^S, times P^P) is at most EXACT_LIMIT every one is enumerated, so the interval is exact; otherwise
+    `draws` draws come from a generator seeded with `seed`. Returns {"mean", "lo", "hi", "exact"}."""
+    S, P = len(diffs), len(diffs[0]) if diffs else 0
+    if S == 0 or P == 0 or any(len(row) != P for row in diffs):
+        raise ValueError(f"diffs must be a non-empty [seeds][problems] matrix, got {S} rows of lengths "
+                         f"{sorted({len(row) for row in diffs})}")
+    mean = sum(map(sum, diffs)) / (S * P)
+    alpha = (1 - level) / 2
+    n_exact = S ** S * (P ** P if resample_problems else 1)
+    if n_exact <= EXACT_LIMIT:
+        problem_draws = list(itertools.product(range(P), repeat=P)) if resample_problems else [tuple(range(P))]
+        stats = sorted(sum(diffs[s][i] for s in ss for i in pp) / (S * len(pp))
+                       for ss in itertools.product(range(S), repeat=S) for pp in problem_draws)
+        return {"mean": mean, "lo": quantile(stats, alpha), "hi": quantile(stats, 1 - alpha), "exact": True}
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    D = torch.tensor(diffs, dtype=torch.float64)                                   # [S, P]
+    # multiplicity of each seed / problem in each draw: the mean over a resample is a weighted mean
+    ws = torch.nn.functional.one_hot(torch.randint(S, (draws, S), generator=g), S).sum(1).double()    # [B, S]
+    if resample_problems:
+        wp = torch.zeros(draws, P, dtype=torch.float64)
+        wp.scatter_add_(1, torch.randint(P, (draws, P), generator=g), torch.ones(draws, P, dtype=torch.float64))
+    else:
+        wp = torch.ones(draws, P, dtype=torch.float64)
+    stats = (torch.einsum("bs,sp,bp->b", ws, D, wp) / (S * P)).sort().values.tolist()
+    return {"mean": mean, "lo": quantile(stats, alpha), "hi": quantile(stats, 1 - alpha), "exact": False}
+
+
+def verdict(ci: dict, direction: int, negligible: float = NEGLIGIBLE) -> str:
+    """supported / not supported / inconclusive for a claimed effect of sign `direction` (+1: m > baseline)."""
+    lo, hi = (ci["lo"], ci["hi"]) if direction > 0 else (-ci["hi"], -ci["lo"])
+    if lo > 0:
+        return "supported"
+    if hi < 0 or (-negligible <= lo and hi <= negligible):
+        return "not supported"
+    return "inconclusive"
+
+
+def paired_effect(runs_m: dict[int, dict], runs_b: dict[int, dict], n: int, k: int, subset: list[int]) -> dict:
+    """Effect of m over b in pass@k on the problems `subset`, paired over the seeds both have.
+
+    runs_*: seed -> run record with "correct" (the final per-problem correct counts)."""
+    seeds = sorted(set(runs_m) & set(runs_b))
+    if not seeds or not subset:
+        return {"seeds": seeds, "n_problems": len(subset)}
+    diffs = []
+    for s in seeds:
+        pm = per_problem_pass_at_k(runs_m[s]["correct"], n, k)
+        pb = per_problem_pass_at_k(runs_b[s]["correct"], n, k)
+        diffs.append([pm[i] - pb[i] for i in subset])
+    both = bootstrap_ci(diffs, resample_problems=True)
+    seeds_only = bootstrap_ci([[sum(row) / len(row)] for row in diffs], resample_problems=False)
+    return {"seeds": seeds, "n_problems": len(subset), "mean": both["mean"], "ci": [both["lo"], both["hi"]],
+            "ci_seeds_only": [seeds_only["lo"], seeds_only["hi"]], "ci_exact": both["exact"]}
+
+
+def scalar_effect(values_m: dict[int, float], values_b: dict[int, float]) -> dict:
+    """Paired effect of a per-run scalar (entropy, rank-1 probability): seeds resampled, exactly when few."""
+    seeds = sorted(s for s in set(values_m) & set(values_b) if values_m[s] is not None and values_b[s] is not None)
+    if not seeds:
+        return {"seeds": seeds}
+    ci = bootstrap_ci([[values_m[s] - values_b[s]] for s in seeds], resample_problems=False)
+    return {"seeds": seeds, "mean": ci["mean"], "ci": [ci["lo"], ci["hi"]], "ci_exact": ci["exact"]}
+
+
+def subset_mean(values: list[float], subset: list[int]) -> float:
+    return sum(values[i] for i in subset) / len(subset) if subset else float("nan")
+
+
+def tail_mean(values: list, steps: int = TAIL_STEPS):
+    tail = [v for v in values[-steps:] if v is not None]
+    return sum(tail) / len(tail) if tail else None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running train.py
+
+def _final_eval(path: str, step: int):
+    """The evaluation at `step` in metrics.jsonl (the last one written), or None."""
     if not os.path.isfile(path):
         return None
-    evals = [json.loads(line) for line in open(path) if line.strip()]
-    evals = [e for e in evals if e["type"] == "eval" and e["step"] == steps]
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    evals = [e for e in rows if e.get("type") == "eval" and e.get("step") == step]
     return evals[-1] if evals else None
 
 
-def warm_start(cfg: dict, args) -> dict:
-    """Build (or reuse) the shared warm start and evaluate it once, as the 'before' row of the table."""
-    out = os.path.join(args.runs, "warm_start")
+def _train_cmd(out: str, variant: str, seed: int, steps: int, cfg: dict, args, flags: list[str]) -> list[str]:
+    return [sys.executable, os.path.join(ROOT, "train.py"), "--out", out, "--warmup-cache", args.warmup_cache,
+            "--warmup-variant", variant, "--seed", str(seed), "--steps", str(steps), "--eval-every", "0",
+            "--eval-samples", str(cfg["eval_samples"]), "--eval-problems", str(cfg["eval_problems"]),
+            "--prompts-per-step", str(cfg["prompts_per_step"]), "--group-size", str(cfg["group_size"]),
+            "--lr", str(args.lr), "--no-progress", *flags]
+
+
+CODE_FILES = ("train.py", "countdown.py", "passk_at_k.py", "simko.py", "rollout.py")
+
+
+def code_fingerprint() -> dict:
+    """sha1 (first 12 hex digits) of the files whose code a run executes, and the git commit, to tie results to code."""
+    import hashlib
+    out = {}
+    for name in CODE_FILES:
+        with open(os.path.join(ROOT, name), "rb") as f:
+            out[name] = hashlib.sha1(f.read()).hexdigest()[:12]
+    try:
+        out["git_head"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                         text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out["git_head"] = None
+    return out
+
+
+def _run_train(cmd: list[str], out: str) -> float:
+    """Run one train.py process (one CPU thread) into `out`, from scratch; returns its wall time."""
+    if os.path.exists(out):
+        shutil.rmtree(out)                  # an unfinished run: start it again (train.py refuses a used --out)
+    os.makedirs(out)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    t = time.time()
+    with open(os.path.join(out, "stdout.log"), "w") as log:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}; see {out}/stdout.log")
+    return time.time() - t
+
+
+def _eval_record(ev: dict, n: int) -> dict:
+    if "correct" not in ev:
+        raise RuntimeError("train.py's eval line has no 'correct' per-problem counts (needs the current train.py)")
+    # pass@k: the curve for k = 1..n (index k - 1), as train.py computed it; correct: per-problem counts
+    return {"pass@k": [ev[f"pass@{k}"] for k in range(1, n + 1)], "correct": ev["correct"]}
+
+
+def warm_start(variant: str, cfg: dict, args) -> dict:
+    """The split-defining evaluation of a variant's warm start (built by train.py, or reused from its cache)."""
+    out = os.path.join(args.runs, variant, "warm_start_split")
     metrics = os.path.join(out, "metrics.jsonl")
     if _final_eval(metrics, 0) is None:
-        cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--out", out, "--warmup-cache", args.warmup_cache,
-               "--steps", "0", "--eval-samples", str(cfg["eval_samples"]), "--eval-problems",
-               str(cfg["eval_problems"]), "--no-progress"]
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "stdout.log"), "w") as log:
-            subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True,
-                           env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    final = _final_eval(metrics, 0)
-    return {k: v for k, v in final.items() if k.startswith("pass@")}
+        cmd = _train_cmd(out, variant, SPLIT_SEED, 0, cfg, args, [])
+        print(f"warm start ({variant}): building / loading and evaluating with seed {SPLIT_SEED}", flush=True)
+        _run_train(cmd, out)
+    ev = _eval_record(_final_eval(metrics, 0), cfg["eval_samples"])
+    split = split_easy_hard(ev["correct"], cfg["eval_samples"])
+    return {"variant": variant, "seed": SPLIT_SEED, "correct": ev["correct"], "pass@k": ev["pass@k"],
+            "split": split, "hard_rate": HARD_RATE}
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, s
+def run_one(name: str, seed: int, cfg: dict, args, warm=None) -> dict:
+    """One (configuration, seed) run, reused when finished. `warm(variant)` is called first (builds the shared warm
+    start and its split once, before the first run of that variant trains)."""
+    spec = CONFIGS[name]
+    if warm is not None:
+        warm(spec["variant"])
+    out = os.path.join(args.runs, spec["variant"], f"{name.split(':')[-1]}-s{seed}")
+    metrics = os.path.join(out, "metrics.jsonl")
+    flags = [f.format(three_quarters=cfg["steps"] * 3 // 4) for f in spec["flags"]]
+    cmd = _train_cmd(out, spec["variant"], seed, cfg["steps"], cfg, args, flags)
+    timing_path = os.path.join(out, "study_timing.json")
+    if _final_eval(metrics, cfg["steps"]) is None or not os.path.isfile(timing_path):
+        start, load, code = time.time(), os.getloadavg()[0], code_fingerprint()
+        seconds = _run_train(cmd, out)
+        with open(timing_path, "w") as f:
+            json.dump({"wall_seconds": seconds, "started": start, "finished": time.time(),
+                       "load_at_start": load, "load_at_end": os.getloadavg()[0], "code": code}, f)
+        print(f"  {name:18s} seed {seed}: {seconds:5.0f} s (load {load:.1f})", flush=True)
+    with open(timing_path) as f:
+        timing = json.load(f)
+    with open(metrics) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    n = cfg["eval_samples"]
+    final = _eval_record(_final_eval(metrics, cfg["steps"]), n)
+    first = _eval_record(_final_eval(metrics, 0), n)
+    train = [r for r in rows if r["type"] == "train"]
+
+    def series(key, *old):
+        for k in (key, *old):
+            if any(k in r for r in train):
+                return [r.get(k) for r in train]
+        return []
+    trajectory = {"reward_mean": series("reward_mean"), "entropy": series("entropy"),
+                  "rank1_prob": series("rank1_prob", "conc_prob_rank1"),
+                  "zero_variance_frac": series("zero_variance_frac")}
+    return {"config": name, "variant": spec["variant"], "seed": seed, "cmd": " ".join(cmd[1:]), **timing,
+            "final": final["pass@k"], "correct": final["correct"], "step0": first["pass@k"],
+            "correct_step0": first["correct"], "trajectory": trajectory}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Aggregation and report
+
+def aggregate(results: dict) -> dict:
+    """Means per configuration and subset, and every paired effect with its intervals."""
+    cfg, n = results["config"], results["config"]["eval_samples"]
+    ks = sorted({k for k in TABLE_KS if k <= n} | {n})
+    by_config: dict[str, dict[int, dict]] = {}
+    for r in results["runs"]:
+        by_config.setdefault(r["config"], {})[r["seed"]] = r
+    summary, effects = {}, []
+    for name, runs in by_config.items():
+        split = results["warm_starts"][CONFIGS[name]["variant"]]["split"]
+        row = {"seeds": sorted(runs), "wall_seconds_mean": sum(r["wall_seconds"] for r in runs.values()) / len(runs)}
+        for k in ks:
+            for sub in SUBSETS:
+                row[f"{sub}:pass@{k}"] = sum(subset_mean(per_problem_pass_at_k(r["correct"], n, k), split[sub])
+                                             for r in runs.values()) / len(runs)
+        for key in ("entropy", "rank1_prob"):
+            tails = [tail_mean(r["trajectory"][key]) for r in runs.values()]
+            row[key] = sum(tails) / len(tails) if tails and None not in tails else None
+        summary[name] = row
+    # the warm start row: the runs' own step-0 evaluations (one per seed; identical across configurations)
+    warm_rows = {}
+    for variant, ws in results["warm_starts"].items():
+        step0 = {}      # one run per seed (the first configuration): step 0 is the same model and generator in all
+        for r in sorted(results["runs"], key=lambda r: list(CONFIGS).index(r["config"])):
+            if r["variant"] == variant:
+                step0.setdefault(r["seed"], r)
+        if not step0:
+            continue
+        row = {"seeds": sorted(step0)}
+        for k in ks:
+            for sub in SUBSETS:
+                row[f"{sub}:pass@{k}"] = sum(subset_mean(per_problem_pass_at_k(r["correct_step0"], n, k),
+                                                         ws["split"][sub]) for r in step0.values()) / len(step0)
+        for key in ("entropy", "rank1_prob"):
+            firsts = [r["trajectory"][key][0] for r in step0.values() if r["trajectory"][key]]
+            row[key] = sum(firsts) / len(firsts) if firsts else None
+        row["n_easy"], row["n_hard"] = len(ws["split"]["easy"]), len(ws["split"]["hard"])
+        warm_rows[variant] = row
+    pairs = [(name, spec["baseline"]) for name, spec in CONFIGS.items() if spec["baseline"]] + CONTRASTS
+    for m, b in pairs:
+        if m not in by_config or b not in by_config:
+            continue
+        split = results["warm_starts"][CONFIGS[m]["variant"]]["split"]
+        for k in ks:
+            for sub in SUBSETS:
+                e = paired_effect(by_config[m], by_config[b], n, k, split[sub])
+                effects.append({"config": m, "baseline": b, "metric": f"pass@{k}", "subset": sub, **e})
+        for key in ("entropy", "rank1_prob"):
+            e = scalar_effect({s: tail_mean(r["trajectory"][key]) for s, r in by_config[m].items()},
+                              {s: tail_mean(r["trajectory"][key]) for s, r in by_config[b].items()})
+            effects.append({"config": m, "baseline": b, "metric": key, "subset": "all", **e})
+    return {"ks": ks, "summary": summary, "warm_start": warm_rows, "effects": effects}
+
+
+def find_effect(agg: dict, config: str, baseline: str, metric: str, subset: str = "all"):
+    for e in agg["effects"]:
+        if (e["config"], e["baseline"], e["metric"], e["subset"]) == (config, baseline, metric, subset):
+            return e if "ci" in e else None
+    return None
+
+
+# Claims of the two papers, each as (paper, claim, [(configuration, baseline, metric, subset, direction)]): a claim
+# with several tests is supported when all are, not supported when any is, inconclusive otherwise.
+def claims(n: int) -> list[tuple[str, str, list[tuple]]]:
+    big = f"pass@{n}"
+    return [
+        ("both", f"GRPO lowers {big} below the warm start on the problems it rarely solved (collapse)",
+         [("grpo", "@warm", big, "hard", -1)]),
+        ("Pass@k Training", f"Pass@k (k=4) keeps/improves {big} vs GRPO, hard problems",
+         [("passk_k4", "grpo", big, "hard", +1)]),
+        ("Pass@k Training", f"Pass@k (k=8) keeps/improves {big} vs GRPO, hard problems",
+         [("passk_k8", "grpo", big, "hard", +1)]),
+        ("Pass@k Training", f"Pass@k (k=4) keeps/improves {big} vs GRPO, all problems",
+         [("passk_k4", "grpo", big, "all", +1)]),
+        ("Pass@k Training", "Pass@k (k=4) improves pass@1 on the hard problems (exploration)",
+         [("passk_k4", "grpo", "pass@1", "hard", +1)]),
+        ("Pass@k Training", "Pass@k (k=4) does not cost pass@1 overall",
+         [("passk_k4", "grpo", "pass@1", "all", +1)]),
+        ("Pass@k Training", "Pass@k -> GRPO transfer ends with pass@1 above GRPO's",
+         [("passk_k4->grpo", "grpo", "pass@1", "all", +1)]),
+        ("Pass@k Training", f"Pass@k -> GRPO transfer keeps more {big} than GRPO",
+         [("passk_k4->grpo", "grpo", big, "all", +1)]),
+        ("Pass@k Training", f"larger k (8 vs 4) keeps more {big}",
+         [("passk_k8", "passk_k4", big, "all", +1)]),
+        ("Pass@k Training", "Pass@k also helps with the papers' several optimiser steps per rollout (4 mini-batches), "
+         f"{big} hard",
+         [("passk_k4_mb4", "grpo_mb4", big, "hard", +1)]),
+        ("Pass@k Training", f"Pass@k keeps/improves {big} vs GRPO on the full warm start (the old headline)",
+         [("full:passk_k4", "full:grpo", big, "all", +1)]),
+        ("SimKO", f"SimKO (paper defaults, alpha 0.01) improves {big} vs GRPO",
+         [("simko_a0.01", "grpo", big, "all", +1)]),
+        ("SimKO", f"SimKO (alpha 0.2) improves {big} vs GRPO",
+         [("simko_a0.2", "grpo", big, "all", +1)]),
+        ("SimKO", "SimKO (alpha 0.01) lowers the rank-1 probability vs GRPO",
+         [("simko_a0.01", "grpo", "rank1_prob", "all", -1)]),
+        ("SimKO", "SimKO (alpha 0.2) lowers the rank-1 probability vs GRPO",
+         [("simko_a0.2", "grpo", "rank1_prob", "all", -1)]),
+        ("SimKO", "SimKO (alpha 0.01) keeps the entropy higher than GRPO",
+         [("simko_a0.01", "grpo", "entropy", "all", +1)]),
+        ("SimKO", "SimKO (alpha 0.01) does not cost pass@1",
+         [("simko_a0.01", "grpo", "pass@1", "all", +1)]),
+        ("SimKO", f"a stronger rank-1 penalty (lambda 2) improves {big} vs GRPO",
+         [("simko_a0.01_lam2", "grpo", big, "all", +1)]),
+    ]
+
+
+def decide(tests: list[dict]) -> str:
+    verdicts = [t["verdict"] for t in tests]
+    if not verdicts or "missing" in verdicts:
+        return "not run"
+    if all(v == "supported" for v in verdicts):
+        return "supported"
+    if any(v == "not supported" for v in verdicts):
+        return "not supported"
+    return "inconclusive"
+
+
+def warm_effect(results: dict, config: str, metric: str, subset: str) -> dict | None:
+    """Paired effect of `config`'s final evaluation over its own step-0 evaluation (the warm start), per seed."""
+    runs = {r["seed"]: r for r in results["runs"] if r["config"] == config}
+    if not runs:
+        return None
+    n = results["config"]["eval_samples"]
+    split = results["warm_starts"][CONFIGS[config]["variant"]]["split"]
+    k = int(metric.split("@")[1])
+    after = {s: {"correct": r["correct"]} for s, r in runs.items()}
+    before = {s: {"correct": r["correct_step0"]} for s, r in runs.items()}
+    return paired_effect(after, before, n, k, split[subset])
+
+
+def evaluate_claims(results: dict, agg: dict) -> list[dict]:
+    out = []
+    for paper, text, tests in claims(results["config"]["eval_samples"]):
+        checked = []
+        for config, baseline, metric, subset, direction in tests:
+            e = (warm_effect(results, config, metric, subset) if baseline == "@warm"
+                 else find_effect(agg, config, baseline, metric, subset))
+            if not e or "ci" not in e:
+                checked.append({"test": (config, baseline, metric, subset), "verdict": "missing"})
+                continue
+            checked.append({"test": (config, baseline, metric, subset), "mean": e["mean"], "ci": e["ci"],
+                            "seeds": e["seeds"], "verdict": verdict({"lo": e["ci"][0], "hi": e["ci"][1]}, direction)})
+        out.append({"paper": paper, "claim": text, "tests": checked, "verdict": decide(checked)})
+    return out
+
+
+def _fmt_ci(e) -> str:
+    if not e or "ci" not in e:
+        return "-"
+    return f"{e['mean']:+.3f} [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]"
 
 
 def report(results: dict) -> str:
-    cfg, runs = results["config"], results["runs"]
-    n = cfg["eval_samples"]
-    ks = [2 ** i for i in range(n.bit_length()) if 2 ** i <= n]
-    lines = [f"Held-out pass@k (unbiased, n = {n} samples on {cfg['eval_problems']} problems), after "
-             f"{cfg['steps']} RL steps of {cfg['prompts_per_step']} prompts x {cfg['group_size']} samples; "
-             f"mean +- std over {cfg['seeds']} seed(s). Last columns: mean token entropy and rank-1 probability "
-             f"over the last 10 steps.", "",
-             "| method | " + " | ".join(f"pass@{k}" for k in ks) + " | entropy | rank-1 prob |",
-             "|---|" + "---:|" * (len(ks) + 2)]
-    ws = results["warm_start"]
-    # The warm start's entropy and rank-1 probability: every run's first step measures them before its update.
-    first = [mean_std([r["trajectory"][key][0] for r in runs])[0] for key in ("entropy", "conc_prob_rank1")]
-    lines.append("| warm start | " + " | ".join(f"{ws[f'pass@{k}']:.3f}" for k in ks)
-                 + f" | {first[0]:.3f} | {first[1]:.3f} |")
-    for name in METHODS:
-        mine = [r for r in runs if r["method"] == name]
-        if not mine:
+    cfg, agg = results["config"], results["aggregate"]
+    n, ks = cfg["eval_samples"], agg["ks"]
+    big = max(ks)
+    lines = [f"# The study: GRPO vs Pass@k Training vs SimKO (`benchmarks/compare.py`)", "",
+             f"{cfg['steps']} RL steps of {cfg['prompts_per_step']} prompts x {cfg['group_size']} samples, lr "
+             f"{cfg['lr']}, seeds {', '.join(map(str, range(cfg['seeds'])))} per configuration (paired: seed s of "
+             f"every configuration draws the same prompts and evaluation generator). Held-out pass@k: unbiased, from "
+             f"n = {n} samples on each of {cfg['eval_problems']} problems, at step 0 and step {cfg['steps']}.", ""]
+    for variant, ws in results["warm_starts"].items():
+        wrow = agg["warm_start"].get(variant)
+        names = [c for c in CONFIGS if CONFIGS[c]["variant"] == variant and c in agg["summary"]]
+        if not names:
             continue
-        cells = []
-        for k in ks:
-            m, s = mean_std([r["final"][f"pass@{k}"] for r in mine])
-            cells.append(f"{m:.3f} +- {s:.3f}" if len(mine) > 1 else f"{m:.3f}")
-        for key in ("entropy", "conc_prob_rank1"):
-            tails = [sum(v for v in r["trajectory"][key][-10:] if v is not None)
-                     / max(1, sum(v is not None for v in r["trajectory"][key][-10:])) for r in mine]
-            cells.append(f"{mean_std(tails)[0]:.3f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append(f"Study wall time: {results['wall_seconds'] / 60:.1f} min with {cfg['jobs']} parallel job(s).")
+        lines += [f"## Warm start `{variant}`", "",
+                  f"Easy / hard: the warm start's success rate in a separate evaluation (seed {ws['seed']}, n = {n}) "
+                  f"is >= / < {ws['hard_rate']}: {len(ws['split']['easy'])} easy and {len(ws['split']['hard'])} hard "
+                  f"problems. Means over seeds; entropy and rank-1 probability: mean over the last {TAIL_STEPS} "
+                  f"steps (the warm start's: the first step's rollout).", "",
+                  "| configuration | seeds | " + " | ".join(f"{s} pass@{k}" for s in SUBSETS for k in ks)
+                  + " | entropy | rank-1 prob | min/run |",
+                  "|---|---:|" + "---:|" * (len(SUBSETS) * len(ks) + 3)]
+
+        def fmt(v):
+            return "-" if v is None else f"{v:.3f}"
+        if wrow:
+            lines.append(f"| warm start (step 0) | {len(wrow['seeds'])} | "
+                         + " | ".join(fmt(wrow[f'{s}:pass@{k}']) for s in SUBSETS for k in ks)
+                         + f" | {fmt(wrow['entropy'])} | {fmt(wrow['rank1_prob'])} | - |")
+        for name in names:
+            row = agg["summary"][name]
+            lines.append(f"| {name} | {len(row['seeds'])} | "
+                         + " | ".join(fmt(row[f'{s}:pass@{k}']) for s in SUBSETS for k in ks)
+                         + f" | {fmt(row['entropy'])} | {fmt(row['rank1_prob'])} | "
+                         f"{row['wall_seconds_mean'] / 60:.1f} |")
+        lines += ["", f"Effects (configuration minus reference, paired by seed): mean [95 % CI], percentile "
+                      f"bootstrap over seeds and problems ({BOOTSTRAP_DRAWS} draws); entropy and rank-1: over seeds "
+                      f"(exact).", "",
+                  "| configuration | reference | " + " | ".join(f"{s} pass@{k}" for s in SUBSETS for k in ks)
+                  + " | entropy | rank-1 prob |",
+                  "|---|---|" + "---|" * (len(SUBSETS) * len(ks) + 2)]
+        pairs = [(m, CONFIGS[m]["baseline"]) for m in names if CONFIGS[m]["baseline"]] + \
+                [(m, b) for m, b in CONTRASTS if m in names and b in agg["summary"]]
+        for m, b in pairs:
+            cells = [_fmt_ci(find_effect(agg, m, b, f"pass@{k}", s)) for s in SUBSETS for k in ks]
+            cells += [_fmt_ci(find_effect(agg, m, b, key)) for key in ("entropy", "rank1_prob")]
+            lines.append(f"| {m} | {b} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Claims", "",
+              f"Decided by the 95 % interval: supported when it excludes 0 in the claimed direction; not supported when "
+              f"it excludes 0 in the other direction or lies within +-{NEGLIGIBLE}; inconclusive otherwise.", "",
+              "| paper | claim | test | effect [95 % CI] | verdict |", "|---|---|---|---|---|"]
+    for c in results["claims"]:
+        for t in c["tests"]:
+            config, baseline, metric, subset = t["test"]
+            ref = "its own warm start" if baseline == "@warm" else baseline
+            eff = _fmt_ci(t) if "ci" in t else "not run"
+            lines.append(f"| {c['paper']} | {c['claim']} | {config} vs {ref}, {metric}, {subset} | {eff} | "
+                         f"**{c['verdict']}** |")
+    lines += ["", f"Runs: {len(results['runs'])}; study wall time {results['wall_seconds'] / 60:.1f} min "
+                  f"({cfg['jobs']} runs at a time, one CPU thread each; first run start to last run end).", ""]
     return "\n".join(lines)
 
 
@@ -147,100 +558,180 @@ def plot(results: dict, out_dir: str) -> list[str]:
     except ImportError:
         print("matplotlib is not installed: skipping the plots (pip install matplotlib)")
         return []
-    runs, n = results["runs"], results["config"]["eval_samples"]
+    n, agg, written = results["config"]["eval_samples"], results["aggregate"], []
     ks = list(range(1, n + 1))
-    written = []
-    fig, ax = plt.subplots(figsize=(7, 5))
-    ax.plot(ks, [results["warm_start"][f"pass@{k}"] for k in ks], "k--", label="warm start")
-    for name in METHODS:
-        mine = [r for r in runs if r["method"] == name]
-        if mine:
-            ax.plot(ks, [mean_std([r["final"][f"pass@{k}"] for r in mine])[0] for k in ks], label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("k")
-    ax.set_ylabel("pass@k (held-out)")
-    ax.set_title("pass@k after RL, mean over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    path = os.path.join(out_dir, "passk_curves.png")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    written.append(path)
-    plt.close(fig)
-    for key, label, fname in (("entropy", "mean token entropy (nats)", "entropy.png"),
-                              ("conc_prob_rank1", "rank-1 candidate probability", "rank1_prob.png")):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name in METHODS:
-            mine = [r for r in runs if r["method"] == name and r["trajectory"][key]]
+    headroom = [c for c in CONFIGS if CONFIGS[c]["variant"] == "headroom" and c in agg["summary"]]
+    if "headroom" in results["warm_starts"] and headroom:
+        split = results["warm_starts"]["headroom"]["split"]
+        fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), sharey=True)
+        runs = results["runs"]
+        for ax, sub in zip(axes, SUBSETS):
+            step0 = {r["seed"]: r["correct_step0"] for r in runs if r["variant"] == "headroom"}
+
+            def curve(counts_list):
+                return [sum(subset_mean(per_problem_pass_at_k(c, n, k), split[sub]) for c in counts_list)
+                        / len(counts_list) for k in ks]
+            ax.plot(ks, curve(list(step0.values())), "k--", label="warm start")
+            for name in headroom:
+                ax.plot(ks, curve([r["correct"] for r in runs if r["config"] == name]), label=name)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("k")
+            ax.set_title(f"{sub} ({len(split[sub])} problems)")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("held-out pass@k, mean over seeds")
+        axes[-1].legend(fontsize=7)
+        path = os.path.join(out_dir, "passk_curves.png")
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        written.append(path)
+        plt.close(fig)
+    for key, label, fname in (("entropy", "mean token entropy of the rollout (nats)", "entropy.png"),
+                              ("rank1_prob", "rank-1 candidate probability", "rank1_prob.png")):
+        fig, ax = plt.subplots(figsize=(8, 4.8))
+        for name in headroom:
+            mine = [r["trajectory"][key] for r in results["runs"] if r["config"] == name and r["trajectory"][key]]
             if not mine:
                 continue
-            steps = len(mine[0]["trajectory"][key])
-            curve = [mean_std([r["trajectory"][key][i] for r in mine if r["trajectory"][key][i] is not None]
-                              or [float("nan")])[0] for i in range(steps)]
-            ax.plot(range(1, steps + 1), curve, label=name)
+            steps = min(map(len, mine))
+            curve = []
+            for i in range(steps):
+                vals = [m[i] for m in mine if m[i] is not None]
+                curve.append(sum(vals) / len(vals) if vals else float("nan"))
+            ax.plot(range(1, steps + 1), curve, label=name, lw=1)
         ax.set_xlabel("RL step")
         ax.set_ylabel(label)
+        ax.set_title(f"{label}, mean over seeds (headroom warm start)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
         path = os.path.join(out_dir, fname)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        written.append(path)
+        plt.close(fig)
+    # the effects with their intervals
+    big = max(agg["ks"])
+    panels = [(f"pass@1", "all"), (f"pass@{big}", "all"), (f"pass@1", "hard"), (f"pass@{big}", "hard")]
+    pairs = [(m, CONFIGS[m]["baseline"]) for m in CONFIGS if CONFIGS[m]["baseline"] and m in agg["summary"]] + \
+            [(m, b) for m, b in CONTRASTS if m in agg["summary"] and b in agg["summary"]]
+    if pairs:
+        fig, axes = plt.subplots(1, len(panels), figsize=(18, 0.45 * len(pairs) + 1.5), sharey=True)
+        for ax, (metric, sub) in zip(axes, panels):
+            for y, (m, b) in enumerate(pairs):
+                e = find_effect(agg, m, b, metric, sub)
+                if e:
+                    ax.errorbar([e["mean"]], [y], xerr=[[e["mean"] - e["ci"][0]], [e["ci"][1] - e["mean"]]],
+                                fmt="o", color="C0" if e["ci"][0] > 0 else "C3" if e["ci"][1] < 0 else "C7",
+                                capsize=3)
+            ax.axvline(0, color="k", lw=0.8)
+            ax.set_title(f"{metric}, {sub}: difference, 95 % CI")
+            ax.grid(alpha=0.3, axis="x")
+        axes[0].set_yticks(range(len(pairs)))
+        axes[0].set_yticklabels([f"{m} - {b}" for m, b in pairs], fontsize=8)
+        axes[0].invert_yaxis()
+        path = os.path.join(out_dir, "effects.png")
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         written.append(path)
         plt.close(fig)
     return written
 
 
-def main() -> None:
+# ----------------------------------------------------------------------------------------------------------------
+# main
+
+def finish(results: dict, out_dir: str, suffix: str, plots: bool) -> None:
+    results["aggregate"] = aggregate(results)
+    results["claims"] = evaluate_claims(results, results["aggregate"])
+    starts = [r["started"] for r in results["runs"]]
+    ends = [r["finished"] for r in results["runs"]]
+    results["wall_seconds"] = (max(ends) - min(starts)) if starts else 0.0
+    tmp = os.path.join(out_dir, f"compare{suffix}.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, f"compare{suffix}.json"))
+    with open(os.path.join(out_dir, f"compare{suffix}.md"), "w") as f:
+        f.write(report(results))
+    if plots:
+        for path in plot(results, out_dir):
+            print(f"wrote {path}")
+
+
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="minutes instead of an hour: fewer steps/samples, 1 seed")
+    p.add_argument("--quick", action="store_true",
+                   help=f"< 5 minutes: {' and '.join(QUICK_CONFIGS)}, {QUICK['seeds']} seeds, {QUICK['steps']} steps")
     p.add_argument("--out", default=os.path.join(ROOT, "results"), help="where results are written")
     p.add_argument("--runs", default=None, help="run directories (default: runs/compare[-quick] under the repo)")
     p.add_argument("--warmup-cache", default=os.path.join(ROOT, "runs", "warmup"))
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
-    p.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--configs", nargs="*", default=None, choices=list(CONFIGS),
+                   help="configurations to run (default: all; --quick: " + " ".join(QUICK_CONFIGS) + ")")
     for key, value in FULL.items():
-        p.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"default {value} (quick: "
-                       f"{QUICK[key]})")
+        p.add_argument("--" + key.replace("_", "-"), type=int, default=None,
+                       help=f"default {value} (quick: {QUICK[key]})")
     p.add_argument("--lr", type=float, default=1e-4, help="RL learning rate of every run (train.py's default)")
     p.add_argument("--report-only", action="store_true",
-                   help="rewrite the table and plots from the saved compare.json, without running anything")
-    p.add_argument("--eval-every", type=int, default=0, help="intermediate evaluations (0: only before/after)")
-    args = p.parse_args()
+                   help="rewrite the tables and plots from the saved compare.json, without running anything")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
     cfg = dict(QUICK if args.quick else FULL)
     cfg.update({k: getattr(args, k) for k in FULL if getattr(args, k) is not None})
-    cfg["jobs"] = args.jobs
-    args.runs = args.runs or os.path.join(ROOT, "runs", "compare-quick" if args.quick else "compare")
-    os.makedirs(args.out, exist_ok=True)
-
+    for key, low in (("steps", 1), ("seeds", 1), ("eval_samples", 1), ("eval_problems", 1),
+                     ("prompts_per_step", 1), ("group_size", 2)):
+        if cfg[key] < low:
+            p.error(f"--{key.replace('_', '-')} must be >= {low}, got {cfg[key]}")
+    cfg.update(jobs=args.jobs, lr=args.lr)
     suffix = "-quick" if args.quick else ""
+    args.runs = args.runs or os.path.join(ROOT, "runs", "compare" + suffix)
+    os.makedirs(args.out, exist_ok=True)
     json_path = os.path.join(args.out, f"compare{suffix}.json")
     if args.report_only:
         with open(json_path) as f:
             results = json.load(f)
-        write_report(results, args.out, suffix)
+        finish(results, args.out, suffix, plots=not suffix)
+        print(open(os.path.join(args.out, f"compare{suffix}.md")).read())
         return
 
-    start = time.time()
-    print(f"warm start (shared by every run) -> {args.warmup_cache}", flush=True)
-    warm = warm_start(cfg, args)
-    print(f"  warm start: " + "  ".join(f"pass@{k} {warm[f'pass@{k}']:.3f}" for k in (1, 4, 16) if
-                                        f"pass@{k}" in warm), flush=True)
-    jobs = [(name, seed) for seed in range(cfg["seeds"]) for name in args.methods]
-    print(f"{len(jobs)} runs, {args.jobs} at a time", flush=True)
+    names = args.configs or (QUICK_CONFIGS if args.quick else list(CONFIGS))
+    # a configuration's baseline runs too (the effects are paired differences)
+    names = sorted(set(names) | {CONFIGS[m]["baseline"] for m in names if CONFIGS[m]["baseline"]},
+                   key=list(CONFIGS).index)
+    results = {"config": {**cfg, "configs": names, "split_seed": SPLIT_SEED, "hard_rate": HARD_RATE,
+                          "bootstrap_draws": BOOTSTRAP_DRAWS, "bootstrap_seed": BOOTSTRAP_SEED,
+                          "flags": {m: CONFIGS[m]["flags"] for m in names}},
+               "warm_starts": {}, "runs": []}
+    warm_lock = threading.Lock()
+
+    def warm(variant):                  # once per variant, when its first run is about to start
+        with warm_lock:
+            if variant not in results["warm_starts"]:
+                ws = warm_start(variant, cfg, args)
+                results["warm_starts"][variant] = ws
+                print(f"  {variant}: warm start pass@1 {ws['pass@k'][0]:.3f}  pass@{cfg['eval_samples']} "
+                      f"{ws['pass@k'][-1]:.3f}; {len(ws['split']['easy'])} easy / "
+                      f"{len(ws['split']['hard'])} hard", flush=True)
+    # lower tiers first, seeds interleaved within a tier, so a partial study has complete paired comparisons
+    jobs = sorted(((name, seed) for name in names for seed in range(cfg["seeds"])),
+                  key=lambda j: (CONFIGS[j[0]]["tier"], j[1], list(CONFIGS).index(j[0])))
+    print(f"{len(jobs)} runs, {args.jobs} at a time; runs in {args.runs}", flush=True)
+    lock, failed = threading.Lock(), []
     with cf.ThreadPoolExecutor(args.jobs) as pool:
-        runs = list(pool.map(lambda job: run_one(job[0], job[1], cfg, args), jobs))
-    results = {"config": cfg, "warm_start": warm, "runs": runs, "wall_seconds": time.time() - start}
-    with open(json_path, "w") as f:
-        json.dump(results, f, indent=1)
-    write_report(results, args.out, suffix)
-
-
-def write_report(results: dict, out_dir: str, suffix: str) -> None:
-    table = report(results)
-    with open(os.path.join(out_dir, f"compare{suffix}.md"), "w") as f:
-        f.write(table + "\n")
-    print("\n" + table)
-    if not suffix:
-        for path in plot(results, out_dir):
-            print(f"wrote {path}")
+        futures = {pool.submit(run_one, name, seed, cfg, args, warm): (name, seed) for name, seed in jobs}
+        for fut in cf.as_completed(futures):
+            name, seed = futures[fut]
+            try:
+                run = fut.result()
+            except Exception as e:          # one failed run must not lose the others
+                failed.append(f"{name} seed {seed}: {e}")
+                print(f"  FAILED {name} seed {seed}: {e}", flush=True)
+                continue
+            with lock, warm_lock:
+                results["runs"].append(run)
+                results["runs"].sort(key=lambda r: (list(CONFIGS).index(r["config"]), r["seed"]))
+                finish(results, args.out, suffix, plots=False)
+    results["failed"] = failed
+    finish(results, args.out, suffix, plots=not suffix)
+    print("\n" + open(os.path.join(args.out, f"compare{suffix}.md")).read())
+    if failed:
+        sys.exit(f"{len(failed)} run(s) failed: " + "; ".join(failed))
 
 
 if __name__ == "__main__":
