@@ -1,9 +1,10 @@
 """RLVR on one device with Pass@k Training and SimKO: `python train.py`.
 
-One run is one algorithm configuration. Every step does the same four things:
+One run is one algorithm configuration. Every step does the same four things (section 2 below, in this order):
 
 1. **Rollout** (`rollout.py`): sample `--group-size` G responses for each of `--prompts-per-step` prompts with a KV
-   cache, keeping each token's log-probability under the sampling policy (`old_logp`) and the policy's entropy.
+   cache, keeping each token's log-probability under the sampling policy (`old_logp`), the policy's entropy and its
+   top-5 log-probabilities (the concentration metric).
 2. **Reward**: 1 for a correct final answer, else 0 - the embedded Countdown checker (`countdown.py`) or
    `verify.batch_reward` for math data sets.
 3. **Advantage** (`passk_at_k.py`): `--advantage` picks GRPO (Pass@1) or one of the Pass@k-Training advantages
@@ -11,7 +12,10 @@ One run is one algorithm configuration. Every step does the same four things:
 4. **Update** (`simko.py`): a teacher-forced forward gives the current log-probs and the top-K statistics, and
    `policy_loss` is the DAPO clipped surrogate (clip 0.2 / 0.28, token mean, no KL) with SimKO's top-K spread on
    correct responses and its stronger rank-1 penalty on wrong ones at high-entropy tokens (`--simko`, the default;
-   `--no-simko` is plain GRPO/DAPO). Micro-batches accumulate gradients into one optimiser step per rollout batch.
+   `--no-simko` is plain GRPO/DAPO). The batch is split into `--mini-batches` parts of whole groups, one optimiser
+   step each (as verl does; from the second part on the ratio pi/pi_old moves and the clip acts), with micro-batches
+   accumulating gradients inside a part. Rows whose advantage is 0 cannot change the gradient (without a KL term)
+   and are left out of the forward and backward; the loss normaliser still counts them.
 
 With no arguments everything is built from code and runs offline on a CPU in minutes: a ~0.86M-parameter Llama and
 a character tokenizer learn Countdown-3 (`countdown.py`). A supervised warm-up (cached under `--warmup-cache`,
@@ -24,14 +28,16 @@ CUDA the forward passes run under bf16 autocast, `--grad-checkpointing` trades c
 vocabularies the token statistics come straight from the last hidden states (`simko.token_stats_from_hidden`),
 so that no [tokens x vocabulary] logits tensor is ever materialised.
 
-Outputs under `--out` (default `runs/<timestamp>`): `metrics.jsonl` (one line per step and per evaluation),
-`checkpoint/` (Hugging Face model + tokenizer + `trainer_state.pt` with optimiser, scheduler and RNG states; written
-to a temporary directory and renamed, so a kill mid-save leaves the previous one usable), `config.json`.
-`--resume` continues a run from its checkpoint; on CPU a resumed run reproduces the uninterrupted run's metrics.
+Outputs under `--out` (default `runs/<timestamp>`; the run prints them at the end): `metrics.jsonl` (one line per
+step and per evaluation; every key is explained in the README), `config.json` (every flag), `checkpoint/` (Hugging
+Face model + tokenizer + `trainer_state.pt` with optimiser, scheduler and RNG states; written to a temporary
+directory and renamed, so a kill mid-save leaves the previous one usable) and `pass_at_k.md` (the before/after
+table). `--resume --out DIR` continues a run from its checkpoint with the flags of its `config.json`; only the flags
+in `RESUME_MAY_CHANGE` may be given again with new values. On CPU a resumed run reproduces the uninterrupted run.
 
 Defaults for the embedded model differ from the papers' on purpose: lr 1e-4 instead of 1e-6 (a 0.86M model trained
-for 80 steps needs a much larger step to move visibly; 2e-4 and 5e-4 were also tried, see the README), 16 prompts x
-8 samples per step instead of 1024 x 8. For a real model pass the papers' settings (e.g. `--lr 1e-6`).
+for 80 steps needs a much larger step to move visibly; see the README for the others tried), 16 prompts x 8 samples
+per step instead of 1024 x 8. For a real model pass the papers' settings (e.g. `--lr 1e-6`).
 """
 from __future__ import annotations
 
@@ -46,6 +52,8 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -55,97 +63,173 @@ import rollout as R
 import simko
 import verify
 
-CONCENTRATION_RANKS = 5     # metrics.jsonl logs the rank-1..5 probabilities (SimKO's Lambda^(k))
-ADVANTAGES = tuple(getattr(passk_at_k, "ADVANTAGES", None) or (
-    "grpo", "passk", "passk_bootstrap", "passk_full", "combination", "entropy_adaptive", "exceeding"))
-LOSS_AGGS = getattr(simko, "AGGREGATIONS", ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"))
-GATES = getattr(simko, "GATES", ("row_quantile", "batch_quantile", "absolute"))
-PENALTIES = getattr(simko, "PENALTIES", ("advantage", "ratio"))
+ADVANTAGES = tuple(passk_at_k.ADVANTAGES)
 WARMUP_VARIANTS = getattr(countdown, "WARMUP_VARIANTS", ("full",))
 FALLBACKS = getattr(verify, "FALLBACKS", ("none",))
+CONCENTRATION_RANKS = 5     # metrics.jsonl logs the rank-1..5 probabilities (SimKO's Lambda^(k))
 # the rollout returns its top-5 log-probs for the concentration metric (when this rollout.py can)
 STATS_TOP_K = {"stats_top_k": CONCENTRATION_RANKS} if "stats_top_k" in inspect.signature(R.rollout).parameters else {}
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 TABLE_KS = (1, 2, 4, 8, 16)
+# The flags a resumed run may change: how it runs, logs and saves, never what it computes.
+RESUME_MAY_CHANGE = ("steps", "eval_every", "save_every", "out", "resume", "device", "threads", "micro_batch_size",
+                     "gen_batch_size", "decode", "grad_checkpointing", "stats_from_hidden", "reward_workers",
+                     "reward_timeout", "warmup_cache", "no_progress")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Command line, validated before anything heavy is loaded
+# ================================================================================================================
+# 1. Arguments
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default=None, help="HF causal LM name or path; default: the embedded tiny Llama")
-    g.add_argument("--data", default=None, help="training JSONL (problem/question, answer/solution); needs --model")
-    g.add_argument("--eval-data", default=None, help="held-out JSONL; default: the last 10%% (<= 500) of --data")
-    g.add_argument("--out", default=None, help="run directory; default runs/<timestamp>")
-    g.add_argument("--warmup-cache", default="runs/warmup", help="where the embedded warm-up is cached and shared")
+    g.add_argument("--model", default=None,
+                   help="Hugging Face causal LM (hub name or directory) to train; without it, the embedded tiny Llama "
+                        "on its Countdown task")
+    g.add_argument("--data", default=None,
+                   help="training JSONL, one problem a line (problem/question, answer/solution); needs --model")
+    g.add_argument("--eval-data", default=None,
+                   help="held-out JSONL, same fields; without it the last 10%% (at most 500) of --data is held out")
+    g.add_argument("--out", default=None, help="run directory (default runs/<timestamp>)")
+    g.add_argument("--warmup-cache", default=None,
+                   help="directory where the embedded model's warm-up is cached and shared between runs "
+                        "(default: warmup/ beside --out, e.g. runs/warmup)")
     g.add_argument("--warmup-variant", choices=WARMUP_VARIANTS, default="full",
-                   help="embedded task only: the supervised warm-up's data (countdown.py's docstring)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...; default cuda when available")
-    g.add_argument("--seed", type=int, default=0)
+                   help="embedded task only: the warm-up's data; 'full' every problem, 'headroom' few * and / "
+                        "(countdown.py's docstring) (default %(default)s)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when available, else cpu)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the prompt order, the rollouts and the evaluations (the embedded warm-up always "
+                        "uses seed 0) (default %(default)s)")
     g.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads; default 1 for the embedded model on CPU, torch's default otherwise")
+                   help="torch CPU threads (default 1 for the embedded model on CPU, torch's default otherwise)")
     g = p.add_argument_group("schedule")
-    g.add_argument("--steps", type=int, default=80, help="RL steps")
-    g.add_argument("--sft-steps", type=int, default=600, help="supervised warm-up steps (embedded task only)")
-    g.add_argument("--sft-lr", type=float, default=3e-3)
-    g.add_argument("--prompts-per-step", type=int, default=16)
-    g.add_argument("--group-size", type=int, default=8, help="G responses per prompt")
+    g.add_argument("--steps", type=int, default=80, help="RL steps, one rollout batch each (default %(default)s)")
+    g.add_argument("--sft-steps", type=int, default=600,
+                   help="embedded task only: supervised warm-up steps of 64 problems (default %(default)s)")
+    g.add_argument("--sft-lr", type=float, default=3e-3,
+                   help="embedded task only: peak learning rate of the warm-up (default %(default)s)")
+    g.add_argument("--prompts-per-step", type=int, default=16,
+                   help="prompts per rollout batch (default %(default)s)")
+    g.add_argument("--group-size", type=int, default=8,
+                   help="G (the papers' N): responses sampled per prompt (default %(default)s)")
     g.add_argument("--mini-batches", type=int, default=None,
                    help="optimiser steps per rollout batch: the prompts are split in order into this many parts of "
-                        "whole groups, one step each (default 4 as in the papers, or --prompts-per-step if fewer)")
-    g.add_argument("--micro-batch-size", type=int, default=0, help="rows per forward/backward; 0: all at once")
-    g.add_argument("--gen-batch-size", type=int, default=0, help="prompts per generation call; 0: all at once")
-    g.add_argument("--lr", type=float, default=1e-4)
-    g.add_argument("--lr-warmup-steps", type=int, default=0, help="linear lr warm-up, then constant")
-    g.add_argument("--max-grad-norm", type=float, default=1.0)
-    g.add_argument("--eval-every", type=int, default=40, help="RL steps between evaluations; 0: only before/after")
-    g.add_argument("--eval-samples", type=int, default=16, help="n responses per held-out problem for pass@k")
-    g.add_argument("--eval-problems", type=int, default=0, help="use only the first N held-out problems; 0: all")
-    g.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (and always at the end)")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+                        "whole groups, one step each (verl: ppo_mini_batch_size = prompts per part) (default 4 as "
+                        "in the papers, or --prompts-per-step if fewer)")
+    g.add_argument("--micro-batch-size", type=int, default=0,
+                   help="rows (responses) per forward/backward, gradients accumulated; 0 = a whole mini-batch at "
+                        "once (default %(default)s)")
+    g.add_argument("--gen-batch-size", type=int, default=0,
+                   help="prompts per generation call; 0 = all prompts of the step at once (default %(default)s)")
+    g.add_argument("--lr", type=float, default=1e-4,
+                   help="AdamW learning rate of the RL updates (default %(default)s; the papers use 1e-6 on real "
+                        "models)")
+    g.add_argument("--lr-warmup-steps", type=int, default=0,
+                   help="RL steps of linear learning-rate warm-up, then constant; 0 = none (default %(default)s)")
+    g.add_argument("--max-grad-norm", type=float, default=1.0,
+                   help="gradient clipping, L2 norm over all parameters (default %(default)s)")
+    g.add_argument("--eval-every", type=int, default=40,
+                   help="RL steps between held-out evaluations; 0 = only before and after (default %(default)s)")
+    g.add_argument("--eval-samples", type=int, default=16,
+                   help="n responses per held-out problem; pass@k is reported for k = 1..n (default %(default)s)")
+    g.add_argument("--eval-problems", type=int, default=0,
+                   help="evaluate on the first N held-out problems only; 0 = all (default %(default)s)")
+    g.add_argument("--save-every", type=int, default=0,
+                   help="RL steps between checkpoints; the end of the run always saves one; 0 = only at the end "
+                        "(default %(default)s)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint, with its config.json; of the other flags "
+                        "only RESUME_MAY_CHANGE (--steps, --eval-every, --save-every, --device, --threads, "
+                        "--micro-batch-size, --gen-batch-size, --decode, --grad-checkpointing, --stats-from-hidden, "
+                        "--reward-workers, --reward-timeout, --warmup-cache, --no-progress) may take new values "
+                        "(default off)")
     g = p.add_argument_group("algorithm")
-    g.add_argument("--advantage", choices=ADVANTAGES, default="passk")
-    g.add_argument("--k", type=int, default=4, help="k of the Pass@k advantage (<= --group-size)")
+    g.add_argument("--advantage", choices=ADVANTAGES, default="passk",
+                   help="the advantage (passk_at_k.ADVANTAGES): grpo = Pass@1; passk = analytical Pass@k "
+                        "(default %(default)s)")
+    g.add_argument("--k", type=int, default=4,
+                   help="k of the Pass@k advantages, 1 <= k < --group-size; ignored by grpo (default %(default)s)")
     g.add_argument("--switch-to-grpo-at", type=int, default=None,
-                   help="after this many RL steps use the GRPO advantage (the Pass@k -> Pass@1 transfer)")
-    g.add_argument("--simko", action=argparse.BooleanOptionalAction, default=True)
-    g.add_argument("--simko-topk", type=int, default=3)
-    g.add_argument("--simko-alpha", type=float, default=0.01)
-    g.add_argument("--simko-lambda", type=float, default=1.1)
-    g.add_argument("--simko-tau", type=float, default=0.8)
-    g.add_argument("--simko-gate", choices=GATES, default="row_quantile")
-    g.add_argument("--simko-penalty", choices=PENALTIES, default="advantage")
-    g.add_argument("--clip-low", type=float, default=0.2)
-    g.add_argument("--clip-high", type=float, default=0.28)
-    g.add_argument("--loss-agg", choices=LOSS_AGGS, default="token_mean")
-    g.add_argument("--kl-coef", type=float, default=0.0, help="k3 KL to the initial policy; 0 loads no reference")
+                   help="RL steps after which the GRPO advantage is used (the Pass@k -> Pass@1 transfer) "
+                        "(default: never)")
+    g.add_argument("--simko", action=argparse.BooleanOptionalAction, default=True,
+                   help="SimKO's changes to the loss; --no-simko is plain GRPO/DAPO (default on)")
+    g.add_argument("--simko-topk", type=int, default=3,
+                   help="K, the top-K candidates over which SimKO spreads the push of correct tokens "
+                        "(default %(default)s)")
+    g.add_argument("--simko-alpha", type=float, default=0.01,
+                   help="alpha in [0, 1], the share of that push spread over the top-K (default %(default)s)")
+    g.add_argument("--simko-lambda", type=float, default=1.1,
+                   help="lambda > 0, the factor on the penalty of a wrong token that is the policy's rank-1 "
+                        "candidate (default %(default)s)")
+    g.add_argument("--simko-tau", type=float, default=0.8,
+                   help="entropy gate: a quantile in [0, 1] of the token entropies (row_quantile, batch_quantile), "
+                        "or nats (absolute); SimKO acts on tokens above it (default %(default)s)")
+    g.add_argument("--simko-gate", choices=simko.GATES, default=simko.GATES[0],
+                   help="what --simko-tau is a threshold of (default %(default)s, the official code's)")
+    g.add_argument("--simko-penalty", choices=simko.PENALTIES, default=simko.PENALTIES[0],
+                   help="how lambda enters: 'advantage' scales the advantage (official code), 'ratio' scales the "
+                        "ratio inside the clip (paper text) (default %(default)s)")
+    g.add_argument("--clip-low", type=float, default=0.2,
+                   help="the ratio is clipped below at 1 - this, in [0, 1) (default %(default)s)")
+    g.add_argument("--clip-high", type=float, default=0.28,
+                   help="the ratio is clipped above at 1 + this, >= 0 (DAPO's clip-higher) (default %(default)s)")
+    g.add_argument("--loss-agg", choices=simko.AGGREGATIONS, default=simko.AGGREGATIONS[0],
+                   help="how token losses are averaged: over all tokens (DAPO), per response then over responses "
+                        "(GRPO), per response sum / max length (Dr. GRPO) (default %(default)s)")
+    g.add_argument("--kl-coef", type=float, default=0.0,
+                   help="weight of a k3 KL penalty to the initial policy; 0 = none and no reference model is loaded "
+                        "(default %(default)s)")
     g = p.add_argument_group("sampling")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-p", type=float, default=1.0, help="rollout nucleus (old_logp ignores the cut)")
-    g.add_argument("--eval-temperature", type=float, default=1.0)
-    g.add_argument("--eval-top-p", type=float, default=1.0)
-    g.add_argument("--max-new-tokens", type=int, default=None, help="default 12 (embedded) / 512 (--model)")
+    g.add_argument("--temperature", type=float, default=1.0,
+                   help="rollout sampling temperature, > 0; the loss uses the same (default %(default)s)")
+    g.add_argument("--top-p", type=float, default=1.0,
+                   help="rollout nucleus in (0, 1]; old_logp ignores the cut (default %(default)s)")
+    g.add_argument("--eval-temperature", type=float, default=1.0,
+                   help="held-out sampling temperature, > 0 (default %(default)s)")
+    g.add_argument("--eval-top-p", type=float, default=1.0, help="held-out nucleus in (0, 1] (default %(default)s)")
+    g.add_argument("--max-new-tokens", type=int, default=None,
+                   help="tokens per response at most (default 12 for the embedded model, 512 with --model)")
     g.add_argument("--decode", choices=("dynamic", "static"), default="dynamic",
-                   help="KV cache of the rollout: grown per token, or preallocated (rollout.py static_cache)")
-    g = p.add_argument_group("memory (real models)")
-    g.add_argument("--grad-checkpointing", action="store_true")
+                   help="the rollout's KV cache: grown token by token, or preallocated (rollout.py's static_cache; "
+                        "same tokens) (default %(default)s)")
+    g = p.add_argument_group("memory and rewards (real models)")
+    g.add_argument("--grad-checkpointing", action="store_true",
+                   help="recompute activations in the backward to save memory (default off)")
     g.add_argument("--stats-from-hidden", choices=("auto", "on", "off"), default="auto",
-                   help="token stats from hidden states + LM head (auto: vocabulary > 32k)")
-    g.add_argument("--reward-workers", type=int, default=None, help="verify.batch_reward workers; 0: in-process")
-    g.add_argument("--reward-timeout", type=float, default=5.0)
+                   help="token statistics from the last hidden states and the LM head, never materialising the "
+                        "logits; auto = on for vocabularies over 32k (default %(default)s)")
+    g.add_argument("--reward-workers", type=int, default=None,
+                   help="processes for verify.batch_reward; 0 = in-process (default: verify's, at most 8)")
+    g.add_argument("--reward-timeout", type=float, default=5.0,
+                   help="seconds one answer check may take before it counts as wrong (default %(default)s)")
     g.add_argument("--reward-fallback", choices=FALLBACKS, default=FALLBACKS[0],
-                   help="verify.batch_reward's fallback for responses without a final answer")
-    g.add_argument("--no-progress", action="store_true", help="no tqdm bars (tests, logs)")
+                   help="verify.batch_reward's fallback= for responses without an explicit final answer "
+                        "(default %(default)s)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars, e.g. in logs (default off)")
     return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The flags, validated (every error names the flag and the allowed range), with --resume's saved ones."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.resume:
+        args = resumed_args(parser, args, argv)
+    check_args(parser, args)
+    if args.out is None:
+        args.out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    if args.warmup_cache is None:
+        args.warmup_cache = os.path.join(os.path.dirname(os.path.abspath(args.out)), "warmup")
+    if args.max_new_tokens is None:
+        args.max_new_tokens = 512 if args.model else 12
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    return args
 
+
+def check_args(parser, args) -> None:
     def need(ok, message):
         if not ok:
             parser.error(message)
@@ -166,8 +250,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     need(1 <= args.mini_batches <= args.prompts_per_step,
          f"--mini-batches must be in [1, --prompts-per-step={args.prompts_per_step}] (each part holds whole groups), "
          f"got {args.mini_batches}")
-    need(args.decode == "dynamic" or "static_cache" in inspect.signature(R.rollout).parameters,
-         "--decode static needs rollout.py's static_cache, which this rollout.py does not have")
     for name in ("lr", "sft_lr", "temperature", "eval_temperature", "max_grad_norm", "reward_timeout"):
         need(getattr(args, name) > 0, f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     for name in ("top_p", "eval_top_p"):
@@ -185,6 +267,8 @@ def parse_args(argv=None) -> argparse.Namespace:
          f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     need(args.threads is None or args.threads >= 1, f"--threads must be >= 1, got {args.threads}")
     need(args.reward_workers is None or args.reward_workers >= 0, "--reward-workers must be >= 0")
+    need(args.decode == "dynamic" or "static_cache" in inspect.signature(R.rollout).parameters,
+         "--decode static needs rollout.py's static_cache, which this rollout.py does not have")
     need(args.data is None or args.model is not None,
          "--data needs --model (the embedded tiny model only knows its built-in Countdown task)")
     need(args.model is None or args.data is not None, "--model needs --data (a JSONL of problems and answers)")
@@ -194,24 +278,354 @@ def parse_args(argv=None) -> argparse.Namespace:
         need(path is None or os.path.isfile(path), f"--{name.replace('_', '-')}: no such file: {path}")
     if args.model is not None and args.model.startswith(("/", ".", "~")) and not os.path.exists(args.model):
         parser.error(f"--model: no such directory: {args.model}")   # (hub names like Org/Name are not checked)
-    if args.resume:
-        need(args.out is not None, "--resume needs --out (the run directory to continue)")
-        need(find_checkpoint(args.out) is not None, f"--resume: no checkpoint in {args.out}")
-    elif args.out is not None:
+    if not args.resume and args.out is not None:
         need(not os.path.exists(os.path.join(args.out, "metrics.jsonl")),
              f"--out {args.out} already holds a run (metrics.jsonl); pass --resume to continue it or pick another "
              f"--out")
-    if args.out is None:
-        args.out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-    if args.max_new_tokens is None:
-        args.max_new_tokens = 512 if args.model else 12
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    return args
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Data: the embedded Countdown task or a JSONL of math problems
+# ================================================================================================================
+# The task (problems, prompts, rewards) and the policy (the model and how to run it)
+
+@dataclass
+class Task:
+    name: str
+    train: list[dict]                                   # problems the RL steps sample from
+    eval: list[dict]                                    # held-out problems for pass@k
+    prompt: Callable[[dict, object], str]               # (problem, tokenizer) -> prompt text
+    reward: Callable[[list[str], list[dict]], list]     # (responses, their problems) -> a reward in [0, 1] each
+    add_special_tokens: bool = True                     # tokenizer(prompt, add_special_tokens=...)
+
+
+def load_task(args) -> Task:
+    """The task as plain data and functions. No model is touched, so data errors come before any loading."""
+    if args.model is None:
+        train, held_out = countdown.make_problems()
+        task = Task("countdown", train, held_out, prompt=lambda p, tokenizer: p["prompt"],
+                    reward=lambda texts, probs: [countdown.reward(t, p["numbers"], p["target"])
+                                                 for t, p in zip(texts, probs)])
+    else:
+        train = load_jsonl(args.data)
+        if args.eval_data:
+            held_out = load_jsonl(args.eval_data)
+        else:
+            n = min(500, max(1, len(train) // 10))
+            if len(train) - n < 1:
+                raise ValueError(f"{args.data}: {len(train)} problem(s) is too few to hold out an evaluation split; "
+                                 f"pass --eval-data")
+            train, held_out = train[:-n], train[-n:]
+        fallback = {"fallback": args.reward_fallback} if hasattr(verify, "FALLBACKS") else {}
+        task = Task("jsonl", train, held_out, prompt=chat_prompt, add_special_tokens=False,
+                    reward=lambda texts, probs: verify.batch_reward(
+                        texts, [p["gold"] for p in probs], timeout=args.reward_timeout, workers=args.reward_workers,
+                        **fallback))
+    if args.eval_problems:
+        task.eval = task.eval[:args.eval_problems]
+    if len(task.train) < args.prompts_per_step:
+        raise ValueError(f"--prompts-per-step {args.prompts_per_step} is larger than the training set "
+                         f"({len(task.train)} problems)")
+    return task
+
+
+@dataclass
+class Policy:
+    model: torch.nn.Module
+    tokenizer: object
+    eos_ids: list[int]                                  # any of these ends a response
+    autocast: Callable = nullcontext                    # bf16 autocast on CUDA
+    from_hidden: bool = False                           # token statistics from hidden states (large vocabularies)
+    ref_model: torch.nn.Module | None = None            # frozen initial policy, only for --kl-coef > 0
+
+
+# ================================================================================================================
+# 2. One RL step: rollout -> reward -> advantage -> update
+
+def rollout_batch(policy: Policy, prompts: list[str], task: Task, args, generator) -> R.Rollout:
+    """Step 1: G responses per prompt; rows [i*G, (i+1)*G) belong to prompts[i]."""
+    per_call = args.gen_batch_size or len(prompts)
+    parts = []
+    with policy.autocast():
+        for s in range(0, len(prompts), per_call):
+            parts.append(R.rollout(policy.model, policy.tokenizer, prompts[s:s + per_call], args.group_size,
+                                   max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                   top_p=args.top_p, generator=generator, eos_token_id=policy.eos_ids,
+                                   add_special_tokens=task.add_special_tokens, **decode_kwargs(args), **STATS_TOP_K))
+    return concat_rollouts(parts, policy.tokenizer)
+
+
+def rewards_of(ro: R.Rollout, batch: list[dict], task: Task, G: int) -> torch.Tensor:
+    """Step 2: the [P, G] rewards of the responses."""
+    rewards = task.reward(ro.texts, [p for p in batch for _ in range(G)])
+    return torch.tensor(rewards, dtype=torch.float32).view(len(batch), G)
+
+
+def advantages_of(rewards: torch.Tensor, ro: R.Rollout, method: str, args, step: int) -> torch.Tensor:
+    """Step 3: [P, G] rewards -> [P, G] advantages (passk_at_k.ADVANTAGES[method])."""
+    P, G = rewards.shape
+    mask = ro.response_mask
+    # each prompt's mean token entropy (only entropy_adaptive reads it)
+    prompt_entropy = ((ro.entropy * mask).sum(1) / mask.sum(1).clamp_min(1)).view(P, G).mean(1).cpu()
+    generator = torch.Generator().manual_seed(args.seed * 100003 + step)      # (passk_bootstrap samples groups)
+    return passk_at_k.compute_advantages(method, rewards, args.k, entropy=prompt_entropy, generator=generator)
+
+
+def response_token_stats(model, input_ids, attention_mask, prompt_len, args, from_hidden: bool):
+    """simko.TokenStats [b, R] of the response tokens under the current policy (position t predicts token t+1)."""
+    tokens = input_ids[:, prompt_len:]
+    pos = R.position_ids(attention_mask)
+    if from_hidden:
+        base = getattr(model, model.base_model_prefix)
+        hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+                      use_cache=False).last_hidden_state
+        head = model.get_output_embeddings()
+        # Under CUDA autocast the LM head runs in bf16, as it would inside the model; the fused function gets both
+        # operands in one dtype and runs with autocast off, so its forward and its recomputing backward agree.
+        dtype = torch.bfloat16 if hidden.is_cuda and torch.is_autocast_enabled("cuda") else head.weight.dtype
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            return simko.token_stats_from_hidden(
+                hidden[:, prompt_len - 1:-1].to(dtype), head.weight.to(dtype), tokens, top_k=args.simko_topk,
+                temperature=args.temperature, bias=None if head.bias is None else head.bias.to(dtype))
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
+                   logits_to_keep=tokens.shape[1] + 1).logits[:, :-1]
+    return simko.token_stats(logits, tokens, top_k=args.simko_topk, temperature=args.temperature)
+
+
+def update(policy: Policy, optimizer, scheduler, ro: R.Rollout, advantages: torch.Tensor, args) -> dict:
+    """Step 4: --mini-batches optimiser steps on the rollout batch; advantages [rows]. Returns the loss metrics.
+
+    The prompts are split in order into M parts of whole groups; each part is one optimiser step whose loss is
+    that part's aggregate (token mean by default), accumulated over micro-batches. Rows whose advantage is 0 add
+    exactly 0 to the loss and its gradient when there is no KL term, so they are left out of the forward and
+    backward while the normaliser (the part's tokens or rows) still counts them - except under SimKO's
+    batch_quantile gate, whose quantile is taken over the rows that are forwarded.
+    """
+    model = policy.model
+    model.train()
+    rows, width = ro.response_mask.shape
+    mask = ro.response_mask
+    G = args.group_size
+    if rows % G:
+        raise ValueError(f"update: {rows} rollout rows are not whole groups of --group-size {G}")
+    # each row's weight in the loss normaliser: its tokens (token_mean) or 1 (per-response means)
+    if args.loss_agg == "token_mean":
+        weights = mask.sum(1)
+    elif args.loss_agg == "seq_mean_token_mean":
+        weights = (mask.sum(1) > 0).float()
+    else:
+        weights = torch.ones(rows, device=mask.device)
+    live = weights > 0                                  # rows that can change the gradient
+    if policy.ref_model is None and not (args.simko and args.simko_gate == "batch_quantile"):
+        live &= advantages != 0
+    sums, n_tokens, losses, grad_norms = {}, 0.0, [], []
+    for part in torch.arange(rows // G).tensor_split(min(args.mini_batches, rows // G)):
+        part_rows = torch.arange(int(part[0]) * G, (int(part[-1]) + 1) * G, device=mask.device)
+        total = weights[part_rows].sum().clamp_min(1)
+        todo = part_rows[live[part_rows]]
+        micro = args.micro_batch_size or max(len(todo), 1)
+        optimizer.zero_grad(set_to_none=True)
+        part_loss = 0.0
+        for s in range(0, len(todo), micro):
+            sel = todo[s:s + micro]
+            ids, att, m = ro.input_ids[sel], ro.attention_mask[sel], mask[sel]
+            share = (weights[sel].sum() / total).item()     # so that the micro-batch losses add up to the part's
+            with policy.autocast():
+                stats = response_token_stats(model, ids, att, ro.prompt_len, args, policy.from_hidden)
+            loss, metrics = simko.policy_loss(
+                stats.logp, ro.logp[sel], advantages[sel], m, stats if args.simko else None,
+                alpha=args.simko_alpha if args.simko else 0.0, lam=args.simko_lambda if args.simko else 1.0,
+                tau=args.simko_tau, gate=args.simko_gate, penalty=args.simko_penalty, clip_low=args.clip_low,
+                clip_high=args.clip_high, agg=args.loss_agg, max_len=width)
+            metrics.pop("entropy", None)        # (logged from the rollout, over every row)
+            if policy.ref_model is not None:
+                with torch.no_grad(), policy.autocast():
+                    ref_logp = response_token_stats(policy.ref_model, ids, att, ro.prompt_len, args,
+                                                    policy.from_hidden).logp
+                log_ratio = torch.where(m.bool(), ref_logp - stats.logp, 0.0)
+                # k3 estimator of KL(pi || pi_ref) = E[exp(r) - r - 1], r = log pi_ref - log pi; >= 0
+                kl = ((log_ratio.exp() - log_ratio - 1) * m).sum() / m.sum().clamp_min(1)
+                loss = loss + args.kl_coef * kl
+                metrics["kl"] = kl.item()
+            (loss * share).backward()
+            part_loss += loss.item() * share
+            n_tok = m.sum().item()
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value * n_tok
+            n_tokens += n_tok
+        if len(todo) == 0:
+            # Nothing can move the gradient, but the optimiser still takes its step (as on zero gradients).
+            for p in model.parameters():
+                if p.requires_grad and p.grad is None:
+                    p.grad = torch.zeros_like(p)
+        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)))
+        optimizer.step()
+        losses.append(part_loss)
+    scheduler.step()
+    model.eval()
+    if not sums:                                # no token was forwarded: the loss metrics exist, without a value
+        one = torch.zeros(1, 1)
+        sums = dict.fromkeys(simko.policy_loss(one, one, one[0], one + 1)[1], 0.0)
+        sums.pop("entropy", None)
+    # loss metrics: means over the response tokens that were forwarded (None when none was)
+    out = {key: value / n_tokens if n_tokens else None for key, value in sums.items()}
+    out["loss"] = sum(losses) / len(losses)
+    out["grad_norm"] = sum(grad_norms) / len(grad_norms)
+    out["updated_rows_frac"] = live.float().mean().item()
+    return out
+
+
+def rl_step(step: int, batch: list[dict], policy: Policy, optimizer, scheduler, task: Task, args,
+            generator) -> dict:
+    """One RL step on `batch` (a list of problems): rollout -> reward -> advantage -> update. Returns its metrics."""
+    G = args.group_size
+    t0 = time.time()
+    ro = rollout_batch(policy, [task.prompt(p, policy.tokenizer) for p in batch], task, args, generator)
+    t1 = time.time()
+    rewards = rewards_of(ro, batch, task, G)
+    t2 = time.time()
+    method = "grpo" if args.switch_to_grpo_at is not None and step >= args.switch_to_grpo_at else args.advantage
+    adv = advantages_of(rewards, ro, method, args, step)
+    t3 = time.time()
+    loss_metrics = update(policy, optimizer, scheduler, ro, adv.reshape(-1).to(args.device, torch.float32), args)
+    t4 = time.time()
+
+    mask = ro.response_mask
+    n_tokens = mask.sum().item()
+    out = {"type": "train", "step": step + 1, "advantage": method,
+           "reward_mean": rewards.mean().item(),
+           "zero_variance_frac": (rewards.std(1) == 0).float().mean().item(),
+           "adv_mean": adv.mean().item(), "adv_abs_mean": adv.abs().mean().item(),
+           "response_len": mask.sum(1).mean().item(), "truncated_frac": ro.truncated.float().mean().item(),
+           # the sampling policy's mean token entropy, over every response token of the batch
+           "entropy": (ro.entropy * mask).sum().item() / max(n_tokens, 1)}
+    if getattr(ro, "topk_logp", None) is not None:
+        # the concentration metric, also over every response token: mean probability / log-prob of rank i
+        c = simko.concentration(ro.topk_logp, mask)
+        for i in range(CONCENTRATION_RANKS):
+            out[f"rank{i + 1}_prob"] = c["prob"][i]
+        for i in range(CONCENTRATION_RANKS):
+            out[f"rank{i + 1}_logp"] = c["logp"][i]
+    out.update(loss_metrics)
+    out.update({"lr": scheduler.get_last_lr()[0],
+                "rollout_tokens_per_s": n_tokens / max(t1 - t0, 1e-9),
+                "update_tokens_per_s": ro.attention_mask.sum().item() / max(t4 - t3, 1e-9),
+                "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_advantage": t3 - t2, "time_update": t4 - t3,
+                "time_step": t4 - t0})
+    return out
+
+
+@torch.no_grad()
+def evaluate(policy: Policy, task: Task, args) -> dict:
+    """pass@k for every k = 1..n from n = --eval-samples responses per held-out problem, and each problem's count
+    of correct responses.
+
+    A fresh generator seeded from --seed is used at every evaluation: evaluations never disturb the training RNG
+    (so resuming reproduces the run), and before/after tables see the same random numbers."""
+    policy.model.eval()
+    prompts = [task.prompt(p, policy.tokenizer) for p in task.eval]
+    generator = torch.Generator(device=args.device).manual_seed(args.seed + 7919)
+    n = args.eval_samples
+    # as many rows per generation call as a training rollout (at least 512 for the tiny embedded model)
+    eval_rows = max(n, (args.gen_batch_size or args.prompts_per_step) * args.group_size)
+    if args.model is None:
+        eval_rows = max(eval_rows, 512)
+    with policy.autocast():
+        texts = R.sample_for_eval(policy.model, policy.tokenizer, prompts, n, max_new_tokens=args.max_new_tokens,
+                                  temperature=args.eval_temperature, top_p=args.eval_top_p, generator=generator,
+                                  batch_size=eval_rows, add_special_tokens=task.add_special_tokens,
+                                  eos_token_id=policy.eos_ids, **decode_kwargs(args))
+    flat = [t for row in texts for t in row]
+    problems = [p for p in task.eval for _ in range(n)]
+    correct = torch.tensor(task.reward(flat, problems)).view(len(prompts), n) > 0.5
+    curve = passk_at_k.pass_at_k_curve(correct, ks=list(range(1, n + 1)))
+    return {**{f"pass@{k}": v for k, v in curve.items()}, "correct": correct.sum(1).tolist()}
+
+
+# ================================================================================================================
+# 3. The run
+
+def main(argv=None) -> dict:
+    """Run one configuration; returns {"before": pass@k dict, "after": pass@k dict, "last_step": metrics, "out"}."""
+    args = parse_args(argv)
+    task = load_task(args)                 # data errors surface here, before any model is loaded
+    from tqdm import tqdm
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()      # our own bars only
+    log = tqdm.write
+
+    os.makedirs(args.out, exist_ok=True)
+    torch.manual_seed(args.seed)
+    set_threads(args)
+    checkpoint = find_checkpoint(args.out) if args.resume else None
+    policy = load_policy(args, task, log, checkpoint)
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / args.lr_warmup_steps) if args.lr_warmup_steps else 1.0)
+    sampler = random.Random(args.seed)                                   # which prompts each step sees
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)  # rollout sampling
+    start_step = 0
+    if checkpoint:
+        start_step = load_trainer_state(checkpoint, optimizer, scheduler, sampler, generator)
+        if args.steps < start_step:
+            raise ValueError(f"--steps {args.steps} is before the checkpoint's step {start_step} in {args.out}")
+        if policy.ref_model is not None:
+            log("note: --kl-coef on resume uses the checkpoint as the reference policy")
+        changes = getattr(args, "changed_on_resume", {})
+        log(f"resuming {args.out} at step {start_step}" + "".join(
+            f"; --{k.replace('_', '-')} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
+    save_config(args)
+    metrics_path = os.path.join(args.out, "metrics.jsonl")
+    history = start_metrics(metrics_path, start_step if checkpoint else None)
+
+    def record(entry):
+        history.append(entry)
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def run_eval(step):
+        t = time.time()
+        result = evaluate(policy, task, args)
+        record({"type": "eval", "step": step, **result, "seconds": time.time() - t})
+        log(f"eval @ step {step}: " + "  ".join(f"pass@{k} {result[f'pass@{k}']:.3f}" for k in TABLE_KS
+                                                 if f"pass@{k}" in result))
+
+    log(f"{task.name}: {len(task.train)} training / {len(task.eval)} held-out problems; "
+        f"advantage {args.advantage} (k={args.k}), SimKO {'on' if args.simko else 'off'}, "
+        f"{args.mini_batches} optimiser step(s) per batch, out {args.out}")
+    if start_step == 0:
+        run_eval(0)
+
+    bar = tqdm(range(start_step, args.steps), desc="RL", disable=args.no_progress, initial=start_step,
+               total=args.steps)
+    last = {}
+    for step in bar:
+        batch = sampler.sample(task.train, args.prompts_per_step)
+        last = rl_step(step, batch, policy, optimizer, scheduler, task, args, generator)
+        record(last)
+        bar.set_postfix(reward=f"{last['reward_mean']:.3f}", step_s=f"{last['time_step']:.2f}")
+        done = step + 1
+        if args.eval_every and done % args.eval_every == 0 and done != args.steps:
+            run_eval(done)
+        if args.save_every and done % args.save_every == 0 and done != args.steps:
+            save_checkpoint(args.out, policy, optimizer, scheduler, done, sampler, generator)
+    bar.close()
+
+    if start_step < args.steps or not any(h["type"] == "eval" and h["step"] == args.steps for h in history):
+        run_eval(args.steps)
+    save_checkpoint(args.out, policy, optimizer, scheduler, args.steps, sampler, generator)
+    evals = [h for h in history if h["type"] == "eval"]
+    before, after = evals[0], evals[-1]
+    table = pass_at_k_table(before, after, args.eval_samples)
+    print(table)
+    with open(os.path.join(args.out, "pass_at_k.md"), "w") as f:
+        f.write(table + "\n")
+    print(f"outputs in {args.out}: metrics.jsonl (every step and evaluation), config.json (the flags), "
+          f"checkpoint/ (model, tokenizer, trainer state for --resume), pass_at_k.md (the table above)")
+    strip = lambda e: {k: v for k, v in e.items() if k.startswith("pass@")}
+    return {"before": strip(before), "after": strip(after), "last_step": last, "out": args.out}
+
+
+# ================================================================================================================
+# Plumbing: data files, models and the warm-up cache, checkpoints and resume, output helpers
 
 def load_jsonl(path: str) -> list[dict]:
     """Problems as {"problem": str, "gold": str}; every error names the file and line."""
@@ -245,47 +659,12 @@ def load_jsonl(path: str) -> list[dict]:
 
 
 def gold_answer(answer: str) -> str:
-    """Reduce a reference answer to what the checker compares: GSM8K `#### 42` -> "42", a MATH solution -> the
-    content of its last \\boxed{}, anything else stripped."""
-    if "####" in answer:
-        return answer.rsplit("####", 1)[1].strip().replace(",", "")
-    if "\\boxed" in answer or "\\fbox" in answer:
-        boxed = verify.extract_answer(answer)
-        return "" if boxed is None else boxed.strip()     # an empty box is an error, not the whole solution
-    return answer.strip()
-
-
-def load_task(args) -> dict:
-    """The task as plain data and functions: train/eval problems, prompt text, rewards. No model is touched."""
-    if args.model is None:
-        train, held_out = countdown.make_problems()
-        task = {"name": "countdown", "train": train, "eval": held_out, "add_special_tokens": True,
-                "prompt": lambda p, tokenizer: p["prompt"],
-                "reward": lambda texts, probs: [countdown.reward(t, p["numbers"], p["target"])
-                                                for t, p in zip(texts, probs)]}
-    else:
-        train = load_jsonl(args.data)
-        if args.eval_data:
-            held_out = load_jsonl(args.eval_data)
-        else:
-            n = min(500, max(1, len(train) // 10))
-            if len(train) - n < 1:
-                raise ValueError(f"{args.data}: {len(train)} problem(s) is too few to hold out an evaluation split; "
-                                 f"pass --eval-data")
-            train, held_out = train[:-n], train[-n:]
-        fallback = {"fallback": args.reward_fallback} if hasattr(verify, "FALLBACKS") else {}
-        task = {"name": "jsonl", "train": train, "eval": held_out, "add_special_tokens": False,
-                "prompt": chat_prompt,
-                "reward": lambda texts, probs: verify.batch_reward(texts, [p["gold"] for p in probs],
-                                                                   timeout=args.reward_timeout,
-                                                                   workers=args.reward_workers,
-                                                                   **fallback)}
-    if args.eval_problems:
-        task["eval"] = task["eval"][:args.eval_problems]
-    if len(task["train"]) < args.prompts_per_step:
-        raise ValueError(f"--prompts-per-step {args.prompts_per_step} is larger than the training set "
-                         f"({len(task['train'])} problems)")
-    return task
+    """What the checker compares a response with: the final answer that verify.extract_answer finds (the last
+    \\boxed{} of a MATH solution, GSM8K's `#### 42`, ...), else the whole answer stripped. "" for an empty box."""
+    final = verify.extract_answer(answer)
+    if final is not None:
+        return final.strip()
+    return "" if "\\boxed" in answer or "\\fbox" in answer else answer.strip()
 
 
 def chat_prompt(problem: dict, tokenizer) -> str:
@@ -298,27 +677,28 @@ def chat_prompt(problem: dict, tokenizer) -> str:
     return f"{bos}{content}\n"
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Model: the embedded warm-started tiny Llama (cached) or a Hugging Face checkpoint
+def load_policy(args, task: Task, log, checkpoint: str | None = None) -> Policy:
+    """The policy to train: a resumed run's checkpoint, the embedded warm-started model, or --model."""
+    if checkpoint:
+        model, tokenizer = load_hf_model(checkpoint, args)
+    elif args.model is None:
+        model, tokenizer = warmed_up_model(args, task, log)
+    else:
+        model, tokenizer = load_hf_model(args.model, args)
+    model.to(args.device).eval()
+    if args.grad_checkpointing:
+        # (renamed in transformers 5; the rollout runs in eval mode and keeps its KV cache)
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    policy = Policy(model, tokenizer, stop_token_ids(model, tokenizer), from_hidden=use_hidden_stats(model, args))
+    if str(args.device).startswith("cuda"):
+        policy.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    if args.kl_coef > 0:
+        import copy
+        policy.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    return policy
 
-def _atomic_save(write, final_dir: str) -> None:
-    """Write into a fresh temporary directory, then swap it in with renames (the old copy survives a crash)."""
-    parent = os.path.dirname(os.path.abspath(final_dir))
-    os.makedirs(parent, exist_ok=True)
-    for stale in glob.glob(f"{glob.escape(final_dir)}.tmp-*"):        # left by an earlier process killed mid-save
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = f"{final_dir}.tmp-{os.getpid()}"
-    os.makedirs(tmp)
-    write(tmp)
-    old = f"{final_dir}.old"
-    if os.path.exists(final_dir):
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(final_dir, old)
-    os.rename(tmp, final_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
-
-def warmed_up_model(args, task, log):
+def warmed_up_model(args, task: Task, log):
     """The embedded model after its supervised warm-up, from the cache when an identical warm-up exists.
 
     The warm-up uses a fixed seed (not --seed) so that every run - any seed, any algorithm - starts from the same
@@ -338,11 +718,11 @@ def warmed_up_model(args, task, log):
                 PreTrainedTokenizerFast.from_pretrained(path))
     tokenizer = countdown.build_tokenizer()
     model = countdown.build_model(tokenizer, seed=0).to(args.device)
-    log(f"warm-up: {args.sft_steps} supervised steps on {len(task['train'])} problems "
+    log(f"warm-up: {args.sft_steps} supervised steps on {len(task.train)} problems "
         f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), caching to {path}")
     start = time.time()
     extra = {} if args.warmup_variant == "full" else {"variant": args.warmup_variant}
-    losses = countdown.warm_up(model, tokenizer, task["train"], args.sft_steps, lr=args.sft_lr, seed=0,
+    losses = countdown.warm_up(model, tokenizer, task.train, args.sft_steps, lr=args.sft_lr, seed=0,
                                progress=not args.no_progress, **extra)
     seconds = time.time() - start
 
@@ -352,7 +732,7 @@ def warmed_up_model(args, task, log):
         with open(os.path.join(tmp, "warmup.json"), "w") as f:
             json.dump({"steps": args.sft_steps, "lr": args.sft_lr, "seconds": seconds,
                        "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:]))}, f)
-    _atomic_save(write, path)
+    atomic_save(write, path)
     return model, tokenizer
 
 
@@ -376,9 +756,6 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The update: teacher-forced token statistics and the SimKO / DAPO loss
-
 def use_hidden_stats(model, args) -> bool:
     if args.stats_from_hidden != "auto":
         return args.stats_from_hidden == "on"
@@ -388,170 +765,11 @@ def use_hidden_stats(model, args) -> bool:
     return plain and model.config.vocab_size > 32768
 
 
-def response_token_stats(model, input_ids, attention_mask, prompt_len, args, from_hidden: bool):
-    """simko.TokenStats [b, R] of the response tokens under the current policy (position t predicts token t+1)."""
-    tokens = input_ids[:, prompt_len:]
-    pos = R.position_ids(attention_mask)
-    if from_hidden:
-        base = getattr(model, model.base_model_prefix)
-        hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
-                      use_cache=False).last_hidden_state
-        head = model.get_output_embeddings()
-        # Under CUDA autocast the LM head runs in bf16, as it would inside the model; the fused function gets both
-        # operands in one dtype and runs with autocast off, so its forward and its recomputing backward agree.
-        dtype = torch.bfloat16 if hidden.is_cuda and torch.is_autocast_enabled("cuda") else head.weight.dtype
-        with torch.autocast(device_type=hidden.device.type, enabled=False):
-            return simko.token_stats_from_hidden(
-                hidden[:, prompt_len - 1:-1].to(dtype), head.weight.to(dtype), tokens,
-                top_k=args.simko_topk, temperature=args.temperature,
-                bias=None if head.bias is None else head.bias.to(dtype))
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
-                   logits_to_keep=tokens.shape[1] + 1).logits[:, :-1]
-    return simko.token_stats(logits, tokens, top_k=args.simko_topk,
-                             temperature=args.temperature)
-
-
-def compute_advantages(rewards: torch.Tensor, entropy: torch.Tensor, method: str, k: int, seed: int) -> torch.Tensor:
-    """[P, G] rewards -> [P, G] advantages; `entropy` [P] is each prompt's mean token entropy (entropy_adaptive)."""
-    return passk_at_k.compute_advantages(method, rewards, k, entropy=entropy,
-                                         generator=torch.Generator().manual_seed(seed))
-
-
-def update(model, ref_model, optimizer, scheduler, ro: R.Rollout, advantages: torch.Tensor, args, autocast,
-           from_hidden: bool) -> dict:
-    """--mini-batches optimiser steps on one rollout batch, each in micro-batches whose losses add up to the
-    mini-batch's loss.
-
-    The rollout's prompts are split in order into M parts of whole groups (like verl's ppo_mini_batch_size); each
-    part is one optimiser step, so from the second part on the policy differs from the sampling policy and the
-    ratio and its clip come into play. M = 1 is a single step on the whole batch. Rows whose advantage is 0 (all
-    tokens) add exactly 0 to the loss and its gradient when there is no KL term: they are left out of the forward
-    and backward, while the loss normaliser (tokens or rows of the mini-batch) still counts them. The exception is
-    SimKO's batch_quantile gate, whose quantile would then be taken over fewer tokens.
-    """
-    model.train()
-    rows, width = ro.response_mask.shape
-    mask = ro.response_mask
-    # Each micro-batch's loss is rescaled so that the sum equals the mini-batch's aggregate (tokens or sequences).
-    if args.loss_agg == "token_mean":
-        weights = mask.sum(1)
-    elif args.loss_agg == "seq_mean_token_mean":
-        weights = (mask.sum(1) > 0).float()
-    else:
-        weights = torch.ones(rows, device=mask.device)
-    can_skip = ref_model is None and not (args.simko and args.simko_gate == "batch_quantile")
-    live = weights > 0
-    if can_skip:
-        live &= advantages != 0
-    G = args.group_size
-    parts = torch.arange(rows // G).tensor_split(min(args.mini_batches, rows // G))
-    K = args.simko_topk
-    sums, n_sum, losses, grad_norms = {}, 0.0, [], []
-    for part in parts:
-        part_rows = torch.arange(int(part[0]) * G, (int(part[-1]) + 1) * G, device=mask.device)
-        total = weights[part_rows].sum().clamp_min(1)
-        todo = part_rows[live[part_rows]]
-        micro = args.micro_batch_size or max(len(todo), 1)
-        optimizer.zero_grad(set_to_none=True)
-        part_loss = 0.0
-        for s in range(0, len(todo), micro):
-            sel = todo[s:s + micro]
-            ids, att, m = ro.input_ids[sel], ro.attention_mask[sel], mask[sel]
-            share = (weights[sel].sum() / total).item()
-            with autocast():
-                stats = response_token_stats(model, ids, att, ro.prompt_len, args, from_hidden)
-            loss, metrics = simko.policy_loss(
-                stats.logp, ro.logp[sel], advantages[sel], m, stats if args.simko else None,
-                alpha=args.simko_alpha if args.simko else 0.0, lam=args.simko_lambda if args.simko else 1.0,
-                tau=args.simko_tau, gate=args.simko_gate, penalty=args.simko_penalty, clip_low=args.clip_low,
-                clip_high=args.clip_high, agg=args.loss_agg, max_len=width)
-            metrics.pop("entropy", None)        # (logged from the rollout, over every row)
-            if ref_model is not None:
-                with torch.no_grad(), autocast():
-                    ref_logp = response_token_stats(ref_model, ids, att, ro.prompt_len, args, from_hidden).logp
-                log_ratio = torch.where(m.bool(), ref_logp - stats.logp, 0.0)
-                kl = ((log_ratio.exp() - log_ratio - 1) * m).sum() / m.sum().clamp_min(1)   # k3 estimator, >= 0
-                loss = loss + args.kl_coef * kl
-                metrics["kl"] = kl.item()
-            (loss * share).backward()
-            part_loss += loss.item() * share
-            n_tok = m.sum().item()
-            for key, value in metrics.items():
-                sums[key] = sums.get(key, 0.0) + value * n_tok
-            n_sum += n_tok
-        if len(todo) == 0:
-            # Nothing can move the gradient, but the optimiser still takes its step (as it would on zero gradients)
-            for p in model.parameters():
-                if p.requires_grad and p.grad is None:
-                    p.grad = torch.zeros_like(p)
-        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)))
-        optimizer.step()
-        losses.append(part_loss)
-    scheduler.step()
-    model.eval()
-    # policy-loss metrics: means over the response tokens that entered the update (None when none did)
-    if not sums:
-        one = torch.zeros(1, 1)
-        sums = dict.fromkeys(simko.policy_loss(one, one, one[0], one + 1)[1], 0.0)
-        sums.pop("entropy", None)
-    out = {key: value / n_sum if n_sum else None for key, value in sums.items()}
-    out["loss"] = sum(losses) / len(losses)
-    out["grad_norm"] = sum(grad_norms) / len(grad_norms)
-    out["updated_rows_frac"] = live.float().mean().item()
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Evaluation: pass@k on the held-out split
-
-@torch.no_grad()
-def evaluate(model, tokenizer, task, args, eos_ids, autocast) -> dict:
-    """pass@k for every k = 1..n from n = --eval-samples responses per held-out problem.
-
-    A fresh generator seeded from --seed is used at every evaluation: evaluations never disturb the training RNG
-    (so resuming reproduces the run), and before/after tables see the same random numbers."""
-    model.eval()
-    prompts = [task["prompt"](p, tokenizer) for p in task["eval"]]
-    generator = torch.Generator(device=args.device).manual_seed(args.seed + 7919)
-    n = args.eval_samples
-    # as many rows per generation call as a training rollout (at least 512 for the tiny embedded model)
-    eval_rows = max(n, (args.gen_batch_size or args.prompts_per_step) * args.group_size)
-    if args.model is None:
-        eval_rows = max(eval_rows, 512)
-    with autocast():
-        texts = R.sample_for_eval(model, tokenizer, prompts, n, max_new_tokens=args.max_new_tokens,
-                                  temperature=args.eval_temperature, top_p=args.eval_top_p, generator=generator,
-                                  batch_size=eval_rows, add_special_tokens=task["add_special_tokens"],
-                                  eos_token_id=eos_ids, **decode_kwargs(args))
-    flat = [t for row in texts for t in row]
-    problems = [p for p in task["eval"] for _ in range(n)]
-    correct = torch.tensor(task["reward"](flat, problems)).view(len(prompts), n) > 0.5
-    curve = passk_at_k.pass_at_k_curve(correct, ks=list(range(1, n + 1)))
-    return {**{f"pass@{k}": v for k, v in curve.items()}, "correct": correct.sum(1).tolist()}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Checkpoints
-
-def find_checkpoint(out: str) -> str | None:
-    """The usable checkpoint of a run: `checkpoint/`, or `checkpoint.old` when a save died between its renames."""
-    for name in ("checkpoint", "checkpoint.old"):
-        path = os.path.join(out, name)
-        if os.path.isfile(os.path.join(path, "trainer_state.pt")):
-            return path
-    return None
-
-
-def save_checkpoint(out, model, tokenizer, optimizer, scheduler, step, sampler, generator):
-    def write(tmp):
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "sampler": sampler.getstate(), "generator": generator.get_state(),
-                    "torch_rng": torch.random.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-                   os.path.join(tmp, "trainer_state.pt"))
-    _atomic_save(write, os.path.join(out, "checkpoint"))
+def set_threads(args) -> None:
+    # The tiny model's matrices are too small for intra-op parallelism (the README has the measurement), so the
+    # embedded run uses one thread unless --threads says otherwise.
+    if args.threads or (args.model is None and not str(args.device).startswith("cuda")):
+        torch.set_num_threads(args.threads or 1)
 
 
 def decode_kwargs(args) -> dict:
@@ -559,188 +777,7 @@ def decode_kwargs(args) -> dict:
     return {"static_cache": True} if args.decode == "static" else {}
 
 
-def rl_step(step, batch, model, ref_model, tokenizer, optimizer, scheduler, task, args, generator, eos_ids,
-            autocast, from_hidden) -> dict:
-    """One RL step on `batch` (a list of problems): rollout -> reward -> advantage -> update. Returns its metrics."""
-    G, P = args.group_size, len(batch)
-    t0 = time.time()
-    prompts = [task["prompt"](p, tokenizer) for p in batch]
-    per_call = args.gen_batch_size or P
-    parts = []
-    with autocast():
-        for s in range(0, P, per_call):
-            parts.append(R.rollout(model, tokenizer, prompts[s:s + per_call], G, max_new_tokens=args.max_new_tokens,
-                                   temperature=args.temperature, top_p=args.top_p, generator=generator,
-                                   add_special_tokens=task["add_special_tokens"], eos_token_id=eos_ids,
-                                   **decode_kwargs(args), **STATS_TOP_K))
-    ro = _concat_rollouts(parts, tokenizer)
-    t1 = time.time()
-    rewards = torch.tensor(task["reward"](ro.texts, [p for p in batch for _ in range(G)]),
-                           dtype=torch.float32).view(P, G)
-    t2 = time.time()
-    mask = ro.response_mask
-    prompt_entropy = ((ro.entropy * mask).sum(1) / mask.sum(1).clamp_min(1)).view(P, G).mean(1).cpu()
-    method = "grpo" if args.switch_to_grpo_at is not None and step >= args.switch_to_grpo_at else args.advantage
-    adv = compute_advantages(rewards, prompt_entropy, method, args.k, args.seed * 100003 + step)
-    advantages = adv.reshape(-1).to(args.device, torch.float32)
-    t3 = time.time()
-    stats = update(model, ref_model, optimizer, scheduler, ro, advantages, args, autocast, from_hidden)
-    t4 = time.time()
-    n_tokens = mask.sum().item()
-    out = {"type": "train", "step": step + 1, "advantage": method,
-           "reward_mean": rewards.mean().item(),
-           "zero_variance_frac": (rewards.std(1) == 0).float().mean().item(),
-           "adv_mean": adv.mean().item(), "adv_abs_mean": adv.abs().mean().item(),
-           "response_len": mask.sum(1).mean().item(), "truncated_frac": ro.truncated.float().mean().item(),
-           # the sampling policy's mean token entropy and concentration, over every response token of the batch
-           "entropy": (ro.entropy * mask).sum().item() / max(n_tokens, 1)}
-    if getattr(ro, "topk_logp", None) is not None:
-        c = simko.concentration(ro.topk_logp, mask)
-        for i in range(CONCENTRATION_RANKS):
-            out[f"rank{i + 1}_prob"] = c["prob"][i]
-        for i in range(CONCENTRATION_RANKS):
-            out[f"rank{i + 1}_logp"] = c["logp"][i]
-    out.update(stats)
-    out.update({"lr": scheduler.get_last_lr()[0],
-                "rollout_tokens_per_s": n_tokens / max(t1 - t0, 1e-9),
-                "update_tokens_per_s": ro.attention_mask.sum().item() / max(t4 - t3, 1e-9),
-                "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_advantage": t3 - t2, "time_update": t4 - t3,
-                "time_step": t4 - t0})
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The run
-
-def set_threads(args) -> None:
-    # The tiny model's matrices are too small for intra-op parallelism: on a busy 2-core machine 2 threads made
-    # a warm-up step 8x slower than 1 thread (3.0 s vs 0.37 s), so the embedded run uses one thread by default.
-    if args.threads or (args.model is None and not str(args.device).startswith("cuda")):
-        torch.set_num_threads(args.threads or 1)
-
-
-def main(argv=None) -> dict:
-    """Run one configuration; returns {"before": pass@k dict, "after": pass@k dict, "last_step": metrics, "out"}."""
-    args = parse_args(argv)
-    task = load_task(args)                 # data errors surface here, before any model is loaded
-    from tqdm import tqdm
-    from transformers.utils import logging as hf_logging
-    hf_logging.disable_progress_bar()      # our own bars only
-
-    def log(message):
-        tqdm.write(message)
-
-    os.makedirs(args.out, exist_ok=True)
-    torch.manual_seed(args.seed)
-    set_threads(args)
-    checkpoint = find_checkpoint(args.out) if args.resume else None
-    if checkpoint:
-        model, tokenizer = load_hf_model(checkpoint, args)
-    elif args.model is None:
-        model, tokenizer = warmed_up_model(args, task, log)
-    else:
-        model, tokenizer = load_hf_model(args.model, args)
-    model.to(args.device).eval()
-    eos_ids = stop_token_ids(model, tokenizer)
-    on_cuda = str(args.device).startswith("cuda")
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else nullcontext
-    if args.grad_checkpointing:
-        # (renamed in transformers 5; the rollout runs in eval mode and keeps its KV cache)
-        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
-    from_hidden = use_hidden_stats(model, args)
-    ref_model = None
-    if args.kl_coef > 0:
-        import copy
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / args.lr_warmup_steps) if args.lr_warmup_steps else 1.0)
-    sampler = random.Random(args.seed)                                   # which prompts each step sees
-    generator = torch.Generator(device=args.device).manual_seed(args.seed)  # rollout sampling
-    metrics_path = os.path.join(args.out, "metrics.jsonl")
-    start_step, history = 0, []
-    if checkpoint:
-        state = torch.load(os.path.join(checkpoint, "trainer_state.pt"), weights_only=False)
-        if ref_model is not None:
-            log("note: --kl-coef on resume uses the checkpoint as the reference policy")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.setstate(state["sampler"])
-        generator.set_state(state["generator"])
-        torch.random.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        start_step = state["step"]
-        config_path = os.path.join(args.out, "config.json")
-        if os.path.isfile(config_path):
-            with open(config_path) as f:
-                saved = json.load(f)
-            changed = sorted(k for k, v in vars(args).items()
-                             if k in saved and saved[k] != v and k not in ("steps", "resume", "no_progress"))
-            if changed:
-                log("warning: --resume with flags that differ from the original run: " +
-                    ", ".join(f"{k} {saved[k]!r} -> {getattr(args, k)!r}" for k in changed))
-        # keep the log up to the checkpoint; whatever was written after it is redone
-        with open(metrics_path) as f:
-            history = [json.loads(line) for line in f if line.strip()]
-        history = [h for h in history if h["step"] <= start_step]
-        log(f"resuming {args.out} at step {start_step}")
-    else:
-        with open(os.path.join(args.out, "config.json"), "w") as f:
-            json.dump(vars(args), f, indent=1)
-    with open(metrics_path + ".tmp", "w") as f:
-        f.writelines(json.dumps(h) + "\n" for h in history)
-    os.replace(metrics_path + ".tmp", metrics_path)
-
-    def record(entry):
-        history.append(entry)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-
-    def run_eval(step):
-        t = time.time()
-        result = evaluate(model, tokenizer, task, args, eos_ids, autocast)
-        record({"type": "eval", "step": step, **result, "seconds": time.time() - t})
-        log(f"eval @ step {step}: " + "  ".join(f"pass@{k} {result[f'pass@{k}']:.3f}" for k in TABLE_KS
-                                                 if f"pass@{k}" in result))
-
-    log(f"{task['name']}: {len(task['train'])} training / {len(task['eval'])} held-out problems; "
-        f"advantage {args.advantage} (k={args.k}), SimKO {'on' if args.simko else 'off'}, out {args.out}")
-    if start_step == 0:
-        run_eval(0)
-
-    P = args.prompts_per_step
-    bar = tqdm(range(start_step, args.steps), desc="RL", disable=args.no_progress, initial=start_step,
-               total=args.steps)
-    last = {}
-    for step in bar:
-        batch = sampler.sample(task["train"], P)
-        last = rl_step(step, batch, model, ref_model, tokenizer, optimizer, scheduler, task, args, generator,
-                       eos_ids, autocast, from_hidden)
-        record(last)
-        bar.set_postfix(reward=f"{last['reward_mean']:.3f}", step_s=f"{last['time_step']:.2f}")
-        done = step + 1
-        if args.eval_every and done % args.eval_every == 0 and done != args.steps:
-            run_eval(done)
-        if args.save_every and done % args.save_every == 0 and done != args.steps:
-            save_checkpoint(args.out, model, tokenizer, optimizer, scheduler, done, sampler, generator)
-    bar.close()
-
-    if start_step < args.steps or not any(h["type"] == "eval" and h["step"] == args.steps for h in history):
-        run_eval(args.steps)
-    save_checkpoint(args.out, model, tokenizer, optimizer, scheduler, args.steps, sampler, generator)
-    evals = [h for h in history if h["type"] == "eval"]
-    before, after = evals[0], evals[-1]
-    table = pass_at_k_table(before, after, args.eval_samples)
-    print(table)
-    with open(os.path.join(args.out, "pass_at_k.md"), "w") as f:
-        f.write(table + "\n")
-    strip = lambda e: {k: v for k, v in e.items() if k.startswith("pass@")}
-    return {"before": strip(before), "after": strip(after), "last_step": last, "out": args.out}
-
-
-def _concat_rollouts(parts: list, tokenizer) -> R.Rollout:
+def concat_rollouts(parts: list, tokenizer) -> R.Rollout:
     """Join rollouts generated in several calls (their prompt and response widths may differ) by re-padding."""
     if len(parts) == 1:
         return parts[0]
@@ -753,6 +790,9 @@ def _concat_rollouts(parts: list, tokenizer) -> R.Rollout:
         left = P - p.prompt_len if prompt_part else 0
         right = T - p.response_mask.shape[1]
         return F.pad(x, (left, right), value=value)
+    extra = {}
+    if getattr(parts[0], "topk_logp", None) is not None:
+        extra["topk_logp"] = torch.cat([F.pad(p.topk_logp, (0, 0, 0, T - p.response_mask.shape[1])) for p in parts])
     return R.Rollout(
         input_ids=torch.cat([fix(p.input_ids, p, pad, True) for p in parts]),
         attention_mask=torch.cat([fix(p.attention_mask, p, 0, True) for p in parts]),
@@ -760,9 +800,7 @@ def _concat_rollouts(parts: list, tokenizer) -> R.Rollout:
         logp=torch.cat([fix(p.logp, p, 0.0, False) for p in parts]),
         entropy=torch.cat([fix(p.entropy, p, 0.0, False) for p in parts]),
         truncated=torch.cat([p.truncated for p in parts]), prompt_len=P,
-        texts=[t for p in parts for t in p.texts],
-        **({"topk_logp": torch.cat([F.pad(p.topk_logp, (0, 0, 0, T - p.response_mask.shape[1])) for p in parts])}
-           if getattr(parts[0], "topk_logp", None) is not None else {}))
+        texts=[t for p in parts for t in p.texts], **extra)
 
 
 def pass_at_k_table(before: dict, after: dict, n: int) -> str:
@@ -771,6 +809,114 @@ def pass_at_k_table(before: dict, after: dict, n: int) -> str:
              f"| before (step {before['step']}) | " + " | ".join(f"{before[f'pass@{k}']:.3f}" for k in ks) + " |",
              f"| after (step {after['step']}) | " + " | ".join(f"{after[f'pass@{k}']:.3f}" for k in ks) + " |"]
     return "\n".join(lines)
+
+
+# ---- Resume: the saved flags, the explicit ones, what may change
+
+def resumed_args(parser, args, argv) -> argparse.Namespace:
+    """--resume: the run's config.json, overridden by the flags given explicitly; refuses a change of anything that
+    defines the run (everything outside RESUME_MAY_CHANGE)."""
+    if args.out is None:
+        parser.error("--resume needs --out (the run directory to continue)")
+    if find_checkpoint(args.out) is None:
+        parser.error(f"--resume: no checkpoint in {args.out}")
+    config = os.path.join(args.out, "config.json")
+    if not os.path.isfile(config):
+        parser.error(f"--resume: no config.json in {args.out}")
+    with open(config) as f:
+        saved = json.load(f)
+    quiet = build_parser()            # the same parser with no defaults: only what was typed survives parsing
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    explicit = vars(quiet.parse_args(argv))
+    merged = vars(parser.parse_args([]))                  # defaults for flags that an older config.json lacks
+    merged.update({k: v for k, v in saved.items() if k in merged})
+    changed = {k: (merged[k], v) for k, v in explicit.items() if merged[k] != v and k not in ("resume", "out")}
+    refused = [k for k in changed if k not in RESUME_MAY_CHANGE]
+    if refused:
+        parser.error("--resume cannot change " + ", ".join(
+            f"--{k.replace('_', '-')} ({changed[k][0]!r} -> {changed[k][1]!r})" for k in refused) +
+            f": it defines the run in {args.out}; start a new run with another --out instead")
+    merged.update(explicit)
+    merged["resume"] = True
+    resumed = argparse.Namespace(**merged)
+    resumed.changed_on_resume = changed
+    return resumed
+
+
+def save_config(args) -> None:
+    config = {k: v for k, v in vars(args).items() if k not in ("resume", "changed_on_resume")}
+    path = os.path.join(args.out, "config.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(config, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def start_metrics(path: str, checkpoint_step: int | None) -> list[dict]:
+    """A resumed run's log up to its checkpoint (what a killed run wrote after it is redone), rewritten atomically;
+    an empty log for a new run."""
+    history = []
+    if checkpoint_step is not None:
+        with open(path) as f:
+            history = [json.loads(line) for line in f if line.strip()]
+        history = [h for h in history if h["step"] <= checkpoint_step]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(h) + "\n" for h in history)
+    os.replace(path + ".tmp", path)
+    return history
+
+
+# ---- Checkpoints
+
+def find_checkpoint(out: str) -> str | None:
+    """The usable checkpoint of a run: `checkpoint/`, or `checkpoint.old` when a save died between its renames."""
+    for name in ("checkpoint", "checkpoint.old"):
+        path = os.path.join(out, name)
+        if os.path.isfile(os.path.join(path, "trainer_state.pt")):
+            return path
+    return None
+
+
+def save_checkpoint(out, policy: Policy, optimizer, scheduler, step, sampler, generator):
+    def write(tmp):
+        policy.model.save_pretrained(tmp)
+        policy.tokenizer.save_pretrained(tmp)
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "sampler": sampler.getstate(), "generator": generator.get_state(),
+                    "torch_rng": torch.random.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                   os.path.join(tmp, "trainer_state.pt"))
+    atomic_save(write, os.path.join(out, "checkpoint"))
+
+
+def load_trainer_state(checkpoint, optimizer, scheduler, sampler, generator) -> int:
+    """Restore the optimiser, scheduler and every random state of a checkpoint; returns its step."""
+    state = torch.load(os.path.join(checkpoint, "trainer_state.pt"), weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    sampler.setstate(state["sampler"])
+    generator.set_state(state["generator"])
+    torch.random.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["step"]
+
+
+def atomic_save(write, final_dir: str) -> None:
+    """Write into a fresh temporary directory, then swap it in with renames (the old copy survives a crash)."""
+    parent = os.path.dirname(os.path.abspath(final_dir))
+    os.makedirs(parent, exist_ok=True)
+    for stale in glob.glob(f"{glob.escape(final_dir)}.tmp-*"):        # left by an earlier process killed mid-save
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = f"{final_dir}.tmp-{os.getpid()}"
+    os.makedirs(tmp)
+    write(tmp)
+    old = f"{final_dir}.old"
+    if os.path.exists(final_dir):
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final_dir, old)
+    os.rename(tmp, final_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def test_malformed_jsonl_names_file_and_line(tmp_path, lines, message):
 
 
 def test_gold_answers_are_reduced():
-    assert train.gold_answer("Natalia sold 48 clips... #### 1,072") == "1072"
+    assert train.gold_answer("Natalia sold 48 clips... #### 1,072") == "1,072"     # (verify reads 1,072 = 1072)
     boxed = "so $x = \\boxed{\\frac{1}{2}}$ and \\boxed{\\{3, 4\\}}"
     assert train.gold_answer(boxed) == verify.extract_answer(boxed)        # the checker's own reduction
     assert train.gold_answer("  7 ") == "7"
@@ -202,6 +202,10 @@ def _reference_gradient(model, ro, adv, agg, simko_on):
     return torch.cat([p.grad.flatten() for p in m.parameters()])
 
 
+def _policy(model):
+    return train.Policy(model, tokenizer=None, eos_ids=[1])
+
+
 def _sgd_update(model, ro, adv, argv, monkeypatch=None):
     """train.update with SGD at lr 1: returns (the step, i.e. the gradient; metrics; rows forwarded)."""
     args = train.parse_args(["--group-size", "4", "--k", "2", "--max-grad-norm", "1e9", "--mini-batches", "1", *argv])
@@ -214,11 +218,11 @@ def _sgd_update(model, ro, adv, argv, monkeypatch=None):
         real = train.response_token_stats
         monkeypatch.setattr(train, "response_token_stats",
                             lambda model, ids, *a, **k: rows.append(ids.shape[0]) or real(model, ids, *a, **k))
-    metrics = train.update(m, None, opt, sched, ro, adv, args, train.nullcontext, from_hidden=False)
+    metrics = train.update(_policy(m), opt, sched, ro, adv, args)
     return torch.cat([(b - p.detach()).flatten() for b, p in zip(before, m.parameters())]), metrics, rows
 
 
-@pytest.mark.parametrize("agg", train.LOSS_AGGS)
+@pytest.mark.parametrize("agg", simko.AGGREGATIONS)
 @pytest.mark.parametrize("simko_on", [True, False])
 def test_micro_batches_give_the_full_batch_gradient(agg, simko_on):
     model, _, ro = _tiny_rollout()
@@ -235,7 +239,7 @@ def test_micro_batches_give_the_full_batch_gradient(agg, simko_on):
     torch.testing.assert_close(grads[0], _reference_gradient(model, ro, adv, agg, simko_on), atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("agg", train.LOSS_AGGS)
+@pytest.mark.parametrize("agg", simko.AGGREGATIONS)
 @pytest.mark.parametrize("simko_on", [True, False])
 def test_rows_with_zero_advantage_are_left_out_and_the_gradient_is_unchanged(agg, simko_on, monkeypatch):
     model, _, ro = _tiny_rollout()
@@ -270,7 +274,7 @@ def test_one_mini_batch_is_exactly_one_step_on_the_whole_batch():
     adv = torch.randn(12)
     args = train.parse_args(["--group-size", "4", "--k", "2", "--mini-batches", "1"])
     a = copy.deepcopy(model)
-    metrics = train.update(a, None, *_adamw(a, 1e-2), ro, adv, args, train.nullcontext, from_hidden=False)
+    metrics = train.update(_policy(a), *_adamw(a, 1e-2), ro, adv, args)
     # the same step by hand: one forward of every row, the paper's loss, clip, AdamW
     b = copy.deepcopy(model).train()
     opt, _ = _adamw(b, 1e-2)
@@ -291,8 +295,7 @@ def test_mini_batches_are_successive_steps_where_the_ratio_moves_and_the_clip_ac
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5] * 3)
     argv = ["--group-size", "4", "--k", "2", "--lr", "0.05", "--mini-batches", "1"]
     a = copy.deepcopy(model)
-    metrics = train.update(a, None, *_adamw(a, 0.05), ro, adv, train.parse_args(argv + ["--mini-batches", "3"]),
-                           train.nullcontext, from_hidden=False)
+    metrics = train.update(_policy(a), *_adamw(a, 0.05), ro, adv, train.parse_args(argv + ["--mini-batches", "3"]))
     assert abs(metrics["ratio_mean"] - 1.0) > 0.01
     assert metrics["clip_frac_low"] + metrics["clip_frac_high"] > 0
     # exactly three one-step updates, one per group, in order, each with its own loss normaliser
@@ -302,7 +305,7 @@ def test_mini_batches_are_successive_steps_where_the_ratio_moves_and_the_clip_ac
         rows = slice(4 * g, 4 * g + 4)
         part = ro._replace(**{f: getattr(ro, f)[rows] for f in ro._fields
                               if isinstance(getattr(ro, f), torch.Tensor)}, texts=ro.texts[rows])
-        train.update(b, None, opt, sched, part, adv[rows], train.parse_args(argv), train.nullcontext, False)
+        train.update(_policy(b), opt, sched, part, adv[rows], train.parse_args(argv))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
@@ -318,19 +321,24 @@ def test_token_stats_from_hidden_equal_those_from_logits():
     torch.testing.assert_close(a.logp[m], ro.logp[m], atol=2e-5, rtol=0)    # = the sampler's own log-probs
 
 
-def test_advantage_dispatch_matches_passk_module():
+def test_advantage_step_uses_the_registry_with_each_prompts_entropy():
     import passk_at_k as pk
+    from types import SimpleNamespace
     r = torch.tensor([[1., 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
     ent = torch.tensor([0.1, 0.5, 0.3])
+    mask = torch.tensor([[1., 1, 0]] * 12)
+    ro = SimpleNamespace(entropy=ent.repeat_interleave(4)[:, None] * mask, response_mask=mask)
+    args = train.parse_args(["--k", "2", "--seed", "3"])
     with pytest.raises(ValueError, match="unknown advantage 'exceed'"):
-        train.compute_advantages(r, ent, "exceed", 2, 0)        # never a silent fall-through
-    torch.testing.assert_close(train.compute_advantages(r, ent, "grpo", 2, 0), pk.grpo_advantages(r))
-    torch.testing.assert_close(train.compute_advantages(r, ent, "passk", 2, 0), pk.passk_advantages_analytical(r, 2))
-    torch.testing.assert_close(train.compute_advantages(r, ent, "entropy_adaptive", 2, 0),
+        train.advantages_of(r, ro, "exceed", args, 0)          # never a silent fall-through
+    torch.testing.assert_close(train.advantages_of(r, ro, "grpo", args, 0), pk.grpo_advantages(r))
+    torch.testing.assert_close(train.advantages_of(r, ro, "passk", args, 0), pk.passk_advantages_analytical(r, 2))
+    torch.testing.assert_close(train.advantages_of(r, ro, "entropy_adaptive", args, 0),
                                pk.entropy_adaptive_advantages(r, 2, ent))
     for method in train.ADVANTAGES:
-        a = train.compute_advantages(r, ent, method, 2, 0)
+        a = train.advantages_of(r, ro, method, args, 0)
         assert a.shape == r.shape and torch.isfinite(a).all() and (a[2] == 0).all()
+        assert torch.equal(a, train.advantages_of(r, ro, method, args, 0))    # seeded by --seed and the step
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -517,11 +525,11 @@ def test_hf_prompt_and_reward_wiring(hf_model_dir):
     args = train.parse_args(["--model", str(d / "model"), "--data", str(d / "train.jsonl"), "--eval-data",
                              str(d / "test.jsonl"), "--reward-workers", "0", "--prompts-per-step", "2"])
     task = train.load_task(args)
-    assert len(task["train"]) == 12 and task["eval"][3] == {"problem": "Compute $3^2$.", "gold": "9"}
+    assert len(task.train) == 12 and task.eval[3] == {"problem": "Compute $3^2$.", "gold": "9"}
     _, tok = train.load_hf_model(str(d / "model"), args)
-    prompt = task["prompt"](task["train"][2], tok)
+    prompt = task.prompt(task.train[2], tok)
     assert prompt == f"U:What is 2 + 2?\n{train.INSTRUCTION}\nA:"
-    assert task["reward"](["so \\boxed{4}", "\\boxed{5}", "#### 4"], task["train"][2:3] * 3) == [1.0, 0.0, 1.0]
+    assert task.reward(["so \\boxed{4}", "\\boxed{5}", "#### 4"], task.train[2:3] * 3) == [1.0, 0.0, 1.0]
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path):
@@ -534,12 +542,12 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path):
         open(os.path.join(d, "trainer_state.pt"), "w").write("v2-partial")
         raise KeyboardInterrupt("killed mid-save")
 
-    train._atomic_save(good, final)
+    train.atomic_save(good, final)
     with pytest.raises(KeyboardInterrupt):
-        train._atomic_save(dies_halfway, final)
+        train.atomic_save(dies_halfway, final)
     assert open(os.path.join(final, "trainer_state.pt")).read() == "v1"
     assert train.find_checkpoint(str(tmp_path)) == final
-    train._atomic_save(lambda d: open(os.path.join(d, "trainer_state.pt"), "w").write("v3"), final)
+    train.atomic_save(lambda d: open(os.path.join(d, "trainer_state.pt"), "w").write("v3"), final)
     assert open(os.path.join(final, "trainer_state.pt")).read() == "v3"
     assert sorted(os.listdir(tmp_path)) == ["checkpoint"]                 # no temporary or old copies left
 
@@ -548,7 +556,7 @@ def test_without_eval_data_the_last_tenth_is_held_out(hf_model_dir, tmp_path):
     d = hf_model_dir
     args = train.parse_args(["--model", str(d / "model"), "--data", str(d / "train.jsonl"), "--prompts-per-step", "2"])
     task = train.load_task(args)
-    assert [p["gold"] for p in task["eval"]] == ["22"] and len(task["train"]) == 11   # 12 problems: the last one
+    assert [p["gold"] for p in task.eval] == ["22"] and len(task.train) == 11   # 12 problems: the last one
     one = _write(tmp_path / "one.jsonl", ['{"problem": "a", "answer": "1"}'])
     args = train.parse_args(["--model", str(d / "model"), "--data", one, "--prompts-per-step", "1"])
     with pytest.raises(ValueError, match="too few to hold out"):
