@@ -7,8 +7,9 @@ methods (plus `_calculate_rewards`, to keep a copy of the rewards it already gat
 1. **Advantage** (`PassKGRPOConfig.advantage`). TRL computes rewards for the *whole* generation batch, gathered from
    every process, normalises them per group and then keeps only this process's slice. The advantages it returns are
    therefore already sliced, and a per-prompt statistic cannot be recomputed from them. We recompute from the
-   gathered rewards instead: `rewards [global_batch] -> [prompts, num_generations]`, call the chosen function of
-   `passk_at_k.py` (analytical Pass@k by default), and slice this process's part exactly as TRL does. Every process
+   gathered rewards instead: `rewards [global_batch] -> [prompts, num_generations]` (TRL keeps the generations of a
+   prompt consecutive), call `passk_at_k.compute_advantages` with the configured name (analytical Pass@k by default),
+   and slice this process's part exactly as TRL does. Every process
    computes the same full table (the bootstrap draw is seeded by `seed` and the step, so it agrees across ranks).
    The reward of a completion is the weighted sum of the reward functions (TRL's `reward_weights`) and is
    *binarised* (`> passk_threshold`, default 0.5) by the Pass@k functions: Pass@k needs "correct / wrong". A
@@ -33,32 +34,27 @@ methods (plus `_calculate_rewards`, to keep a copy of the rewards it already gat
 
 Config fields (all validated in `PassKGRPOConfig.__post_init__`, with the allowed range in the error):
 
-    advantage         "passk_analytical" (default) | "passk_bootstrap" | "passk_full" | "combination" |
-                      "entropy_adaptive" | "exceeding_passk" | "grpo" (our population-std GRPO) | "trl" (leave TRL's)
-    passk_k           k, 1 <= k <= num_generations (the paper uses 4, 8, 16 with 32 generations)
+    advantage         a name of `passk_at_k.ADVANTAGES`: "passk" (analytical, default) | "passk_bootstrap" |
+                      "passk_full" | "combination" | "entropy_adaptive" | "exceeding" | "grpo" (population-std
+                      GRPO); or "trl" (leave TRL's own advantage)
+    passk_k           k, 1 <= k < num_generations (the paper uses 4, 8, 16 with 32 generations). k equal to
+                      num_generations is refused: every k-subset is then the whole group and every advantage is 0
     passk_bootstrap_groups, passk_exceeding_scale, passk_threshold     forwarded to passk_at_k.py
     passk_to_pass1_step   switch to the GRPO (Pass@1) advantage from this global step on (the paper's "transfer")
     simko, simko_alpha, simko_lambda, simko_tau, simko_top_k, simko_gate, simko_penalty, simko_chunk_size,
     simko_from_hidden
-                      SimKO on/off and simko.policy_loss / token_stats arguments (official defaults: K = 3,
-                      alpha = 0.01, lambda = 1.1, tau = 0.8 per-response quantile). PPO clip = TRL's epsilon /
-                      epsilon_high (the paper: 0.2 / 0.28).
+                      SimKO on/off and simko.policy_loss / token_stats arguments (defaults: the official values
+                      simko.PAPER_TOP_K = 3, PAPER_ALPHA = 0.01, PAPER_LAMBDA = 1.1, PAPER_TAU = 0.8 as a
+                      per-response quantile). PPO clip = TRL's epsilon / epsilon_high (the papers: 0.2 / 0.28).
 
-Usage (the README snippet; `tests/test_integrations_trl.py` runs it verbatim on a tiny model):
+Logged (besides TRL's own): passk/pass@{k} (mean unbiased pass@k of the generation batch), passk/adv_abs_mean (mean
+|advantage|), and with SimKO simko/gated_frac, simko/spread_frac_of_gated, simko/penalty_frac_of_gated (see
+simko.policy_loss) and simko/rank{i}_prob, simko/rank{i}_logp for i = 1..simko_top_k (simko.concentration).
 
-    from integrations.trl import PassKGRPOConfig, PassKGRPOTrainer
+Usage: README.md, "Use it in your trainer" (a complete script; `tests/test_integrations_trl.py` runs that text).
 
-    args = PassKGRPOConfig(
-        output_dir="passk-grpo", num_generations=8, loss_type="dapo",   # TRL's GRPO settings, as usual
-        advantage="passk_analytical", passk_k=4,                          # Pass@k Training, analytical advantage
-        simko=True, simko_alpha=0.01, simko_lambda=1.1,                   # SimKO loss, official defaults
-        epsilon=0.2, epsilon_high=0.28,                                   # clip-higher, as in both papers
-    )
-    trainer = PassKGRPOTrainer(model=model, reward_funcs=correctness_reward, args=args, train_dataset=dataset)
-    trainer.train()
-
-Copying: this file imports `passk_at_k` and `simko` from the repository root, so copy all three next to each other,
-and give this one another name (e.g. `passk_trl.py`): a file called `trl.py` on `sys.path` would shadow TRL itself.
+Copying: this file imports `passk_at_k` and `simko`, so copy all three next to your script and give this one another
+name (the README uses `passk_trl.py`): a file called `trl.py` on `sys.path` would shadow TRL itself.
 
 Limits (each raises a clear error rather than training silently wrong): with SimKO on, only the token-level
 importance ratio, the loss types above, text-only models, no entropy bonus, no top-entropy token mask (SimKO has its
@@ -76,17 +72,16 @@ from trl import GRPOConfig, GRPOTrainer
 
 import passk_at_k
 import simko
+# (by name too: inside PassKGRPOConfig's body the field `simko` hides the module)
+from simko import GATES, PAPER_ALPHA, PAPER_LAMBDA, PAPER_TAU, PAPER_TOP_K, PENALTIES
 
-__all__ = ["PassKGRPOConfig", "PassKGRPOTrainer", "ADVANTAGES", "SIMKO_LOSS_TYPES"]
+__all__ = ["PassKGRPOConfig", "PassKGRPOTrainer", "ADVANTAGE_CHOICES", "SIMKO_LOSS_TYPES"]
 
-# advantage name -> what it computes (docs for the config error message)
-ADVANTAGES = ("passk_analytical", "passk_bootstrap", "passk_full", "combination", "entropy_adaptive",
-              "exceeding_passk", "grpo", "trl")
+# PassKGRPOConfig.advantage: the names of passk_at_k's registry, or "trl" for TRL's own advantage
+ADVANTAGE_CHOICES = (*passk_at_k.ADVANTAGES, "trl")
 # TRL loss types whose aggregation simko.policy_loss reproduces exactly (TRL name -> simko agg)
 SIMKO_LOSS_TYPES = {"dapo": "token_mean", "bnpo": "token_mean", "grpo": "seq_mean_token_mean",
                     "dr_grpo": "seq_mean_token_sum_norm"}
-_SIMKO_GATES = ("row_quantile", "batch_quantile", "absolute")
-_SIMKO_PENALTIES = ("advantage", "ratio")
 # Keys of a TRL batch that only multimodal models carry; SimKO's own forward is text-only.
 _MULTIMODAL_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes",
                     "token_type_ids", "mm_token_type_ids", "image_position_ids", "num_images", "num_tiles")
@@ -96,23 +91,26 @@ _MULTIMODAL_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "s
 class PassKGRPOConfig(GRPOConfig):
     """`GRPOConfig` plus the Pass@k-advantage and SimKO fields (see the module docstring)."""
 
-    advantage: str = field(default="passk_analytical", metadata={"help": f"Advantage: one of {ADVANTAGES}."})
-    passk_k: int = field(default=4, metadata={"help": "k of Pass@k, 1 <= k <= num_generations."})
+    advantage: str = field(default="passk", metadata={"help": f"Advantage: one of {ADVANTAGE_CHOICES}."})
+    passk_k: int = field(default=4, metadata={"help": "k of Pass@k, 1 <= k < num_generations."})
     passk_bootstrap_groups: int | None = field(
         default=None, metadata={"help": "Groups per prompt for advantage='passk_bootstrap' (default N)."})
     passk_exceeding_scale: float = field(
-        default=0.4, metadata={"help": "f(N_pos) = scale / ln(N_pos + 0.5) for advantage='exceeding_passk'."})
+        default=0.4, metadata={"help": "f(N_pos) = scale / ln(N_pos + 0.5) for advantage='exceeding'."})
     passk_threshold: float = field(
         default=0.5, metadata={"help": "A completion is correct when its (weighted) reward > threshold."})
     passk_to_pass1_step: int | None = field(
         default=None, metadata={"help": "From this global step on, use the GRPO (Pass@1) advantage."})
     simko: bool = field(default=False, metadata={"help": "Use SimKO's policy loss (simko.py)."})
-    simko_alpha: float = field(default=0.01, metadata={"help": "Share of the positive push spread over top-K."})
-    simko_lambda: float = field(default=1.1, metadata={"help": "Penalty factor at rank-1 tokens of wrong answers."})
-    simko_tau: float = field(default=0.8, metadata={"help": "Entropy gate: quantile (or nats for gate='absolute')."})
-    simko_top_k: int = field(default=3, metadata={"help": "K of SimKO's top-K redistribution."})
-    simko_gate: str = field(default="row_quantile", metadata={"help": f"One of {_SIMKO_GATES}."})
-    simko_penalty: str = field(default="advantage", metadata={"help": f"One of {_SIMKO_PENALTIES}."})
+    simko_alpha: float = field(default=PAPER_ALPHA,
+                               metadata={"help": "Share of the positive push spread over top-K."})
+    simko_lambda: float = field(default=PAPER_LAMBDA,
+                                metadata={"help": "Penalty factor at rank-1 tokens of wrong answers."})
+    simko_tau: float = field(default=PAPER_TAU,
+                             metadata={"help": "Entropy gate: quantile (or nats for gate='absolute')."})
+    simko_top_k: int = field(default=PAPER_TOP_K, metadata={"help": "K of SimKO's top-K redistribution."})
+    simko_gate: str = field(default=GATES[0], metadata={"help": f"One of {GATES}."})
+    simko_penalty: str = field(default=PENALTIES[0], metadata={"help": f"One of {PENALTIES}."})
     simko_chunk_size: int | None = field(
         default=None, metadata={"help": "Tokens per chunk in simko.token_stats (None: ~64M logits per chunk)."})
     simko_from_hidden: bool = field(
@@ -121,18 +119,19 @@ class PassKGRPOConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.advantage not in ADVANTAGES:
-            raise ValueError(f"PassKGRPOConfig.advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
-        sizes = {"num_generations": self.num_generations}
-        if self.num_generations_eval is not None:
-            sizes["num_generations_eval"] = self.num_generations_eval
+        if self.advantage not in ADVANTAGE_CHOICES:
+            raise ValueError(f"PassKGRPOConfig.advantage must be one of {ADVANTAGE_CHOICES}, got {self.advantage!r}")
         if isinstance(self.passk_k, bool) or not isinstance(self.passk_k, int) or self.passk_k < 1:
             raise ValueError(f"PassKGRPOConfig.passk_k must be an int >= 1, got {self.passk_k!r}")
         uses_k = self.advantage not in ("grpo", "trl")
-        for name, n in sizes.items():
-            if uses_k and self.passk_k > n:
-                raise ValueError(f"PassKGRPOConfig.passk_k={self.passk_k} must be <= {name}={n} (k responses are "
-                                 f"drawn from the {n} generations of a prompt)")
+        if uses_k and self.passk_k >= self.num_generations:
+            raise ValueError(f"PassKGRPOConfig.passk_k={self.passk_k} must be < num_generations={self.num_generations}"
+                             f": with k equal to the group size every k-subset is the whole group, so every Pass@k "
+                             f"advantage is exactly 0 and nothing is trained (k > the group size is undefined)")
+        n_eval = self.num_generations_eval
+        if uses_k and n_eval is not None and self.passk_k > n_eval:
+            raise ValueError(f"PassKGRPOConfig.passk_k={self.passk_k} must be <= num_generations_eval={n_eval} (k "
+                             f"responses are drawn from the {n_eval} generations of a prompt)")
         if self.passk_bootstrap_groups is not None and (
                 not isinstance(self.passk_bootstrap_groups, int) or self.passk_bootstrap_groups < 1):
             raise ValueError(f"PassKGRPOConfig.passk_bootstrap_groups must be an int >= 1 or None, "
@@ -143,7 +142,7 @@ class PassKGRPOConfig(GRPOConfig):
                              f"got {self.passk_to_pass1_step!r}")
         if self.passk_to_pass1_step is not None and not uses_k:
             raise ValueError(f"PassKGRPOConfig.passk_to_pass1_step switches a Pass@k advantage to Pass@1; it needs "
-                             f"advantage in {ADVANTAGES[:-2]}, got advantage={self.advantage!r}")
+                             f"a Pass@k advantage (not 'grpo' or 'trl'), got advantage={self.advantage!r}")
         if self.simko:
             self._check_simko()
 
@@ -156,13 +155,13 @@ class PassKGRPOConfig(GRPOConfig):
             bad(f"simko_alpha must be in [0, 1], got {self.simko_alpha!r}")
         if not self.simko_lambda > 0:
             bad(f"simko_lambda must be > 0 (official 1.1), got {self.simko_lambda!r}")
-        if self.simko_gate not in _SIMKO_GATES:
-            bad(f"simko_gate must be one of {_SIMKO_GATES}, got {self.simko_gate!r}")
+        if self.simko_gate not in simko.GATES:
+            bad(f"simko_gate must be one of {simko.GATES}, got {self.simko_gate!r}")
         if self.simko_gate != "absolute" and not 0.0 <= self.simko_tau <= 1.0:
             bad(f"simko_tau is a quantile for simko_gate={self.simko_gate!r} and must be in [0, 1], "
                 f"got {self.simko_tau!r}")
-        if self.simko_penalty not in _SIMKO_PENALTIES:
-            bad(f"simko_penalty must be one of {_SIMKO_PENALTIES}, got {self.simko_penalty!r}")
+        if self.simko_penalty not in simko.PENALTIES:
+            bad(f"simko_penalty must be one of {simko.PENALTIES}, got {self.simko_penalty!r}")
         if isinstance(self.simko_top_k, bool) or not isinstance(self.simko_top_k, int) or self.simko_top_k < 1:
             bad(f"simko_top_k must be an int >= 1, got {self.simko_top_k!r}")
         if self.simko_chunk_size is not None and (not isinstance(self.simko_chunk_size, int)
@@ -215,30 +214,16 @@ class PassKGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _passk_advantages(self, rewards: torch.Tensor, prompt_entropy: torch.Tensor | None) -> torch.Tensor:
-        """rewards [prompts, N] float64 on CPU -> advantages [prompts, N] float64, per the config."""
+        """rewards [prompts, N] float64 on CPU -> advantages [prompts, N], from passk_at_k's registry."""
         a = self.args
         name = a.advantage
         if a.passk_to_pass1_step is not None and self.state.global_step >= a.passk_to_pass1_step:
             name = "grpo"
-        k, thr = a.passk_k, a.passk_threshold
-        if name == "grpo":
-            return passk_at_k.grpo_advantages(rewards)
-        if name == "passk_analytical":
-            return passk_at_k.passk_advantages_analytical(rewards, k, threshold=thr)
-        if name == "passk_full":
-            return passk_at_k.passk_advantages_full(rewards, k, threshold=thr)
-        if name == "passk_bootstrap":
-            # Same seed on every process (they all compute the full table, then slice): seed + step.
-            gen = torch.Generator().manual_seed(int(a.seed) * 1_000_003 + int(self.state.global_step))
-            return passk_at_k.passk_advantages_bootstrap(rewards, k, num_groups=a.passk_bootstrap_groups,
-                                                         generator=gen, threshold=thr)
-        if name == "combination":
-            return passk_at_k.combination_advantages(rewards, k, threshold=thr)
-        if name == "exceeding_passk":
-            return passk_at_k.exceeding_passk_advantages(rewards, k, scale=a.passk_exceeding_scale, threshold=thr)
-        if name == "entropy_adaptive":
-            return passk_at_k.entropy_adaptive_advantages(rewards, k, prompt_entropy, threshold=thr)
-        raise ValueError(f"unknown advantage {name!r}; expected one of {ADVANTAGES}")  # unreachable after config
+        # The bootstrap draw: the same seed on every process (they all compute the full table, then slice).
+        gen = torch.Generator().manual_seed(int(a.seed) * 1_000_003 + int(self.state.global_step))
+        return passk_at_k.compute_advantages(name, rewards, a.passk_k, entropy=prompt_entropy, generator=gen,
+                                             threshold=a.passk_threshold, num_groups=a.passk_bootstrap_groups,
+                                             scale=a.passk_exceeding_scale)
 
     @torch.no_grad()
     def _completion_entropy(self, output: dict) -> torch.Tensor:
@@ -285,7 +270,7 @@ class PassKGRPOTrainer(GRPOTrainer):
         if self.args.passk_k <= n:
             pk = passk_at_k.pass_at_k(n, correct.sum(1), self.args.passk_k)
             self._metrics[mode][f"passk/pass@{self.args.passk_k}"].append(float(pk.mean()))
-        self._metrics[mode]["passk/abs_advantage_mean"].append(float(adv.abs().mean()))
+        self._metrics[mode]["passk/adv_abs_mean"].append(float(adv.abs().mean()))
         return output
 
     # ---------------------------------------------------------------------------------------------------------
@@ -395,10 +380,12 @@ class PassKGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["clip_ratio/low_mean"].append(self._global_mean(low, mask))
         self._metrics[mode]["clip_ratio/high_mean"].append(self._global_mean(high, mask))
         self._metrics[mode]["clip_ratio/region_mean"].append(self._global_mean(torch.maximum(low, high), mask))
-        for key in ("gated_frac", "topk_spread_frac", "rank1_penalty_frac"):
+        for key in ("gated_frac", "spread_frac_of_gated", "penalty_frac_of_gated"):
             self._metrics[mode][f"simko/{key}"].append(metrics[key])
         conc = simko.concentration(stats.topk_logp.detach(), mask.bool())
-        self._metrics[mode]["simko/top1_prob"].append(conc["prob"][0])
+        for i, (prob, logp_i) in enumerate(zip(conc["prob"], conc["logp"]), start=1):
+            self._metrics[mode][f"simko/rank{i}_prob"].append(prob)
+            self._metrics[mode][f"simko/rank{i}_logp"].append(logp_i)
         return loss
 
     def _aggregate(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -13,19 +13,20 @@ and (4) are `_outcome_advantages` below; step (3) is a function of `passk_at_k.p
 (`> passk_threshold`, default 0.5): use a 0/1 correctness reward and keep `algorithm.use_kl_in_reward=False`
 (a KL penalty folded into the reward would make the outcome non-binary).
 
-Registered names and the `algorithm` keys they read (hydra needs the `+` for keys that are not in verl's schema):
+Registered names (those of `passk_at_k.ADVANTAGES`, the project's one registry) and the `algorithm` keys they read
+(hydra needs the `+` for keys that are not in verl's schema):
 
-    passk_analytical    passk_advantages_analytical     +algorithm.passk_k=8
+    passk               passk_advantages_analytical     +algorithm.passk_k=8
     passk_bootstrap     passk_advantages_bootstrap      +algorithm.passk_k, +algorithm.passk_bootstrap_groups (N),
                                                         +algorithm.passk_seed (0; fresh, reproducible draw per step)
     passk_full          passk_advantages_full           +algorithm.passk_k
-    passk_combination   combination_advantages          +algorithm.passk_k
-    passk_exceeding     exceeding_passk_advantages      +algorithm.passk_k, +algorithm.passk_exceeding_scale (0.4)
+    combination         combination_advantages          +algorithm.passk_k
+    exceeding           exceeding_passk_advantages      +algorithm.passk_k, +algorithm.passk_exceeding_scale (0.4)
     (all)                                               +algorithm.passk_threshold (0.5)
 
 verl's own `grpo_passk` is a different method (only the best response of a group gets a non-zero advantage); these
-names do not touch it. The entropy-adaptive variant needs each prompt's policy entropy, which verl does not pass to
-an estimator, so it is not registered.
+names do not touch it, and "grpo" stays verl's own. The entropy-adaptive variant needs each prompt's policy entropy,
+which verl does not pass to an estimator, so it is not registered.
 
 How to enable it. The estimators must be registered in the process that runs `trainer.fit` (in verl 0.9 a Ray
 actor, not the driver), so registering from your launch script is not enough. verl imports the modules listed in
@@ -33,7 +34,7 @@ the environment variable `VERL_USE_EXTERNAL_MODULES` whenever `import verl` runs
 registers itself on import when verl is importable:
 
     PYTHONPATH=/path/to/this/repo VERL_USE_EXTERNAL_MODULES=integrations.verl python -m verl.trainer.main_ppo \\
-        algorithm.adv_estimator=passk_analytical +algorithm.passk_k=8 actor_rollout_ref.rollout.n=32 ...
+        algorithm.adv_estimator=passk +algorithm.passk_k=8 actor_rollout_ref.rollout.n=32 ...
 
 (`register_passk_estimators()` does the same explicitly, e.g. inside a custom TaskRunner.) Ray workers that verl's
 own `ray.init` starts inherit the launching shell's environment; on a cluster you joined, export the two variables
@@ -72,9 +73,7 @@ import torch
 
 import passk_at_k
 
-__all__ = ["register_passk_estimators", "ESTIMATORS", "passk_analytical", "passk_bootstrap", "passk_full",
-           "passk_combination", "passk_exceeding"]
-
+__all__ = ["register_passk_estimators", "ESTIMATORS"]
 
 def _cfg(config, key, default=None):
     """Read `key` from verl's algorithm config (a DictConfig, AlgoConfig or plain dict); `default` if absent."""
@@ -131,52 +130,33 @@ def _outcome_advantages(token_level_rewards: torch.Tensor, response_mask: torch.
     return out, out
 
 
-def passk_analytical(token_level_rewards, response_mask, index=None, config=None, **kwargs):
-    """verl estimator `passk_analytical`: `passk_at_k.passk_advantages_analytical` per prompt group."""
-    k, thr = _k(config), float(_cfg(config, "passk_threshold", 0.5))
-    return _outcome_advantages(token_level_rewards, response_mask, index,
-                               lambda r: passk_at_k.passk_advantages_analytical(r, k, threshold=thr))
-
-
 # Counts bootstrap calls (one per training step in verl) so that every step draws fresh groups, reproducibly.
 _bootstrap_calls = itertools.count()
 
 
-def passk_bootstrap(token_level_rewards, response_mask, index=None, config=None, **kwargs):
-    """verl estimator `passk_bootstrap`: `passk_at_k.passk_advantages_bootstrap`. The draw of call number c (from
-    0, one call per training step) uses a generator seeded with `algorithm.passk_seed * 1_000_003 + c`."""
-    k, thr = _k(config), float(_cfg(config, "passk_threshold", 0.5))
-    groups = _cfg(config, "passk_bootstrap_groups")
-    gen = torch.Generator().manual_seed(int(_cfg(config, "passk_seed", 0)) * 1_000_003 + next(_bootstrap_calls))
-    return _outcome_advantages(token_level_rewards, response_mask, index,
-                               lambda r: passk_at_k.passk_advantages_bootstrap(r, k, num_groups=groups, generator=gen,
-                                                                               threshold=thr))
+def _estimator(name: str):
+    """verl's estimator for `passk_at_k.ADVANTAGES[name]`: reads k (and the options) from verl's algorithm config."""
+
+    def estimator(token_level_rewards, response_mask, index=None, config=None, **kwargs):
+        k, thr = _k(config), float(_cfg(config, "passk_threshold", 0.5))
+        generator = None
+        if name == "passk_bootstrap":
+            # call number c (from 0, one call per training step) is seeded with passk_seed * 1_000_003 + c
+            generator = torch.Generator().manual_seed(int(_cfg(config, "passk_seed", 0)) * 1_000_003
+                                                      + next(_bootstrap_calls))
+        options = dict(generator=generator, threshold=thr, num_groups=_cfg(config, "passk_bootstrap_groups"),
+                       scale=float(_cfg(config, "passk_exceeding_scale", 0.4)))
+        return _outcome_advantages(token_level_rewards, response_mask, index,
+                                   lambda r: passk_at_k.compute_advantages(name, r, k, **options))
+
+    estimator.__name__ = estimator.__qualname__ = name
+    estimator.__doc__ = f"verl advantage estimator {name!r}: passk_at_k.compute_advantages({name!r}, ...) per prompt."
+    return estimator
 
 
-def passk_full(token_level_rewards, response_mask, index=None, config=None, **kwargs):
-    """verl estimator `passk_full`: `passk_at_k.passk_advantages_full` (disjoint groups of k, in batch order)."""
-    k, thr = _k(config), float(_cfg(config, "passk_threshold", 0.5))
-    return _outcome_advantages(token_level_rewards, response_mask, index,
-                               lambda r: passk_at_k.passk_advantages_full(r, k, threshold=thr))
-
-
-def passk_combination(token_level_rewards, response_mask, index=None, config=None, **kwargs):
-    """verl estimator `passk_combination`: `passk_at_k.combination_advantages` (paper Eq. 18)."""
-    k, thr = _k(config), float(_cfg(config, "passk_threshold", 0.5))
-    return _outcome_advantages(token_level_rewards, response_mask, index,
-                               lambda r: passk_at_k.combination_advantages(r, k, threshold=thr))
-
-
-def passk_exceeding(token_level_rewards, response_mask, index=None, config=None, **kwargs):
-    """verl estimator `passk_exceeding`: `passk_at_k.exceeding_passk_advantages` (paper Eq. 17)."""
-    k, thr = _k(config), float(_cfg(config, "passk_threshold", 0.5))
-    scale = float(_cfg(config, "passk_exceeding_scale", 0.4))
-    return _outcome_advantages(token_level_rewards, response_mask, index,
-                               lambda r: passk_at_k.exceeding_passk_advantages(r, k, scale=scale, threshold=thr))
-
-
-ESTIMATORS = {fn.__name__: fn for fn in (passk_analytical, passk_bootstrap, passk_full, passk_combination,
-                                        passk_exceeding)}
+# The registry's names that verl can serve ("grpo" is verl's own; entropy_adaptive needs entropies verl does not pass).
+ESTIMATORS = {name: _estimator(name) for name in ("passk", "passk_bootstrap", "passk_full", "combination",
+                                                   "exceeding")}
 
 
 def register_passk_estimators() -> list[str]:

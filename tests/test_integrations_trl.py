@@ -9,6 +9,10 @@ What is checked:
 - bad configuration fails early with the field name and the allowed range.
 """
 import math
+import os
+import re
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,75 +103,95 @@ def grouped(reward_call):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-# The README's "Use it in your trainer" snippet, verbatim. The test runs it with a tiny local model and only
-# CPU/test-size settings injected (use_cpu, 2 steps, 6-token completions, no logging backends, no checkpoints).
-README_TRL_SNIPPET = """
-from integrations.trl import PassKGRPOConfig, PassKGRPOTrainer
-
-args = PassKGRPOConfig(
-    output_dir="passk-grpo", num_generations=8, loss_type="dapo",   # TRL's GRPO settings, as usual
-    advantage="passk_analytical", passk_k=4,                          # Pass@k Training, analytical advantage
-    simko=True, simko_alpha=0.01, simko_lambda=1.1,                   # SimKO loss, official defaults
-    epsilon=0.2, epsilon_high=0.28,                                   # clip-higher, as in both papers
-)
-trainer = PassKGRPOTrainer(model=model, reward_funcs=correctness_reward, args=args, train_dataset=dataset)
-trainer.train()
-"""
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+# The README's TRL example, extracted from README.md (the one python block that builds a PassKGRPOTrainer): the tests
+# below run exactly this text, unchanged.
+README_TRL_SNIPPET = next(b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if "PassKGRPOTrainer(" in b)
+# Its reward reads the first number of a completion; the sums it asks for are 20..58. A word-level tokenizer whose
+# words are those numbers lets a random tiny model answer right now and then, so groups get mixed rewards.
+SUM_WORDS = ["<pad>", "<eos>", "<unk>"] + [str(i) for i in range(20, 59)]
 
 
-def test_readme_snippet_two_steps_use_analytical_passk_advantages(tmp_path, tokenizer, monkeypatch):
+def save_sum_model(path):
+    """A tiny random Llama and its tokenizer, saved like a Hub checkpoint (MODEL=path in the README's script)."""
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(SUM_WORDS)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
+                            unk_token="<unk>").save_pretrained(path)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(SUM_WORDS), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0,
+                      eos_token_id=1, bos_token_id=None)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    return path
+
+
+class RewardRecordingTrainer(PassKGRPOTrainer):
+    """Records the gathered rewards and the advantages of every generation batch; changes nothing."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.rewards, self.generated = [], []
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        self.rewards.append(self._gathered_rewards_per_func[:, 0].double().cpu())
+        self.generated.append(out["advantages"].detach().clone())
+        return out
+
+
+def test_readme_snippet_trains_with_analytical_passk_advantages(tmp_path, monkeypatch):
+    """The README text runs as it is (CPU, the settings it shows). Its `from passk_trl import ...` gets this repo's
+    integrations/trl.py, with the trainer class wrapped to record what it computed."""
+    import types
+
     import integrations.trl as it
 
-    model_dir = tmp_path / "tiny-llama"
-    tiny_model().save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)  # TRL loads model and tokenizer from the path, like a Hub id
-    test_settings = dict(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[], max_steps=2,
-                         max_completion_length=6, save_strategy="no", logging_steps=1, bf16=False,
-                         learning_rate=1e-2)
-
-    class TestSizedConfig(PassKGRPOConfig):  # the snippet's config, with the test settings applied on top
-        def __post_init__(self):
-            for key, value in test_settings.items():
-                setattr(self, key, value)
-            super().__post_init__()
-
-    monkeypatch.setattr(it, "PassKGRPOConfig", TestSizedConfig)
-    monkeypatch.setattr(it, "PassKGRPOTrainer", RecordingTrainer)
-    reward = RecordingReward()
-    namespace = dict(model=str(model_dir), correctness_reward=reward,
-                     dataset=Dataset.from_dict({"prompt": PROMPTS}))
-    exec(README_TRL_SNIPPET, namespace)
-    trainer = namespace["trainer"]
-    k, n = trainer.args.passk_k, trainer.args.num_generations
-    before = [p.detach().clone() for p in tiny_model().parameters()]
-
-    assert trainer.state.global_step == 2
-    assert len(reward.calls) == 2 and len(trainer.generated) == 2
-    informative = 0
-    for call, used in zip(reward.calls, trainer.generated):
-        r = torch.tensor(call, dtype=torch.float64).view(-1, n)
-        expected = passk_at_k.passk_advantages_analytical(r, k).flatten().float()
-        torch.testing.assert_close(used, expected, rtol=0, atol=1e-6)
-        grpo = passk_at_k.grpo_advantages(r).flatten().float()
-        mixed = (r.min(1).values != r.max(1).values)
-        informative += int(mixed.sum())
-        if mixed.any():  # Pass@k really differs from Pass@1 on these rewards, so the equality above has teeth
-            assert not torch.allclose(used, grpo, atol=1e-3)
-    assert informative == 2, "the random policy should give both prompts (one per step) mixed rewards"
-
-    # The loss consumed these advantages (shuffled into micro-batches by TRL, so compare as multisets).
-    consumed = torch.cat(trainer.consumed).sort().values
-    produced = torch.cat(trainer.generated).sort().values
-    torch.testing.assert_close(consumed, produced, rtol=0, atol=0)
-
-    # The completions table logs the advantages that were used, not TRL's own GRPO ones.
-    torch.testing.assert_close(torch.tensor(list(trainer._logs["advantages"])[-n:]).float(), trainer.generated[-1],
-                               rtol=0, atol=1e-6)
+    module = types.ModuleType("passk_trl")
+    module.PassKGRPOConfig, module.PassKGRPOTrainer = it.PassKGRPOConfig, RewardRecordingTrainer
+    monkeypatch.setitem(sys.modules, "passk_trl", module)
+    monkeypatch.setenv("MODEL", str(save_sum_model(tmp_path / "tiny-sum-model")))
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(README_TRL_SNIPPET, "README.md (TRL example)", "exec"), namespace)
+    trainer, args = namespace["trainer"], namespace["args"]
+    assert args.use_cpu and not args.bf16 and args.num_train_epochs == 1
+    assert trainer.state.global_step == args.max_steps and args.max_steps <= 20
+    n, k = args.num_generations, args.passk_k
+    assert args.per_device_train_batch_size // n >= 4, "several prompts per step"
+    mixed = 0
+    for rewards, used in zip(trainer.rewards, trainer.generated):
+        r = rewards.view(-1, n)
+        torch.testing.assert_close(used, passk_at_k.passk_advantages_analytical(r, k).flatten().float(), rtol=0,
+                                   atol=1e-6)
+        mixed += int((r.min(1).values != r.max(1).values).sum())
+    assert mixed >= 2, "some groups must have mixed rewards, or the check above has no teeth"
     logs = trainer.state.log_history
-    assert all(math.isfinite(entry["loss"]) for entry in logs if "loss" in entry)
-    assert any("simko/gated_frac" in entry for entry in logs) and any(f"passk/pass@{k}" in entry for entry in logs)
-    moved = sum(float((p.detach() - b).abs().max()) for p, b in zip(trainer.model.parameters(), before))
-    assert moved > 0, "two optimizer steps must change the weights"
+    for key in ("simko/rank1_prob", "simko/gated_frac", "simko/spread_frac_of_gated", f"passk/pass@{k}"):
+        assert any(key in entry for entry in logs), key
+
+
+@pytest.mark.slow
+def test_readme_snippet_runs_from_outside_the_repo(tmp_path):
+    """As a user runs it: the README's text saved as a script in an empty folder, next to copies of passk_at_k.py,
+    simko.py and integrations/trl.py (as passk_trl.py), run with `python`, MODEL pointing at a local tiny model."""
+    import shutil
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    work = tmp_path / "my_project"
+    work.mkdir()
+    shutil.copy(repo / "passk_at_k.py", work)
+    shutil.copy(repo / "simko.py", work)
+    shutil.copy(repo / "integrations" / "trl.py", work / "passk_trl.py")
+    (work / "train_passk_trl.py").write_text(README_TRL_SNIPPET)
+    env = dict(os.environ, MODEL=str(save_sum_model(tmp_path / "tiny-sum-model")), OMP_NUM_THREADS="1")
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "train_passk_trl.py"], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "'simko/rank1_prob'" in proc.stdout + proc.stderr and "'train_runtime'" in proc.stdout + proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -318,7 +342,7 @@ def test_simko_lambda_penalty_scales_rank1_tokens_of_wrong_answers(batch_and_tra
         with torch.no_grad():
             ref = trl_loss(trainer)(trainer.model, batch)
             pen = trainer._compute_loss(trainer.model, batch)
-        frac = trainer._metrics["train"]["simko/rank1_penalty_frac"][-1]
+        frac = trainer._metrics["train"]["simko/penalty_frac_of_gated"][-1]
     finally:
         trainer.args.simko_lambda, trainer.args.simko_gate, trainer.args.simko_tau = 1.0, "row_quantile", 0.8
     assert frac > 0, "this batch must hold rank-1 tokens of wrong answers"
@@ -331,7 +355,7 @@ def test_simko_lambda_penalty_scales_rank1_tokens_of_wrong_answers(batch_and_tra
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["passk_full", "combination", "exceeding_passk", "grpo", "passk_bootstrap"])
+@pytest.mark.parametrize("name", ["passk_full", "combination", "exceeding", "grpo", "passk_bootstrap"])
 def test_advantage_dispatch(tmp_path, tokenizer, name):
     trainer, _ = make_trainer(tmp_path, tokenizer, advantage=name, passk_exceeding_scale=0.7)
     r = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
@@ -340,7 +364,7 @@ def test_advantage_dispatch(tmp_path, tokenizer, name):
         want = passk_at_k.passk_advantages_full(r, K)
     elif name == "combination":
         want = passk_at_k.combination_advantages(r, K)
-    elif name == "exceeding_passk":
+    elif name == "exceeding":
         want = passk_at_k.exceeding_passk_advantages(r, K, scale=0.7)
     elif name == "grpo":
         want = passk_at_k.grpo_advantages(r)
@@ -376,7 +400,7 @@ def test_entropy_adaptive_measures_prompt_entropy(tmp_path, tokenizer):
 
 
 def test_transfer_to_pass1(tmp_path, tokenizer):
-    trainer, reward = make_trainer(tmp_path, tokenizer, advantage="passk_analytical", passk_to_pass1_step=1)
+    trainer, reward = make_trainer(tmp_path, tokenizer, advantage="passk", passk_to_pass1_step=1)
     trainer.train()
     first, second = (grouped(c) for c in reward.calls)
     torch.testing.assert_close(trainer.generated[0], passk_at_k.passk_advantages_analytical(first, K).flatten()
@@ -396,8 +420,11 @@ def test_eval_mode_uses_num_generations_eval(tmp_path, tokenizer):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(advantage="passk"), "advantage must be one of"),
-    (dict(passk_k=5), "passk_k=5 must be <= num_generations=4"),
+    (dict(advantage="passk_analytical"), "advantage must be one of"),
+    (dict(advantage="exceeding_passk"), "advantage must be one of"),
+    (dict(passk_k=5), "passk_k=5 must be < num_generations=4"),
+    (dict(passk_k=4), "passk_k=4 must be < num_generations=4: with k equal to the group size every k-subset is the "
+                      "whole group, so every Pass@k advantage is exactly 0"),
     (dict(passk_k=0), "passk_k must be an int >= 1"),
     (dict(passk_k=3, num_generations_eval=2), "passk_k=3 must be <= num_generations_eval=2"),
     (dict(simko=True, loss_type="sapo"), "loss_type must be one of"),
@@ -409,7 +436,7 @@ def test_eval_mode_uses_num_generations_eval(tmp_path, tokenizer):
 ])
 def test_config_errors(tmp_path, overrides, message):
     cfg = dict(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=N, use_cpu=True,
-               report_to=[])
+               report_to=[], passk_k=K)
     cfg.update(overrides)
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         PassKGRPOConfig(**cfg)

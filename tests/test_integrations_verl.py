@@ -52,7 +52,7 @@ def per_group(token_rewards, index, fn):
 
 def test_analytical_matches_passk_per_prompt_and_broadcasts_over_tokens():
     token_rewards, mask, index = verl_batch(REWARDS)
-    adv, ret = iv.passk_analytical(token_rewards, mask, index=index, config={"passk_k": 2})
+    adv, ret = iv.ESTIMATORS["passk"](token_rewards, mask, index=index, config={"passk_k": 2})
     assert adv.shape == mask.shape and adv.dtype == token_rewards.dtype
     assert torch.equal(adv, ret)
     assert torch.all(adv[mask == 0] == 0)
@@ -70,7 +70,7 @@ def test_analytical_matches_passk_per_prompt_and_broadcasts_over_tokens():
 def test_groups_of_different_sizes_and_plain_list_index():
     rewards = [[1, 0, 0, 0], [1, 0, 1, 0, 0, 0], [0, 1]]
     token_rewards, mask, index = verl_batch(rewards, seed=3)
-    adv, _ = iv.passk_analytical(token_rewards, mask, index=list(index), config={"passk_k": 2})
+    adv, _ = iv.ESTIMATORS["passk"](token_rewards, mask, index=list(index), config={"passk_k": 2})
     want = per_group(token_rewards, index, lambda r: passk_at_k.passk_advantages_analytical(r, 2))
     torch.testing.assert_close(adv[:, 0].double(), want * mask[:, 0].double(), rtol=0, atol=1e-7)
 
@@ -87,8 +87,8 @@ class AttrConfig:
 
 @pytest.mark.parametrize("name, fn", [
     ("passk_full", lambda r: passk_at_k.passk_advantages_full(r, 3)),
-    ("passk_combination", lambda r: passk_at_k.combination_advantages(r, 3)),
-    ("passk_exceeding", lambda r: passk_at_k.exceeding_passk_advantages(r, 3, scale=0.9)),
+    ("combination", lambda r: passk_at_k.combination_advantages(r, 3)),
+    ("exceeding", lambda r: passk_at_k.exceeding_passk_advantages(r, 3, scale=0.9)),
     ("passk_bootstrap", None),
 ])
 def test_other_estimators(name, fn, monkeypatch):
@@ -108,7 +108,7 @@ def test_other_estimators(name, fn, monkeypatch):
         want = torch.zeros(len(index), dtype=torch.float64)
         want[rows.flatten()] = passk_at_k.passk_advantages_bootstrap(scores, 3, num_groups=10,
                                                                      generator=gen).flatten()
-        again, _ = iv.passk_bootstrap(token_rewards, mask, index=index, config=cfg)  # the next step: new groups
+        again, _ = iv.ESTIMATORS["passk_bootstrap"](token_rewards, mask, index=index, config=cfg)  # the next step: new groups
         assert not torch.equal(adv, again)
     else:
         want = per_group(token_rewards, index, fn)
@@ -118,27 +118,33 @@ def test_other_estimators(name, fn, monkeypatch):
 def test_threshold_binarises_graded_rewards():
     token_rewards, mask, index = verl_batch(REWARDS, seed=2)
     graded = token_rewards * 0.7  # correct responses score 0.7, wrong ones 0
-    a, _ = iv.passk_analytical(graded, mask, index=index, config={"passk_k": 2})
-    b, _ = iv.passk_analytical(token_rewards, mask, index=index, config={"passk_k": 2})
+    a, _ = iv.ESTIMATORS["passk"](graded, mask, index=index, config={"passk_k": 2})
+    b, _ = iv.ESTIMATORS["passk"](token_rewards, mask, index=index, config={"passk_k": 2})
     assert torch.equal(a, b)
-    c, _ = iv.passk_analytical(graded, mask, index=index, config={"passk_k": 2, "passk_threshold": 0.8})
+    c, _ = iv.ESTIMATORS["passk"](graded, mask, index=index, config={"passk_k": 2, "passk_threshold": 0.8})
     assert torch.all(c == 0)  # nothing above 0.8: every group all-wrong
+
+
+def test_names_are_the_registry_names():
+    assert set(iv.ESTIMATORS) <= set(passk_at_k.ADVANTAGES)
+    assert set(passk_at_k.ADVANTAGES) - set(iv.ESTIMATORS) == {"grpo", "entropy_adaptive"}
+    assert all(fn.__name__ == name for name, fn in iv.ESTIMATORS.items())
 
 
 def test_clear_errors():
     token_rewards, mask, index = verl_batch(REWARDS)
     with pytest.raises(ValueError, match=r"\+algorithm.passk_k=8"):
-        iv.passk_analytical(token_rewards, mask, index=index, config={})
+        iv.ESTIMATORS["passk"](token_rewards, mask, index=index, config={})
     with pytest.raises(ValueError, match=r"\+algorithm.passk_k=8"):
-        iv.passk_analytical(token_rewards, mask, index=index, config=None)
+        iv.ESTIMATORS["passk"](token_rewards, mask, index=index, config=None)
     with pytest.raises(ValueError, match="rollout.n"):
-        iv.passk_analytical(token_rewards, mask, index=index, config={"passk_k": 7})
+        iv.ESTIMATORS["passk"](token_rewards, mask, index=index, config={"passk_k": 7})
     with pytest.raises(ValueError, match="integer >= 1"):
-        iv.passk_analytical(token_rewards, mask, index=index, config={"passk_k": 0})
+        iv.ESTIMATORS["passk"](token_rewards, mask, index=index, config={"passk_k": 0})
     with pytest.raises(ValueError, match="uid"):
-        iv.passk_analytical(token_rewards, mask, index=None, config={"passk_k": 2})
+        iv.ESTIMATORS["passk"](token_rewards, mask, index=None, config={"passk_k": 2})
     with pytest.raises(ValueError, match=r"\[bs, T\]"):
-        iv.passk_analytical(token_rewards[:, 0], mask, index=index, config={"passk_k": 2})
+        iv.ESTIMATORS["passk"](token_rewards[:, 0], mask, index=index, config={"passk_k": 2})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -151,7 +157,7 @@ def test_registered_with_verl():
     assert iv.register_passk_estimators() == list(iv.ESTIMATORS)  # idempotent: already registered on import
     for name, fn in iv.ESTIMATORS.items():
         assert core_algos.get_adv_estimator_fn(name) is fn
-    assert core_algos.get_adv_estimator_fn("grpo_passk") is not iv.passk_analytical  # verl's own is untouched
+    assert core_algos.get_adv_estimator_fn("grpo_passk") is not iv.ESTIMATORS["passk"]  # verl's own is untouched
 
 
 def test_verl_compute_advantage_end_to_end():
@@ -165,7 +171,7 @@ def test_verl_compute_advantage_end_to_end():
     config_dir = str(Path(verl.__file__).parent / "trainer" / "config")
     with hydra.initialize_config_dir(config_dir=config_dir, version_base=None):
         cfg = hydra.compose(config_name="ppo_trainer", overrides=[
-            "algorithm.adv_estimator=passk_analytical", "+algorithm.passk_k=2", "actor_rollout_ref.rollout.n=6"])
+            "algorithm.adv_estimator=passk", "+algorithm.passk_k=2", "actor_rollout_ref.rollout.n=6"])
     token_rewards, mask, index = verl_batch(REWARDS)
     data = DataProto.from_dict(tensors={"token_level_rewards": token_rewards, "response_mask": mask},
                                non_tensors={"uid": index})
@@ -181,7 +187,7 @@ def test_verl_external_modules_env_registers():
     pytest.importorskip("verl.trainer.ppo.core_algos")
     env = dict(os.environ, PYTHONPATH=str(ROOT), VERL_USE_EXTERNAL_MODULES="integrations.verl")
     code = ("import verl\nfrom verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY as R\n"
-            "print(sorted(n for n in R if n.startswith('passk_')))")
+            f"print(sorted(n for n in R if n in {sorted(iv.ESTIMATORS)!r}))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == str(sorted(iv.ESTIMATORS))

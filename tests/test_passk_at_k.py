@@ -380,3 +380,15 @@ def test_large_N_a_neg_exact(k):
             continue
         want = -math.sqrt(Fraction(n_pos, N) ** 2 * q ** 2 / (fail * (1 - fail)))
         assert got == pytest.approx(want, rel=1e-9, abs=1e-300), (n_pos, k)
+
+
+@pytest.mark.parametrize("N", [2, 8, 32])
+def test_k_equal_to_group_size_gives_exactly_zero(N):
+    # Every k-subset is the whole group: one group, no spread, nothing to learn. The maths says 0 (trainers refuse
+    # the configuration, with this reason); combination and entropy-adaptive keep their Pass@1 part.
+    r = (torch.arange(N).unsqueeze(0) < torch.arange(N + 1).unsqueeze(1)).double()    # N_pos = 0..N
+    for name in ("passk", "passk_bootstrap", "passk_full", "exceeding"):
+        adv = P.compute_advantages(name, r, N, generator=torch.Generator().manual_seed(0))
+        assert (adv == 0).all(), name
+    torch.testing.assert_close(P.compute_advantages("combination", r, N),
+                               (1 - r.mean(-1, keepdim=True)) * P.grpo_advantages(r))
