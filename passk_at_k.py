@@ -16,7 +16,7 @@ clipped surrogate) is unchanged: only the advantage changes. Three ways to get o
 2. *Bootstrap sampling*: draw many random k-subsets and average, for each response, the advantages of the subsets
    that contain it.                                                          -> passk_advantages_bootstrap
 3. *Analytical*: the limit of (2) where every one of the C(N, k) subsets is a group (paper Section 3.3,
-   Eqs. 8-15; the four used are below). With N_neg wrong responses out of N:
+   Eqs. 11-15). With N_neg wrong responses out of N:
        rho   = 1 - C(N_neg, k) / C(N, k)            mean group reward = the pass@k estimate        (Eq. 11)
        sigma = sqrt(rho (1 - rho))                   std of the group rewards                       (Eq. 12)
        A_pos = (1 - rho) / sigma                     a correct response is in successful groups only (Eq. 14)
@@ -188,7 +188,7 @@ def grpo_advantages(rewards: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Pass@k: analytical (Section 3.3, Eqs. 8-15)
+# Pass@k: analytical (Section 3.3, Eqs. 11-15)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -218,7 +218,7 @@ def _analytical(n_pos: torch.Tensor, N: int, k: int) -> tuple[torch.Tensor, torc
 
 
 def passk_advantages_analytical(rewards: torch.Tensor, k: int, threshold: float = 0.5) -> torch.Tensor:
-    """Analytical Pass@k-Training advantage (paper Section 3.3: Eqs. 11, 12, 14, 15), vectorised over prompts.
+    """Analytical Pass@k-Training advantage (paper Section 3.3, Eqs. 11-15), vectorised over prompts.
 
     Every response of a prompt with ``N_pos`` correct out of ``N`` gets ``A_pos`` (if correct) or ``A_neg``:
         rho = 1 - C(N_neg, k) / C(N, k),   sigma = sqrt(rho (1 - rho)),
