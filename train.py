@@ -84,12 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=None,
-                   help="Hugging Face causal LM (hub name or directory) to train; without it, the embedded tiny Llama "
-                        "on its Countdown task")
+                   help="Hugging Face causal LM (hub name or directory) to train (default: the embedded tiny Llama on "
+                        "its Countdown task)")
     g.add_argument("--data", default=None,
-                   help="training JSONL, one problem a line (problem/question, answer/solution); needs --model")
+                   help="training JSONL, one problem a line (problem/question, answer/solution); needs --model "
+                        "(default: the embedded Countdown problems)")
     g.add_argument("--eval-data", default=None,
-                   help="held-out JSONL, same fields; without it the last 10%% (at most 500) of --data is held out")
+                   help="held-out JSONL, same fields (default: the last 10%% of --data, at most 500 problems)")
     g.add_argument("--out", default=None, help="run directory (default runs/<timestamp>)")
     g.add_argument("--warmup-cache", default=None,
                    help="directory where the embedded model's warm-up is cached and shared between runs "

@@ -82,22 +82,15 @@ def main():
 
     own.add_argument("--no-generate", action="store_true", help="skip the transformers.generate comparison")
     mine, rest = own.parse_known_args()
-    args = train.parse_args(rest + ["--no-progress"])
+    # one optimiser step per rollout batch unless asked otherwise: TRL's GRPOTrainer takes one per generation batch
+    args = train.parse_args(["--mini-batches", "1"] + rest + ["--no-progress"])
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     train.set_threads(args)
     task = train.load_task(args)
-    if args.model is None:
-        model, tokenizer = train.warmed_up_model(args, task, print)   # builds and caches the warm-up if missing
-    else:
-        model, tokenizer = train.load_hf_model(args.model, args)
-    model.to(args.device).eval()
-    eos_ids = train.stop_token_ids(model, tokenizer)
+    policy = train.load_policy(args, task, print)      # builds and caches the embedded warm-up if missing
+    model, tokenizer, autocast = policy.model, policy.tokenizer, policy.autocast
     on_cuda = str(args.device).startswith("cuda")
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else train.nullcontext
-    if args.grad_checkpointing:
-        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
-    from_hidden = train.use_hidden_stats(model, args)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -106,9 +99,8 @@ def main():
 
     rows = []
     for i in range(mine.repeats + 1):
-        batch = sampler.sample(task["train"], args.prompts_per_step)
-        m = train.rl_step(i, batch, model, None, tokenizer, optimizer, scheduler, task, args, generator, eos_ids,
-                          autocast, from_hidden)
+        batch = sampler.sample(task.train, args.prompts_per_step)
+        m = train.rl_step(i, batch, policy, optimizer, scheduler, task, args, generator)
         if on_cuda:
             torch.cuda.synchronize()
         if i > 0:
@@ -117,8 +109,8 @@ def main():
 
     gen_s = None
     if not mine.no_generate:
-        prompts = [task["prompt"](p, tokenizer) for p in sampler.sample(task["train"], args.prompts_per_step)]
-        ids, mask = R.encode_prompts(tokenizer, prompts, task["add_special_tokens"])
+        prompts = [task.prompt(p, tokenizer) for p in sampler.sample(task.train, args.prompts_per_step)]
+        ids, mask = R.encode_prompts(tokenizer, prompts, task.add_special_tokens)
         ids = ids.repeat_interleave(args.group_size, 0).to(args.device)
         mask = mask.repeat_interleave(args.group_size, 0).to(args.device)
         times = []
@@ -126,7 +118,8 @@ def main():
             t = time.time()
             with torch.no_grad(), autocast():
                 model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=args.temperature,
-                               top_p=args.top_p, top_k=0, max_new_tokens=args.max_new_tokens, eos_token_id=eos_ids,
+                               top_p=args.top_p, top_k=0, max_new_tokens=args.max_new_tokens,
+                               eos_token_id=policy.eos_ids,
                                pad_token_id=tokenizer.pad_token_id)
             if on_cuda:
                 torch.cuda.synchronize()
@@ -156,7 +149,7 @@ def main():
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"\nmodel: {name} ({params:.2f}M params), device {args.device}, torch threads {torch.get_num_threads()}, "
           f"{args.prompts_per_step} prompts x {args.group_size} samples, max_new_tokens {args.max_new_tokens}, "
-          f"SimKO {'on' if args.simko else 'off'}, stats from {'hidden' if from_hidden else 'logits'}; "
+          f"SimKO {'on' if args.simko else 'off'}, stats from {'hidden' if policy.from_hidden else 'logits'}; "
           f"median of {mine.repeats} steps")
     print(f"mean response length {med('response_len'):.1f} tokens "
           f"({med('response_len') * args.prompts_per_step * args.group_size:.0f} response tokens per step)\n")

@@ -472,6 +472,71 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, parity_reward, capsys
     assert a[0]["reward_mean"] != a[1]["reward_mean"] or a[0]["loss"] != a[1]["loss"]   # steps really differ
 
 
+def test_resume_with_no_flags_continues_the_run_as_configured(tmp_path, parity_reward, monkeypatch, capsys):
+    flags = ["--sft-steps", "0", "--warmup-cache", str(tmp_path / "wc"), *TINY, "--steps", "4", "--eval-every", "3",
+             "--save-every", "2", "--lr", "3e-4", "--advantage", "grpo", "--no-simko", "--seed", "5"]
+    train.main(["--out", str(tmp_path / "full"), *flags])
+    real = train.rl_step
+
+    def killed_in_step_3(step, *a):
+        if step == 2:
+            raise KeyboardInterrupt("killed")
+        return real(step, *a)
+    monkeypatch.setattr(train, "rl_step", killed_in_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(["--out", str(tmp_path / "part"), *flags])            # dies after step 2's checkpoint
+    monkeypatch.setattr(train, "rl_step", real)
+    capsys.readouterr()
+    train.main(["--resume", "--out", str(tmp_path / "part")])            # nothing else: config.json has the rest
+    assert "resuming" in capsys.readouterr().out
+    read = lambda d: [json.loads(l) for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda lines: [{k: v for k, v in l.items() if not k.startswith(VOLATILE)} for l in lines]
+    full, part = strip(read("full")), strip(read("part"))
+    assert [(l["type"], l["step"]) for l in part] == [("eval", 0), ("train", 1), ("train", 2), ("train", 3),
+                                                      ("eval", 3), ("train", 4), ("eval", 4)]   # --eval-every 3 kept
+    assert part == full and all(l["advantage"] == "grpo" for l in part if l["type"] == "train")
+    # a later resume may extend the schedule; the change is reported and saved for the next resume
+    train.main(["--resume", "--out", str(tmp_path / "part"), "--steps", "5"])
+    assert "--steps 4 -> 5" in capsys.readouterr().out
+    assert json.loads((tmp_path / "part" / "config.json").read_text())["steps"] == 5
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "1e-3"), ("--advantage", "passk"), ("--group-size", "8"),
+                                         ("--seed", "1"), ("--simko", None), ("--mini-batches", "1")])
+def test_resume_refuses_changes_that_redefine_the_run(tmp_path, capsys, flag, value):
+    out = tmp_path / "run"
+    train.main(["--out", str(out), "--sft-steps", "0", "--warmup-cache", str(tmp_path / "wc"), *TINY, "--steps", "1",
+                "--advantage", "grpo", "--no-simko"])
+    capsys.readouterr()
+    err = _err(capsys, ["--resume", "--out", str(out), flag] + ([value] if value else []))
+    assert f"--resume cannot change {flag}" in err and "start a new run" in err
+    # the same values again are no change, and how it runs may change
+    args = train.parse_args(["--resume", "--out", str(out), "--advantage", "grpo", "--steps", "3", "--threads", "2",
+                             "--micro-batch-size", "2"])
+    assert (args.steps, args.threads, args.micro_batch_size, args.group_size, args.k) == (3, 2, 2, 4, 2)
+
+
+def test_every_flag_has_help_with_its_default():
+    for action in train.build_parser()._actions:
+        if action.dest == "help":
+            continue
+        text = action.help or ""
+        assert "default" in text and "None" not in (text % vars(action) if "%(" in text else text), action.dest
+
+
+def test_the_warmup_cache_goes_beside_out_not_into_the_working_directory(tmp_path, monkeypatch, capsys):
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    out = tmp_path / "elsewhere" / "run1"
+    train.main(["--out", str(out), "--sft-steps", "0", "--steps", "0", *TINY])
+    assert os.listdir(tmp_path / "cwd") == []                             # no stray runs/
+    assert os.listdir(tmp_path / "elsewhere" / "warmup") == ["countdown-sft0-10229ac30a"]
+    printed = capsys.readouterr().out
+    for name in ("metrics.jsonl", "config.json", "checkpoint/", "pass_at_k.md"):
+        assert name in printed and os.path.exists(out / name.rstrip("/"))
+    assert train.parse_args([]).warmup_cache == os.path.abspath("runs/warmup")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # A Hugging Face model from disk (tiny Llama + chat template + JSONL data)
 
@@ -550,6 +615,17 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path):
     train.atomic_save(lambda d: open(os.path.join(d, "trainer_state.pt"), "w").write("v3"), final)
     assert open(os.path.join(final, "trainer_state.pt")).read() == "v3"
     assert sorted(os.listdir(tmp_path)) == ["checkpoint"]                 # no temporary or old copies left
+
+
+def test_reward_fallback_reaches_verify(hf_model_dir, monkeypatch):
+    d = hf_model_dir
+    seen = {}
+    monkeypatch.setattr(verify, "batch_reward", lambda texts, golds, **kw: seen.update(kw) or [0.0] * len(texts))
+    for fallback in verify.FALLBACKS:
+        args = train.parse_args(["--model", str(d / "model"), "--data", str(d / "train.jsonl"), "--prompts-per-step",
+                                 "2", "--reward-fallback", fallback])
+        train.load_task(args).reward(["x"], [{"problem": "p", "gold": "1"}])
+        assert seen["fallback"] == fallback
 
 
 def test_without_eval_data_the_last_tenth_is_held_out(hf_model_dir, tmp_path):
