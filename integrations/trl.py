@@ -9,8 +9,8 @@ methods (plus `_calculate_rewards`, to keep a copy of the rewards it already gat
    therefore already sliced, and a per-prompt statistic cannot be recomputed from them. We recompute from the
    gathered rewards instead: `rewards [global_batch] -> [prompts, num_generations]` (TRL keeps the generations of a
    prompt consecutive), call `passk_at_k.compute_advantages` with the configured name (analytical Pass@k by default),
-   and slice this process's part exactly as TRL does. Every process
-   computes the same full table (the bootstrap draw is seeded by `seed` and the step, so it agrees across ranks).
+   and slice this process's part exactly as TRL does. Every process computes the same full table (the bootstrap
+   draw is seeded by `seed` and the step, so it agrees across ranks).
    The reward of a completion is the weighted sum of the reward functions (TRL's `reward_weights`) and is
    *binarised* (`> passk_threshold`, default 0.5) by the Pass@k functions: Pass@k needs "correct / wrong". A
    completion that no reward function could score (all `None`) counts as wrong for its group and gets advantage 0,
