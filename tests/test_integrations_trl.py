@@ -1,6 +1,8 @@
 """integrations/trl.py inside a real TRL GRPOTrainer: a tiny random Llama, a word-level tokenizer, CPU, no network.
 
 What is checked:
+- the README's TRL script, taken from README.md and run as it is (in process, and as a script in an empty folder
+  next to the three copied files), trains with exactly `passk_advantages_analytical` of the rewards it returned;
 - two real training steps run, the advantages the trainer used are exactly `passk_advantages_analytical` of the
   rewards the reward function returned (and differ from GRPO's, so the check has teeth), and the loss saw them;
 - SimKO's loss equals TRL's own `_compute_loss` in value and gradient with alpha = 0, lambda = 1, for every supported
@@ -24,6 +26,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 
 import passk_at_k  # noqa: E402
+import simko  # noqa: E402
 from integrations.trl import PassKGRPOConfig, PassKGRPOTrainer  # noqa: E402
 
 WORDS = ["<pad>", "<eos>", "<unk>"] + [str(i) for i in range(10)] + ["+", "=", "a", "b", "c"]
@@ -419,6 +422,18 @@ def test_eval_mode_uses_num_generations_eval(tmp_path, tokenizer):
     want = passk_at_k.passk_advantages_analytical(r, K).flatten().float()
     assert want.abs().sum() > 0
     torch.testing.assert_close(out["advantages"], want, rtol=0, atol=1e-6)
+
+
+def test_simko_names_come_from_simko(tmp_path):
+    import integrations.trl as it
+
+    assert set(it.SIMKO_LOSS_TYPES.values()) <= set(simko.AGGREGATIONS)
+    assert it.ADVANTAGE_CHOICES == (*passk_at_k.ADVANTAGES, "trl")
+    cfg = PassKGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=N, use_cpu=True,
+                          report_to=[], passk_k=K)
+    assert (cfg.advantage, cfg.simko_alpha, cfg.simko_lambda, cfg.simko_tau, cfg.simko_top_k, cfg.simko_gate,
+            cfg.simko_penalty) == ("passk", simko.PAPER_ALPHA, simko.PAPER_LAMBDA, simko.PAPER_TAU, simko.PAPER_TOP_K,
+                                   simko.GATES[0], simko.PENALTIES[0])
 
 
 @pytest.mark.parametrize("overrides, message", [
