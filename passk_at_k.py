@@ -224,7 +224,7 @@ def passk_advantages_analytical(rewards: torch.Tensor, k: int, threshold: float 
         rho = 1 - C(N_neg, k) / C(N, k),   sigma = sqrt(rho (1 - rho)),
         A_pos = (1 - rho) / sigma,          A_neg = (1 - rho - C(N_neg - 1, k - 1) / C(N - 1, k - 1)) / sigma.
     Both depend on the prompt only through N_pos; no binomial is formed (see :func:`_log_binom_ratio`), so N = 4096
-    with any k is finite and exact to ~1e-12.
+    with any k is finite and accurate to ~1e-11 relative (tested against exact integers).
 
     Args:
         rewards: ``[prompts, N]``; correct means ``reward > threshold`` (bool input is used as is).
