@@ -3,58 +3,92 @@
 The reward of every RL step comes from here, and the policy will find every hole in it. Three jobs:
 
 1. **Extraction** (`extract_answer`). The answer is the content of the *last* `\\boxed{...}` (or `\\fbox{...}`),
-   braces nested. Without a box only explicit anchors count - `#### 42`, `The final answer is ...`, `Answer: ...`,
-   `<answer>...</answer>` - and the last one wins. We never fall back to "the last number in the text": that
-   rewards a policy for listing many numbers. Text inside `<think>...</think>` is ignored when an answer follows it.
+   braces nested. Boxes right before it that only a separator divides from it (`\\boxed{3} \\text{ or }
+   \\boxed{-5}`, `$x = \\boxed{3}$ or $x = \\boxed{-5}$`, `\\boxed{2}, \\boxed{3}`) belong to the same answer, a list
+   (so it equals the gold `3, -5` and never the gold `3`); boxes with words between them are attempts, and the last
+   one counts. Without a box, anchors count - `#### 42`, `The final answer is ...`, `Answer: ...`, `The answer
+   is ...`, `<answer>...</answer>` - and the last one wins; from an anchor's text we take the first sentence, the
+   value of a sentence (`Final Answer: The smallest such $m$ is 12.` gives 12) and its first math segment (`\\$` is
+   a dollar sign, never a delimiter: `Answer: $\\$42$` gives `\\$42`). **Priority:** a box wins over anchors,
+   except a *final* anchor written after it (`####`, `final answer is/:`, a line that starts with `Answer:`,
+   `<answer>`): the model revised its answer. A plain `the answer is` or `... answer:` inside a sentence after a
+   box does not override it (`To check the answer: 3 + 4 = 7`). Text inside `<think>...</think>` is ignored when an
+   answer follows it. By default (`fallback="none"`) we never fall back to "the last number in the text": that
+   rewards a policy for listing many numbers; `fallback="last"` is the opt-in lenient mode (see `_last_value`).
 
 2. **Equivalence** (`is_equivalent`). Both strings are normalised (spacing commands, `\\left`, `\\dfrac`, units,
-   percent, degrees - `30^\\circ` is 30 but `\\sin 30^\\circ` is 1/2 -, thousands separators, unicode), then parsed
-   by a small recursive-descent parser that builds sympy objects *directly* (`sympy.Integer`, `Rational`, `Add`,
-   `Pow`, `Interval`, ...). Nothing is ever passed to `eval`, `exec`, `sympify` or `parse_expr`, which evaluate
-   Python. Parsed values are compared by kind:
+   percent, degrees - `30^\\circ` is 30 but `\\sin 30^\\circ` is 1/2 -, thousands separators, also `12,\\! 345`,
+   unicode, `4, 9, and 25`, `(2,5)or(5,2)`), then parsed by a small recursive-descent parser that builds sympy
+   objects *directly* (`sympy.Integer`, `Rational`, `Add`, `Pow`, `Interval`, ...). Nothing is ever passed to
+   `eval`, `exec`, `sympify` or `parse_expr`, which evaluate Python. Parsed values are compared by kind:
    - numbers: exactly. Decimals are parsed as exact rationals (`0.1` is 1/10), so `0.5 = 1/2` and `7.9999 != 8`.
      Irrational numbers are equal when their difference is exactly zero after sympy's automatic simplification, or
      when `evalf` cannot separate it from zero at NUMERIC_MAXPREC digits *and* every integer in it is small
      (so `sqrt(10^100 + 1)` is not `10^50`, and `1 - 10^{-30}` is not `1`);
    - expressions with symbols: the difference must vanish at five rational points whose signs vary (polynomials and
-     rational functions evaluate exactly there), so `(x+1)^2 = x^2+2x+1` but `sqrt(x^2) != x`;
-   - sets and bare lists (`1, 2`) order-free, tuples in order, intervals with their openness, `\\pm` as a two-element
-     set, matrices entrywise (a column vector equals a tuple), equations up to a nonzero constant factor (`y = 2x+1`
-     is `2x - y + 1 = 0`), `x = 5` against `5`, a single-variable inequality as the interval it describes;
+     rational functions evaluate exactly there), so `(x+1)^2 = x^2+2x+1` but `sqrt(x^2) != x`. Juxtaposed letters
+     are products of powers: `5m^3n = 5nm^3`, `ab^3 != ba^3`;
+   - sets and bare lists (`1, 2`) order-free (a set ignores duplicates: `\\{1, 1, 2\\} = \\{1, 2\\}`), tuples in
+     order (`(1; 2)` is `(1, 2)`; `m=2, n=3; m=5, n=1` is the two solutions `(2,3), (5,1)`), intervals with their
+     openness, `\\pm` as a two-element set, matrices entrywise (a column vector equals a tuple), equations up to a
+     nonzero constant factor (`y = 2x+1` is `2x - y + 1 = 0`);
+   - a labelled answer stands for its value: `x = 5`, `|PQ| = 7`, `m + n = 25`, `(a,b) = (4,1)`, `A:B = 3:5`, and a
+     worked chain `x = 2 + 2 = 4` whose computed sides agree (`x = 2 + 2 = 5` has no value, so it equals nothing);
+   - an inequality in one variable, linear in it (`3y < 12`, `-y > -4`, `-1 < 2x + 1 < 5`), or a named quantity
+     between two numbers (`0 < g(t) < 2`), as the interval it describes; several joined by "or" as their union;
+   - `y \\approx 7` as 7 (exactly: `y \\approx 7.1` is not 7); `\\sqrt2 \\approx 1.414` as either side, when the two
+     sides agree to 1% (`3 \\approx 4` is a hedge and equals nothing);
    - text answers (`\\text{Monday}`) case-insensitively; multiple-choice letters (`(C)`, `\\textbf{(C)}`) by letter.
    Numeric tolerance exists only when the *gold* is a decimal literal with at least two digits after the point and
    the prediction is an exact irrational (gold `1.41` accepts `\\sqrt2`), within half a unit of the gold's last digit.
    A decimal or rational prediction never gets tolerance (`3.14` is not `\\pi`, `0.\\overline{3}` is not `0.3`).
 
-3. **Bounds**. Model text is adversarial. Before building anything expensive the parser checks the answer length,
-   nesting depth, integer literal length, the size of integer powers (`9^{9^{9^9}}`), factorial and binomial
-   arguments. A guarded answer is judged quickly and structurally (equal only if the normalised text is identical).
-   `batch_reward` adds a hard wall-clock kill per check on top, in worker processes, so a pathological answer can
-   never stall training: a timed-out check scores 0 and its worker is replaced.
+3. **Bounds: every call returns within TIME_LIMIT_S (0.8 s), from any thread.** Model text is adversarial, and
+   two layers keep a check short:
+   - *Size bounds*, checked before sympy computes anything: answer length, nesting depth, integer literal length,
+     the size of integer powers (`9^{9^{9^9}}`), factorial and binomial arguments, p/q-th powers of numbers (q at
+     most MAX_ROOT_INDEX and integers of at most MAX_ROOT_FACTOR_BITS, else only an exact root: sympy factors the
+     integer to take the root, minutes for `{50 digits}^{3.953}`), numbers to symbolic powers, and no `\\pm` inside
+     a power, function or factorial. A value past a bound becomes an opaque stand-in compared structurally (equal
+     only to the same expression). These bounds are what keep any *single C call* (a big-integer power, a modular
+     exponentiation inside a primality test) short, which the time limit below cannot interrupt.
+   - *An in-process hard time limit* (`_bounded`): a watchdog thread raises an exception inside the checking thread
+     when its TIME_LIMIT_S deadline passes (CPython's `PyThreadState_SetAsyncExc`, through ctypes; no signals, so
+     it works in any thread; arming it costs a lock and a dict entry). It stops any Python-level computation
+     (sympy, mpmath); the check then scores 0. On an interpreter without `ctypes.pythonapi` only the size bounds
+     apply. tests/test_verify_fuzz.py asserts the 1 s bound on random expression trees in killable children.
+   `batch_reward` adds a hard wall-clock kill per check on top, in worker processes, so even a C call that ran
+   past the bounds could never stall training: a timed-out check scores 0 and its worker is replaced.
 
 Known limitations (what it still judges wrong, by category):
    - identities that need real simplification of huge or tiny parts are rejected (`2^{100000}` vs `4^{50000}` are
-     both past the bounds and compared structurally; `\\log(10^{1000})` vs `1000\\log 10`);
+     both past the bounds and compared structurally; `\\log(10^{1000})` vs `1000\\log 10`); so are odd powers
+     past the root bounds (`{2^{100}+1}^{0.451}`) and checks that need more than TIME_LIMIT_S (none in the tests);
    - domain: expressions equal only for non-negative inputs are rejected (`\\sqrt{x}\\sqrt{y}` vs `\\sqrt{xy}`);
    - letters: `i` and `e` are always the imaginary unit and Euler's number; two-letter strings are products of
-     symbols (`ba` = `ab`, so `on` = `no`);
+     symbols (`ba` = `ab`, so `on` = `no`); `f(2) = 9` is the product f*2 = 9, not a label;
    - no unit or percent conversion (`25\\%` vs `0.25`, `100 cm` vs `1 m`) and no base conversion of a bare `11`;
-   - `\\approx`, ratios `a:b`, `\\ldots` sequences and `\\mathbb{Z}` are compared as text only;
-   - extraction uses the last box only (`\\boxed{2}, \\boxed{3}` against gold `2, 3` scores 0), and an answer with no
-     box or explicit anchor scores 0 by design; `1,234` without spaces is one thousand two hundred thirty-four.
+     a unit glued to a number (`5cm`) is a product of letters unless it is a word of 4+ letters (`12apples`);
+   - ratios `a:b` (apart from their label), `\\ldots` sequences and `\\mathbb{Z}` are compared as text only;
+     nonlinear inequalities (`x^2 < 4`) are not solved;
+   - an answer with no box or anchor scores 0 by default; `1,234` without spaces is one thousand two hundred
+     thirty-four.
 
-Public functions: `extract_answer`, `is_equivalent`, `reward`, `batch_reward`; `python verify.py RESPONSE GOLD`
-prints the extracted answers, the verdict and why. Imports only sympy and the standard library (copy this file alone).
+Public: `extract_answer`, `is_equivalent`, `reward`, `batch_reward`, `FALLBACKS`, `TIME_LIMIT_S`;
+`python verify.py RESPONSE GOLD` prints the extracted answers, the verdict and why, and exits 0 when they are
+equivalent, 1 when not (2 on a usage error). Imports only sympy and the standard library (copy this file alone).
 """
 import argparse
 import atexit
 import collections
+import ctypes
 import functools
 import multiprocessing
 import multiprocessing.connection
 import os
 import re
 import sys
+import threading
 import time
 from fractions import Fraction
 
@@ -76,6 +110,10 @@ MAX_SCI_EXPONENT = 1000     # 1e1000 is fine, 1e100000 is not
 NUMERIC_DIGITS = 30         # significant digits evalf must establish to call two numbers different
 NUMERIC_MAXPREC = 400       # working precision (digits) after which "cannot separate from zero" means equal
 TAME_DIGITS = 30            # "cannot separate" only counts as equal when every integer involved is this small
+MAX_ROOT_INDEX = 100        # p/q-th powers: q at most this, and every integer in the base at most this many
+MAX_ROOT_FACTOR_BITS = 64   # bits; otherwise only an exact root of a number is taken (sympy factors to take it)
+MAX_SYMBOLIC_COEFF_BITS = 10  # a number to a symbolic power: integers in the exponent at most 2^10 (2^{1024 a})
+TIME_LIMIT_S = 0.8          # wall clock of one reward / is_equivalent call, enforced in-process (see _bounded)
 
 
 class _Guard(Exception):
@@ -84,6 +122,107 @@ class _Guard(Exception):
 
 class _ParseError(Exception):
     """Not a math expression we understand; compare it as text."""
+
+
+class _Timeout(BaseException):
+    """Raised inside a check that ran past TIME_LIMIT_S. A BaseException, so no `except Exception` (ours or
+    sympy's) can swallow it."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The in-process hard time limit. One daemon watchdog thread keeps the deadline of every check in flight (one per
+# calling thread); when one passes, it raises _Timeout *in the calling thread* with CPython's
+# PyThreadState_SetAsyncExc. That works from any thread (signals only reach the main thread) and costs nothing
+# while the check runs: arming and disarming is a lock and a dict entry. The exception lands at the next bytecode
+# boundary, so it stops any Python computation (sympy, mpmath); one long C call (a huge integer power) would delay
+# it, which is what the parser's bounds rule out. Without ctypes.pythonapi (not CPython) only the bounds apply.
+
+_WATCH = threading.Condition()
+_WATCH_ENTRIES = {}                      # token -> [thread id, deadline, fired]
+_WATCH_STATE = {"thread": None, "pid": None, "wake": float("inf"), "token": 0}
+try:                                    # two prototypes of one function: set an exception, or clear one (NULL)
+    _SET_ASYNC_EXC = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
+        ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
+    _CLEAR_ASYNC_EXC = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
+        ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
+except (AttributeError, OSError, TypeError):       # not CPython
+    _SET_ASYNC_EXC = _CLEAR_ASYNC_EXC = None
+
+
+def _raise_in(tid, exc):
+    _SET_ASYNC_EXC(tid, exc)
+
+
+def _clear_in(tid):
+    _CLEAR_ASYNC_EXC(tid, None)
+
+
+def _watchdog():
+    with _WATCH:
+        idle_since = time.monotonic()
+        while True:
+            now = time.monotonic()
+            for entry in _WATCH_ENTRIES.values():
+                if not entry[2] and entry[1] <= now:
+                    entry[2] = True
+                    _raise_in(entry[0], _Timeout)
+            pending = [e[1] for e in _WATCH_ENTRIES.values() if not e[2]]
+            if pending:
+                idle_since = now
+            elif now - idle_since > 30.0:             # nothing to watch for a while: end; the next check restarts it
+                _WATCH_STATE["thread"] = None
+                return
+            _WATCH_STATE["wake"] = min(pending) if pending else now + 1.0
+            _WATCH.wait(max(0.0, _WATCH_STATE["wake"] - now))
+
+
+def _arm(limit):
+    """Register a deadline `limit` seconds from now for the calling thread; returns a token for _disarm."""
+    if _SET_ASYNC_EXC is None:
+        return None
+    deadline = time.monotonic() + limit
+    with _WATCH:
+        t = _WATCH_STATE["thread"]
+        if t is None or _WATCH_STATE["pid"] != os.getpid() or not t.is_alive():    # first use, or after a fork
+            t = threading.Thread(target=_watchdog, name="verify-watchdog", daemon=True)
+            _WATCH_STATE.update(thread=t, pid=os.getpid(), wake=float("inf"))
+            t.start()
+        _WATCH_STATE["token"] += 1
+        token = _WATCH_STATE["token"]
+        _WATCH_ENTRIES[token] = [threading.get_ident(), deadline, False]
+        if deadline < _WATCH_STATE["wake"]:
+            _WATCH.notify()
+    return token
+
+
+def _disarm(token):
+    """Forget the deadline; if it fired, drop the exception in case it has not landed yet."""
+    if token is None:
+        return
+    while True:
+        try:
+            with _WATCH:
+                entry = _WATCH_ENTRIES.pop(token, None)
+                if entry is not None and entry[2]:
+                    _clear_in(entry[0])
+            return
+        except _Timeout:          # it landed while we were disarming: it fires once, so the retry completes
+            continue
+
+
+def _bounded(default, fn, *args):
+    """fn(*args), or `default` when it runs past TIME_LIMIT_S of wall clock."""
+    token = _arm(TIME_LIMIT_S)
+    try:
+        result = fn(*args)
+    except _Timeout:
+        result = default
+    while True:
+        try:
+            _disarm(token)
+            return result
+        except _Timeout:          # the deadline passed just as the check finished: a timeout after all
+            result = default
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -254,6 +393,30 @@ def extract_answer(text):
         if after is not None:
             return after
     return _extract(text)
+
+
+# The lenient fallback (reward(..., fallback="last")) for models that never box or anchor their answer.
+_LAST_MATH = re.compile(r"\$\$([^$]{1,300})\$\$|\$((?:[^$\\]|\\.){1,300})\$|\\\((.{1,300}?)\\\)|\\\[(.{1,300}?)\\\]", re.S)
+_LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+
+
+def _last_value(text):
+    """The last value in the final sentence of a response: its last math segment (`$...$`, `\\(...\\)`,
+    `\\[...\\]`; the right-hand side of an equation in it), else its last number. None when that sentence
+    hedges (`or`, `either`, `maybe`). Only the last 400 characters are read, so this stays linear."""
+    if "</think>" in text:
+        text = text[text.rindex("</think>") + len("</think>"):]
+    tail = text[-400:].rstrip().rstrip(".!").rstrip()
+    cut = max(tail.rfind(". "), tail.rfind("\n"))
+    sentence = tail[cut + 1:] if cut >= 0 and re.search(r"\d", tail[cut + 1:]) else tail
+    if re.search(r"(?i)\b(?:or|either|maybe|perhaps|not sure)\b", sentence):
+        return None
+    maths = [next(g for g in m.groups() if g is not None) for m in _LAST_MATH.finditer(sentence)]
+    if maths:
+        value = maths[-1]
+        return value.rsplit("=", 1)[-1].strip() or None
+    numbers = _LAST_NUMBER.findall(sentence)
+    return numbers[-1].rstrip(",") if numbers else None
 
 
 def _gold_answer(gold):
@@ -555,7 +718,13 @@ def _bits(x):
 
 def _pow(base, exp):
     """base**exp, refusing powers whose exact value would be enormous."""
-    _scalar(base), _scalar(exp)
+    _no_pm(base), _no_pm(exp)
+    if not exp.is_number and (_max_bits(exp) > MAX_SYMBOLIC_COEFF_BITS or (
+            base.is_number and base not in (0, 1, -1) and _max_bits(base) > MAX_ROOT_FACTOR_BITS)):
+        # b^{c a}: sympy computes b^c as soon as it can, and a comparison point for a turns it into a p/q-th power
+        return _large("pow", base, exp)
+    if not base.is_number and exp.is_Rational and abs(exp) > MAX_SYMBOLIC_EXPONENT:
+        return _large("pow", base, exp)          # x^{10^9 / 3}: a comparison point would compute it
     if exp.is_Integer:
         e = abs(int(exp))
         if base.is_Rational:
@@ -574,6 +743,16 @@ def _pow(base, exp):
         return _pow(-base, exp) * (-1) ** int(exp.p)
     if _max_bits(base) > MAX_ROOT_BITS or _max_bits(exp) > MAX_ROOT_BITS:
         return _large("pow", base, exp)                  # sympy would factor the number: minutes at 5,000 bits
+    if exp.is_Rational and not exp.is_Integer and not base.has(_LARGE) and \
+            not (exp.q <= MAX_ROOT_INDEX and _max_bits(base) <= MAX_ROOT_FACTOR_BITS):
+        # sympy takes p/q-th powers of integers by factoring, and with a big q or a big integer that runs for
+        # minutes inside single C calls (33 bits to the 621/1000 takes 9 s). Here only an exact root is taken.
+        if base.is_Rational and base > 0:
+            ru, exact_u = sympy.integer_nthroot(int(base.p), int(exp.q))
+            rv, exact_v = sympy.integer_nthroot(int(base.q), int(exp.q))
+            if exact_u and exact_v:
+                return _pow(sympy.Rational(ru, rv), sympy.Integer(exp.p))
+        return _large("pow", base, exp)
     if exp.is_number and base.is_number and base not in (0, 1, -1) and not base.has(_LARGE):
         try:
             mag = abs(complex(exp.evalf(15))) * max(1.0, abs(float(sympy.log(abs(base)).evalf(15))))
@@ -594,6 +773,9 @@ def _max_bits(e):
 def _function(name, arg, base=None):
     """name(arg) with the same caution as _pow: sympy's log of a 40,000-bit integer tries to factor it, and
     exp(2^{40000}) has no floating-point value worth computing."""
+    _no_pm(arg)
+    if base is not None:
+        _no_pm(base)
     if _max_bits(arg) > MAX_ROOT_BITS or (base is not None and _max_bits(base) > MAX_ROOT_BITS):
         return _large(name, arg) if base is None else _large(name, arg, base)
     if name in ("exp", "sinh", "cosh", "tanh") and arg.is_number:
@@ -610,6 +792,14 @@ def _function(name, arg, base=None):
     return _FUNCS[name](arg)
 
 
+def _no_pm(v):
+    """`\\pm` inside a power, a function or a factorial is compared as text: expanding it later would evaluate each
+    branch past the bounds checked here (`(94777353 \\pm 66855)!`)."""
+    if _scalar(v).has(_PM):
+        raise _ParseError("\\pm inside a function")
+    return v
+
+
 def _scalar(v):
     if not isinstance(v, sympy.Expr):
         raise _ParseError("arithmetic on a non-number")
@@ -617,7 +807,7 @@ def _scalar(v):
 
 
 def _factorial(n):
-    _scalar(n)
+    _no_pm(n)
     if n.is_number:
         if not (n.is_Integer and 0 <= n <= MAX_FACTORIAL):
             return _large("factorial", n)
@@ -625,7 +815,7 @@ def _factorial(n):
 
 
 def _binomial(n, k):
-    _scalar(n), _scalar(k)
+    _no_pm(n), _no_pm(k)
     if (n.is_number and not (n.is_Integer and abs(n) <= MAX_FACTORIAL)) or \
             (k.is_number and not (k.is_Integer and abs(k) <= MAX_FACTORIAL)):
         return _large("binomial", n, k)
@@ -1058,7 +1248,7 @@ class _Parser:
             return sympy.Symbol(bare)
         if bare in ("lfloor", "lceil"):
             self.enter()
-            inner = _scalar(self.parse_expr())
+            inner = _no_pm(self.parse_expr())
             self.expect("cmd", "\\rfloor" if bare == "lfloor" else "\\rceil")
             self.leave()
             kind = "floor" if bare == "lfloor" else "ceiling"
@@ -1728,27 +1918,56 @@ def _judge(pred, gold):
 
 
 def is_equivalent(pred, gold):
-    """True when answer string `pred` is mathematically equivalent to answer string `gold` (LaTeX or plain)."""
+    """True when answer string `pred` is mathematically equivalent to answer string `gold` (LaTeX or plain).
+    Returns within TIME_LIMIT_S (False when the check ran out of time), from any thread."""
     if not isinstance(pred, str) or not isinstance(gold, str):
         raise TypeError("is_equivalent: pred and gold must be str, got "
                         f"{type(pred).__name__} and {type(gold).__name__}")
+    return _bounded(False, _safe_judge, pred, gold)
+
+
+def _safe_judge(pred, gold):
     try:
         return _judge(pred, gold)[0]
     except Exception:      # the reward must never crash training; a failure to judge is not a success
         return False
 
 
-def reward(response, gold):
-    """1.0 if the final answer of `response` is equivalent to `gold`, else 0.0. `gold` may be a bare answer,
-    a MATH solution with a `\\boxed{}`, or a GSM8K solution with `####`."""
-    if not isinstance(response, str) or not isinstance(gold, str):
-        raise TypeError("reward: response and gold must be str, got "
-                        f"{type(response).__name__} and {type(gold).__name__}")
+FALLBACKS = ("none", "last")
+
+
+def _check_fallback(fallback, where):
+    if fallback not in FALLBACKS:
+        raise ValueError(f"{where}: fallback must be one of {FALLBACKS}, got {fallback!r}")
+
+
+def _response_answer(response, fallback):
+    pred = extract_answer(response)
+    if pred is None and fallback == "last":
+        pred = _last_value(response)
+    return pred
+
+
+def _reward(response, gold, fallback):
     try:
-        pred = extract_answer(response)
+        pred = _response_answer(response, fallback)
         return 1.0 if pred is not None and _judge(pred, _gold_answer(gold))[0] else 0.0
     except Exception:
         return 0.0
+
+
+def reward(response, gold, *, fallback="none"):
+    """1.0 if the final answer of `response` is equivalent to `gold`, else 0.0. `gold` may be a bare answer,
+    a MATH solution with a `\\boxed{}`, or a GSM8K solution with `####`.
+
+    `fallback` says what to do when the response has no box and no explicit anchor: "none" (the default) scores
+    it 0; "last" takes the last value in the text (see _last_value; opt-in, it rewards a correct number that a
+    policy merely mentions last). Returns within TIME_LIMIT_S (0.0 when out of time), from any thread."""
+    if not isinstance(response, str) or not isinstance(gold, str):
+        raise TypeError("reward: response and gold must be str, got "
+                        f"{type(response).__name__} and {type(gold).__name__}")
+    _check_fallback(fallback, "reward")
+    return _bounded(0.0, _reward, response, gold, fallback)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1767,15 +1986,15 @@ def _worker_main(conn):
             return
         if msg is None:
             return
-        i, response, gold = msg
-        conn.send((i, reward(response, gold)))
+        i, response, gold, fallback = msg
+        conn.send((i, reward(response, gold, fallback=fallback)))
 
 
-def _quick_reward(response, gold):
+def _quick_reward(response, gold, fallback="none"):
     """The reward when it needs no sympy (plain numbers, identical text, no answer), else None. Cheap and bounded
     (linear-time extraction, regex and Fraction on short strings), so batch_reward runs it in the parent process
     and sends only the rest to workers: most GSM8K-style checks never pay for a round trip."""
-    pred = extract_answer(response)
+    pred = _response_answer(response, fallback)
     if pred is None:
         return 0.0
     p, g = _normalize(pred), _normalize(_gold_answer(gold))
@@ -1818,7 +2037,7 @@ def _shutdown_pool():
         _kill(w)
 
 
-def batch_reward(responses, golds, timeout=5.0, workers=None):
+def batch_reward(responses, golds, timeout=5.0, workers=None, *, fallback="none"):
     """Rewards for many (response, gold) pairs: list[float] of 1.0/0.0, in input order.
 
     Plain-number checks (most of GSM8K) are decided right here; the rest run in `workers` persistent worker
@@ -1827,7 +2046,7 @@ def batch_reward(responses, golds, timeout=5.0, workers=None):
     reused across calls (the first call pays about a second per worker to start). Each check gets `timeout`
     seconds of wall clock; a check that runs over scores 0.0 and its worker is killed and replaced.
     `workers=0` runs everything in this process with no hard kill (for tests and tiny runs; the parser's bounds
-    still apply, so that is safe too, just without the wall-clock guarantee)."""
+    still apply, and so does the in-process TIME_LIMIT_S). `fallback` is reward's (FALLBACKS)."""
     responses, golds = list(responses), list(golds)
     if len(responses) != len(golds):
         raise ValueError(f"batch_reward: {len(responses)} responses but {len(golds)} golds; they must pair up")
@@ -1835,8 +2054,9 @@ def batch_reward(responses, golds, timeout=5.0, workers=None):
         raise ValueError(f"batch_reward: timeout must be a positive number of seconds, got {timeout!r}")
     if workers is not None and not (isinstance(workers, int) and workers >= 0):
         raise ValueError(f"batch_reward: workers must be None or an int >= 0, got {workers!r}")
+    _check_fallback(fallback, "batch_reward")
     if workers == 0 or not responses:
-        return [reward(r, g) for r, g in zip(responses, golds)]
+        return [reward(r, g, fallback=fallback) for r, g in zip(responses, golds)]
     for r, g in zip(responses, golds):
         if not isinstance(r, str) or not isinstance(g, str):
             raise TypeError(f"batch_reward: responses and golds must be str, got {type(r).__name__} and "
@@ -1844,7 +2064,7 @@ def batch_reward(responses, golds, timeout=5.0, workers=None):
     results = []
     for r, g in zip(responses, golds):
         try:
-            results.append(_quick_reward(r, g))
+            results.append(_quick_reward(r, g, fallback))
         except Exception:             # never let the cheap path crash training; the worker will judge it
             results.append(None)
     todo = [i for i in range(len(responses)) if results[i] is None][::-1]
@@ -1875,7 +2095,7 @@ def batch_reward(responses, golds, timeout=5.0, workers=None):
             while todo and w[2] and len(inflight[slot]) < _PIPELINE:
                 i = todo.pop()
                 try:
-                    w[1].send((i, responses[i], golds[i]))
+                    w[1].send((i, responses[i], golds[i], fallback))
                 except (OSError, ValueError):      # died while idle: replace it, retry the check elsewhere
                     todo.append(i)
                     replace(slot, score_head=False)
@@ -1921,23 +2141,28 @@ def _short(s, n=200):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Check a model response against a gold answer and explain why.")
+    """Exit status: 0 when the answers are equivalent, 1 when they are not (or the response has no answer), 2 on a
+    usage error (argparse), so scripts can branch on it."""
+    ap = argparse.ArgumentParser(description="Check a model response against a gold answer and explain why. "
+                                 "Exit status 0: equivalent; 1: not equivalent; 2: usage error.")
     ap.add_argument("response", help="the model response (or just an answer)")
     ap.add_argument("gold", help="the gold answer, a MATH solution with \\boxed{}, or a GSM8K solution with ####")
+    ap.add_argument("--fallback", choices=FALLBACKS, default="none",
+                    help="what a response with no box or anchor scores: none = 0 (default); last = its last value")
     args = ap.parse_args(argv)
-    pred = extract_answer(args.response)
+    pred = _response_answer(args.response, args.fallback)
     gold = _gold_answer(args.gold)
     print(f"response answer: {_short(pred)}" + ("  (no \\boxed{} or anchor found)" if pred is None else ""))
     print(f"gold answer:     {_short(gold)}")
     if pred is not None:
         print(f"normalised:      {_short(_normalize(pred))}  vs  {_short(_normalize(gold))}")
-    ok, why = _judge(pred, gold)
+    ok, why = _bounded((False, f"out of time ({TIME_LIMIT_S} s): not equal"), _judge, pred, gold)
     print(f"verdict:         {'EQUIVALENT (reward 1.0)' if ok else 'NOT EQUIVALENT (reward 0.0)'}")
     print(f"why:             {why}")
     if pred is None and args.response.strip():
-        ok2, why2 = _judge(args.response.strip(), gold)
+        ok2, why2 = _bounded((False, "out of time"), _judge, args.response.strip(), gold)
         print(f"as a bare answer, is_equivalent(RESPONSE, gold) would be {ok2}: {why2}")
-    return 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -529,6 +529,88 @@ def test_cli_explains_a_match():
 def test_cli_explains_a_guarded_answer_and_a_missing_one():
     out = _cli(r"\boxed{9^{9^{9^{9}}}}", "1")
     assert "NOT EQUIVALENT (reward 0.0)" in out.stdout and "safety bound" in out.stdout
+    assert out.returncode == 1
     out = _cli("42", "42")
     assert "no answer in the response" in out.stdout
     assert "would be True" in out.stdout
+    assert out.returncode == 1                      # no answer: not equivalent
+    out = _cli("42", "42", "--fallback", "last")    # the lenient mode reads the bare number
+    assert "EQUIVALENT (reward 1.0)" in out.stdout and out.returncode == 0
+
+
+def test_cli_exit_status_is_usable_in_scripts():
+    # 0 when equivalent, 1 when not (a shell `if python verify.py ...; then` must not take a wrong answer).
+    assert _cli(r"\boxed{41}", "42").returncode == 1
+    assert _cli(r"Answer: $\$42$", "#### 42").returncode == 0
+    assert _cli("x = 2+2 = 5", "5").returncode == 1
+    assert _cli("a", "b", "--fallback", "nope").returncode == 2          # usage error, from argparse
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The in-process time limit (tests/test_verify_fuzz.py checks the bound on fuzzed answers in killable children)
+
+def test_time_limit_stops_a_slow_check_and_leaves_no_stray_exception(monkeypatch):
+    pair = (r"\sqrt{3+2\sqrt2}", r"1+\sqrt2")           # needs evalf: a few ms, so a 0.1 ms limit always stops it
+    verify._parse_cached.cache_clear()
+    monkeypatch.setattr(verify, "TIME_LIMIT_S", 1e-4)
+    start = time.perf_counter()
+    assert verify.is_equivalent(*pair) is False              # out of time: not a success
+    assert verify.reward(rf"\boxed{{{pair[0]}}}", pair[1]) == 0.0
+    assert time.perf_counter() - start < HANG_GUARD_S
+    monkeypatch.setattr(verify, "TIME_LIMIT_S", 30.0)
+    verify._parse_cached.cache_clear()
+    assert verify.is_equivalent(*pair) is True               # nothing was cached from the interrupted checks
+    deadline = time.perf_counter() + 0.3                     # a fired deadline never lands later in caller code
+    while time.perf_counter() < deadline:
+        sum(range(1000))
+    assert not verify._WATCH_ENTRIES
+
+
+def test_time_limit_works_in_a_non_main_thread(monkeypatch):
+    # Signals only reach the main thread; the watchdog raises in whichever thread runs the check.
+    import threading
+    monkeypatch.setattr(verify, "TIME_LIMIT_S", 0.2)
+    out = {}
+
+    def busy():
+        def spin():
+            end = time.perf_counter() + 30
+            while time.perf_counter() < end:
+                pass
+            return "finished"
+        t = time.perf_counter()
+        out["result"] = verify._bounded("stopped", spin)
+        out["seconds"] = time.perf_counter() - t
+
+    threads = [threading.Thread(target=busy) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(HANG_GUARD_S)
+    assert not any(th.is_alive() for th in threads)
+    assert out["result"] == "stopped" and out["seconds"] < 1.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The opt-in lenient fallback
+
+def test_fallback_is_opt_in_and_validated():
+    assert verify.FALLBACKS[0] == "none"
+    text = "Adding the two parts gives 3 + 4 = 7."
+    assert verify.reward(text, "7") == 0.0                                 # default: no box, no anchor, no reward
+    assert verify.reward(text, "7", fallback="last") == 1.0
+    assert verify.reward("So the sum is $\\frac{1}{2}$.", "0.5", fallback="last") == 1.0
+    assert verify.reward("It is either 4 or 5.", "5", fallback="last") == 0.0       # a hedging sentence: nothing
+    assert verify.reward("\\boxed{6}. Then 3 + 4 = 7.", "7", fallback="last") == 0.0  # a box still wins
+    with pytest.raises(ValueError, match="fallback must be one of"):
+        verify.reward("1", "1", fallback="lenient")
+    with pytest.raises(ValueError, match="fallback must be one of"):
+        verify.batch_reward(["1"], ["1"], fallback="lenient")
+
+
+def test_fallback_through_batch_reward_workers():
+    responses = ["Adding: 3 + 4 = 7.", r"We get $\frac{2}{4}$", "no number here", r"\boxed{8}"]
+    golds = ["7", "0.5", "7", "8"]
+    assert verify.batch_reward(responses, golds, workers=2) == [0.0, 0.0, 0.0, 1.0]
+    assert verify.batch_reward(responses, golds, workers=2, fallback="last") == [1.0, 1.0, 0.0, 1.0]
+    assert verify.batch_reward(responses, golds, workers=0, fallback="last") == [1.0, 1.0, 0.0, 1.0]
