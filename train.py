@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
-import inspect
 import json
 import os
 import random
@@ -64,11 +63,7 @@ import simko
 import verify
 
 ADVANTAGES = tuple(passk_at_k.ADVANTAGES)
-WARMUP_VARIANTS = getattr(countdown, "WARMUP_VARIANTS", ("full",))
-FALLBACKS = getattr(verify, "FALLBACKS", ("none",))
 CONCENTRATION_RANKS = 5     # metrics.jsonl logs the rank-1..5 probabilities (SimKO's Lambda^(k))
-# the rollout returns its top-5 log-probs for the concentration metric (when this rollout.py can)
-STATS_TOP_K = {"stats_top_k": CONCENTRATION_RANKS} if "stats_top_k" in inspect.signature(R.rollout).parameters else {}
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 TABLE_KS = (1, 2, 4, 8, 16)
 # The flags a resumed run may change: how it runs, logs and saves, never what it computes.
@@ -95,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup-cache", default=None,
                    help="directory where the embedded model's warm-up is cached and shared between runs "
                         "(default: warmup/ beside --out, e.g. runs/warmup)")
-    g.add_argument("--warmup-variant", choices=WARMUP_VARIANTS, default="full",
+    g.add_argument("--warmup-variant", choices=countdown.WARMUP_VARIANTS, default="full",
                    help="embedded task only: the warm-up's data; 'full' every problem, 'headroom' few * and / "
                         "(countdown.py's docstring) (default %(default)s)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when available, else cpu)")
@@ -156,15 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: never)")
     g.add_argument("--simko", action=argparse.BooleanOptionalAction, default=True,
                    help="SimKO's changes to the loss; --no-simko is plain GRPO/DAPO (default on)")
-    g.add_argument("--simko-topk", type=int, default=3,
+    g.add_argument("--simko-topk", type=int, default=simko.PAPER_TOP_K,
                    help="K, the top-K candidates over which SimKO spreads the push of correct tokens "
                         "(default %(default)s)")
-    g.add_argument("--simko-alpha", type=float, default=0.01,
+    g.add_argument("--simko-alpha", type=float, default=simko.PAPER_ALPHA,
                    help="alpha in [0, 1], the share of that push spread over the top-K (default %(default)s)")
-    g.add_argument("--simko-lambda", type=float, default=1.1,
+    g.add_argument("--simko-lambda", type=float, default=simko.PAPER_LAMBDA,
                    help="lambda > 0, the factor on the penalty of a wrong token that is the policy's rank-1 "
                         "candidate (default %(default)s)")
-    g.add_argument("--simko-tau", type=float, default=0.8,
+    g.add_argument("--simko-tau", type=float, default=simko.PAPER_TAU,
                    help="entropy gate: a quantile in [0, 1] of the token entropies (row_quantile, batch_quantile), "
                         "or nats (absolute); SimKO acts on tokens above it (default %(default)s)")
     g.add_argument("--simko-gate", choices=simko.GATES, default=simko.GATES[0],
@@ -205,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes for verify.batch_reward; 0 = in-process (default: verify's, at most 8)")
     g.add_argument("--reward-timeout", type=float, default=5.0,
                    help="seconds one answer check may take before it counts as wrong (default %(default)s)")
-    g.add_argument("--reward-fallback", choices=FALLBACKS, default=FALLBACKS[0],
+    g.add_argument("--reward-fallback", choices=verify.FALLBACKS, default=verify.FALLBACKS[0],
                    help="verify.batch_reward's fallback= for responses without an explicit final answer "
                         "(default %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars, e.g. in logs (default off)")
@@ -268,8 +263,6 @@ def check_args(parser, args) -> None:
          f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     need(args.threads is None or args.threads >= 1, f"--threads must be >= 1, got {args.threads}")
     need(args.reward_workers is None or args.reward_workers >= 0, "--reward-workers must be >= 0")
-    need(args.decode == "dynamic" or "static_cache" in inspect.signature(R.rollout).parameters,
-         "--decode static needs rollout.py's static_cache, which this rollout.py does not have")
     need(args.data is None or args.model is not None,
          "--data needs --model (the embedded tiny model only knows its built-in Countdown task)")
     need(args.model is None or args.data is not None, "--model needs --data (a JSONL of problems and answers)")
@@ -315,11 +308,10 @@ def load_task(args) -> Task:
                 raise ValueError(f"{args.data}: {len(train)} problem(s) is too few to hold out an evaluation split; "
                                  f"pass --eval-data")
             train, held_out = train[:-n], train[-n:]
-        fallback = {"fallback": args.reward_fallback} if hasattr(verify, "FALLBACKS") else {}
         task = Task("jsonl", train, held_out, prompt=chat_prompt, add_special_tokens=False,
                     reward=lambda texts, probs: verify.batch_reward(
                         texts, [p["gold"] for p in probs], timeout=args.reward_timeout, workers=args.reward_workers,
-                        **fallback))
+                        fallback=args.reward_fallback))
     if args.eval_problems:
         task.eval = task.eval[:args.eval_problems]
     if len(task.train) < args.prompts_per_step:
@@ -350,7 +342,8 @@ def rollout_batch(policy: Policy, prompts: list[str], task: Task, args, generato
             parts.append(R.rollout(policy.model, policy.tokenizer, prompts[s:s + per_call], args.group_size,
                                    max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                    top_p=args.top_p, generator=generator, eos_token_id=policy.eos_ids,
-                                   add_special_tokens=task.add_special_tokens, **decode_kwargs(args), **STATS_TOP_K))
+                                   add_special_tokens=task.add_special_tokens, static_cache=args.decode == "static",
+                                   stats_top_k=CONCENTRATION_RANKS))
     return concat_rollouts(parts, policy.tokenizer)
 
 
@@ -436,7 +429,6 @@ def update(policy: Policy, optimizer, scheduler, ro: R.Rollout, advantages: torc
                 alpha=args.simko_alpha if args.simko else 0.0, lam=args.simko_lambda if args.simko else 1.0,
                 tau=args.simko_tau, gate=args.simko_gate, penalty=args.simko_penalty, clip_low=args.clip_low,
                 clip_high=args.clip_high, agg=args.loss_agg, max_len=width)
-            metrics.pop("entropy", None)        # (logged from the rollout, over every row)
             if policy.ref_model is not None:
                 with torch.no_grad(), policy.autocast():
                     ref_logp = response_token_stats(policy.ref_model, ids, att, ro.prompt_len, args,
@@ -465,7 +457,6 @@ def update(policy: Policy, optimizer, scheduler, ro: R.Rollout, advantages: torc
     if not sums:                                # no token was forwarded: the loss metrics exist, without a value
         one = torch.zeros(1, 1)
         sums = dict.fromkeys(simko.policy_loss(one, one, one[0], one + 1)[1], 0.0)
-        sums.pop("entropy", None)
     # loss metrics: means over the response tokens that were forwarded (None when none was)
     out = {key: value / n_tokens if n_tokens else None for key, value in sums.items()}
     out["loss"] = sum(losses) / len(losses)
@@ -498,13 +489,12 @@ def rl_step(step: int, batch: list[dict], policy: Policy, optimizer, scheduler, 
            "response_len": mask.sum(1).mean().item(), "truncated_frac": ro.truncated.float().mean().item(),
            # the sampling policy's mean token entropy, over every response token of the batch
            "entropy": (ro.entropy * mask).sum().item() / max(n_tokens, 1)}
-    if getattr(ro, "topk_logp", None) is not None:
-        # the concentration metric, also over every response token: mean probability / log-prob of rank i
-        c = simko.concentration(ro.topk_logp, mask)
-        for i in range(CONCENTRATION_RANKS):
-            out[f"rank{i + 1}_prob"] = c["prob"][i]
-        for i in range(CONCENTRATION_RANKS):
-            out[f"rank{i + 1}_logp"] = c["logp"][i]
+    # the concentration metric, also over every response token: mean probability / log-prob of rank i
+    c = simko.concentration(ro.topk_logp, mask)
+    for i in range(CONCENTRATION_RANKS):
+        out[f"rank{i + 1}_prob"] = c["prob"][i]
+    for i in range(CONCENTRATION_RANKS):
+        out[f"rank{i + 1}_logp"] = c["logp"][i]
     out.update(loss_metrics)
     out.update({"lr": scheduler.get_last_lr()[0],
                 "rollout_tokens_per_s": n_tokens / max(t1 - t0, 1e-9),
@@ -533,7 +523,7 @@ def evaluate(policy: Policy, task: Task, args) -> dict:
         texts = R.sample_for_eval(policy.model, policy.tokenizer, prompts, n, max_new_tokens=args.max_new_tokens,
                                   temperature=args.eval_temperature, top_p=args.eval_top_p, generator=generator,
                                   batch_size=eval_rows, add_special_tokens=task.add_special_tokens,
-                                  eos_token_id=policy.eos_ids, **decode_kwargs(args))
+                                  eos_token_id=policy.eos_ids, static_cache=args.decode == "static")
     flat = [t for row in texts for t in row]
     problems = [p for p in task.eval for _ in range(n)]
     correct = torch.tensor(task.reward(flat, problems)).view(len(prompts), n) > 0.5
@@ -773,11 +763,6 @@ def set_threads(args) -> None:
         torch.set_num_threads(args.threads or 1)
 
 
-def decode_kwargs(args) -> dict:
-    """rollout.py keywords of --decode (only passed when not the default, so an older rollout.py still works)."""
-    return {"static_cache": True} if args.decode == "static" else {}
-
-
 def concat_rollouts(parts: list, tokenizer) -> R.Rollout:
     """Join rollouts generated in several calls (their prompt and response widths may differ) by re-padding."""
     if len(parts) == 1:
@@ -791,9 +776,6 @@ def concat_rollouts(parts: list, tokenizer) -> R.Rollout:
         left = P - p.prompt_len if prompt_part else 0
         right = T - p.response_mask.shape[1]
         return F.pad(x, (left, right), value=value)
-    extra = {}
-    if getattr(parts[0], "topk_logp", None) is not None:
-        extra["topk_logp"] = torch.cat([F.pad(p.topk_logp, (0, 0, 0, T - p.response_mask.shape[1])) for p in parts])
     return R.Rollout(
         input_ids=torch.cat([fix(p.input_ids, p, pad, True) for p in parts]),
         attention_mask=torch.cat([fix(p.attention_mask, p, 0, True) for p in parts]),
@@ -801,7 +783,8 @@ def concat_rollouts(parts: list, tokenizer) -> R.Rollout:
         logp=torch.cat([fix(p.logp, p, 0.0, False) for p in parts]),
         entropy=torch.cat([fix(p.entropy, p, 0.0, False) for p in parts]),
         truncated=torch.cat([p.truncated for p in parts]), prompt_len=P,
-        texts=[t for p in parts for t in p.texts], **extra)
+        texts=[t for p in parts for t in p.texts],
+        topk_logp=torch.cat([F.pad(p.topk_logp, (0, 0, 0, T - p.response_mask.shape[1])) for p in parts]))
 
 
 def pass_at_k_table(before: dict, after: dict, n: int) -> str:

@@ -370,9 +370,7 @@ def _check_run(result, lines, steps, simko_on, method):
     for l in train_lines:
         keys = ["reward_mean", "zero_variance_frac", "adv_abs_mean", "entropy", "gated_frac", "clip_frac_low",
                 "grad_norm", "response_len", "updated_rows_frac", "rollout_tokens_per_s", "time_rollout",
-                "time_reward", "time_update"]
-        if train.STATS_TOP_K:
-            keys += ["rank1_prob", "rank3_prob", "rank5_prob", "rank1_logp"]
+                "time_reward", "time_update", "rank1_prob", "rank3_prob", "rank5_prob", "rank1_logp"]
         for key in keys:
             assert isinstance(l[key], float) and l[key] == l[key], key
         assert not any(k.startswith("conc_") or k == "rollout_entropy" for k in l)
@@ -392,6 +390,31 @@ def test_end_to_end_default_algorithm(tmp_path, parity_reward):
 def test_end_to_end_grpo_baseline_without_simko(tmp_path, parity_reward):
     result, lines = _run(tmp_path, "grpo", "--steps", "3", "--advantage", "grpo", "--no-simko")
     _check_run(result, lines, 3, False, "grpo")
+
+
+def test_concentration_and_entropy_come_from_every_rollout_row(tmp_path, parity_reward, monkeypatch):
+    seen = []
+    real = train.rollout_batch
+    monkeypatch.setattr(train, "rollout_batch", lambda *a: seen.append(real(*a)) or seen[-1])
+    _, lines = _run(tmp_path, "conc", "--steps", "3", "--advantage", "grpo")
+    steps = [l for l in lines if l["type"] == "train"]
+    assert any(l["updated_rows_frac"] < 1 for l in steps)                 # some rows were left out of the update...
+    for l, ro in zip(steps, seen):                                         # ... but not out of the metrics
+        c = simko.concentration(ro.topk_logp, ro.response_mask)
+        assert [l[f"rank{i}_prob"] for i in range(1, 6)] == c["prob"]
+        assert [l[f"rank{i}_logp"] for i in range(1, 6)] == c["logp"]
+        assert l["entropy"] == pytest.approx((ro.entropy * ro.response_mask).sum().item() / ro.response_mask.sum().item())
+        assert 1 >= l["rank1_prob"] >= l["rank2_prob"] >= l["rank5_prob"] > 0
+
+
+def test_static_decode_trains_like_dynamic(tmp_path, parity_reward):
+    # the same tokens (so the same rewards, lengths and held-out counts); log-probs agree to float precision
+    dyn, static = [_run(tmp_path, d, "--steps", "2", "--decode", d)[1] for d in ("dynamic", "static")]
+    for a, b in zip(_stable(dyn), _stable(static)):
+        assert {k: v for k, v in a.items() if isinstance(v, float)} == pytest.approx(
+            {k: v for k, v in b.items() if isinstance(v, float)}, rel=1e-3, abs=1e-4)
+        assert (a["reward_mean"], a["response_len"]) == (b["reward_mean"], b["response_len"])
+    assert [l["correct"] for l in dyn if l["type"] == "eval"] == [l["correct"] for l in static if l["type"] == "eval"]
 
 
 @pytest.mark.slow
@@ -436,10 +459,10 @@ def test_warmup_variant_is_passed_on_and_cached_apart(tmp_path, monkeypatch):
     seen = []
     real = countdown.warm_up
     monkeypatch.setattr(countdown, "warm_up", lambda *a, **k: seen.append(k.get("variant", "full")) or real(*a, **k))
-    for variant in train.WARMUP_VARIANTS:
+    for variant in countdown.WARMUP_VARIANTS:
         train.main(["--out", str(tmp_path / variant), "--warmup-cache", str(tmp_path / "wc"), "--sft-steps", "1",
                     "--steps", "0", "--warmup-variant", variant, *TINY])
-    assert seen == list(train.WARMUP_VARIANTS) and len(os.listdir(tmp_path / "wc")) == len(seen)
+    assert seen == list(countdown.WARMUP_VARIANTS) and len(os.listdir(tmp_path / "wc")) == len(seen)
 
 
 # ----------------------------------------------------------------------------------------------------------------
