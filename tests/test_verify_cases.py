@@ -10,8 +10,8 @@ About 60% of rows are True (equivalences users expect) and 40% False (mostly nea
 is reward-hacking bait: hedges, lists for one gold, near misses that tolerant graders wave through, and inputs that
 would hang a naive checker. A single false positive there is a hole the policy will find.
 
-The table grew in batches (blocks prefixed B2_ ... B13_ below). Each later batch was written without running it,
-then graded once against the checker as it stood - batches 4 to 13 were kept outside the repository until then - so
+The table grew in batches (blocks prefixed B2_ ... B14_ below). Each later batch was written without running it,
+then graded once against the checker as it stood - batches 4 to 14 were kept outside the repository until then - so
 the first-run score of a batch is an honest held-out number; once committed, a batch is just more of the answer key.
 
 `CASES` grades `is_equivalent(pred, gold)` on bare answer strings. `REWARD_CASES` grades `reward(response, gold)`
@@ -1527,6 +1527,89 @@ B13_LABELS = _block("labels", [
     (r"3 \approx 4", "4", F),
     (r"\{4, 4, 5\}", "4", F),
 ])
+# --------------------------------------------------------------------------------------------------------------------
+# Fourteenth batch, held out until run once against the checker with the thirteenth batch's fixes: the same
+# classes in new words (a second estimate after the fixes). First grading: 6 of 69 is_equivalent rows and 1 of
+# 35 reward rows wrong; one accepted a wrong answer (two sets for one).
+# --------------------------------------------------------------------------------------------------------------------
+
+B14_STYLES = _block("labels", [
+    ("(x, y) = (3, -1)", "(3,-1)", T),
+    (r"(x,y)=\left(\frac{1}{2}, 2\right)", "(0.5, 2)", T),
+    ("(x, y) = (-1, 3)", "(3,-1)", F),
+    ("BC = 10", "10", T),
+    (r"\overline{AB} = 5", "5", T),
+    (r"|\vec{v}| = 13", "13", T),
+    ("a + b + c = 12", "12", T),
+    ("a+b = 7", "8", F),
+    ("a=1, b=-2, c=3", "(1,-2,3)", T),
+    ("a=1, b=3, c=-2", "(1,-2,3)", F),
+    ("x=3,y=4; x=4,y=3", r"\{(3,4),(4,3)\}", T),
+    ("x = 3, y = 4 \\text{ or } x = 4, y = 3", "(3,4), (4,3)", T),
+    ("P(E) = \\frac{1}{6}", r"\frac16", T),
+    ("S_{10} = 55", "55", T),
+    ("a_5 = 48", "48", T),
+    ("a_5 = 47", "48", F),
+]) + _block("inequalities", [
+    ("2x - 3 > 5", "x > 4", T),
+    ("5 - x \\ge 2", r"x \le 3", T),
+    ("5 - x \\ge 2", r"x \ge 3", F),
+    (r"\frac{x}{2} < 3", "x < 6", T),
+    ("-6 < -2x < 4", "-2 < x < 3", T),
+    ("-6 < -2x < 4", "(-3, 2)", F),
+    ("1 \\le 3x - 2 \\le 7", "[1, 3]", T),
+    (r"x < 1 \text{ or } x \ge 4", r"(-\infty,1)\cup[4,\infty)", T),
+    (r"x \le -1 \text{ or } x > 4", r"(-\infty,-1)\cup[4,\infty)", F),
+    ("0 < a < 1", "(0,1)", T),
+    (r"-1 \le \sin x \le 1", "[-1,1]", T),
+]) + _block("thousands_separators", [
+    (r"1,\!000", "1000", T),
+    (r"3{,}600", "3600", T),
+    (r"2\,500\,000", "2.5 \\times 10^6", T),
+    (r"10,\! 080", "10080", T),
+    (r"10,\! 080", "1080", F),
+    (r"\$1,\!200", "1200", T),
+]) + _block("sets_tuples", [
+    (r"1, 2, \text{and } 3", "1, 2, 3", T),
+    (r"2, 3, \text{ and } 5", r"\{2,3,5\}", T),
+    (r"2, 3, \text{ and } 7", r"\{2,3,5\}", F),
+    ("(3;4)", "(3, 4)", T),
+    ("x = 1; x = 2", "1, 2", T),
+    (r"\{-1, -1, 3\}", r"\{3, -1\}", T),
+    ("(1,2)or(2,1)", "(2,1),(1,2)", T),
+    ("(1,2) or (2,1)", "(1,2)", F),
+    (r"\{2, 3\} \text{ and } \{3, 2\}", r"\{2,3\}", F),
+]) + _block("approx", [
+    (r"x \approx 0.5", r"\frac12", T),
+    (r"r \approx 2.24", r"\sqrt5", F),
+    (r"\sqrt{5} \approx 2.24", r"\sqrt{5}", T),
+    (r"\frac{22}{7} \approx 3.14", r"\pi", F),
+    (r"P \approx 0.25", "0.25", T),
+    ("y \u2248 12", "12", T),
+]) + _block("expressions", [
+    ("3x^2y", "3yx^2", T),
+    ("x^2y^3", "x^3y^2", F),
+    ("4ab^2c", "4cb^2a", T),
+    ("2a^3b^2", "2b^3a^2", F),
+    ("m^2n^2", "(mn)^2", T),
+    ("-xy^2", "-y^2x", T),
+    ("abc", "cab", T),
+    ("6xyz", "6zyx", T),
+    ("6xyz", "6xy", F),
+]) + _block("adversarial", [
+    ("x = 3 + 3 = 7", "7", F),
+    ("x = 3 + 3 = 7", "6", F),
+    ("y = 2 \\cdot 5 = 11", "11", F),
+    ("1.4142", r"\sqrt2", F),
+    ("2.236", r"\sqrt5", F),
+    ("0.7854", r"\frac{\pi}{4}", F),
+    (r"x \approx 4 \text{ or } x \approx 5", "4", F),
+    (r"5 \approx 6", "6", F),
+    ("(x, y) = (1, 2), (2, 1)", "(1,2)", F),
+    (r"|PQ| = 7 \text{ or } 8", "7", F),
+    ("2 < x < 3", "2", F),
+    ("x > 2", "2", F),
+])
 
 CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT + UNITS_TEXT + DEGREES + THOUSANDS
          + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
@@ -1538,7 +1621,7 @@ CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT 
          + B4_TRIG_LOG + B4_BIG_COMPLEX + B4_UNITS_CHOICE_BASE + B4_ADVERSARIAL + B5_DRESSING + B5_NUMBERS
          + B5_EXPRESSIONS + B5_ADVERSARIAL + B6_SUBJECTS + B6_ADVERSARIAL + B7_MIXED + B7_ADVERSARIAL
          + B8_MORE + B8_ADVERSARIAL + B9_NUMBERS + B10_PLAIN_UNICODE + B11_GSM8K + B12_MISC
-         + B13_LABELS)
+         + B13_LABELS + B14_STYLES)
 
 # --------------------------------------------------------------------------------------------------------------------
 # reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
@@ -1811,6 +1894,50 @@ REWARD_CASES = (
         ("The answer is probably 7, but maybe 8.", "7", F),
         ("The answer is 4. Answer: 5", "4", F),
         ("The answer is $\\$42$ or $\\$43$.", "42", F),
+    ])
+    # fourteenth batch (first grading: 1 of 35 wrong)
+    + _block("reward_anchors", [
+        ("So, the answer is 9.", "9", T),
+        ("Therefore the answer is $\\boxed{}$ 9", "9", F),
+        ("The answer is $-\\frac{1}{3}$.", "-1/3", T),
+        ("Thus, the answer is: $\\sqrt{2}$", r"\sqrt2", T),
+        ("The answer is 3.5 hours.", "3.5", T),
+        ("The answer is 40%.", "40", T),
+        ("Final answer: the total is $\\$75$.", "75", T),
+        ("Answer: There are 15 ways.", "15", T),
+        ("Answer: There are 16 ways.", "15", F),
+        ("**Answer**: 27", "27", T),
+        ("Answer: 12 or 13", "12", F),
+        ("The answer is 7. I hope it is correct.", "7", T),
+        ("The answer is (C).", r"\text{(C)}", T),
+        ("The answer is not 5, it is 6.", "5", F),
+        ("Hence the required value is 8, so the answer is 8.", "8", T),
+    ])
+    + _block("reward_escaped_dollar", [
+        ("Answer: $\\$1,200$", "1200", T),
+        ("The final answer is $\\$ 9.50$.", "9.5", T),
+        ("So she spends $\\$12$ in total.\n#### 12", "12", T),
+        ("Answer: $\\$12$ and $\\$15$", "12", F),
+        ("The final answer is \\$30.", "30", T),
+    ])
+    + _block("reward_boxed", [
+        ("$\\boxed{2}$ and $\\boxed{5}$", "2, 5", T),
+        ("$\\boxed{2}$ and $\\boxed{5}$", "5", F),
+        ("\\boxed{x=1} \\quad \\boxed{x=-1}", r"\pm 1", T),
+        ("So $a = \\boxed{3}$, $b = \\boxed{4}$.", "(3, 4)", T),
+        ("Initially I thought \\boxed{10}, but recomputing gives \\boxed{12}.", "12", T),
+        ("\\boxed{10}\n\nFinal Answer: 12", "12", T),
+        ("\\boxed{10}\n\nFinal Answer: 12", "10", F),
+        ("**Final Answer**\n\\[\n\\boxed{\\dfrac{3}{5}}\n\\]", "0.6", T),
+        ("\\boxed{7}. The answer is seven because 3 + 4 = 7.", "7", T),
+        ("\\boxed{A:B = 2:3}", "2:3", T),
+    ])
+    + _block("reward_adversarial", [
+        ("\\boxed{1} \\boxed{2} \\boxed{3} \\boxed{4}", "3", F),
+        ("\\boxed{3}, \\boxed{3}, \\boxed{4}", "3", F),
+        ("The answer is 4 or maybe 5.", "5", F),
+        ("The answer is either $3$ or $4$.", "4", F),
+        ("Answer: x = 2 + 2 = 5", "5", F),
     ])
 )
 
