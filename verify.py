@@ -321,7 +321,7 @@ def _math_end(text, i):
 
 _SENTENCE_END = re.compile(r"(?i)\.\s+i hope|\s+i hope|\.\s+(?=[A-Z])|\.\s*$")
 # "The smallest such $m$ is 12.": a noun phrase (no digits, no hedge) and a verb before the value.
-_SENTENCE_VALUE = re.compile(r"(?i)(?:the|a|an|our|its|this|that|so|thus|hence)\b[^0-9\n]{0,120}?\s(?:is|are|equals|"
+_SENTENCE_VALUE = re.compile(r"(?i)(?:the|a|an|our|its|this|that|so|thus|hence|there)\b[^0-9\n]{0,120}?\s(?:is|are|equals|"
                              r"was|would be|will be)\s+(?:equal to\s+)?")
 
 
@@ -493,6 +493,9 @@ def _normalize(s):
     s = re.sub(r"\\(?:boxed|fbox)(?![a-zA-Z])", "", s)
     s = re.sub(r"\\lbrace(?![a-zA-Z])", r"\\{", re.sub(r"\\rbrace(?![a-zA-Z])", r"\\}", s))
     s = re.sub(r"\\(?:[lr]?vert)(?![a-zA-Z])", "|", s)
+    # a segment or vector name is a label: \overline{AB} = 5, |\vec{v}| = 13
+    s = re.sub(r"\\(?:overline|vec|overrightarrow|widehat|hat)\s*\{\s*([A-Za-z]{1,3})\s*\}|\\vec\s+([A-Za-z])",
+               lambda m: m.group(1) or m.group(2), s)
     # A label before the answer: "\text{The answer is } 5", "\text{area} = 12", "Answer: 5"
     s = re.sub(r"^\s*\\(?:text|textbf|mbox|mathrm|textit)\s*\{\s*(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*:?\s*\}\s*:?",
                "", s, flags=re.I)
@@ -1363,8 +1366,8 @@ def _expand_pm(v):
     if isinstance(v, tuple) and v[0] in ("list", "set"):
         out = []
         for x in v[1]:
-            x = _expand_pm(x)
-            out.extend(x[1] if isinstance(x, tuple) and x[0] == "set" and isinstance(v, tuple) else [x])
+            y = _expand_pm(x)                        # 1 \\pm 2 inside a list adds both values; a real set stays one
+            out.extend(y[1] if isinstance(x, sympy.Expr) and x.has(_PM) else [y])
         return (v[0], tuple(out))
     if isinstance(v, tuple) and v[0] == "rel" and len(v[2]) == 1 and v[2][0] == "=" and \
             isinstance(v[1][1], sympy.Expr) and v[1][1].has(_PM):
@@ -1603,11 +1606,13 @@ def _rel_to_set(v):
                 a, b, op = b, a, op.replace(">", "<")
             half = _half_line(a - b, x, op)          # a op b  <=>  a - b op 0
             if half is None:
-                return None
+                out = None
+                break
             out = sympy.Intersection(out, half)
-        return out if isinstance(out, sympy.Interval) else None
-    if len(exprs) == 3 and exprs[0].is_number and exprs[2].is_number and _is_label(exprs[1]) and \
-            ops[0][0] == ops[1][0]:
+        if out is not None:
+            return out if isinstance(out, sympy.Interval) else None
+    if len(exprs) == 3 and exprs[0].is_number and exprs[2].is_number and ops[0][0] == ops[1][0] and (
+            _is_label(exprs[1]) or exprs[1].atoms(sympy.Function)):        # 0 < g(t) < 2, -1 <= sin x <= 1
         lo, hi = (exprs[0], exprs[2]) if ops[0][0] == "<" else (exprs[2], exprs[0])
         lo_open, hi_open = (ops[0] in ("<", ">"), ops[1] in ("<", ">"))
         if ops[0][0] == ">":
@@ -1680,8 +1685,21 @@ def _kind(v):
     return "expr" if isinstance(v, sympy.Expr) else v[0]
 
 
+def _regroup(v):
+    """`x = 3, y = 4, x = 4, y = 3` (the labels repeat in the same order) is the two solutions (3, 4), (4, 3)."""
+    if _kind(v) != "list" or len(v[1]) < 4 or not all(
+            _kind(x) == "rel" and x[2] == ("=",) and isinstance(x[1][0], sympy.Symbol) for x in v[1]):
+        return v
+    names = [x[1][0] for x in v[1]]
+    k = len(set(names))
+    if k < 2 or len(names) % k or names != names[:k] * (len(names) // k):
+        return v
+    return ("list", tuple(("list", v[1][i:i + k]) for i in range(0, len(names), k)))
+
+
 def _equal(p, g):
     """Mathematical equality of two parsed values (see the module docstring for the rules)."""
+    p, g = _regroup(p), _regroup(g)
     kp, kg = _kind(p), _kind(g)
     if kp == "expr" and kg == "expr":
         return _expr_equal(p, g)
@@ -1879,6 +1897,8 @@ def _judge(pred, gold):
         # Words are text, not products of letters: "No" = "no", "pine" != "nipe" (but "ab" = "ba" stays algebra).
         if _text_key(p) == _text_key(g):
             return True, "text answers match (case-insensitive)"
+        if re.fullmatch(r"[a-z]{3}", p) and sorted(p) == sorted(g):
+            return True, "products of the same three letters (abc = cab)"
         if max(len(p), len(g)) >= 3 and not {p.lower(), g.lower()} & {"pi", "inf", "infty", "infinity", "oo"}:
             return False, "text answers differ"
     tol = _decimal_tolerance(g)
