@@ -402,19 +402,24 @@ _LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 
 def _last_value(text):
     """The last value in the final sentence of a response: its last math segment (`$...$`, `\\(...\\)`,
-    `\\[...\\]`; the right-hand side of an equation in it), else its last number. None when that sentence
-    hedges (`or`, `either`, `maybe`). Only the last 400 characters are read, so this stays linear."""
+    `\\[...\\]`, judged whole), else what follows its last `is` / `:` when that
+    holds a number or a command, else its last number. None when that sentence hedges (`or`, `either`, `maybe`).
+    Only the last 400 characters are read, so this stays linear."""
     if "</think>" in text:
         text = text[text.rindex("</think>") + len("</think>"):]
-    tail = text[-400:].rstrip().rstrip(".!").rstrip()
+    tail = text[-400:].rstrip().rstrip(".").rstrip()
     cut = max(tail.rfind(". "), tail.rfind("\n"))
     sentence = tail[cut + 1:] if cut >= 0 and re.search(r"\d", tail[cut + 1:]) else tail
     if re.search(r"(?i)\b(?:or|either|maybe|perhaps|not sure)\b", sentence):
         return None
     maths = [next(g for g in m.groups() if g is not None) for m in _LAST_MATH.finditer(sentence)]
     if maths:
-        value = maths[-1]
-        return value.rsplit("=", 1)[-1].strip() or None
+        return maths[-1].strip() or None         # judged whole: "x = 2 + 2 = 5" stays a false chain
+    verbs = list(re.finditer(r"(?i)\b(?:is|are|equals|gives|get|got|was|be)\b|:", sentence))
+    if verbs:                               # "the result is \frac{1}{2}": the whole value after the last verb
+        rest = sentence[verbs[-1].end():].strip()
+        if re.search(r"[\d\\]", rest):
+            return rest
     numbers = _LAST_NUMBER.findall(sentence)
     return numbers[-1].rstrip(",") if numbers else None
 
@@ -1963,7 +1968,7 @@ def _check_fallback(fallback, where):
 
 def _response_answer(response, fallback):
     pred = extract_answer(response)
-    if pred is None and fallback == "last":
+    if pred is None and fallback == "last" and not _BOX.search(response):     # an empty box is "no answer"
         pred = _last_value(response)
     return pred
 

@@ -11,13 +11,17 @@ Four tables:
    adversarial and guarded), each run in a fresh process after a warm-up on strings outside the table, so no answer
    is cached beforehand. The first pass is "cold"; later passes over the same strings show what caches add.
 4. The gold cache (an RLVR step checks k samples against each gold) and `batch_reward` throughput with workers.
+5. The time bound: the slowest in-process call over the known pathological inputs and a structured fuzz (random
+   expression trees in answer wrappers, tests/test_verify_fuzz.py's generator), each timed in a killable child.
+6. The opt-in lenient fallback (`reward(..., fallback="last")`): what it gains on the answer key written without a
+   box or anchor, and what it lets through on the adversarial rows written the same way.
 
 math-verify is an optional comparison, never a dependency (`pip install math-verify==0.9.0`). It is called as its
 README shows, gold first: `verify(parse(gold), parse(pred))`, with bare answers wrapped in `$...$` so its LaTeX
 extractor sees them; for `reward` rows the full response is parsed as is, and a GSM8K gold is cut after `####`
 for it (math-verify does not read `####`).
 
-    python benchmarks/bench_verify.py [--passes 2] [--procs 2] [--timeout 10] [--k 8] [--no-math-verify]
+    python benchmarks/bench_verify.py [--passes 2] [--procs 2] [--timeout 10] [--k 8] [--fuzz 3000] [--no-math-verify]
 """
 import argparse
 import importlib.util
@@ -35,10 +39,15 @@ WARMUP = [(r"\frac{7}{9}", "0.7"), ("x^2-4", "(x-2)(x+2)"), (r"\sqrt{27}", r"3\s
           (r"\{5,6\}", r"\{6,5\}"), ("13", "31"), (r"\text{(E)}", "E"), ("2.75", r"\frac{11}{4}")]
 
 
-def load_cases():
-    spec = importlib.util.spec_from_file_location("verify_cases", os.path.join(ROOT, "tests", "test_verify_cases.py"))
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tests", f"test_{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def load_cases():
+    module = _load("verify_cases")
     return module.CASES, module.REWARD_CASES
 
 
@@ -279,6 +288,7 @@ def main():
     ap.add_argument("--k", type=int, default=8, help="samples per gold in the gold-cache workload")
     ap.add_argument("--cache-reps", type=int, default=7, help="repetitions of the gold-cache workload (best of)")
     ap.add_argument("--batch", type=int, default=1024, help="responses in the batch_reward throughput run")
+    ap.add_argument("--fuzz", type=int, default=3000, help="fuzzed answers in the time-bound table (0: skip)")
     ap.add_argument("--no-math-verify", action="store_true", help="skip the optional math-verify comparison")
     args = ap.parse_args()
     for name, v, lo in [("--passes", args.passes, 1), ("--procs", args.procs, 1), ("--k", args.k, 1),
@@ -287,6 +297,8 @@ def main():
             ap.error(f"{name} must be >= {lo}, got {v}")
     if args.timeout <= 0:
         ap.error(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if args.fuzz < 0:
+        ap.error(f"--fuzz must be >= 0, got {args.fuzz}")
 
     cases, reward_cases = load_cases()
     checkers = ["verify.py"]
@@ -421,6 +433,59 @@ def main():
     dt, out = batch_throughput([r for r, _ in bad] * 4, [g for _, g in bad] * 4, 2)
     print(f"\npathological batch ({len(bad) * 4} guarded rows, 2 workers): {dt:.2f} s, "
           f"rewards {sorted(set(out))}")
+
+    # 5. the time bound
+    import verify
+    fuzz = _load("verify_fuzz")
+    print(f"\n## Time bound: in-process calls, each timed in a killable child (verify.TIME_LIMIT_S = "
+          f"{verify.TIME_LIMIT_S} s; the goal is 1 s)\n")
+    print("| inputs | checks | slowest wall (s) | slowest CPU (s) | over 1 s (wall) | killed |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    sets = [("known pathological (issue 15, guarded rows, tests)", fuzz.KNOWN_SLOW
+             + [("equiv", p, g) for p, g, _, c in cases if c == "guarded_pathological"])]
+    if args.fuzz:
+        sets.append((f"fuzzed expression trees (seed 0, {args.fuzz})", fuzz.cases(seed=0, n=args.fuzz)))
+    for label, items in sets:
+        for in_thread in (False, True):
+            res = fuzz.timed_checks(items, in_thread=in_thread, kill_after_s=args.timeout)
+            where = "another thread" if in_thread else "main thread"
+            print(f"| {label}, {where} | {len(items)} | {max(r[0] for r in res):.3f} | {max(r[1] for r in res):.3f} "
+                  f"| {sum(r[0] > 1.0 for r in res)} | {sum(r[2] is None for r in res)} |")
+
+    # 6. the lenient fallback
+    print("\n## Lenient fallback: reward(..., fallback=\"last\") vs the default \"none\" (in process)\n")
+    fallback_table(cases, reward_cases)
+
+
+def fallback_table(cases, reward_cases):
+    """Rows rewarded with and without the fallback on (a) the answer key with the answer written at the end of a
+    sentence, no box and no anchor (in math and as plain text), (b) the reward table as it is, (c) the adversarial
+    rows written the same way, plus a policy that lists candidates."""
+    import verify
+    ordinary = [(p, g, e) for p, g, e, c in cases if c not in SLOW and c != "adversarial"]
+    adversarial = [(p, g) for p, g, e, c in cases if c == "adversarial"]
+    styles = [("in math", "Working through it step by step, the result is ${}$."),
+              ("plain text", "Working through it step by step, the result is {}.")]
+    print("| rows | n | rewarded, none | rewarded, last | wrong answers rewarded, last |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for style, fmt in styles:
+        for label, rows in [("answer key, right answers", [(p, g) for p, g, e in ordinary if e]),
+                            ("answer key, wrong answers", [(p, g) for p, g, e in ordinary if not e]),
+                            ("adversarial rows", adversarial)]:
+            resp = [fmt.format(p) for p, _ in rows]
+            none = sum(verify.reward(r, g) for r, (_, g) in zip(resp, rows))
+            last = sum(verify.reward(r, g, fallback="last") for r, (_, g) in zip(resp, rows))
+            wrong = last if "right" not in label else 0
+            print(f"| {label}, {style} | {len(rows)} | {none:.0f} | {last:.0f} | {wrong:.0f} |")
+    right = sum((verify.reward(r, g, fallback="last") == 1.0) == e for r, g, e, _ in reward_cases)
+    base = sum((verify.reward(r, g) == 1.0) == e for r, g, e, _ in reward_cases)
+    print(f"| reward table as written (correct verdicts) | {len(reward_cases)} | {base} | {right} | "
+          f"{sum(verify.reward(r, g, fallback='last') == 1.0 and not e for r, g, e, _ in reward_cases)} |")
+    probes = [("Candidates: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10", "10"), ("It is 4, or maybe 5", "5"),
+              ("I am not sure. 12", "12"), ("6 times 7 is 42", "42")]
+    got = [verify.reward(r, g, fallback="last") for r, g in probes]
+    print("\nprobes with fallback=\"last\" (a list of candidates, a hedge, a bare guess, a sum):",
+          ", ".join(f"`{r}` vs {g}: {v:.0f}" for (r, g), v in zip(probes, got)))
 
 
 if __name__ == "__main__":
