@@ -88,18 +88,18 @@ CONFIGS = {
                                                       "--mini-batches", "1", "--switch-to-grpo-at", "{three_quarters}"],
                            baseline="grpo", tier=1),
     "simko_a0.01": dict(variant="headroom", flags=_simko(0.01) + ["--mini-batches", "1"], baseline="grpo", tier=1),
-    "grpo_mb4": dict(variant="headroom", flags=GRPO + ["--mini-batches", "4"], baseline="grpo", tier=1),
+    "simko_a0.2": dict(variant="headroom", flags=_simko(0.2) + ["--mini-batches", "1"], baseline="grpo", tier=1),
+    "grpo_mb4": dict(variant="headroom", flags=GRPO + ["--mini-batches", "4"], baseline="grpo", tier=2),
     "passk_k4_mb4": dict(variant="headroom", flags=["--advantage", "passk", "--k", "4", "--no-simko",
-                                                    "--mini-batches", "4"], baseline="grpo_mb4", tier=1),
-    "simko_a0": dict(variant="headroom", flags=_simko(0.0) + ["--mini-batches", "1"], baseline="grpo", tier=2),
-    "simko_a0.05": dict(variant="headroom", flags=_simko(0.05) + ["--mini-batches", "1"], baseline="grpo", tier=2),
-    "simko_a0.1": dict(variant="headroom", flags=_simko(0.1) + ["--mini-batches", "1"], baseline="grpo", tier=2),
-    "simko_a0.2": dict(variant="headroom", flags=_simko(0.2) + ["--mini-batches", "1"], baseline="grpo", tier=2),
+                                                    "--mini-batches", "4"], baseline="grpo_mb4", tier=2),
+    "simko_a0": dict(variant="headroom", flags=_simko(0.0) + ["--mini-batches", "1"], baseline="grpo", tier=3),
+    "simko_a0.05": dict(variant="headroom", flags=_simko(0.05) + ["--mini-batches", "1"], baseline="grpo", tier=3),
+    "simko_a0.1": dict(variant="headroom", flags=_simko(0.1) + ["--mini-batches", "1"], baseline="grpo", tier=3),
     "simko_a0.01_lam2": dict(variant="headroom", flags=_simko(0.01, 2.0) + ["--mini-batches", "1"],
-                             baseline="grpo", tier=2),
-    "full:grpo": dict(variant="full", flags=GRPO + ["--mini-batches", "1"], baseline=None, tier=3),
+                             baseline="grpo", tier=3),
+    "full:grpo": dict(variant="full", flags=GRPO + ["--mini-batches", "1"], baseline=None, tier=4),
     "full:passk_k4": dict(variant="full", flags=["--advantage", "passk", "--k", "4", "--no-simko",
-                                                 "--mini-batches", "1"], baseline="full:grpo", tier=3),
+                                                 "--mini-batches", "1"], baseline="full:grpo", tier=4),
 }
 # extra paired contrasts besides "each configuration vs its baseline": (configuration, reference)
 CONTRASTS = [("passk_k8", "passk_k4"), ("grpo_mb4", "grpo")]
@@ -302,7 +302,14 @@ def run_one(name: str, seed: int, cfg: dict, args, warm=None) -> dict:
     flags = [f.format(three_quarters=cfg["steps"] * 3 // 4) for f in spec["flags"]]
     cmd = _train_cmd(out, spec["variant"], seed, cfg["steps"], cfg, args, flags)
     timing_path = os.path.join(out, "study_timing.json")
-    if _final_eval(metrics, cfg["steps"]) is None or not os.path.isfile(timing_path):
+    if _final_eval(metrics, cfg["steps"]) is not None and not os.path.isfile(timing_path):
+        # finished, but its study process died before recording the time: take it from the files' times
+        started, finished = os.path.getmtime(os.path.join(out, "config.json")), os.path.getmtime(metrics)
+        with open(timing_path, "w") as f:
+            json.dump({"wall_seconds": finished - started, "started": started, "finished": finished,
+                       "load_at_start": None, "load_at_end": None, "code": code_fingerprint(),
+                       "note": "timing from file modification times"}, f)
+    if _final_eval(metrics, cfg["steps"]) is None:
         start, load, code = time.time(), os.getloadavg()[0], code_fingerprint()
         seconds = _run_train(cmd, out)
         with open(timing_path, "w") as f:
@@ -708,9 +715,10 @@ def main(argv=None) -> None:
                 print(f"  {variant}: warm start pass@1 {ws['pass@k'][0]:.3f}  pass@{cfg['eval_samples']} "
                       f"{ws['pass@k'][-1]:.3f}; {len(ws['split']['easy'])} easy / "
                       f"{len(ws['split']['hard'])} hard", flush=True)
-    # lower tiers first, seeds interleaved within a tier, so a partial study has complete paired comparisons
+    # lower tiers first and every seed of a configuration before the next one, so that an interrupted study has
+    # as many complete configurations (all seeds, paired with a complete baseline) as possible
     jobs = sorted(((name, seed) for name in names for seed in range(cfg["seeds"])),
-                  key=lambda j: (CONFIGS[j[0]]["tier"], j[1], list(CONFIGS).index(j[0])))
+                  key=lambda j: (CONFIGS[j[0]]["tier"], list(CONFIGS).index(j[0]), j[1]))
     print(f"{len(jobs)} runs, {args.jobs} at a time; runs in {args.runs}", flush=True)
     lock, failed = threading.Lock(), []
     with cf.ThreadPoolExecutor(args.jobs) as pool:

@@ -157,6 +157,14 @@ def test_finished_runs_are_reused_without_training(tmp_path, monkeypatch):
     run = compare.run_one("grpo", 0, cfg, Args)
     assert run["correct"] == [2, 0] and run["correct_step0"] == [1, 0] and run["final"] == [0.5, 0.5]
     assert run["wall_seconds"] == 12.0 and run["trajectory"]["rank1_prob"] == [0.7]
+    # finished, but the study process died before writing its timing: the time comes from the files, no training
+    (out / "study_timing.json").unlink()
+    (out / "config.json").write_text("{}")
+    os.utime(out / "config.json", (1000.0, 1000.0))
+    os.utime(out / "metrics.jsonl", (1234.0, 1234.0))
+    monkeypatch.setattr(compare, "code_fingerprint", lambda: {})
+    run = compare.run_one("grpo", 0, cfg, Args)
+    assert (run["wall_seconds"], run["started"], run["correct"]) == (234.0, 1000.0, [2, 0])
     # an unfinished run (no final evaluation) is started again: here the stub refuses, so it raises
     (out / "metrics.jsonl").write_text(json.dumps(lines[0]) + "\n")
     with pytest.raises(AssertionError, match="trained again"):
