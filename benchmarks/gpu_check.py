@@ -57,6 +57,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,6 +128,8 @@ def main():
             runner.record(name, "failed", 0.0, None, {}, reason=f"gpu_check.py: {type(e).__name__}: {e}")
     report["meta"]["total_seconds"] = round(time.time() - start, 1)
     runner.write()
+    if args.work is None:                                 # (the temporary folder it made: the runs are summarised)
+        shutil.rmtree(work, ignore_errors=True)
     print(open(os.path.join(args.out, "gpu_check.md")).read())
 
 
@@ -173,15 +176,12 @@ def stage_d(runner, mode, work, gguf):
     budget = BUDGETS[mode]["d"]
     gguf = gguf or _find_gguf()
     recipe = shlex.split(REAL_MODEL_RECIPE.replace("{gguf}", gguf or "MISSING.gguf"))
-    help_text = _train_help(runner.env)
-    missing = [f for f in recipe if f.startswith("--") and f not in help_text]
     needs_rg = any(a.startswith("rg:") for a in recipe)
     reason = ("no GGUF found (pass --gguf PATH; see the module docstring)" if gguf is None else
-              f"the gguf package is not installed (pip install gguf; wheel: see the docstring)"
+              "the gguf package is not installed (pip install gguf; as a wheel: see the module docstring)"
               if importlib.util.find_spec("gguf") is None else
               "reasoning-gym is not installed (the recipe uses rg: data)"
-              if needs_rg and importlib.util.find_spec("reasoning_gym") is None else
-              f"train.py has no {', '.join(missing)} (REAL_MODEL_RECIPE is ahead of train.py)" if missing else None)
+              if needs_rg and importlib.util.find_spec("reasoning_gym") is None else None)
     extra = shlex.split(REAL_MODEL_DRY_RUN) if mode == "dry" else []
     if not reason:        # does this train.py accept the recipe (flags, values, data spec)? Its own parser says.
         check = subprocess.run([sys.executable, "-c", "import sys, train; train.parse_args(sys.argv[1:])"] + recipe +
@@ -292,19 +292,18 @@ def throughput(result_path: str, dry: bool, micro: int) -> None:
 
     tok = rows * new_tokens
     sample(False, n=4)                                   # CUDA context, kernels, allocator
-    dyn, s, mem = measure(lambda: sample(False))
+    dyn, dyn_seconds, mem = measure(lambda: sample(False))
     assert dyn[0].shape == (rows, new_tokens)
-    put("rollout_dynamic", {"seconds": round(s, 2), "tokens_per_s": round(tok / s), "peak_gib": mem})
+    # tokens/s: rows x new tokens over the call's wall time (prefill included)
+    put("rollout_dynamic", {"seconds": round(dyn_seconds, 2), "tokens_per_s": round(tok / dyn_seconds),
+                            "peak_gib": mem})
 
-    def generate():
+    def generate(n=new_tokens):
         with autocast():
             return model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
-                                  top_p=1.0, max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0)
+                                  top_p=1.0, max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
     try:
-        generate_tokens = new_tokens
-        new_tokens = 4
-        generate()                                        # untimed: generate's own first-call setup
-        new_tokens = generate_tokens
+        generate(4)                                       # untimed: generate's own first-call setup
         out, s, mem = measure(generate)
         put("rollout_generate", {"seconds": round(s, 2), "tokens_per_s": round(tok / s), "peak_gib": mem,
                                  "new_tokens": int(out.shape[1] - width)})
@@ -314,7 +313,7 @@ def throughput(result_path: str, dry: bool, micro: int) -> None:
     first, s1, _ = measure(lambda: sample(True))
     stat, s2, mem = measure(lambda: sample(True))
     compiled = R._STATIC[model]["fn"] is R._compiled_step
-    speedup = results["rollout_dynamic"]["seconds"] / s2
+    speedup = dyn_seconds / s2
     same = (stat[0] == dyn[0]).all(1)
     diverge = torch.where((stat[0] != dyn[0]).any(1), (stat[0] != dyn[0]).float().argmax(1), new_tokens)
     before = torch.arange(new_tokens, device=device)[None] < diverge[:, None]          # columns before divergence
@@ -327,6 +326,7 @@ def throughput(result_path: str, dry: bool, micro: int) -> None:
                                float(((stat[2] - dyn[2]).abs() * before).max())})
     R.release_static_cache(model)
     del first, stat
+    torch._dynamo.reset()                                 # (drops the compiled step and its CUDA-graph memory pool)
     if cuda:
         torch.cuda.empty_cache()
 
@@ -343,7 +343,8 @@ def throughput(result_path: str, dry: bool, micro: int) -> None:
         pos = R.position_ids(att)
         tokens = x[:, width:]
         if from_hidden:
-            hidden = getattr(model, model.base_model_prefix)(input_ids=x, attention_mask=att, position_ids=pos, use_cache=False).last_hidden_state
+            base = getattr(model, model.base_model_prefix)
+            hidden = base(input_ids=x, attention_mask=att, position_ids=pos, use_cache=False).last_hidden_state
             dtype = torch.bfloat16 if cuda else head.weight.dtype
             with torch.autocast(device_type=device.type, enabled=False):
                 return simko.token_stats_from_hidden(hidden[:, width - 1:-1].to(dtype), head.weight.to(dtype), tokens)
@@ -368,8 +369,8 @@ def throughput(result_path: str, dry: bool, micro: int) -> None:
 
     def checkpointing(on):
         name = "enable" if on else "disable"
-        fn = getattr(model, f"activation_checkpointing_{name}", None) or getattr(model, f"gradient_checkpointing_{name}")
-        fn()
+        # (transformers 5 calls it activation checkpointing; earlier versions gradient checkpointing)
+        (getattr(model, f"activation_checkpointing_{name}", None) or getattr(model, f"gradient_checkpointing_{name}"))()
 
     update(True)                                          # untimed: allocates AdamW's state (in every peak below)
     for from_hidden in (False, True):
@@ -514,12 +515,17 @@ def _meta(args, mode, work) -> dict:
     gpu = None
     if mode == "gpu":
         try:
-            gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=20).stdout.strip()
+            query = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
+            gpu = subprocess.run(query, capture_output=True, text=True, timeout=20).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             gpu = "nvidia-smi not available"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    return {"mode": "dry run (CPU, toy sizes)" if mode == "dry" else "GPU", "gpu": gpu, "python": platform.python_version(),
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout
+    except OSError:
+        commit = ""                                       # (no git there)
+    return {"mode": "dry run (CPU, toy sizes)" if mode == "dry" else "GPU", "gpu": gpu,
+            "python": platform.python_version(),
             "versions": versions, "commit": commit.strip() or None, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "total_budget_s": TOTAL_BUDGET[mode], "work": work, "real_model_recipe": REAL_MODEL_RECIPE}
 
@@ -536,7 +542,8 @@ def _markdown(report: dict) -> str:
     for name in "abcd":
         s = stages.get(name)
         if s:
-            lines.append(f"| {titles[name]} | {s['status']} | {s['seconds']} | {s['budget_s']} | {s.get('reason', '')} |")
+            lines.append(f"| {titles[name]} | {s['status']} | {s['seconds']} | {s['budget_s']} "
+                         f"| {s.get('reason', '')} |")
     for name, render in (("a", _md_a), ("b", _md_b), ("c", _md_c), ("d", _md_d)):
         if stages.get(name, {}).get("result"):
             try:

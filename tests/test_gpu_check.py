@@ -73,7 +73,8 @@ def test_a_failing_stage_is_recorded_and_the_next_stages_still_run(tmp_path, mon
     gc.main()
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert ran == ["b", "c", "d"]
-    assert report["stages"]["a"]["status"] == "failed" and "RuntimeError: stage a broke" in report["stages"]["a"]["reason"]
+    a = report["stages"]["a"]
+    assert a["status"] == "failed" and "RuntimeError: stage a broke" in a["reason"]
     assert [report["stages"][s]["status"] for s in "bcd"] == ["ok", "ok", "ok"]
 
 
