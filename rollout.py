@@ -193,7 +193,7 @@ def sample_for_eval(model, tokenizer, prompts: list[str], n: int, *, max_new_tok
 # supported range (transformers >= 4.51).
 
 STATIC_CACHE_ROUND = 64       # static cache width is prompt + max_new_tokens rounded up to this
-COMPILE_ON_CUDA = True        # compile the static one-token step (CUDA graphs) on CUDA devices
+COMPILE_DEVICES = ("cuda",)   # device types on which the static one-token step is compiled (CUDA graphs)
 
 
 def _forward_params(model) -> set:
@@ -274,7 +274,7 @@ def _static_state(model, batch, L, device):
     accepted = set(inspect.signature(StaticCache.__init__).parameters)
     legacy = {k: v for k, v in (("max_batch_size", batch), ("device", device), ("dtype", dtype)) if k in accepted}
     cache = StaticCache(config=model.config, max_cache_len=L, **legacy)
-    compile_it = device.type == "cuda" and COMPILE_ON_CUDA
+    compile_it = device.type in COMPILE_DEVICES
     state = _STATIC[model] = {"key": key, "cache": cache, "fn": _compiled_step if compile_it else _one_token_forward}
     return state
 
@@ -283,14 +283,20 @@ _COMPILED = []     # the one compiled step (shared, so that every shape it has s
 
 
 def _compiled_step(model, kw, token, mask, pos, extra):
-    """The step compiled with CUDA graphs; if compiling fails, say so and decode eagerly for this model from then on."""
+    """The step compiled with CUDA graphs. If the first compiled step of a cache fails (compiling or capturing; no
+    cache entry has been written then), say so and decode eagerly for this model from then on."""
     if not _COMPILED:
         _COMPILED.append(torch.compile(_one_token_forward, mode="reduce-overhead", dynamic=False))
+    state = _STATIC[model]
     try:
         torch.compiler.cudagraph_mark_step_begin()        # the previous step's outputs are consumed: reuse buffers
-        return _COMPILED[0](model, kw, token, mask, pos, extra).clone()
+        logits = _COMPILED[0](model, kw, token, mask, pos, extra).clone()
     except Exception as e:                                 # noqa: BLE001  (any compile or capture failure)
+        if state.get("compiled_ok"):                       # a later failure may have left a half-written cache
+            raise
         warnings.warn(f"rollout.py: torch.compile of the static decode step failed ({type(e).__name__}: {e}); "
                       "decoding eagerly over the static cache instead", RuntimeWarning, stacklevel=2)
-        _STATIC[model]["fn"] = _one_token_forward
+        state["fn"] = _one_token_forward
         return _one_token_forward(model, kw, token, mask, pos, extra)
+    state["compiled_ok"] = True
+    return logits

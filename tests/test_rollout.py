@@ -348,3 +348,36 @@ def test_static_cache_decode_on_cuda_is_compiled_and_equals_dynamic():
     for ro in runs[1:]:
         _assert_same_rollout(runs[0], ro)
     assert R._STATIC[model]["fn"] is R._compiled_step
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")   # (torch's own)
+def test_compiled_static_step_traces_as_one_graph_and_equals_dynamic(tiny, monkeypatch):
+    # The path CUDA takes, run on CPU: the one-token step through torch.compile as one whole graph (fullgraph: a
+    # graph break would raise; the aot_eager backend needs no C++ compiler). Same rollout as the dynamic path.
+    # And if the first compiled step fails, the rollout warns and decodes eagerly, with the same result.
+    model, tokenizer = tiny
+    compiled = torch.compile(R._one_token_forward, backend="aot_eager", fullgraph=True, dynamic=False)
+    monkeypatch.setattr(R, "COMPILE_DEVICES", ("cpu",))
+    monkeypatch.setattr(R, "_COMPILED", [compiled])
+    kw = dict(max_new_tokens=12, stats_top_k=3)
+    dyn = R.rollout(model, tokenizer, PROMPTS * 3, 4, generator=torch.Generator().manual_seed(0), **kw)
+    R.release_static_cache(model)
+    try:
+        for _ in range(2):
+            ro = R.rollout(model, tokenizer, PROMPTS * 3, 4, generator=torch.Generator().manual_seed(0),
+                           static_cache=True, **kw)
+            _assert_same_rollout(dyn, ro)
+            assert R._STATIC[model]["fn"] is R._compiled_step and R._STATIC[model]["compiled_ok"]
+
+        def broken(*args):
+            raise RuntimeError("cannot compile")
+        monkeypatch.setattr(R, "_COMPILED", [broken])
+        R.release_static_cache(model)
+        with pytest.warns(RuntimeWarning, match="torch.compile of the static decode step failed"):
+            ro = R.rollout(model, tokenizer, PROMPTS * 3, 4, generator=torch.Generator().manual_seed(0),
+                           static_cache=True, **kw)
+        _assert_same_rollout(dyn, ro)
+        assert R._STATIC[model]["fn"] is R._one_token_forward
+    finally:
+        R.release_static_cache(model)
+        torch._dynamo.reset()
