@@ -187,10 +187,11 @@ def sample_for_eval(model, tokenizer, prompts: list[str], n: int, *, max_new_tok
 # step(t, token [B], live [B]) feeds the token sampled at response step t (its attention-mask column is `live`)
 # and returns the next logits [B, V].
 #
-# transformers renamed the forward's `past_key_values` argument to `cache` (5.x; the old name warns that it goes in
-# 5.40), and before 5.x the static cache needs an explicit `cache_position`. We create the cache object ourselves
-# and pass it under whichever name the model's forward declares, so no deprecated name is used anywhere in the
-# supported range (transformers >= 4.51).
+# transformers renamed the forward's `past_key_values` argument to `cache` (after 5.17; by 5.24 the old name warns
+# that it goes in 5.40), and 4.x forwards take a `cache_position` from which the static cache learns where to
+# write. We create the cache object ourselves and pass it under whichever name the model's forward declares (and
+# `cache_position` where it is declared), so no deprecated name is used anywhere in the supported range
+# (transformers >= 4.51; checked with 4.51.3, 5.17.0 and 5.24.0).
 
 STATIC_CACHE_ROUND = 64       # static cache width is prompt + max_new_tokens rounded up to this
 COMPILE_DEVICES = ("cuda",)   # device types on which the static one-token step is compiled (CUDA graphs)
