@@ -410,7 +410,7 @@ def update(policy: Policy, optimizer, scheduler, ro: R.Rollout, advantages: torc
     live = weights > 0                                  # rows that can change the gradient
     if policy.ref_model is None and not (args.simko and args.simko_gate == "batch_quantile"):
         live &= advantages != 0
-    sums, n_tokens, losses, grad_norms = {}, 0.0, [], []
+    sums, counts, losses, grad_norms = {}, {}, [], []     # loss metrics: weighted sums and their weights
     for part in torch.arange(rows // G).tensor_split(min(args.mini_batches, rows // G)):
         part_rows = torch.arange(int(part[0]) * G, (int(part[-1]) + 1) * G, device=mask.device)
         total = weights[part_rows].sum().clamp_min(1)
@@ -441,9 +441,10 @@ def update(policy: Policy, optimizer, scheduler, ro: R.Rollout, advantages: torc
             (loss * share).backward()
             part_loss += loss.item() * share
             n_tok = m.sum().item()
-            for key, value in metrics.items():
-                sums[key] = sums.get(key, 0.0) + value * n_tok
-            n_tokens += n_tok
+            for key, value in metrics.items():   # a fraction "_of_gated" is over the gated tokens, others all
+                weight = n_tok * metrics["gated_frac"] if key.endswith("_of_gated") else n_tok
+                sums[key] = sums.get(key, 0.0) + value * weight
+                counts[key] = counts.get(key, 0.0) + weight
         if len(todo) == 0:
             # Nothing can move the gradient, but the optimiser still takes its step (as on zero gradients).
             for p in model.parameters():
@@ -457,8 +458,8 @@ def update(policy: Policy, optimizer, scheduler, ro: R.Rollout, advantages: torc
     if not sums:                                # no token was forwarded: the loss metrics exist, without a value
         one = torch.zeros(1, 1)
         sums = dict.fromkeys(simko.policy_loss(one, one, one[0], one + 1)[1], 0.0)
-    # loss metrics: means over the response tokens that were forwarded (None when none was)
-    out = {key: value / n_tokens if n_tokens else None for key, value in sums.items()}
+    # loss metrics: means over the response tokens that were forwarded (None when none was; 0 when none was gated)
+    out = {key: value / counts[key] if counts.get(key) else 0.0 if counts else None for key, value in sums.items()}
     out["loss"] = sum(losses) / len(losses)
     out["grad_norm"] = sum(grad_norms) / len(grad_norms)
     out["updated_rows_frac"] = live.float().mean().item()

@@ -228,14 +228,16 @@ def test_micro_batches_give_the_full_batch_gradient(agg, simko_on):
     model, _, ro = _tiny_rollout()
     adv = torch.randn(ro.input_ids.shape[0])
     flags = ["--loss-agg", agg, "--simko-gate", "absolute", "--simko-tau", "0.5"] + ([] if simko_on else ["--no-simko"])
-    grads = []
+    grads, logged = [], []
     for micro in (0, 5):
         g, metrics, _ = _sgd_update(model, ro, adv, ["--micro-batch-size", str(micro), *flags])
         grads.append(g)
+        logged.append(metrics)
         assert metrics["grad_norm"] > 0
         if simko_on:
-            assert metrics["gated_frac"] > 0
+            assert metrics["gated_frac"] > 0 and metrics["spread_frac_of_gated"] > 0
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+    assert logged[0] == pytest.approx(logged[1], rel=1e-5, abs=1e-7)    # the metrics too (fractions of gated tokens)
     torch.testing.assert_close(grads[0], _reference_gradient(model, ro, adv, agg, simko_on), atol=1e-6, rtol=1e-4)
 
 
