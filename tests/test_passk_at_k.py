@@ -392,3 +392,15 @@ def test_k_equal_to_group_size_gives_exactly_zero(N):
         assert (adv == 0).all(), name
     torch.testing.assert_close(P.compute_advantages("combination", r, N),
                                (1 - r.mean(-1, keepdim=True)) * P.grpo_advantages(r))
+
+
+def test_N4096_every_k_is_finite_and_balanced():
+    # k from 1 to 4096 in steps of 65 (plus the ends), 64 random accuracies each: never NaN/inf, sums to 0 per prompt.
+    N = 4096
+    g = torch.Generator().manual_seed(4)
+    n_pos = torch.randint(0, N + 1, (64,), generator=g)
+    r = (torch.arange(N).unsqueeze(0) < n_pos.unsqueeze(1)).double()              # [64, N], float64 out
+    for k in [*range(1, N + 1, 65), N - 1, N]:
+        adv = P.passk_advantages_analytical(r, k)
+        assert torch.isfinite(adv).all(), k
+        assert (adv.sum(-1).abs() <= 1e-8 * adv.abs().amax(-1).clamp_min(1.0)).all(), k
