@@ -77,8 +77,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_MODEL_RECIPE = ("--model {gguf} --data 'rg:basic_arithmetic?min_terms=2&max_terms=2&min_digits=1&max_digits=2' "
                      "--lr 2e-5 --steps 30 --prompts-per-step 8 --group-size 8 --k 4 --max-new-tokens 64 "
                      "--eval-samples 8 --eval-problems 64 --eval-every 0")
-REAL_MODEL_DRY_RUN = ("--steps 1 --prompts-per-step 2 --group-size 2 --k 1 --max-new-tokens 4 --eval-samples 2 "
-                      "--eval-problems 2 --eval-every 0 --threads 1")
+REAL_MODEL_DRY_RUN = ("--sft-steps 1 --steps 1 --prompts-per-step 2 --group-size 2 --k 1 --max-new-tokens 4 "
+                      "--eval-samples 2 --eval-problems 2 --eval-every 0 --reward-workers 0 --threads 1")
 # ================================================================================================================
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
