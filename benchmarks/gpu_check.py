@@ -117,7 +117,7 @@ def main():
         sys.exit("gpu_check: no CUDA device visible to PyTorch; on a CPU machine run it with --dry-run")
     start = time.time()
     deadline = start + TOTAL_BUDGET[mode]
-    report = {"meta": _meta(args, mode, work), "stages": {}}
+    report = {"meta": _meta(mode, work), "stages": {}}
     runner = _Runner(args.out, env, deadline, report)
 
     stages = {"a": lambda: stage_a(runner, mode), "b": lambda: stage_b(runner, mode, work),
@@ -180,12 +180,7 @@ def stage_d(runner, mode, work, gguf):
     budget = BUDGETS[mode]["d"]
     gguf = gguf or _find_gguf()
     recipe = [arg.replace("{gguf}", gguf or "MISSING.gguf") for arg in shlex.split(REAL_MODEL_RECIPE)]
-    needs_rg = any(a.startswith("rg:") for a in recipe)
-    reason = ("no GGUF found (pass --gguf PATH; see the module docstring)" if gguf is None else
-              "the gguf package is not installed (pip install gguf; as a wheel: see the module docstring)"
-              if importlib.util.find_spec("gguf") is None else
-              "reasoning-gym is not installed (the recipe uses rg: data)"
-              if needs_rg and importlib.util.find_spec("reasoning_gym") is None else None)
+    reason = _missing_for_recipe(recipe, gguf)
     extra = shlex.split(REAL_MODEL_DRY_RUN) if mode == "dry" else []
     if not reason:        # does this train.py accept the recipe (flags, values, data spec)? Its own parser says.
         check = subprocess.run([sys.executable, "-c", "import sys, train; train.parse_args(sys.argv[1:])"] + recipe +
@@ -201,6 +196,17 @@ def stage_d(runner, mode, work, gguf):
     rc, seconds, timed_out, _ = runner.run("d", cmd, budget)
     result = dict(_train_summary(run_dir), command=_shown(cmd[1:]), gguf=gguf)
     runner.record("d", "timeout" if timed_out else "ok" if rc == 0 else "failed", seconds, budget, result)
+
+
+def _missing_for_recipe(recipe: list, gguf) -> str | None:
+    """Why stage d cannot run here (None when it can): the GGUF or a package it needs is missing."""
+    if gguf is None:
+        return "no GGUF found (pass --gguf PATH; see the module docstring)"
+    if importlib.util.find_spec("gguf") is None:
+        return "the gguf package is not installed (pip install gguf; as a wheel: see the module docstring)"
+    if any(a.startswith("rg:") for a in recipe) and importlib.util.find_spec("reasoning_gym") is None:
+        return "reasoning-gym is not installed (the recipe uses rg: data)"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -515,7 +521,7 @@ def _train_summary(run_dir: str) -> dict:
     return out
 
 
-def _meta(args, mode, work) -> dict:
+def _meta(mode, work) -> dict:
     versions = {}
     for name in ("torch", "transformers", "tokenizers", "gguf", "reasoning_gym"):
         try:

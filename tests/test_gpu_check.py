@@ -106,3 +106,41 @@ def test_train_summary_keeps_what_a_killed_run_wrote(tmp_path):
     assert s["rl_steps_done"] == 3 and s["eval_first"] == {"step": 0, "pass@1": 0.25, "pass@2": 0.5}
     assert s["median_time_step"] == 3.0 and s["median_time_rollout"] == 1.5     # step 1 (warm-up) left out
     assert "pass_at_k_table" not in s
+
+
+def _runner(gc, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    os.makedirs(tmp_path / "out", exist_ok=True)
+    return gc._Runner(str(tmp_path / "out"), env, time.time() + 600,
+                      {"meta": gc._meta("dry", str(tmp_path)), "stages": {}})
+
+
+def test_stage_d_runs_the_recipe_and_reads_its_pass_at_k(tmp_path, monkeypatch):
+    # Stage d's own path with a recipe every train.py has (the embedded task), whatever the real-model flags are.
+    gc = _load()
+    monkeypatch.setattr(gc, "REAL_MODEL_RECIPE", f"--sft-steps 5 --steps 1 --prompts-per-step 2 --group-size 4 "
+                                                 f"--k 2 --eval-problems 4 --eval-samples 2 --warmup-cache {tmp_path}")
+    monkeypatch.setattr(gc, "REAL_MODEL_DRY_RUN", "--threads 1")
+    monkeypatch.setattr(gc, "_missing_for_recipe", lambda recipe, gguf: None)
+    runner = _runner(gc, tmp_path)
+    gc.stage_d(runner, "dry", str(tmp_path / "work"), "any.gguf")
+    d = runner.report["stages"]["d"]
+    assert d["status"] == "ok", d
+    assert d["result"]["rl_steps_done"] == 1 and d["result"]["eval_first"]["step"] == 0
+    assert d["result"]["eval_last"]["step"] == 1 and "| after (step 1) |" in d["result"]["pass_at_k_table"]
+    assert "--threads 1" in d["result"]["command"] and "--out" in d["result"]["command"]
+
+
+def test_stage_d_skips_with_the_reason(tmp_path, monkeypatch):
+    gc = _load()
+    runner = _runner(gc, tmp_path)
+    monkeypatch.setattr(gc, "_find_gguf", lambda: None)
+    gc.stage_d(runner, "dry", str(tmp_path), None)
+    assert runner.report["stages"]["d"]["status"] == "skipped"
+    assert "no GGUF found" in runner.report["stages"]["d"]["reason"]
+    # a recipe this train.py refuses is a skip that quotes train.py's own error, not a failed run
+    monkeypatch.setattr(gc, "REAL_MODEL_RECIPE", "--steps 1 --no-such-flag 3")
+    monkeypatch.setattr(gc, "_missing_for_recipe", lambda recipe, gguf: None)
+    gc.stage_d(runner, "dry", str(tmp_path), "any.gguf")
+    d = runner.report["stages"]["d"]
+    assert d["status"] == "skipped" and "does not accept the recipe" in d["reason"] and "--no-such-flag" in d["reason"]
