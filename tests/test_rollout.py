@@ -336,8 +336,10 @@ def test_static_cache_decode_on_cuda_is_compiled_and_equals_dynamic():
     # On CUDA the static path runs the one-token step through torch.compile (CUDA graphs); float32, so the tokens
     # must agree with the eager dynamic path exactly and the statistics to float tolerance, with no eager fallback.
     import warnings
+    from torch._dynamo.utils import counters
     tokenizer = countdown.build_tokenizer()
     model = countdown.build_model(tokenizer, hidden=64, layers=2, heads=4, seed=1).cuda().eval()
+    skips = counters["inductor"]["cudagraph_skips"]
     runs = []
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)                      # the compile-failure fallback warns
@@ -348,6 +350,7 @@ def test_static_cache_decode_on_cuda_is_compiled_and_equals_dynamic():
     for ro in runs[1:]:
         _assert_same_rollout(runs[0], ro)
     assert R._STATIC[model]["fn"] is R._compiled_step
+    assert counters["inductor"]["cudagraph_skips"] == skips          # captured as a CUDA graph, not just compiled
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")   # (torch's own)
