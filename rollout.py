@@ -29,9 +29,10 @@ random numbers and record the same statistics):
   multiple of 64, so that calls with similar prompt widths share one cache) and the attention mask is a fixed-width
   buffer whose next column is switched on each step. Every decode step then has the same shapes, and on CUDA the
   one-token forward is compiled with `torch.compile(mode="reduce-overhead")`, which captures it as a CUDA graph:
-  one launch per step. On CPU it runs eagerly. The extra masked columns change the attention's float rounding only,
-  so log-probs and entropies agree with the dynamic path to float tolerance and the sampled tokens are the same
-  (tested on CPU in tests/test_rollout.py). The cache stays allocated between calls (one per model, replaced when
+  the whole model is one graph launch per step (the sampling stays eager). On CPU it runs eagerly. The extra
+  masked columns change the attention's float rounding only, so log-probs and entropies agree with the dynamic
+  path to float tolerance and the sampled tokens are the same unless rounding tips a near-tie (tested on CPU in
+  tests/test_rollout.py; in bf16 on a GPU such ties are more common). The cache stays allocated between calls (one per model, replaced when
   the batch size or width changes); `release_static_cache(model)` frees it.
 """
 from __future__ import annotations
