@@ -4,6 +4,8 @@
     python benchmarks/bench_step.py --model Qwen/Qwen2.5-0.5B-Instruct --data gsm8k.jsonl --device cuda
     python benchmarks/bench_step.py --threads 2           # CPU threads (default: 1 for the embedded model)
     python benchmarks/bench_step.py --trl-python /path/to/venv-with-trl/bin/python   # + TRL GRPOTrainer
+    python benchmarks/bench_step.py --trl-python .venv/bin/python --prompts-per-step 8 --advantage grpo --no-simko
+                                    # the comparison of issue 11: 8 prompts x 8 samples, <= 12 new tokens, GRPO
 
 Any extra flags are passed to train.py's parser (`--prompts-per-step`, `--group-size`, `--micro-batch-size`,
 `--no-simko`, ...). The step is exactly train.rl_step; one untimed step warms up, then `--repeats` steps are
@@ -12,7 +14,10 @@ timed and the median of each phase is printed. For reference the rollout is also
 rollout.py can be compared with the library's. With `--trl-python` the same model, batch and reward are also run
 through TRL's GRPOTrainer (loss_type dapo, beta 0, one iteration per generation) in that Python, and its median
 step time is printed beside ours (TRL is not a dependency of this project; its SimKO-free GRPO step is the
-reference point, so compare with `--no-simko` for like-for-like).
+reference point, so compare with `--no-simko` for like-for-like). train.py's step runs with `--mini-batches 1` unless
+the flag is given, since TRL takes one optimiser step per generation batch. Both the wall time and the process's CPU
+time are reported: on a machine shared with other jobs the load changes between the two measurements, the CPU time
+much less.
 """
 import argparse
 import os
@@ -52,10 +57,10 @@ def trl_worker(model_path: str, prompts_per_step: int, group_size: int, max_new_
 
     class Clock(TrainerCallback):
         def on_step_begin(self, *a, **k):
-            stamps.append(["begin", time.perf_counter()])
+            stamps.append(["begin", time.perf_counter(), time.process_time()])
 
         def on_step_end(self, *a, **k):
-            stamps.append(["end", time.perf_counter()])
+            stamps.append(["end", time.perf_counter(), time.process_time()])
 
     config = GRPOConfig(output_dir="/tmp/bench_step_trl", per_device_train_batch_size=prompts_per_step * group_size,
                         num_generations=group_size, max_completion_length=max_new_tokens, temperature=1.0,
@@ -67,8 +72,9 @@ def trl_worker(model_path: str, prompts_per_step: int, group_size: int, max_new_
                           processing_class=tokenizer, callbacks=[Clock()])
     trainer.train()
     # GRPOTrainer generates inside the step, so begin -> end is the whole rollout + reward + update
-    times = [e[1] - b[1] for b, e in zip(stamps[0::2], stamps[1::2])][1:]
-    print("TRL_STEP_SECONDS", statistics.median(times))
+    wall = [e[1] - b[1] for b, e in zip(stamps[0::2], stamps[1::2])][1:]
+    cpu = [e[2] - b[2] for b, e in zip(stamps[0::2], stamps[1::2])][1:]
+    print("TRL_STEP_SECONDS", statistics.median(wall), statistics.median(cpu))
 
 
 def main():
@@ -76,7 +82,7 @@ def main():
         a = sys.argv[2:]
         return trl_worker(a[0], int(a[1]), int(a[2]), int(a[3]), float(a[4]), int(a[5]), int(a[6]))
     own = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    own.add_argument("--repeats", type=int, default=5)
+    own.add_argument("--repeats", type=int, default=10, help="timed steps (after one untimed) (default 10)")
     own.add_argument("--trl-python", default=None,
                      help="a Python with TRL installed: also time TRL's GRPOTrainer on the same model and batch")
 
@@ -100,9 +106,11 @@ def main():
     rows = []
     for i in range(mine.repeats + 1):
         batch = sampler.sample(task.train, args.prompts_per_step)
+        cpu = time.process_time()
         m = train.rl_step(i, batch, policy, optimizer, scheduler, task, args, generator)
         if on_cuda:
             torch.cuda.synchronize()
+        m["cpu_step"] = time.process_time() - cpu
         if i > 0:
             rows.append(m)
     med = lambda key: statistics.median(r[key] for r in rows)
@@ -143,7 +151,7 @@ def main():
         found = [l for l in done.stdout.splitlines() if l.startswith("TRL_STEP_SECONDS")]
         if not found:
             sys.exit(f"the TRL run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        trl_s = float(found[0].split()[1])
+        trl_s, trl_cpu = map(float, found[0].split()[1:3])
 
     name = args.model or "embedded Countdown Llama"
     params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -166,8 +174,11 @@ def main():
         print(f"\nrollout with transformers.generate (sampling only, no log-probs): {gen_s:.4f} s "
               f"vs rollout.py {med('time_rollout'):.4f} s (rollout.py also returns log-probs and entropies)")
     if trl_s is not None:
-        print(f"TRL GRPOTrainer, same model, batch, reward, max_completion_length, loss_type dapo, beta 0: "
-              f"{trl_s:.4f} s per step vs train.rl_step {total:.4f} s ({trl_s / total:.2f}x)")
+        # CPU time of the process as well: on a shared machine it is what the two loops cost, whatever the load
+        print(f"\nTRL GRPOTrainer, same model, batch, reward, max_completion_length, loss_type dapo, beta 0, one "
+              f"optimiser step per generation batch:\n\n| per step | TRL GRPOTrainer | train.rl_step | ratio |\n"
+              f"|---|---|---|---|\n| wall time | {trl_s:.4f} s | {total:.4f} s | {trl_s / total:.2f}x |\n"
+              f"| CPU time | {trl_cpu:.4f} s | {med('cpu_step'):.4f} s | {trl_cpu / med('cpu_step'):.2f}x |")
 
 
 if __name__ == "__main__":
