@@ -135,11 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RL steps between checkpoints; the end of the run always saves one; 0 = only at the end "
                         "(default %(default)s)")
     g.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its checkpoint, with its config.json; of the other flags "
-                        "only RESUME_MAY_CHANGE (--steps, --eval-every, --save-every, --device, --threads, "
-                        "--micro-batch-size, --gen-batch-size, --decode, --grad-checkpointing, --stats-from-hidden, "
-                        "--reward-workers, --reward-timeout, --warmup-cache, --no-progress) may take new values "
-                        "(default off)")
+                   help="continue the run in --out from its checkpoint with the flags of its config.json; only "
+                        "--steps, --eval-every, --save-every, --device, --threads, --micro-batch-size, "
+                        "--gen-batch-size, --decode, --grad-checkpointing, --stats-from-hidden, --reward-workers, "
+                        "--reward-timeout, --warmup-cache and --no-progress may be given new values (default off)")
     g = p.add_argument_group("algorithm")
     g.add_argument("--advantage", choices=ADVANTAGES, default="passk",
                    help="the advantage (passk_at_k.ADVANTAGES): grpo = Pass@1; passk = analytical Pass@k "
@@ -201,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reward-timeout", type=float, default=5.0,
                    help="seconds one answer check may take before it counts as wrong (default %(default)s)")
     g.add_argument("--reward-fallback", choices=verify.FALLBACKS, default=verify.FALLBACKS[0],
-                   help="verify.batch_reward's fallback= for responses without an explicit final answer "
-                        "(default %(default)s)")
+                   help="responses with no box and no answer anchor: 'none' scores 0, 'last' takes the last value "
+                        "in the text (lenient; verify.py's fallback=) (default %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars, e.g. in logs (default off)")
     return p
 

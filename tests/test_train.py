@@ -549,6 +549,13 @@ def test_every_flag_has_help_with_its_default():
         assert "default" in text and "None" not in (text % vars(action) if "%(" in text else text), action.dest
 
 
+def test_resume_help_lists_exactly_the_flags_a_resume_may_change():
+    import re
+    text = train.build_parser()._option_string_actions["--resume"].help
+    assert set(re.findall(r"--([a-z-]+)", text)) - {"out"} == \
+        {k.replace("_", "-") for k in train.RESUME_MAY_CHANGE} - {"out", "resume"}
+
+
 def test_the_warmup_cache_goes_beside_out_not_into_the_working_directory(tmp_path, monkeypatch, capsys):
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
