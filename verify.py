@@ -83,6 +83,7 @@ import atexit
 import collections
 import ctypes
 import functools
+import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -139,7 +140,8 @@ class _Timeout(BaseException):
 
 _WATCH = threading.Condition()
 _WATCH_ENTRIES = {}                      # token -> [thread id, deadline, fired]
-_WATCH_STATE = {"thread": None, "pid": None, "wake": float("inf"), "token": 0}
+_WATCH_STATE = {"thread": None, "pid": None, "wake": float("inf")}
+_TOKENS = itertools.count()
 try:                                    # two prototypes of one function: set an exception, or clear one (NULL)
     _SET_ASYNC_EXC = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
         ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
@@ -157,6 +159,25 @@ def _clear_in(tid):
     _CLEAR_ASYNC_EXC(tid, None)
 
 
+_FRAGILE = ("importlib", "contextlib.py", "threading.py", "weakref.py", "_weakrefset.py", "abc.py")
+
+
+def _interruptible(tid):
+    """False while the thread runs code an exception must not cut in half: the import system (its module locks
+    would stay taken), context managers' exits, thread locks. The watchdog holds the GIL while it looks, and the
+    thread resumes exactly where it was seen, so the exception lands there."""
+    frame = sys._current_frames().get(tid)
+    while frame is not None:
+        code = frame.f_code
+        if code is _bounded.__code__:
+            return True
+        name = code.co_filename
+        if name.startswith("<frozen") or name.endswith(_FRAGILE) or "importlib" in name:
+            return False
+        frame = frame.f_back
+    return True
+
+
 def _watchdog():
     with _WATCH:
         idle_since = time.monotonic()
@@ -164,8 +185,11 @@ def _watchdog():
             now = time.monotonic()
             for entry in _WATCH_ENTRIES.values():
                 if not entry[2] and entry[1] <= now:
-                    entry[2] = True
-                    _raise_in(entry[0], _Timeout)
+                    if _interruptible(entry[0]):
+                        entry[2] = True
+                        _raise_in(entry[0], _Timeout)
+                    else:
+                        entry[1] = now + 0.002        # inside an import or a lock: try again in 2 ms
             pending = [e[1] for e in _WATCH_ENTRIES.values() if not e[2]]
             if pending:
                 idle_since = now
@@ -176,10 +200,10 @@ def _watchdog():
             _WATCH.wait(max(0.0, _WATCH_STATE["wake"] - now))
 
 
-def _arm(limit):
-    """Register a deadline `limit` seconds from now for the calling thread; returns a token for _disarm."""
+def _arm(token, limit):
+    """Register a deadline `limit` seconds from now for the calling thread under `token` (for _disarm)."""
     if _SET_ASYNC_EXC is None:
-        return None
+        return
     deadline = time.monotonic() + limit
     with _WATCH:
         t = _WATCH_STATE["thread"]
@@ -187,18 +211,13 @@ def _arm(limit):
             t = threading.Thread(target=_watchdog, name="verify-watchdog", daemon=True)
             _WATCH_STATE.update(thread=t, pid=os.getpid(), wake=float("inf"))
             t.start()
-        _WATCH_STATE["token"] += 1
-        token = _WATCH_STATE["token"]
         _WATCH_ENTRIES[token] = [threading.get_ident(), deadline, False]
         if deadline < _WATCH_STATE["wake"]:
             _WATCH.notify()
-    return token
 
 
 def _disarm(token):
     """Forget the deadline; if it fired, drop the exception in case it has not landed yet."""
-    if token is None:
-        return
     while True:
         try:
             with _WATCH:
@@ -210,13 +229,22 @@ def _disarm(token):
             continue
 
 
+def _restore_sympy_state():
+    """An interrupted check may have left a sympy `evaluate(False)` / `distribute(False)` block half exited."""
+    params = sympy.core.parameters.global_parameters
+    if not (params.evaluate and params.distribute):
+        params.evaluate = params.distribute = True
+
+
 def _bounded(default, fn, *args):
     """fn(*args), or `default` when it runs past TIME_LIMIT_S of wall clock."""
-    token = _arm(TIME_LIMIT_S)
+    token = next(_TOKENS)          # made before arming, so a deadline that fires at once is still disarmed below
     try:
+        _arm(token, TIME_LIMIT_S)
         result = fn(*args)
     except _Timeout:
         result = default
+        _restore_sympy_state()
     while True:
         try:
             _disarm(token)

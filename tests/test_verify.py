@@ -591,6 +591,26 @@ def test_time_limit_works_in_a_non_main_thread(monkeypatch):
     assert out["result"] == "stopped" and out["seconds"] < 1.0
 
 
+def test_time_limit_never_interrupts_the_import_system():
+    # An exception landing inside importlib would leave a module lock taken (seen while stress-testing: a later
+    # import deadlocked), so the watchdog waits while the thread runs import-system code.
+    import threading
+    namespace = {}
+    exec(compile("def spin(flag):\n    while not flag:\n        pass\n", "<frozen importlib._bootstrap>", "exec"),
+         namespace)
+    for spin, expected in [(namespace["spin"], False), (lambda flag: [0 for _ in iter(lambda: bool(flag), True)],
+                                                         True)]:
+        flag = []
+        th = threading.Thread(target=verify._bounded, args=(None, spin, flag))
+        th.start()
+        time.sleep(0.05)
+        try:
+            assert verify._interruptible(th.ident) is expected
+        finally:
+            flag.append(1)
+            th.join(HANG_GUARD_S)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The opt-in lenient fallback
 
