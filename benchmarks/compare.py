@@ -407,8 +407,17 @@ def find_effect(agg: dict, config: str, baseline: str, metric: str, subset: str 
 def claims(n: int) -> list[tuple[str, str, list[tuple]]]:
     big = f"pass@{n}"
     return [
+        ("both", "GRPO raises pass@1 above the warm start", [("grpo", "@warm", "pass@1", "all", +1)]),
         ("both", f"GRPO lowers {big} below the warm start on the problems it rarely solved (collapse)",
          [("grpo", "@warm", big, "hard", -1)]),
+        ("both", f"GRPO lowers {big} below the warm start over all problems",
+         [("grpo", "@warm", big, "all", -1)]),
+        ("Pass@k Training", f"Pass@k (k=8) raises {big} above the warm start on the hard problems (discovers)",
+         [("passk_k8", "@warm", big, "hard", +1)]),
+        ("Pass@k Training", f"Pass@k (k=4) raises {big} above the warm start on the hard problems (discovers)",
+         [("passk_k4", "@warm", big, "hard", +1)]),
+        ("Pass@k Training", "Pass@k (k=4) keeps the token entropy higher than GRPO (diversity)",
+         [("passk_k4", "grpo", "entropy", "all", +1)]),
         ("Pass@k Training", f"Pass@k (k=4) keeps/improves {big} vs GRPO, hard problems",
          [("passk_k4", "grpo", big, "hard", +1)]),
         ("Pass@k Training", f"Pass@k (k=8) keeps/improves {big} vs GRPO, hard problems",
@@ -562,6 +571,7 @@ def plot(results: dict, out_dir: str) -> list[str]:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib is not installed: skipping the plots (pip install matplotlib)")
         return []
@@ -628,6 +638,7 @@ def plot(results: dict, out_dir: str) -> list[str]:
                                 fmt="o", color="C0" if e["ci"][0] > 0 else "C3" if e["ci"][1] < 0 else "C7",
                                 capsize=3)
             ax.axvline(0, color="k", lw=0.8)
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
             ax.set_title(f"{metric}, {sub}: difference, 95 % CI")
             ax.grid(alpha=0.3, axis="x")
         axes[0].set_yticks(range(len(pairs)))
