@@ -87,10 +87,11 @@ REAL_MODEL_DRY_RUN = ("--sft-steps 1 --steps 1 --prompts-per-step 2 --group-size
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-# Seconds per stage (on GPU / on --dry-run); no stage runs past the whole check's limit.
-TOTAL_BUDGET = {"gpu": 480, "dry": 150}
+# Seconds per stage (on GPU / on --dry-run); no stage runs past the whole check's limit. The dry run's limits are
+# safety caps for a busy machine (on 2 free cores it takes about a minute and a half, most of it stage d's GGUF).
+TOTAL_BUDGET = {"gpu": 480, "dry": 300}
 BUDGETS = {"gpu": {"a": 100, "b": 150, "b_static": 90, "c": 210, "d": 240},
-           "dry": {"a": 60, "b": 60, "b_static": 45, "c": 60, "d": 90}}
+           "dry": {"a": 60, "b": 60, "b_static": 45, "c": 60, "d": 150}}
 # Stage b on --dry-run: the default run, shrunk to a few seconds of CPU
 TRAIN_DRY_RUN = ("--sft-steps 20 --steps 2 --prompts-per-step 4 --group-size 4 --k 2 --eval-samples 4 "
                  "--eval-problems 8 --eval-every 0")
