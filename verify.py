@@ -110,6 +110,7 @@ MAX_FACTORIAL = 1000        # n! and binom(n, k) arguments
 MAX_SCI_EXPONENT = 1000     # 1e1000 is fine, 1e100000 is not
 NUMERIC_DIGITS = 30         # significant digits evalf must establish to call two numbers different
 NUMERIC_MAXPREC = 400       # working precision (digits) after which "cannot separate from zero" means equal
+NUMERIC_MAXPREC_GAMMA = 120  # the same for differences with factorials / binomials (gamma at 400 digits is slow)
 TAME_DIGITS = 30            # "cannot separate" only counts as equal when every integer involved is this small
 MAX_ROOT_INDEX = 100        # p/q-th powers: q at most this, and every integer in the base at most this many
 MAX_ROOT_FACTOR_BITS = 64   # bits; otherwise only an exact root of a number is taken (sympy factors to take it)
@@ -842,18 +843,29 @@ def _scalar(v):
     return v
 
 
+def _integer_valued_risk(n):
+    """A symbolic factorial / binomial argument that a comparison point could turn into a big integer: one with
+    integers over 2^10 in it, or with floor / ceiling / factorials inside ((\\lfloor \\sqrt x \\rfloor + 3731250)!
+    is 3731250! at x = 3/7, minutes of C-level multiplication)."""
+    return not n.is_number and (_max_bits(n) > MAX_SYMBOLIC_COEFF_BITS or
+                                n.has(sympy.floor, sympy.ceiling, sympy.factorial, sympy.binomial))
+
+
 def _factorial(n):
     _no_pm(n)
     if n.is_number:
         if not (n.is_Integer and 0 <= n <= MAX_FACTORIAL):
             return _large("factorial", n)
+    elif _integer_valued_risk(n):
+        return _large("factorial", n)
     return sympy.factorial(n)
 
 
 def _binomial(n, k):
     _no_pm(n), _no_pm(k)
     if (n.is_number and not (n.is_Integer and abs(n) <= MAX_FACTORIAL)) or \
-            (k.is_number and not (k.is_Integer and abs(k) <= MAX_FACTORIAL)):
+            (k.is_number and not (k.is_Integer and abs(k) <= MAX_FACTORIAL)) or \
+            _integer_valued_risk(n) or _integer_valued_risk(k):
         return _large("binomial", n, k)
     return sympy.binomial(n, k)
 
@@ -1470,14 +1482,17 @@ def _zero(d):
         return False
     if d.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan):
         return None
+    # gamma at 400 digits costs ~0.1 s a call and a zero difference is evaluated at that precision at every point:
+    # factorial / binomial identities get a lower ceiling (still far beyond what tame terms can cancel to)
+    maxn = NUMERIC_MAXPREC_GAMMA if d.has(sympy.factorial, sympy.binomial, sympy.gamma) else NUMERIC_MAXPREC
     try:
-        v = d.evalf(NUMERIC_DIGITS, strict=True, maxn=NUMERIC_MAXPREC)
+        v = d.evalf(NUMERIC_DIGITS, strict=True, maxn=maxn)
     except PrecisionExhausted:
         # Either d is zero (cancellation never ends) or evalf cannot reach the precision for another reason (the
         # integer part of a huge floor/ceiling). A non-strict evaluation tells them apart: a true zero comes back
         # as a zero without significant digits.
         try:
-            rough = d.evalf(15, maxn=NUMERIC_MAXPREC)
+            rough = d.evalf(15, maxn=maxn)
         except (PrecisionExhausted, TypeError, ValueError, ArithmeticError, RecursionError, AttributeError):
             return None
         parts = rough.as_real_imag() if rough.is_number else (rough,)
