@@ -112,8 +112,10 @@ def main():
         return throughput(args.stage_c_worker, args.dry_run, args.micro_batch)
 
     mode = "dry" if args.dry_run else "gpu"
+    # (absolute: the stages run in the repository's folder, the caller may be elsewhere)
+    args.out, args.gguf = os.path.abspath(args.out), args.gguf and os.path.abspath(args.gguf)
     os.makedirs(args.out, exist_ok=True)
-    work = args.work or tempfile.mkdtemp(prefix="gpu_check_")
+    work = os.path.abspath(args.work or tempfile.mkdtemp(prefix="gpu_check_"))
     os.makedirs(work, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if args.dry_run:
