@@ -350,8 +350,8 @@ def _math_end(text, i):
 
 _SENTENCE_END = re.compile(r"(?i)\.\s+i hope|\s+i hope|\.\s+(?=[A-Z])|\.\s*$")
 # "The smallest such $m$ is 12.": a noun phrase (no digits, no hedge) and a verb before the value.
-_SENTENCE_VALUE = re.compile(r"(?i)(?:the|a|an|our|its|this|that|so|thus|hence|there)\b[^0-9\n]{0,120}?\s(?:is|are|equals|"
-                             r"was|would be|will be)\s+(?:equal to\s+)?")
+_SENTENCE_VALUE = re.compile(r"(?i)(?:the|a|an|our|its|this|that|so|thus|hence|there)\b[^0-9\n]{0,120}?"
+                             r"\s(?:is|are|equals|was|would be|will be)\s+(?:equal to\s+)?")
 
 
 def _clean_anchor(ans):
@@ -425,7 +425,8 @@ def extract_answer(text):
 
 
 # The lenient fallback (reward(..., fallback="last")) for models that never box or anchor their answer.
-_LAST_MATH = re.compile(r"\$\$([^$]{1,300})\$\$|\$((?:[^$\\]|\\.){1,300})\$|\\\((.{1,300}?)\\\)|\\\[(.{1,300}?)\\\]", re.S)
+_LAST_MATH = re.compile(r"\$\$([^$]{1,300})\$\$|\$((?:[^$\\]|\\.){1,300})\$|\\\((.{1,300}?)\\\)|"
+                        r"\\\[(.{1,300}?)\\\]", re.S)
 _LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 
 
@@ -469,7 +470,8 @@ _UNICODE = {"\u2212": "-", "\u2013": "-", "\u2014": "-", "\u00d7": "*", "\u22c5"
             "\u00f7": "/", "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ",
             "\u2260": "\\ne ", "\u222a": "\\cup ", "\u2229": "\\cap ", "\u2205": "\\emptyset ", "\u221a": "\\sqrt",
             "\u00a0": " ", "\u2009": "", "\u202f": "",
-            "\u00b1": "\\pm ", "\u2248": "\\approx ", "\u2208": "\\in ", "\u00bd": "\\frac12", "\u00bc": "\\frac14", "\u00be": "\\frac34",
+            "\u00b1": "\\pm ", "\u2248": "\\approx ", "\u2208": "\\in ", "\u00bd": "\\frac12", "\u00bc": "\\frac14",
+            "\u00be": "\\frac34",
             "\u2153": "\\frac13", "\u2154": "\\frac23", "\u215b": "\\frac18"}
 _SUPERSCRIPT = str.maketrans("\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079\u207b", "0123456789-")
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|textrm|textsf|texttt|textnormal|mbox|mathrm|mathbf|mathit|mathsf|"
@@ -1828,9 +1830,10 @@ def _rel_value(rel):
 
 
 def _has_symbols(v):
+    """Any free symbol in a parsed value (an Expr, or a tuple value such as ('seq', '(', ')', items))."""
     if isinstance(v, sympy.Basic):
         return bool(v.free_symbols)
-    return isinstance(v, tuple) and any(_has_symbols(x) for x in v[1:] if isinstance(x, (tuple, sympy.Basic)))
+    return isinstance(v, tuple) and any(_has_symbols(x) for x in v if isinstance(x, (tuple, sympy.Basic)))
 
 
 def _approx_values(rel):
