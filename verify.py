@@ -143,6 +143,18 @@ _WATCH = threading.Condition()
 _WATCH_ENTRIES = {}                      # token -> [thread id, deadline, fired]
 _WATCH_STATE = {"thread": None, "pid": None, "wake": float("inf")}
 _TOKENS = itertools.count()
+
+
+def _reset_watch_after_fork():
+    """A forked child has no watchdog thread, and the parent's may have held the lock at the fork: start clean."""
+    global _WATCH
+    _WATCH = threading.Condition()
+    _WATCH_ENTRIES.clear()
+    _WATCH_STATE.update(thread=None, pid=None, wake=float("inf"))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_watch_after_fork)
 try:                                    # two prototypes of one function: set an exception, or clear one (NULL)
     _SET_ASYNC_EXC = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
         ("PyThreadState_SetAsyncExc", ctypes.pythonapi))

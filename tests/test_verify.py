@@ -598,6 +598,25 @@ def test_time_limit_works_in_a_non_main_thread(monkeypatch):
     assert out["result"] == "stopped" and out["seconds"] < 1.0
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_time_limit_works_in_a_forked_child():
+    # The child gets a fresh watchdog (the parent's thread does not survive a fork). Run in a fresh interpreter, so
+    # the fork happens in a process without the test session's threads.
+    script = (
+        "import os, sys, time\n"
+        "import verify\n"
+        "assert verify.is_equivalent('x^2', 'x*x')\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    t = time.perf_counter()\n"
+        "    ok = verify.is_equivalent(r'\\sqrt[3]{9-\\sqrt{\\log_{11}{\\sqrt[8]{i}}}}', '5') is False\n"
+        "    os._exit(0 if ok and time.perf_counter() - t < 1.5 else 1)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "sys.exit(os.waitstatus_to_exitcode(status))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+
+
 def test_time_limit_never_interrupts_the_import_system():
     # An exception landing inside importlib would leave a module lock taken (seen while stress-testing: a later
     # import deadlocked), so the watchdog waits while the thread runs import-system code.
