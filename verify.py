@@ -55,8 +55,10 @@ The reward of every RL step comes from here, and the policy will find every hole
    - *An in-process hard time limit* (`_bounded`): a watchdog thread raises an exception inside the checking thread
      when its TIME_LIMIT_S deadline passes (CPython's `PyThreadState_SetAsyncExc`, through ctypes; no signals, so
      it works in any thread; arming it costs a lock and a dict entry). It stops any Python-level computation
-     (sympy, mpmath); the check then scores 0. On an interpreter without `ctypes.pythonapi` only the size bounds
-     apply. tests/test_verify_fuzz.py asserts the 1 s bound on random expression trees in killable children.
+     (sympy, mpmath); the check then scores 0. It waits (2 ms at a time) while the thread runs the import system,
+     a context manager's exit or thread locks, where an exception would leave a lock taken; a forked child gets a
+     fresh watchdog. On an interpreter without `ctypes.pythonapi` only the size bounds apply.
+     tests/test_verify_fuzz.py asserts the 1 s bound on random expression trees in killable children.
    `batch_reward` adds a hard wall-clock kill per check on top, in worker processes, so even a C call that ran
    past the bounds could never stall training: a timed-out check scores 0 and its worker is replaced.
 
