@@ -99,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup-cache", default=None,
                    help="directory where the embedded model's warm-up is cached and shared between runs "
                         "(default: warmup/ beside --out, e.g. runs/warmup)")
-    g.add_argument("--warmup-variant", choices=countdown.WARMUP_VARIANTS, default="full",
-                   help="embedded task only: the warm-up's data; 'full' every problem, 'headroom' few * and / "
-                        "(countdown.py's docstring) (default %(default)s)")
+    g.add_argument("--warmup-variant", choices=countdown.WARMUP_VARIANTS, default="headroom",
+                   help="embedded task only: the warm-up's data; 'headroom' few * and /, so that the problems that "
+                        "need them are solved only rarely at the start and exploration can show; 'full' every "
+                        "problem and answer (countdown.py's docstring) (default %(default)s)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cuda when available, else cpu)")
     g.add_argument("--seed", type=int, default=0,
                    help="seed of the prompt order, the rollouts and the evaluations (the embedded warm-up always "
@@ -634,8 +635,12 @@ def main(argv=None) -> dict:
     save_checkpoint(args.out, policy, optimizer, scheduler, args.steps, sampler, generator)
     evals = [h for h in history if h["type"] == "eval"]
     before, after = evals[0], evals[-1]
-    table = pass_at_k_table(before, after, args.eval_samples)
+    table = pass_at_k_table(before, after, args.eval_samples, held_out_subsets(task))
     print(table)
+    if task.name == "countdown" and args.warmup_variant == "headroom":
+        print("needs * or /: the problems whose every answer uses * or /, which the headroom warm-up rarely saw; "
+              "that is where exploration shows. The GRPO baseline from the same warm start (--advantage grpo "
+              "--no-simko) is in the README beside this run; benchmarks/compare.py compares the methods over seeds.")
     with open(os.path.join(args.out, "pass_at_k.md"), "w") as f:
         f.write(table + "\n")
     print(f"outputs in {args.out}: metrics.jsonl (every step and evaluation), config.json (the flags), "
@@ -860,11 +865,34 @@ def concat_rollouts(parts: list, tokenizer) -> R.Rollout:
         topk_logp=torch.cat([F.pad(p.topk_logp, (0, 0, 0, T - p.response_mask.shape[1])) for p in parts]))
 
 
-def pass_at_k_table(before: dict, after: dict, n: int) -> str:
+def held_out_subsets(task) -> dict[str, list[int]]:
+    """Held-out problem indices reported apart in the table: for the embedded task, the problems that need * or /
+    (a property of the problem, fixed before any sampling, so the split cannot favour the after row) and the rest."""
+    if task.name != "countdown":
+        return {}
+    muldiv = [countdown.needs_muldiv(p) for p in task.eval]
+    return {"needs * or /": [i for i, m in enumerate(muldiv) if m],
+            "has a +/- answer": [i for i, m in enumerate(muldiv) if not m]}
+
+
+def pass_at_k_table(before: dict, after: dict, n: int, subsets: dict[str, list[int]] | None = None) -> str:
+    """Markdown before/after pass@k table; with `subsets`, also both rows on each subset of the held-out problems
+    (from the eval lines' per-problem correct counts)."""
     ks = [k for k in TABLE_KS if k <= n]
+
+    def row(label, curve):
+        return f"| {label} | " + " | ".join(f"{curve[f'pass@{k}']:.3f}" for k in ks) + " |"
+
+    def on(evaluation, idx):
+        counts = torch.tensor([evaluation["correct"][i] for i in idx])
+        correct = torch.arange(n) < counts[:, None]       # [problems, n]: pass@k depends only on the count
+        return {f"pass@{k}": v for k, v in passk_at_k.pass_at_k_curve(correct, ks=ks).items()}
     lines = [f"| k | " + " | ".join(str(k) for k in ks) + " |", "|---|" + "---|" * len(ks),
-             f"| before (step {before['step']}) | " + " | ".join(f"{before[f'pass@{k}']:.3f}" for k in ks) + " |",
-             f"| after (step {after['step']}) | " + " | ".join(f"{after[f'pass@{k}']:.3f}" for k in ks) + " |"]
+             row(f"before (step {before['step']})", before), row(f"after (step {after['step']})", after)]
+    for name, idx in (subsets or {}).items():
+        if idx and "correct" in before and "correct" in after:
+            lines += [row(f"{name} ({len(idx)}): before", on(before, idx)),
+                      row(f"{name} ({len(idx)}): after", on(after, idx))]
     return "\n".join(lines)
 
 

@@ -80,7 +80,7 @@ def test_simko_flag_pair_and_defaults():
     assert (a.clip_low, a.clip_high, a.loss_agg, a.kl_coef) == (0.2, 0.28, "token_mean", 0.0)
     assert a.mini_batches == 4 and train.parse_args(["--prompts-per-step", "2"]).mini_batches == 2
     assert (a.simko_gate, a.simko_penalty, a.decode, a.warmup_variant, a.reward_fallback) == \
-        ("row_quantile", "advantage", "dynamic", "full", "none")
+        ("row_quantile", "advantage", "dynamic", "headroom", "none")
     assert train.parse_args(["--no-simko"]).simko is False
     assert a.max_new_tokens == 12 and a.out.startswith("runs")
 
@@ -560,7 +560,7 @@ def test_the_warmup_cache_goes_beside_out_not_into_the_working_directory(tmp_pat
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     out = tmp_path / "elsewhere" / "run1"
-    train.main(["--out", str(out), "--sft-steps", "0", "--steps", "0", *TINY])
+    train.main(["--out", str(out), "--sft-steps", "0", "--steps", "0", "--warmup-variant", "full", *TINY])
     assert os.listdir(tmp_path / "cwd") == []                             # no stray runs/
     assert os.listdir(tmp_path / "elsewhere" / "warmup") == ["countdown-sft0-10229ac30a"]
     printed = capsys.readouterr().out
