@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, default=80, help="RL steps, one rollout batch each (default %(default)s)")
     g.add_argument("--sft-steps", type=int, default=None,
                    help="supervised warm-up steps before RL: for the embedded task steps of 64 problems (default "
-                        "600); for --model a format warm-up on the training split's gold answers, --prompts-per-step "
-                        "problems a step (default 0)")
+                        "600); for --model a format warm-up on the training split's gold answers, 8 problems a step "
+                        "(default 0)")
     g.add_argument("--sft-lr", type=float, default=None,
                    help="learning rate of the warm-up (default 3e-3 for the embedded task, 2e-5 for --model)")
     g.add_argument("--prompts-per-step", type=int, default=16,
@@ -781,12 +781,13 @@ def load_hf_model(path: str, args):
     return model, tokenizer
 
 
-def format_warm_up(policy: Policy, task: Task, args, log) -> None:
+def format_warm_up(policy: Policy, task: Task, args, log, batch_size: int = 8) -> None:
     """--sft-steps supervised steps for --model: maximise log p("\\boxed{gold}" EOS | prompt) on training problems.
 
     A format warm-up, not a solver: a small instruct model rarely boxes its answer or stops early, so RL would see
-    no reward at all. Only the answer and EOS are trained (the prompt's labels are -100). The problems are drawn
-    with a fixed seed, so every run of a comparison starts from the same policy."""
+    no reward at all. Only the answer and EOS are trained (the prompt's labels are -100). `batch_size` problems a
+    step, drawn with a fixed seed (not --seed): every run of a comparison starts from the same policy, and the RL
+    flags (--prompts-per-step, ...) do not change it."""
     model, tokenizer, eos = policy.model, policy.tokenizer, policy.tokenizer.eos_token_id
     rng = random.Random(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.sft_lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -794,7 +795,7 @@ def format_warm_up(policy: Policy, task: Task, args, log) -> None:
     model.train()
     for _ in range(args.sft_steps):
         rows, labels = [], []
-        for p in rng.sample(task.train, min(args.prompts_per_step, len(task.train))):
+        for p in rng.sample(task.train, min(batch_size, len(task.train))):
             prompt = tokenizer(task.prompt(p, tokenizer), add_special_tokens=task.add_special_tokens)["input_ids"]
             answer = tokenizer(f"\\boxed{{{p['gold']}}}", add_special_tokens=False)["input_ids"] + [eos]
             rows.append(prompt + answer)
