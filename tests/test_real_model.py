@@ -235,3 +235,18 @@ def test_warm_start_checkpoint_then_rl_equals_the_one_command_run(tiny_model_dir
                 for row in rows]
     assert lines("one") == lines("two")
     assert lines("warm")[0] == lines("one")[0]                      # the warm start's evaluation
+
+
+def test_format_warm_up_batch_does_not_depend_on_the_rl_flags(tiny_model_dir, monkeypatch):
+    problems = [{"problem": f"{i}+1", "gold": str(i + 1)} for i in range(20)]
+    task = train.Task("twenty", problems, problems, prompt=train.chat_prompt, reward=None, add_special_tokens=False)
+    batches = {}
+    for per_step in ("2", "16"):
+        args = train.parse_args(["--model", tiny_model_dir, "--data", RG, "--prompts-per-step", per_step])
+        policy = train.load_policy(args, task, log=lambda m: None)
+        args.sft_steps, seen, forward = 3, [], policy.model.forward
+        monkeypatch.setattr(policy.model, "forward", lambda *a, **kw: seen.append(kw["input_ids"]) or forward(*a, **kw))
+        train.format_warm_up(policy, task, args, log=lambda m: None)
+        batches[per_step] = seen
+    assert [b.shape[0] for b in batches["2"]] == [8, 8, 8]
+    assert all(torch.equal(a, b) for a, b in zip(batches["2"], batches["16"]))
