@@ -78,7 +78,7 @@ def _simko(alpha, lam=1.1):
 
 # name -> variant, train.py flags, the baseline it is compared with, and a tier (lower tiers run first, so that an
 # interrupted study has the core comparison: GRPO and Pass@k; the transfer and SimKO's two ends; 4 mini-batches;
-# a stronger SimKO penalty; the full warm start; the rest of the alpha sweep). Every configuration passes
+# a stronger SimKO penalty; the rest of the alpha sweep; the full warm start). Every configuration passes
 # --mini-batches explicitly.
 CONFIGS = {
     "grpo": dict(variant="headroom", flags=GRPO + ["--mini-batches", "1"], baseline=None, tier=0),
@@ -94,14 +94,14 @@ CONFIGS = {
     "grpo_mb4": dict(variant="headroom", flags=GRPO + ["--mini-batches", "4"], baseline="grpo", tier=2),
     "passk_k4_mb4": dict(variant="headroom", flags=["--advantage", "passk", "--k", "4", "--no-simko",
                                                     "--mini-batches", "4"], baseline="grpo_mb4", tier=2),
-    "simko_a0": dict(variant="headroom", flags=_simko(0.0) + ["--mini-batches", "1"], baseline="grpo", tier=5),
-    "simko_a0.05": dict(variant="headroom", flags=_simko(0.05) + ["--mini-batches", "1"], baseline="grpo", tier=5),
-    "simko_a0.1": dict(variant="headroom", flags=_simko(0.1) + ["--mini-batches", "1"], baseline="grpo", tier=5),
+    "simko_a0": dict(variant="headroom", flags=_simko(0.0) + ["--mini-batches", "1"], baseline="grpo", tier=4),
+    "simko_a0.05": dict(variant="headroom", flags=_simko(0.05) + ["--mini-batches", "1"], baseline="grpo", tier=4),
+    "simko_a0.1": dict(variant="headroom", flags=_simko(0.1) + ["--mini-batches", "1"], baseline="grpo", tier=4),
     "simko_a0.01_lam2": dict(variant="headroom", flags=_simko(0.01, 2.0) + ["--mini-batches", "1"],
                              baseline="grpo", tier=3),
-    "full:grpo": dict(variant="full", flags=GRPO + ["--mini-batches", "1"], baseline=None, tier=4),
+    "full:grpo": dict(variant="full", flags=GRPO + ["--mini-batches", "1"], baseline=None, tier=5),
     "full:passk_k4": dict(variant="full", flags=["--advantage", "passk", "--k", "4", "--no-simko",
-                                                 "--mini-batches", "1"], baseline="full:grpo", tier=4),
+                                                 "--mini-batches", "1"], baseline="full:grpo", tier=5),
 }
 # extra paired contrasts besides "each configuration vs its baseline": (configuration, reference)
 CONTRASTS = [("passk_k8", "passk_k4"), ("grpo_mb4", "grpo")]
