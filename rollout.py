@@ -8,8 +8,9 @@ log-probability that the *sampling* policy gave each token (the `old_logp` of th
    all rows generate in lock-step. Position ids are computed from the attention mask (`cumsum - 1`) so that a
    padded row sees exactly the positions it would see alone; `position_ids` below is the one place that does it,
    and the teacher-forced forward in train.py uses the same function.
-2. One prefill forward fills the KV cache; then each step feeds only the newest token. The next-token
-   distribution is `softmax(logits / temperature)`, optionally restricted to its top-p nucleus for *sampling*.
+2. One prefill forward fills the KV cache, once per prompt (the default cache then copies it to the prompt's G
+   rows); then each step feeds only the newest token. The next-token distribution is
+   `softmax(logits / temperature)`, optionally restricted to its top-p nucleus for *sampling*.
 3. At every step we record the sampled token's log-probability under `softmax(logits / temperature)` (before the
    top-p cut, which is what the loss recomputes) and that distribution's entropy. Keeping two [B] numbers per step
    instead of the [B, V] logits is what lets this work with 150k-token vocabularies. `stats_top_k=K` also keeps
@@ -24,7 +25,10 @@ teacher-forced forward pass's.
 The KV cache comes in two kinds, chosen by `static_cache` (the sampling loop above is shared, so both draw the same
 random numbers and record the same statistics):
 - dynamic (default): the cache grows by one column per step. Simple and right for CPU, but on a GPU each step is
-  hundreds of small kernel launches over changing shapes, so decoding is launch-bound.
+  hundreds of small kernel launches over changing shapes, so decoding is launch-bound. Each prompt is prefilled
+  once and its keys and values are copied to its G rows; on one CPU thread the tokens and statistics are bit for
+  bit those of prefilling all G copies (tested), while with several threads or on a GPU the kernels picked for the
+  smaller prefill batch may round differently.
 - static (`static_cache=True`): the cache is preallocated for `prompt + max_new_tokens` columns (rounded up to a
   multiple of 64, so that calls with similar prompt widths share one cache) and the attention mask is a fixed-width
   buffer whose next column is switched on each step. Every decode step then has the same shapes, and on CUDA the
@@ -32,8 +36,8 @@ random numbers and record the same statistics):
   the whole model is one graph launch per step (the sampling stays eager). On CPU it runs eagerly. The extra
   masked columns change the attention's float rounding only, so log-probs and entropies agree with the dynamic
   path to float tolerance and the sampled tokens are the same unless rounding tips a near-tie (tested on CPU in
-  tests/test_rollout.py; in bf16 on a GPU such ties are more common). The cache stays allocated between calls (one per model, replaced when
-  the batch size or width changes); `release_static_cache(model)` frees it.
+  tests/test_rollout.py; in bf16 on a GPU such ties are more common). The cache stays allocated between calls
+  (one per model, replaced when the batch size or width changes); `release_static_cache(model)` frees it.
 """
 from __future__ import annotations
 
@@ -91,11 +95,12 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 @torch.no_grad()
 def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int, eos_token_id,
            pad_token_id: int, temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
-           static_cache: bool = False, stats_top_k: int = 0):
-    """Sample one continuation per row of the left-padded prompts `prompt_ids` [B, P].
+           static_cache: bool = False, stats_top_k: int = 0, group_size: int = 1):
+    """Sample `group_size` G continuations of each row of the left-padded prompts `prompt_ids` [B, P].
 
-    Returns (response_ids [B, R], response_mask [B, R] float, logp [B, R], entropy [B, R], truncated [B]) with
-    R <= max_new_tokens, plus topk_logp [B, R, stats_top_k] as a sixth element when `stats_top_k` > 0.
+    Returns (response_ids [BG, R], response_mask [BG, R] float, logp [BG, R], entropy [BG, R], truncated [BG]) with
+    BG = B * G rows (rows [i*G, (i+1)*G) continue prompt row i) and R <= max_new_tokens, plus
+    topk_logp [BG, R, stats_top_k] as a sixth element when `stats_top_k` > 0.
     `eos_token_id` may be an int or a list of ints (chat models often stop on several). `static_cache=True` decodes
     over a preallocated cache (module docstring); the tokens and statistics are those of the default path.
     """
@@ -105,9 +110,11 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
         raise ValueError(f"stats_top_k must be >= 0 (got {stats_top_k})")
     device = prompt_ids.device
     eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device)
-    batch = prompt_ids.shape[0]
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1 (got {group_size})")
+    batch = prompt_ids.shape[0] * group_size
     decoder = _static_decoder if static_cache else _dynamic_decoder
-    logits, step = decoder(model, prompt_ids, prompt_mask.to(device), max_new_tokens)   # logits [B, V]
+    logits, step = decoder(model, prompt_ids, prompt_mask.to(device), max_new_tokens, group_size)   # [BG, V]
     if stats_top_k > logits.shape[-1]:
         raise ValueError(f"stats_top_k={stats_top_k} exceeds the vocabulary ({logits.shape[-1]} tokens)")
 
@@ -141,14 +148,14 @@ def rollout(model, tokenizer, prompts: list[str], group_size: int, *, max_new_to
     """`group_size` responses for each prompt; rows are grouped: rows [i*G, (i+1)*G) belong to prompts[i]."""
     device = next(model.parameters()).device
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, add_special_tokens)
-    prompt_ids = prompt_ids.repeat_interleave(group_size, 0).to(device)
-    prompt_mask = prompt_mask.repeat_interleave(group_size, 0).to(device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
     resp, resp_mask, logp, entropy, truncated, *topk = sample(
-        model, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad,
-        temperature=temperature, top_p=top_p, generator=generator, static_cache=static_cache,
-        stats_top_k=stats_top_k)
+        model, prompt_ids.to(device), prompt_mask.to(device), max_new_tokens=max_new_tokens, eos_token_id=eos,
+        pad_token_id=pad, temperature=temperature, top_p=top_p, generator=generator, static_cache=static_cache,
+        stats_top_k=stats_top_k, group_size=group_size)
+    prompt_ids = prompt_ids.repeat_interleave(group_size, 0).to(device)      # [B * G, P], row i*G + j is prompt i
+    prompt_mask = prompt_mask.repeat_interleave(group_size, 0).to(device)
     texts = decode_responses(tokenizer, resp, resp_mask, eos)
     return Rollout(input_ids=torch.cat([prompt_ids, resp], 1),
                    attention_mask=torch.cat([prompt_mask, resp_mask.long()], 1),
@@ -184,9 +191,9 @@ def sample_for_eval(model, tokenizer, prompts: list[str], n: int, *, max_new_tok
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The two KV caches. Each decoder runs the prefill and returns (last prompt position's logits [B, V], step), where
-# step(t, token [B], live [B]) feeds the token sampled at response step t (its attention-mask column is `live`)
-# and returns the next logits [B, V].
+# The two KV caches. Each decoder runs the prefill of the B prompts and returns (last prompt position's logits
+# [BG, V], step), each prompt's row repeated G = group_size times, where step(t, token [BG], live [BG]) feeds the
+# token sampled at response step t (its attention-mask column is `live`) and returns the next logits [BG, V].
 #
 # transformers renamed the forward's `past_key_values` argument to `cache` (after 5.17; by 5.24 the old name warns
 # that it goes in 5.40), and 4.x forwards take a `cache_position` from which the static cache learns where to
@@ -207,7 +214,7 @@ def _cache_arg(model) -> str:
     return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
-def _dynamic_decoder(model, prompt_ids, mask, max_new_tokens):
+def _dynamic_decoder(model, prompt_ids, mask, max_new_tokens, group_size):
     from transformers import DynamicCache
     try:
         cache = DynamicCache(config=model.config)        # what the model itself would create (>= 4.56)
@@ -215,8 +222,21 @@ def _dynamic_decoder(model, prompt_ids, mask, max_new_tokens):
         cache = DynamicCache()                            # transformers < 4.56
     kw = {_cache_arg(model): cache, "use_cache": True}
     pos = position_ids(mask)
-    logits = model(input_ids=prompt_ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, **kw).logits[:, -1]
-    next_pos = pos[:, -1:] + 1                            # [B, 1] position of response token 0
+    # Each prompt is prefilled once (not G times) and its keys and values are copied to its G rows: a row's cache
+    # does not depend on the other rows. Only the LM head is given the G copies, as it was when the G copies were
+    # prefilled, because a matrix product of fewer than 4 rows rounds differently on CPU (MKL). So the tokens and
+    # statistics are bit for bit those of prefilling every row (tests/test_rollout.py).
+    repeat = lambda x: x.repeat_interleave(group_size, 0)
+    head = model.get_output_embeddings().register_forward_pre_hook(lambda module, args: (repeat(args[0]),))
+    try:
+        logits = model(input_ids=prompt_ids, attention_mask=mask, position_ids=pos, logits_to_keep=1,
+                       **kw).logits[:, -1]                # [BG, V]
+    finally:
+        head.remove()
+    if group_size > 1:
+        cache.batch_repeat_interleave(group_size)        # every layer's keys and values [B, ...] -> [BG, ...]
+        mask, pos = repeat(mask), repeat(pos)
+    next_pos = pos[:, -1:] + 1                            # [BG, 1] position of response token 0
 
     def step(t, token, live):
         nonlocal mask
@@ -233,7 +253,9 @@ def release_static_cache(model) -> None:
     _STATIC.pop(model, None)
 
 
-def _static_decoder(model, prompt_ids, mask, max_new_tokens):
+def _static_decoder(model, prompt_ids, mask, max_new_tokens, group_size):
+    # every row is prefilled into the preallocated [BG, L] cache, so the G copies of a prompt are prefilled G times
+    prompt_ids, mask = prompt_ids.repeat_interleave(group_size, 0), mask.repeat_interleave(group_size, 0)
     batch, width = prompt_ids.shape
     device = prompt_ids.device
     L = -(-(width + max_new_tokens) // STATIC_CACHE_ROUND) * STATIC_CACHE_ROUND     # cache columns

@@ -224,6 +224,48 @@ def test_cached_decode_draws_the_same_random_numbers_as_a_no_cache_loop(tiny):
     assert 0 < int((rmask.sum(1) < 10).sum()) < resp.shape[0]            # some rows ended early, some did not
 
 
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("G", [1, 4])
+@pytest.mark.parametrize("seed, temperature, top_p", [(0, 1.0, 1.0), (1, 0.7, 0.9), (2, 1.3, 1.0)])
+def test_each_prompt_prefilled_once_gives_bit_for_bit_the_rollout_of_prefilling_every_copy(
+        tiny, one_thread, G, seed, temperature, top_p):
+    # sample(group_size=G) prefills each prompt once and copies its KV cache to its G rows. On one CPU thread that
+    # is bit for bit what prefilling the G copies gives (the LM head still sees G copies: a matrix product of
+    # fewer than 4 rows rounds differently): the same tokens, log-probs, entropies, top-K and random numbers drawn.
+    model, tokenizer = tiny
+    kw = dict(max_new_tokens=12, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+              temperature=temperature, top_p=top_p, stats_top_k=3)
+    prefill_rows = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: prefill_rows.append(out.shape))
+    try:
+        for prompts in (PROMPTS, PROMPTS[:1], ["5>", "9,12,9>27:"], PROMPTS * 4):   # 1 to 16 prompts, left-padded
+            ids, mask = R.encode_prompts(tokenizer, prompts)
+            g_once, g_each = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+            prefill_rows.clear()
+            once = R.sample(model, ids, mask, group_size=G, generator=g_once, **kw)
+            assert prefill_rows[0][:2] == ids.shape                        # one prefill row per prompt
+            each = R.sample(model, ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0), generator=g_each, **kw)
+            names = ("tokens", "mask", "logp", "entropy", "truncated", "topk_logp")
+            for name, a, b in zip(names, once, each, strict=True):
+                assert torch.equal(a, b), name
+            assert torch.equal(g_once.get_state(), g_each.get_state())
+            assert once[0].shape[0] == len(prompts) * G
+    finally:
+        hook.remove()
+    assert (mask == 0).any() and (once[1].sum(1) < once[1].shape[1]).any()   # left padding and early EOS exercised
+    ro = R.rollout(model, tokenizer, PROMPTS, G, max_new_tokens=4, generator=torch.Generator().manual_seed(seed))
+    ids, mask = R.encode_prompts(tokenizer, PROMPTS)                 # rows [i*G, (i+1)*G) continue prompt i
+    assert torch.equal(ro.input_ids[:, :ro.prompt_len], ids.repeat_interleave(G, 0))
+    assert torch.equal(ro.attention_mask[:, :ro.prompt_len], mask.repeat_interleave(G, 0))
+
+
 def test_rollout_makes_no_deprecated_transformers_call(tiny):
     # Any DeprecationWarning / FutureWarning raised inside a rollout is an error, and so is transformers' own
     # "deprecated" log line (it is logged once per process, so its memo is cleared first).
