@@ -160,7 +160,8 @@ def main():
           f"SimKO {'on' if args.simko else 'off'}, stats from {'hidden' if policy.from_hidden else 'logits'}; "
           f"median of {mine.repeats} steps")
     print(f"mean response length {med('response_len'):.1f} tokens "
-          f"({med('response_len') * args.prompts_per_step * args.group_size:.0f} response tokens per step)\n")
+          f"({med('response_len') * args.prompts_per_step * args.group_size:.0f} response tokens per step); "
+          f"rows forwarded in the update (non-zero advantage) {med('updated_rows_frac'):.2f}\n")
     print("| phase | seconds | share | throughput |")
     print("|---|---|---|---|")
     total = med("time_step")
