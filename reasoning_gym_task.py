@@ -136,7 +136,9 @@ def load(spec: str, *, reward_timeout: float = 5.0, reward_workers: int | None =
 
     Problems are dicts {"problem": question, "gold": gold answer, "entry": the reasoning-gym item}. `reward(texts,
     problems) -> list[float]` gives 1.0 or 0.0 per response; `scorer` is "verify" or "reasoning-gym" (which of the
-    two judges this task). `verify_kwargs` (e.g. `fallback=`) go to `verify.batch_reward`."""
+    two judges this task). `reward_timeout`, `reward_workers` and `verify_kwargs` (e.g. `fallback=`) go to
+    `verify.batch_reward`, so they apply to the tasks judged by verify; reasoning-gym's scorers run in-process,
+    without a time limit."""
     name, params = parse_spec(spec)
     import reasoning_gym
 
