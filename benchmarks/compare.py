@@ -104,7 +104,7 @@ CONFIGS = {
                                                  "--mini-batches", "1"], baseline="full:grpo", tier=5),
 }
 # extra paired contrasts besides "each configuration vs its baseline": (configuration, reference)
-CONTRASTS = [("passk_k8", "passk_k4"), ("grpo_mb4", "grpo")]
+CONTRASTS = [("passk_k8", "passk_k4"), ("passk_k4_mb4", "passk_k4")]
 
 # 200 of the 300 held-out problems: the study's time budget (see the README); --eval-problems 300 for all
 FULL = dict(steps=200, seeds=5, eval_samples=64, eval_problems=200, prompts_per_step=8, group_size=16)
