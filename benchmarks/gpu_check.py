@@ -74,13 +74,13 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ================================================================================================================
-# Stage d's recipe: the real-model run of train.py (the coordinator keeps it in step with train.py's real-model
-# path). "{gguf}" becomes the GGUF's path; --out, --device and --no-progress are added by this script. On --dry-run
+# Stage d's recipe: the README's offline real-model recipe ("A real LLM, offline, on a CPU"), run on the GPU.
+# "{gguf}" becomes the GGUF's path; --out, --device and --no-progress are added by this script. On --dry-run
 # REAL_MODEL_DRY_RUN is appended (argparse keeps the last value of a repeated flag), so the same recipe runs at toy
 # size on CPU.
 REAL_MODEL_RECIPE = ("--model {gguf} --data 'rg:basic_arithmetic?min_terms=2&max_terms=2&min_digits=1&max_digits=2' "
-                     "--lr 2e-5 --steps 30 --prompts-per-step 8 --group-size 8 --k 4 --max-new-tokens 64 "
-                     "--eval-samples 8 --eval-problems 64 --eval-every 0")
+                     "--sft-steps 40 --steps 20 --prompts-per-step 4 --group-size 16 --k 4 --mini-batches 1 "
+                     "--lr 5e-6 --max-new-tokens 16 --eval-problems 64 --eval-samples 8 --eval-every 0")
 REAL_MODEL_DRY_RUN = ("--sft-steps 1 --steps 1 --prompts-per-step 2 --group-size 2 --k 1 --max-new-tokens 4 "
                       "--eval-samples 2 --eval-problems 2 --eval-every 0 --reward-workers 0 --threads 1")
 # ================================================================================================================
