@@ -20,8 +20,10 @@ One run is one algorithm configuration. Every step does the same four things (se
 
 With no arguments everything is built from code and runs offline on a CPU in minutes: a ~0.86M-parameter Llama and
 a character tokenizer learn Countdown-3 (`countdown.py`). A supervised warm-up (cached under `--warmup-cache`,
-shared by runs with the same warm-up settings) brings held-out pass@1 to ~0.2 and pass@16 to ~0.85; RL then runs
-and a before/after pass@k table (k = 1, 2, 4, 8, 16) on 300 held-out problems is printed.
+shared by runs with the same warm-up settings) sees only part of the answers (`--warmup-variant headroom`: the
+problems that need * or / are rarely shown), so RL has something to discover; RL then runs and a before/after pass@k
+table (k = 1, 2, 4, 8, 16) on the 300 held-out problems is printed, overall and split into the problems that need
+* or / and the rest.
 
 With `--model NAME_OR_PATH --data train.jsonl [--eval-data test.jsonl]` any Hugging Face causal LM is trained on
 math problems (fields `problem`/`question`, `answer`/`solution`; the chat template is used when there is one).

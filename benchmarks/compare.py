@@ -327,13 +327,10 @@ def run_one(name: str, seed: int, cfg: dict, args, warm=None) -> dict:
     first = _eval_record(_final_eval(metrics, 0), n)
     train = [r for r in rows if r["type"] == "train"]
 
-    def series(key, *old):
-        for k in (key, *old):
-            if any(k in r for r in train):
-                return [r.get(k) for r in train]
-        return []
+    def series(key):
+        return [r.get(key) for r in train] if any(key in r for r in train) else []
     trajectory = {"reward_mean": series("reward_mean"), "entropy": series("entropy"),
-                  "rank1_prob": series("rank1_prob", "conc_prob_rank1"),
+                  "rank1_prob": series("rank1_prob"),
                   "zero_variance_frac": series("zero_variance_frac")}
     return {"config": name, "variant": spec["variant"], "seed": seed, "cmd": " ".join(cmd[1:]), **timing,
             "final": final["pass@k"], "correct": final["correct"], "step0": first["pass@k"],
