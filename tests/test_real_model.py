@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import train
+from conftest import save_tiny_chat_llama
 
 
 def _err(capsys, argv):
@@ -20,25 +21,7 @@ def _err(capsys, argv):
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     """A 2-layer Llama with a character tokenizer and a chat template, saved like any HF checkpoint."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    chars = [chr(c) for c in range(32, 127)] + ["\n"]
-    vocab = {t: i for i, t in enumerate(["<pad>", "<eos>", "<unk>", "<bos>"] + chars)}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
-                                  bos_token="<bos>")
-    tok.chat_template = ("{% for m in messages %}U:{{ m['content'] }}\n{% endfor %}"
-                         "{% if add_generation_prompt %}A:{% endif %}")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                         eos_token_id=1, pad_token_id=0, bos_token_id=3))
-    d = tmp_path_factory.mktemp("tiny") / "model"
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return str(d)
+    return save_tiny_chat_llama(tmp_path_factory.mktemp("tiny") / "model")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import rollout as R
 import simko
 import train
 import verify
+from conftest import save_tiny_chat_llama
 
 # Small everything: 8 held-out problems x 4 samples, 4 prompts x 4 responses per step, responses <= 8 tokens.
 TINY = ["--eval-problems", "8", "--eval-samples", "4", "--prompts-per-step", "4", "--group-size", "4", "--k", "2",
@@ -574,24 +575,8 @@ def test_the_warmup_cache_goes_beside_out_not_into_the_working_directory(tmp_pat
 
 @pytest.fixture(scope="module")
 def hf_model_dir(tmp_path_factory):
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    chars = [chr(c) for c in range(32, 127)] + ["\n"]
-    vocab = {t: i for i, t in enumerate(["<pad>", "<eos>", "<unk>", "<bos>"] + chars)}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
-                                  bos_token="<bos>")
-    tok.chat_template = ("{% for m in messages %}U:{{ m['content'] }}\n{% endfor %}"
-                         "{% if add_generation_prompt %}A:{% endif %}")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                         eos_token_id=1, pad_token_id=0, bos_token_id=3))
     d = tmp_path_factory.mktemp("hf")
-    model.save_pretrained(d / "model")
-    tok.save_pretrained(d / "model")
+    save_tiny_chat_llama(d / "model")
     _write(d / "train.jsonl", [json.dumps({"question": f"What is {i} + {i}?", "answer": f"{i} plus {i} #### {2 * i}"})
                                for i in range(12)])
     _write(d / "test.jsonl", [json.dumps({"problem": f"Compute ${i}^2$.", "solution": f"It is $\\boxed{{{i * i}}}$."})
