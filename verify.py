@@ -50,8 +50,12 @@ The reward of every RL step comes from here, and the policy will find every hole
      most MAX_ROOT_INDEX and integers of at most MAX_ROOT_FACTOR_BITS, else only an exact root: sympy factors the
      integer to take the root, minutes for `{50 digits}^{3.953}`), numbers to symbolic powers, and no `\\pm` inside
      a power, function or factorial. A value past a bound becomes an opaque stand-in compared structurally (equal
-     only to the same expression). These bounds are what keep any *single C call* (a big-integer power, a modular
-     exponentiation inside a primality test) short, which the time limit below cannot interrupt.
+     only to the same expression). A comparison point can make a symbolic argument huge (`\\cos(e^{c/\\binom{n}{5}})`
+     where the binomial is tiny: evalf would need e to millions of bits), so the numeric stage checks the same
+     bounds on trig and exp arguments again, before sympy evaluates d at the point (`_too_wide`), and such a
+     point decides nothing. These bounds are what keep any *single C call* (a big-integer power or division, a
+     modular exponentiation inside a primality test) short, which the time limit below cannot interrupt: the
+     watchdog needs the GIL to raise, and such a call holds it.
    - *An in-process hard time limit* (`_bounded`): a watchdog thread raises an exception inside the checking thread
      when its TIME_LIMIT_S deadline passes (CPython's `PyThreadState_SetAsyncExc`, through ctypes; no signals, so
      it works in any thread; arming it costs a lock and a dict entry). It stops any Python-level computation
@@ -1490,6 +1494,31 @@ def _tame(e):
     return True
 
 
+_WIDE_TRIG = (sympy.sin, sympy.cos, sympy.tan, sympy.cot, sympy.sec, sympy.csc)
+_WIDE_EXP = (sympy.exp, sympy.sinh, sympy.cosh, sympy.tanh)
+
+
+def _too_wide(e):
+    """True when evalf of the number e would need a huge working precision. A trig function needs its argument to
+    absolute accuracy, log2|argument| bits beyond the digits asked: cos(e^{10^7}) asks for e to 14 million bits,
+    whose big-integer products and divisions are single C calls of seconds that the time limit cannot cut. The
+    parser bounds such arguments when they are numbers; a comparison point can make a symbolic one huge
+    (e^{c / binom(n, 5)} where the binomial is tiny), so the numeric stage checks again, with the parser's bounds:
+    a trig argument below 2^MAX_POW_BITS, an exp / sinh / cosh / tanh argument below MAX_POW_BITS. Innermost
+    first, so each argument is itself cheap to evaluate to a few digits."""
+    for a in sympy.postorder_traversal(e):
+        if not (isinstance(a, _WIDE_TRIG + _WIDE_EXP) and a.args[0].is_number):
+            continue
+        try:
+            v = a.args[0].evalf(5)
+            bits = max((p._mpf_[2] + p._mpf_[3] for p in v.as_real_imag() if p.is_Float and p), default=0)
+        except (TypeError, ValueError, OverflowError, ArithmeticError, AttributeError, RecursionError):
+            return True
+        if bits > (MAX_POW_BITS if isinstance(a, _WIDE_TRIG) else MAX_POW_BITS.bit_length()):
+            return True
+    return False
+
+
 def _zero(d):
     """True / False / None (undecided) for 'the number d is exactly zero'."""
     if d == 0:
@@ -1497,6 +1526,8 @@ def _zero(d):
     if d.is_Rational:
         return False
     if d.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan):
+        return None
+    if _too_wide(d):
         return None
     # gamma at 400 digits costs ~0.1 s a call and a zero difference is evaluated at that precision at every point:
     # factorial / binomial identities get a lower ceiling (still far beyond what tame terms can cancel to)
@@ -1544,6 +1575,10 @@ def _expr_equal(a, b):
     valid = 0
     for point in _points(free):
         try:
+            with sympy.evaluate(False):
+                raw = d.xreplace(point)
+            if _too_wide(raw):       # sympy evaluating d at the point would already call evalf on the huge part
+                continue
             dv = d.xreplace(point)
         except (ZeroDivisionError, ValueError, TypeError, ArithmeticError):
             continue
@@ -1561,6 +1596,8 @@ def _expr_equal(a, b):
 
 
 def _nonreal(v):
+    if _too_wide(v):
+        return None
     try:
         c = complex(v.evalf(20))
     except (TypeError, ValueError, OverflowError, ArithmeticError):

@@ -197,6 +197,14 @@ KNOWN_SLOW = [
     ("reward", r"\boxed{{({11}^{7})(\theta)}^{(y)(8e19)}}", "125.6011"),
     ("equiv", r"\sqrt{11}+\left|2260\right| \cdot {\binom{10}{{b}^{e}}}^{144412862 \cdot 229.6987}", "3"),
     ("equiv", r"4+(94777353 \pm 66855)!", "10"),
+    # cos(e^{c / binom(n, 5)}) at a point where the binomial is tiny: evalf asked for e to ~20 million bits, and
+    # the watchdog could not cut the single big-integer products in between (1.2 s); siblings by mutation
+    ("equiv", r"\cos{\exp{8+\frac{2986792874526191^{1/3}}{\binom{n}{5}}}}", "(5)!"),
+    ("equiv", r"\tan{\exp{8+\frac{2986792874526191^{1/3}}{\binom{n}{5}}}}", "7"),
+    ("equiv", r"\cos{\exp{\exp{\frac{12}{\binom{n}{5}}}}}", "2"),
+    ("equiv", r"\exp{i \exp{8+\frac{2986792874526191^{1/3}}{\binom{n}{5}}}}", "1"),
+    ("equiv", r"\sec{\sin{\exp{8+\frac{2986792874526191^{1/3}}{\binom{n}{5}}}}"
+              r"+\cos{\exp{8+\frac{2986792874526191^{1/3}}{\binom{n}{5}}}}}", "1"),
 ]
 
 
