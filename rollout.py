@@ -86,8 +86,8 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """Set to -inf every logit outside the smallest set of tokens whose probability sums to >= top_p."""
     sorted_logits, order = logits.sort(dim=-1, descending=True)
-    cumulative = sorted_logits.softmax(-1).cumsum(-1)
-    drop = cumulative - sorted_logits.softmax(-1) >= top_p      # mass before this token already reaches top_p
+    sorted_probs = sorted_logits.softmax(-1)
+    drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p      # mass before this token already reaches top_p
     drop[..., 0] = False                                         # always keep the most likely token
     return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
@@ -102,7 +102,7 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
     BG = B * G rows (rows [i*G, (i+1)*G) continue prompt row i) and R <= max_new_tokens, plus
     topk_logp [BG, R, stats_top_k] as a sixth element when `stats_top_k` > 0.
     `eos_token_id` may be an int or a list of ints (chat models often stop on several). `static_cache=True` decodes
-    over a preallocated cache (module docstring); the tokens and statistics are those of the default path.
+    over a preallocated cache (module docstring); its statistics equal the default path's to float tolerance.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (got {temperature}); sampling is what RL needs")
@@ -224,8 +224,9 @@ def _dynamic_decoder(model, prompt_ids, mask, max_new_tokens, group_size):
     pos = position_ids(mask)
     # Each prompt is prefilled once (not G times) and its keys and values are copied to its G rows: a row's cache
     # does not depend on the other rows. Only the LM head is given the G copies, as it was when the G copies were
-    # prefilled, because a matrix product of fewer than 4 rows rounds differently on CPU (MKL). So the tokens and
-    # statistics are bit for bit those of prefilling every row (tests/test_rollout.py).
+    # prefilled, because a matrix product of fewer than 4 rows rounds differently on CPU (MKL). So on one CPU thread the
+    # tokens and statistics are bit for bit those of prefilling every row (tests/test_rollout.py); with several
+    # threads or on a GPU they agree to float precision.
     repeat = lambda x: x.repeat_interleave(group_size, 0)
     head = model.get_output_embeddings().register_forward_pre_hook(lambda module, args: (repeat(args[0]),))
     try:

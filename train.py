@@ -326,7 +326,7 @@ def load_task(args) -> Task:
     elif reasoning_gym_task.is_spec(args.data):
         train, held_out, reward, scorer = reasoning_gym_task.load(
             args.data, reward_timeout=args.reward_timeout, reward_workers=args.reward_workers,
-            **({"fallback": args.reward_fallback} if hasattr(verify, "FALLBACKS") else {}))
+            fallback=args.reward_fallback)
         task = Task(f"{args.data} (reward: {scorer})", train, held_out, prompt=chat_prompt, reward=reward,
                     add_special_tokens=False)
     else:
@@ -387,9 +387,10 @@ def rewards_of(ro: R.Rollout, batch: list[dict], task: Task, G: int) -> torch.Te
 def advantages_of(rewards: torch.Tensor, ro: R.Rollout, method: str, args, step: int) -> torch.Tensor:
     """Step 3: [P, G] rewards -> [P, G] advantages (passk_at_k.ADVANTAGES[method])."""
     P, G = rewards.shape
-    mask = ro.response_mask
-    # each prompt's mean token entropy (only entropy_adaptive reads it)
-    prompt_entropy = ((ro.entropy * mask).sum(1) / mask.sum(1).clamp_min(1)).view(P, G).mean(1).cpu()
+    prompt_entropy = None
+    if method == "entropy_adaptive":        # each prompt's mean token entropy (only this advantage reads it)
+        mask = ro.response_mask
+        prompt_entropy = ((ro.entropy * mask).sum(1) / mask.sum(1).clamp_min(1)).view(P, G).mean(1).cpu()
     generator = torch.Generator().manual_seed(args.seed * 100003 + step)      # (passk_bootstrap samples groups)
     return passk_at_k.compute_advantages(method, rewards, args.k, entropy=prompt_entropy, generator=generator)
 
@@ -750,9 +751,8 @@ def warmed_up_model(args, task: Task, log):
     log(f"warm-up: {args.sft_steps} supervised steps on {len(task.train)} problems "
         f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), caching to {path}")
     start = time.time()
-    extra = {} if args.warmup_variant == "full" else {"variant": args.warmup_variant}
     losses = countdown.warm_up(model, tokenizer, task.train, args.sft_steps, lr=args.sft_lr, seed=0,
-                               progress=not args.no_progress, **extra)
+                               progress=not args.no_progress, variant=args.warmup_variant)
     seconds = time.time() - start
 
     def write(tmp):
