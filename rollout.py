@@ -299,9 +299,23 @@ def _static_state(model, batch, L, device):
     accepted = set(inspect.signature(StaticCache.__init__).parameters)
     legacy = {k: v for k, v in (("max_batch_size", batch), ("device", device), ("dtype", dtype)) if k in accepted}
     cache = StaticCache(config=model.config, max_cache_len=L, **legacy)
+    _one_dtype_per_layer(cache)
     compile_it = device.type in COMPILE_DEVICES
     state = _STATIC[model] = {"key": key, "cache": cache, "fn": _compiled_step if compile_it else _one_token_forward}
     return state
+
+
+def _one_dtype_per_layer(cache) -> None:
+    """Make each static layer store its values in its keys' dtype.
+
+    Under autocast the keys leave the rotary embedding in fp32 while the values leave their projection in bf16. Some
+    transformers versions (5.17 among them) allocate both of a layer's tensors in the keys' dtype and then fail to copy
+    bf16 values into them; others allocate one dtype each. Casting the values to the keys' dtype before the write works
+    with both, and changes no number: bf16 -> fp32 is exact, and attention under autocast casts them back to bf16."""
+    for layer in getattr(cache, "layers", ()):
+        def update(key_states, value_states, *args, _update=layer.update, **kwargs):
+            return _update(key_states, value_states.to(key_states.dtype), *args, **kwargs)
+        layer.update = update
 
 
 _COMPILED = []     # the one compiled step (shared, so that every shape it has seen stays compiled)

@@ -426,3 +426,24 @@ def test_compiled_static_step_traces_as_one_graph_and_equals_dynamic(tiny, monke
     finally:
         R.release_static_cache(model)
         torch._dynamo.reset()
+
+
+def test_static_cache_under_bf16_autocast_with_one_dtype_per_layer(tiny, monkeypatch):
+    # Under autocast the keys leave RoPE in fp32 and the values their projection in bf16. Some transformers versions
+    # (5.17) allocate a static layer's values in its keys' dtype; emulate that allocation and check that the static
+    # decode still runs and samples what the dynamic one does.
+    from transformers.cache_utils import StaticLayer
+    original = StaticLayer.lazy_initialization
+
+    def keys_dtype_for_both(self, key_states, value_states, *args, **kwargs):
+        return original(self, key_states, value_states.to(key_states.dtype), *args, **kwargs)
+    monkeypatch.setattr(StaticLayer, "lazy_initialization", keys_dtype_for_both)
+    model, tokenizer = tiny
+    runs = []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for static in (False, True):
+            g = torch.Generator().manual_seed(0)
+            runs.append(R.rollout(model, tokenizer, PROMPTS, 2, max_new_tokens=8, generator=g, static_cache=static))
+    R.release_static_cache(model)
+    assert torch.equal(runs[0].input_ids, runs[1].input_ids)
+    torch.testing.assert_close(runs[0].logp, runs[1].logp, atol=2e-2, rtol=0)
