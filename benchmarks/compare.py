@@ -39,7 +39,11 @@ Outputs (rewritten after every finished run, so an interrupted study still leave
                            with their intervals (needs matplotlib, imported lazily)
 
 Runs that finished (their metrics.jsonl has the final evaluation) are reused; an unfinished run is started again
-from scratch. So an interrupted study continues where it stopped with the same command.
+from scratch. So an interrupted study continues where it stopped with the same command. The runs saved in
+results/compare.json are reused too, so that new configurations can join the study without running the others
+again: only when the design is the same and the variant's warm start, rebuilt first, gives the same per-problem
+counts (the same model on the same kernels), so that seed s of a saved run and of a new one are paired exactly
+(`--no-reuse` runs everything again). `--configs A B` runs A and B (and their baselines) and keeps the saved rest.
 
     python benchmarks/compare.py                 # the full study (see README for its wall time)
     python benchmarks/compare.py --quick         # < 5 minutes: 2 configurations x 2 seeds, short
@@ -73,7 +77,9 @@ GRPO = ["--advantage", "grpo", "--no-simko"]
 
 
 def _simko(alpha, lam=1.1):
-    return ["--advantage", "grpo", "--simko", "--simko-alpha", str(alpha), "--simko-lambda", str(lam)]
+    # clip-higher (0.2 / 0.28) like every other configuration here, so that SimKO's effects are its loss's alone
+    return ["--advantage", "grpo", "--simko", "--simko-alpha", str(alpha), "--simko-lambda", str(lam),
+            "--clip-high", "0.28"]
 
 
 # name -> variant, train.py flags, the baseline it is compared with, and a tier (lower tiers run first, so that an
@@ -99,12 +105,25 @@ CONFIGS = {
     "simko_a0.1": dict(variant="headroom", flags=_simko(0.1) + ["--mini-batches", "1"], baseline="grpo", tier=4),
     "simko_a0.01_lam2": dict(variant="headroom", flags=_simko(0.01, 2.0) + ["--mini-batches", "1"],
                              baseline="grpo", tier=3),
+    # SimKO's analysis baselines (its Fig. 3, after Zhu et al. 2025): where does concentration come from?
+    "psr": dict(variant="headroom", flags=GRPO + ["--loss", "psr", "--mini-batches", "1"], baseline="grpo", tier=1),
+    "nsr": dict(variant="headroom", flags=GRPO + ["--loss", "nsr", "--mini-batches", "1"], baseline="grpo", tier=1),
+    "w_reinforce": dict(variant="headroom", flags=GRPO + ["--loss", "w_reinforce", "--mini-batches", "1"],
+                        baseline="grpo", tier=2),
+    # PKPO's unbiased pass@k estimator beside the analytical Pass@k advantage, same k
+    "pkpo_k4": dict(variant="headroom", flags=["--advantage", "pkpo", "--k", "4", "--no-simko", "--mini-batches", "1"],
+                    baseline="grpo", tier=1),
+    # train.py's own default method: Pass@k + SimKO
+    "passk_k4+simko": dict(variant="headroom", flags=["--advantage", "passk", "--k", "4", "--simko",
+                                                      "--clip-high", "0.28", "--mini-batches", "1"],
+                           baseline="grpo", tier=1),
     "full:grpo": dict(variant="full", flags=GRPO + ["--mini-batches", "1"], baseline=None, tier=5),
     "full:passk_k4": dict(variant="full", flags=["--advantage", "passk", "--k", "4", "--no-simko",
                                                  "--mini-batches", "1"], baseline="full:grpo", tier=5),
 }
 # extra paired contrasts besides "each configuration vs its baseline": (configuration, reference)
-CONTRASTS = [("passk_k8", "passk_k4"), ("passk_k4_mb4", "passk_k4")]
+CONTRASTS = [("passk_k8", "passk_k4"), ("passk_k4_mb4", "passk_k4"), ("nsr", "psr"), ("pkpo_k4", "passk_k4"),
+             ("passk_k4+simko", "passk_k4"), ("passk_k4+simko", "simko_a0.01")]
 
 # 200 of the 300 held-out problems: the study's time budget (see the README); --eval-problems 300 for all
 FULL = dict(steps=200, seeds=5, eval_samples=64, eval_problems=200, prompts_per_step=8, group_size=16)
@@ -279,6 +298,26 @@ def _eval_record(ev: dict, n: int) -> dict:
     return {"pass@k": [ev[f"pass@{k}"] for k in range(1, n + 1)], "correct": ev["correct"]}
 
 
+DESIGN_KEYS = ("steps", "eval_samples", "eval_problems", "prompts_per_step", "group_size", "lr")
+
+
+def saved_study(path: str, cfg: dict) -> dict:
+    """The runs and warm starts of the results file at `path`, if it holds a study of the same design (the keys
+    above), else empty. A saved run is reused in place of running it again only while its variant's warm start,
+    rebuilt here, gives the same per-problem counts (see `main`): then seed s of a saved and of a new run are
+    paired exactly as two new runs are."""
+    if not os.path.isfile(path):
+        return {"runs": {}, "warm_starts": {}}
+    with open(path) as f:
+        old = json.load(f)
+    if any(old["config"].get(k) != cfg[k] for k in DESIGN_KEYS):
+        design = ", ".join(f"{k}={old['config'].get(k)}" for k in DESIGN_KEYS)
+        print(f"{path}: another design ({design}); not reusing its runs", flush=True)
+        return {"runs": {}, "warm_starts": {}}
+    return {"runs": {(r["config"], r["seed"]): r for r in old["runs"] if r["config"] in CONFIGS},
+            "warm_starts": old["warm_starts"]}
+
+
 def warm_start(variant: str, cfg: dict, args) -> dict:
     """The split-defining evaluation of a variant's warm start (built by train.py, or reused from its cache)."""
     out = os.path.join(args.runs, variant, "warm_start_split")
@@ -293,14 +332,17 @@ def warm_start(variant: str, cfg: dict, args) -> dict:
             "split": split, "hard_rate": HARD_RATE}
 
 
-def run_one(name: str, seed: int, cfg: dict, args, warm=None) -> dict:
+def run_one(name: str, seed: int, cfg: dict, args, warm=None, saved=None) -> dict:
     """One (configuration, seed) run, reused when finished. `warm(variant)` is called first (builds the shared warm
-    start and its split once, before the first run of that variant trains)."""
+    start and its split once, before the first run of that variant trains). `saved`: records of runs kept in the
+    results file, {(configuration, seed): record}, used when the run's own directory has no finished run."""
     spec = CONFIGS[name]
     if warm is not None:
         warm(spec["variant"])
     out = os.path.join(args.runs, spec["variant"], f"{name.split(':')[-1]}-s{seed}")
     metrics = os.path.join(out, "metrics.jsonl")
+    if saved and (name, seed) in saved and _final_eval(metrics, cfg["steps"]) is None:
+        return saved[(name, seed)]
     flags = [f.format(three_quarters=cfg["steps"] * 3 // 4) for f in spec["flags"]]
     cmd = _train_cmd(out, spec["variant"], seed, cfg["steps"], cfg, args, flags)
     timing_path = os.path.join(out, "study_timing.json")
@@ -452,6 +494,24 @@ def claims(n: int) -> list[tuple[str, str, list[tuple]]]:
          [("simko_a0.01", "grpo", "pass@1", "all", +1)]),
         ("SimKO", f"a stronger rank-1 penalty (lambda 2) improves {big} vs GRPO",
          [("simko_a0.01_lam2", "grpo", big, "all", +1)]),
+        ("SimKO (Fig. 3)", "GRPO concentrates: its rank-1 probability rises above the warm start's",
+         [("grpo", "@warm", "rank1_prob", "all", +1)]),
+        ("SimKO (Fig. 3)", "PSR concentrates: its rank-1 probability rises above the warm start's",
+         [("psr", "@warm", "rank1_prob", "all", +1)]),
+        ("SimKO (Fig. 3)", "NSR concentrates less than GRPO (lower rank-1 probability)",
+         [("nsr", "grpo", "rank1_prob", "all", -1)]),
+        ("SimKO (Fig. 3)", "NSR concentrates less than PSR (lower rank-1 probability)",
+         [("nsr", "psr", "rank1_prob", "all", -1)]),
+        ("SimKO (Fig. 3)", f"NSR keeps/improves {big} vs GRPO",
+         [("nsr", "grpo", big, "all", +1)]),
+        ("PKPO", f"PKPO (k=4) keeps/improves {big} vs GRPO, hard problems",
+         [("pkpo_k4", "grpo", big, "hard", +1)]),
+        ("PKPO", "PKPO (k=4) does not cost pass@1 vs GRPO",
+         [("pkpo_k4", "grpo", "pass@1", "all", +1)]),
+        ("both", f"Pass@k + SimKO (train.py's default method) keeps/improves {big} vs GRPO, hard problems",
+         [("passk_k4+simko", "grpo", big, "hard", +1)]),
+        ("both", f"adding SimKO to Pass@k (k=4) improves {big}",
+         [("passk_k4+simko", "passk_k4", big, "all", +1)]),
     ]
 
 
@@ -471,6 +531,9 @@ def warm_effect(results: dict, config: str, metric: str, subset: str) -> dict | 
     runs = {r["seed"]: r for r in results["runs"] if r["config"] == config}
     if not runs:
         return None
+    if metric in ("entropy", "rank1_prob"):     # the last steps' mean against the first step's rollout
+        series = {s: r["trajectory"][metric] for s, r in runs.items() if r["trajectory"][metric]}
+        return scalar_effect({s: tail_mean(v) for s, v in series.items()}, {s: v[0] for s, v in series.items()})
     n = results["config"]["eval_samples"]
     split = results["warm_starts"][CONFIGS[config]["variant"]]["split"]
     k = int(metric.split("@")[1])
@@ -684,6 +747,9 @@ def main(argv=None) -> None:
         p.add_argument("--" + key.replace("_", "-"), type=int, default=None,
                        help=f"default {value} (quick: {QUICK[key]})")
     p.add_argument("--lr", type=float, default=1e-4, help="RL learning rate of every run (train.py's default)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="run every configuration again instead of reusing the finished runs saved in the results "
+                        "file (reused only with the same design and the same rebuilt warm start)")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the tables and plots from the saved compare.json, without running anything")
     args = p.parse_args(argv)
@@ -711,16 +777,31 @@ def main(argv=None) -> None:
     # a configuration's baseline runs too (the effects are paired differences)
     names = sorted(set(names) | {CONFIGS[m]["baseline"] for m in names if CONFIGS[m]["baseline"]},
                    key=list(CONFIGS).index)
-    results = {"config": {**cfg, "configs": names, "split_seed": SPLIT_SEED, "hard_rate": HARD_RATE,
+    saved = saved_study(json_path, cfg) if not (args.quick or args.no_reuse) else {"runs": {}, "warm_starts": {}}
+    # the saved runs of configurations not run now stay in the results, with their warm start
+    kept = sorted({m for m, _ in saved["runs"]} - set(names), key=list(CONFIGS).index)
+    results = {"config": {**cfg, "configs": kept + names, "split_seed": SPLIT_SEED, "hard_rate": HARD_RATE,
                           "bootstrap_draws": BOOTSTRAP_DRAWS, "bootstrap_seed": BOOTSTRAP_SEED,
-                          "flags": {m: CONFIGS[m]["flags"] for m in names}},
-               "warm_starts": {}, "runs": []}
+                          "flags": {m: CONFIGS[m]["flags"] for m in kept + names}},
+               "warm_starts": {v: ws for v, ws in saved["warm_starts"].items()
+                               if any(CONFIGS[m]["variant"] == v for m in kept)},
+               "runs": [r for (m, _), r in saved["runs"].items() if m in kept]}
+    results["warm_starts"] = {v: ws for v, ws in results["warm_starts"].items()
+                              if not any(CONFIGS[m]["variant"] == v for m in names)}   # rebuilt below
     warm_lock = threading.Lock()
 
     def warm(variant):                  # once per variant, when its first run is about to start
         with warm_lock:
             if variant not in results["warm_starts"]:
                 ws = warm_start(variant, cfg, args)
+                old = saved["warm_starts"].get(variant)
+                if old is not None and old["correct"] != ws["correct"]:
+                    # another machine's kernels, or other code: saved runs of this variant cannot be paired
+                    print(f"  {variant}: the warm start differs from the saved one; saved runs of it are not "
+                          f"reused, and kept configurations of it are dropped", flush=True)
+                    for key in [key for key in saved["runs"] if CONFIGS[key[0]]["variant"] == variant]:
+                        del saved["runs"][key]
+                    results["runs"][:] = [r for r in results["runs"] if r["variant"] != variant]
                 results["warm_starts"][variant] = ws
                 print(f"  {variant}: warm start pass@1 {ws['pass@k'][0]:.3f}  pass@{cfg['eval_samples']} "
                       f"{ws['pass@k'][-1]:.3f}; {len(ws['split']['easy'])} easy / "
@@ -732,7 +813,8 @@ def main(argv=None) -> None:
     print(f"{len(jobs)} runs, {args.jobs} at a time; runs in {args.runs}", flush=True)
     lock, failed = threading.Lock(), []
     with cf.ThreadPoolExecutor(args.jobs) as pool:
-        futures = {pool.submit(run_one, name, seed, cfg, args, warm): (name, seed) for name, seed in jobs}
+        futures = {pool.submit(run_one, name, seed, cfg, args, warm, saved["runs"]): (name, seed)
+                   for name, seed in jobs}
         for fut in cf.as_completed(futures):
             name, seed = futures[fut]
             try:

@@ -169,3 +169,25 @@ def test_finished_runs_are_reused_without_training(tmp_path, monkeypatch):
     (out / "metrics.jsonl").write_text(json.dumps(lines[0]) + "\n")
     with pytest.raises(AssertionError, match="trained again"):
         compare.run_one("grpo", 0, cfg, Args)
+
+
+def test_saved_study_is_reused_only_with_the_same_design(tmp_path):
+    cfg = dict(steps=200, eval_samples=64, eval_problems=200, prompts_per_step=8, group_size=16, lr=1e-4)
+    run = {"config": "grpo", "seed": 0, "variant": "headroom"}
+    gone = {"config": "no_such_configuration", "seed": 0, "variant": "headroom"}
+    path = tmp_path / "compare.json"
+    path.write_text(json.dumps({"config": cfg, "runs": [run, gone], "warm_starts": {"headroom": {"correct": [1]}}}))
+    saved = compare.saved_study(str(path), cfg)
+    assert saved["runs"] == {("grpo", 0): run} and saved["warm_starts"] == {"headroom": {"correct": [1]}}
+    assert compare.saved_study(str(path), {**cfg, "steps": 100}) == {"runs": {}, "warm_starts": {}}
+    assert compare.saved_study(str(tmp_path / "missing.json"), cfg) == {"runs": {}, "warm_starts": {}}
+
+
+def test_a_saved_run_stands_in_for_a_missing_run_directory(tmp_path):
+    class Args:
+        runs = str(tmp_path / "runs")
+    record = {"config": "grpo", "seed": 3, "final": [0.5]}
+    cfg = dict(steps=2, eval_samples=4)
+    called = []
+    out = compare.run_one("grpo", 3, cfg, Args, warm=called.append, saved={("grpo", 3): record})
+    assert out is record and called == ["headroom"]
