@@ -356,7 +356,7 @@ def passk_advantages_bootstrap(rewards: torch.Tensor, k: int, num_groups: int | 
     advantages of the groups that contain it (0 if none does).
 
     Why the mean: the paper's text says the advantages of a response's groups are summed, but its normalising
-    factor is lost in the text we have. As ``num_groups`` grows, the group statistics tend to R_bar and sigma over
+    factor does not survive in the available text. As ``num_groups`` grows, the group statistics tend to R_bar and sigma over
     all C(N, k) subsets, and the mean over the groups holding response i tends to E[(max - R_bar) / sigma | i in
     group], which is exactly the analytical A_pos / A_neg. The plain sum is about ``num_groups * k / N`` times
     larger and grows with the number of groups. (Tested: the mean converges to the analytical advantage.)
@@ -449,7 +449,7 @@ def exceeding_passk_advantages(rewards: torch.Tensor, k: int, scale: float = 0.4
     """Eq. 17, "exceeding Pass@k": the analytical Pass@k advantage times ``f(N_pos) = scale / ln(N_pos + 0.5)``.
 
     f falls with the number of correct responses, so prompts solved once or twice are amplified relative to
-    prompts that are solved often. The constant is ambiguous in the paper text we have ("4 / 10log(N_pos + 0.5)");
+    prompts that are solved often. The constant is ambiguous in the available paper text ("4 / 10log(N_pos + 0.5)");
     we read it as ``4 / (10 ln(N_pos + 0.5))``, i.e. ``scale = 0.4`` with the natural log, which makes
     f(1) = 0.99 ~ 1 (a single success keeps its Pass@k advantage) and f(N_pos) < 1 beyond. Pass another
     ``scale`` for another reading (e.g. ``4 ln(10)`` for ``4 / log10(N_pos + 0.5)``). N_pos = 0 has f < 0 but all
@@ -495,9 +495,12 @@ def _pkpo_continuous(g: torch.Tensor, k: int, baseline: str) -> torch.Tensor:
         return g if baseline == "none" else g - (g.sum(-1, keepdim=True) - g) / (N - 1)
     gs, order = g.sort(-1)                                               # ascending, [P, N]
     # W_m = C(m, k - 1) / C(N - 1, k - 1), m = 0..N-1: P(a random (k-1)-subset of the N - 1 others lies within
-    # their m smallest); = C(n - c, k') / C(n, k') with n = N - 1, c = N - 1 - m, k' = k - 1.
-    m = torch.arange(N, dtype=torch.float64, device=g.device)
-    W = torch.exp(_log_binom_ratio(N - 1, N - 1 - m, k - 1))            # [N], W[N-1] = 1
+    # their m smallest). As a product (no binomial): W_m = prod_{j = m+1}^{N-1} (1 - (k - 1) / j), 0 for m < k - 1;
+    # summed as log1p terms from the top, so W_(N-1) = 1 exactly.
+    j = torch.arange(1, N, dtype=torch.float64, device=g.device)       # [N-1]
+    term = torch.where(j >= k - 1, torch.log1p(-(k - 1) / j), -math.inf)
+    tail = torch.flip(torch.cumsum(torch.flip(term, [0]), 0), [0])       # tail[m] = sum_{j = m+1}^{N-1}, m = 0..N-2
+    W = torch.exp(torch.cat([tail, tail.new_zeros(1)]))                  # [N]
     # loo-1 at sorted position p: k sum_{j < p} (g_(j+1) - g_(j)) W_(j+1)   (every term >= 0)
     d = gs[:, 1:] - gs[:, :-1]                                           # [P, N-1]
     loo1 = torch.zeros_like(gs)
@@ -605,7 +608,7 @@ def parse_schedule(spec: str, default_k: int) -> list[Phase]:
 def phase_at(phases: list[Phase], step: int) -> Phase:
     """The phase that RL step ``step`` (the number of steps already done, 0-based) trains in.
 
-    Phase i covers steps [sum of the earlier phases' steps, that + its own steps); past the total, the last phase.
+    Phase i covers steps [sum of the steps of the phases before it, that + its own steps); past the total, the last phase.
     """
     if not phases:
         raise ValueError("phase_at needs at least one phase")

@@ -206,7 +206,7 @@ def test_dtypes_devices_and_threshold():
     graded = torch.tensor([[0.9, 0.2, 0.5, 0.51, 0.0, 0.1, 0.3, 0.4]])      # > 0.5 counts: entries 0 and 3
     torch.testing.assert_close(P.passk_advantages_analytical(graded, 4).double(), want.to(torch.float64), atol=1e-6,
                                rtol=0)
-    strict = P.passk_advantages_analytical(graded, 4, threshold=0.05)        # now 7 of 8 correct: N_neg < k
+    strict = P.passk_advantages_analytical(graded, 4, threshold=0.05)        # 7 of 8 correct at this threshold: N_neg < k
     assert (strict == 0).all()
 
 

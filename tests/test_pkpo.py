@@ -100,7 +100,7 @@ def test_pkpo_relation_to_passk_training():
 
 
 def test_pkpo_and_passk_training_differ_by_the_self_including_baseline():
-    # k sigma A^passk = A^s - k rho. PKPO's A^s is unbiased (previous test); the centring k rho depends on every
+    # k sigma A^passk = A^s - k rho. PKPO's A^s is unbiased (test above); the centring k rho depends on every
     # response, so it shifts Pass@k Training's expected (rescaled) gradient by -k E[rho (mean_i f_i - p)] != 0.
     # Computed exactly on the Bernoulli bandit: the shift is negative (rho grows with c), of the size computed here,
     # and shrinks as N grows.
@@ -141,6 +141,8 @@ def test_pkpo_N4096_stable(k):
             want = float(k * Fraction(math.comb(N - c, k - 1), math.comb(N - 1, k - 1))) if c else None
         if want is not None:
             assert adv[i, 0].item() == pytest.approx(want, rel=1e-9, abs=1e-300), (k, c)
+    # the sorted-order (continuous) form on the same 0/1 rewards: the same values
+    torch.testing.assert_close(P.pkpo_advantages(r, k, continuous=True), adv, rtol=1e-10, atol=1e-12)
     # continuous rewards: finite, and the best response gets the most (at k = N, baseline none: all get k max g).
     g = torch.randn(2, N, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for b in P.PKPO_BASELINES:

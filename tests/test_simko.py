@@ -358,7 +358,7 @@ def test_no_valid_tokens_gives_zero_loss_with_graph():
 
 
 def simko_grad_reference(logits, tokens, old_logp, adv, mask, *, alpha, lam, tau, k, clip_low, clip_high, penalty):
-    """dLoss/dlogits for agg="token_mean", written token by token from the issue's formula (float64)."""
+    """dLoss/dlogits for agg="token_mean", written token by token from the module docstring's formula (float64)."""
     B, T, V = logits.shape
     p = logits.softmax(-1)
     lp = p.log()
