@@ -59,13 +59,16 @@ k = n is allowed (J is then all the others: only a response that beats every oth
                                                                              -> pkpo_advantages
 *PKPO and Pass@k Training.* With binary rewards the analytical Pass@k advantage is PKPO's unbaselined effective
 reward, divided by k, centred by the pass@k estimate rho of the *whole* group and divided by sigma:
-    A^passk = (A^s / k - rho) / sigma                                        (exact; tested)
-Both therefore push each prompt in the direction of its pass@k gradient. They differ in (a) the per-prompt scale
-1 / (k sigma), which Pass@k Training adds (GRPO-style normalisation), and (b) the baseline: rho includes response i
-itself, so Pass@k Training's expected gradient is the pass@k gradient minus k E[rho (f_i - p)]-type terms, biased
-by O(1/N), while PKPO's leave-one-out baselines keep it unbiased; the test computes both expectations exactly on a
-Bernoulli bandit. Thrampoulidis, Mahdavi & Deng (2025, arXiv 2510.23049) read both families as advantage shaping,
-i.e. REINFORCE on a surrogate reward with a per-prompt weight; the identity above is that reading for these two.
+    k sigma A^passk = A^s - k rho                                            (exact; tested)
+rho depends on response i through the share k / N of the subsets that hold it, so the centring is not a baseline
+in the strict sense: E[mean_i (A^s_i - k rho) grad log pi(y_i)] = (1 - k/N) grad pass@k, exactly (tested on a
+Bernoulli bandit). Where they coincide: the direction of each prompt's expected gradient, and the order of the
+advantages (every correct response above every wrong one). Where they differ: Pass@k Training shrinks the gradient
+by 1 - k/N (to nothing at k = N) and weights each prompt by 1 / (k sigma), a data-dependent normalisation like
+GRPO's std; its advantages sum to 0 per prompt. PKPO's loo-1 is unbiased for grad pass@k, gives wrong responses
+exactly 0, and has no per-prompt normalisation. Thrampoulidis, Mahdavi & Deng (2025, arXiv 2510.23049) read such
+estimators as advantage shaping, i.e. REINFORCE on a surrogate reward with a per-prompt weight; the identity above
+is that reading for these two.
 
 **Schedules.** The paper's best Pass@1 comes from changing the advantage during training: Pass@1 -> Pass@k ->
 Pass@1 (Fig. 1) and alternating phases, "(P@k + P@1) x 2" (Table 5); PKPO anneals k (e.g. k = 8 then 1). A schedule
@@ -363,7 +366,7 @@ def passk_advantages_bootstrap(rewards: torch.Tensor, k: int, num_groups: int | 
 
     Args:
         rewards: ``[prompts, N]``.
-        k: group size, ``1 <= k <= N``.
+        k: group size, ``1 <= k < N``.
         num_groups: groups per prompt; default N (the paper's choice).
         generator: optional ``torch.Generator`` for reproducible draws (must live on the rewards' device).
         threshold: binarisation threshold.

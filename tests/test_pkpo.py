@@ -99,32 +99,26 @@ def test_pkpo_relation_to_passk_training():
             torch.testing.assert_close(P.passk_advantages_analytical(r, k), want, rtol=1e-10, atol=1e-10)
 
 
-def test_pkpo_and_passk_training_differ_by_the_self_including_baseline():
-    # k sigma A^passk = A^s - k rho. PKPO's A^s is unbiased (test above); the centring k rho depends on every
-    # response, so it shifts Pass@k Training's expected (rescaled) gradient by -k E[rho (mean_i f_i - p)] != 0.
-    # Computed exactly on the Bernoulli bandit: the shift is negative (rho grows with c), of the size computed here,
-    # and shrinks as N grows.
-    p, k = 0.3, 4
-    shifts = []
-    for n in (8, 16, 64):
-        r = (torch.arange(n).unsqueeze(0) < torch.arange(n + 1).unsqueeze(1)).double()
-        a = P.passk_advantages_analytical(r, k)
-        rho = P.pass_at_k(n, torch.arange(n + 1), k)
-        sigma = torch.sqrt(rho * (1 - rho))
-        pmf = [math.comb(n, c) * p ** c * (1 - p) ** (n - c) for c in range(n + 1)]
-        scaled = sum(pmf[c] * k * sigma[c].item() * (c * a[c, 0].item() * (1 - p) * (c > 0)
-                                                     + (n - c) * a[c, -1].item() * (-p) * (c < n))
-                     for c in range(n + 1)) / n
-        truth = k * (1 - p) ** (k - 1) * p * (1 - p)
-        shift = -k * sum(pmf[c] * rho[c].item() * (c / n - p) for c in range(n + 1))
-        assert scaled == pytest.approx(truth + shift, rel=1e-10)
-        assert shift < 0
-        shifts.append(abs(shift))
-    assert shifts[0] > shifts[1] > shifts[2]
-    # and where they coincide: the sign of every advantage's contrast. Correct responses above wrong ones in both.
+def test_pkpo_and_passk_training_differ_by_the_self_including_centring():
+    # k sigma A^passk = A^s - k rho. PKPO's A^s is unbiased (test above); rho holds response i in a share k / N of
+    # its subsets, so the centring shrinks the expected gradient: E[mean_i k sigma A^passk_i (f_i - p)] is exactly
+    # (1 - k / N) d pass@k / d theta. Computed exactly on the Bernoulli bandit for several N, k, p.
+    for n, k in [(8, 1), (8, 4), (16, 4), (64, 4), (12, 11)]:
+        for p in (0.1, 0.3, 0.8):
+            r = (torch.arange(n).unsqueeze(0) < torch.arange(n + 1).unsqueeze(1)).double()
+            a = P.passk_advantages_analytical(r, k)
+            rho = P.pass_at_k(n, torch.arange(n + 1), k)
+            sigma = torch.sqrt(rho * (1 - rho))
+            pmf = [math.comb(n, c) * p ** c * (1 - p) ** (n - c) for c in range(n + 1)]
+            scaled = sum(pmf[c] * k * sigma[c].item() * (c * a[c, 0].item() * (1 - p) * (c > 0)
+                                                         + (n - c) * a[c, -1].item() * (-p) * (c < n))
+                         for c in range(n + 1)) / n
+            truth = k * (1 - p) ** (k - 1) * p * (1 - p)
+            assert scaled == pytest.approx(truth * (1 - k / n), rel=1e-10), (n, k, p)
+    # where they coincide: every correct response above every wrong one, in both
     r = torch.tensor([[1.0, 0, 0, 1, 0, 0, 0, 0]])
     a, b = P.passk_advantages_analytical(r, 3)[0], P.pkpo_advantages(r, 3)[0]
-    assert a[0] > a[1] and b[0] > b[1]
+    assert a[0] > a[1] and b[0] > b[1] and b[1] == 0 and abs(a.sum().item()) < 1e-6
 
 
 @pytest.mark.parametrize("k", [1, 2, 64, 1024, 4095, 4096])
