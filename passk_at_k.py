@@ -43,8 +43,8 @@ reward, every advantage is 0 and nothing trains.
 
 **PKPO** (Walder & Karkhanis 2025, arXiv 2505.15201) optimises pass@k (binary rewards) or max@k (E[max of k
 rewards], continuous rewards) with an unbiased policy gradient for any k <= n. Averaging the score-function
-gradient of max over all k-subsets I of the n samples gives per-sample *effective rewards*; PKPO's lowest-variance
-version subtracts, inside each subset, the max of the other k - 1 members (its s^(loo-1)), a baseline that does
+gradient of max over all k-subsets I of the n samples gives per-sample *effective rewards*; PKPO's estimator
+s^(loo-1) subtracts, inside each subset, the max of the other k - 1 members, a baseline that does
 not depend on sample i. Scaled by n, so that the usual mean over responses of A_i grad log pi(y_i) is the gradient,
 with J a uniformly random (k-1)-subset of the *other* n - 1 responses:
     A_i^s        = k E_J[max(g_i, max g_J)]                                  (no baseline)
@@ -66,13 +66,13 @@ Bernoulli bandit). Where they coincide: the direction of each prompt's expected 
 advantages (every correct response above every wrong one). Where they differ: Pass@k Training shrinks the gradient
 by 1 - k/N (to nothing at k = N) and weights each prompt by 1 / (k sigma), a data-dependent normalisation like
 GRPO's std; its advantages sum to 0 per prompt. PKPO's loo-1 is unbiased for grad pass@k, gives wrong responses
-exactly 0, and has no per-prompt normalisation. Thrampoulidis, Mahdavi & Deng (2025, arXiv 2510.23049) read such
-estimators as advantage shaping, i.e. REINFORCE on a surrogate reward with a per-prompt weight; the identity above
-is that reading for these two.
+exactly 0, and has no per-prompt normalisation. Thrampoulidis, Mahdavi & Deng (2025, arXiv 2510.23049) read both
+families as advantage shaping, i.e. REINFORCE on a surrogate of pass@k; the identity above is that reading made
+exact for these two.
 
 **Schedules.** The paper's best Pass@1 comes from changing the advantage during training: Pass@1 -> Pass@k ->
-Pass@1 (Fig. 1) and alternating phases, "(P@k + P@1) x 2" (Table 5); PKPO anneals k (e.g. k = 8 then 1). A schedule
-string "NAME[@K]:STEPS,..." names the phases              -> Phase, parse_schedule, phase_at
+Pass@1 (Fig. 1) and alternating phases, "(P@k + P@1) x 2" (Table 5); PKPO anneals k during training. A schedule
+string "NAME[@K]:STEPS,..." names the phases, e.g. "pkpo@8:100,pkpo@1:100"  -> Phase, parse_schedule, phase_at
 
 One registry names every advantage, with one signature, for trainers to dispatch on:
     ADVANTAGES = {"grpo", "passk", "passk_bootstrap", "passk_full", "combination", "entropy_adaptive",

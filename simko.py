@@ -6,9 +6,12 @@ The observation. RLVR training (GRPO and friends) makes the policy pile probabil
 averaged over response tokens, the top-1 probability climbs to ~0.93 under GRPO but stays ~0.47 under SimKO (the
 paper's Figure 1), and the more concentrated the policy, the worse its pass@K for large K. The paper's Fig. 3 traces
 where the concentration comes from with the analysis baselines PSR and NSR (below): PSR concentrates more than GRPO,
-NSR less. SimKO leaves the GRPO loss
-alone except at high-entropy "forking" tokens, where it pushes mass *away* from the top-1 candidate. With
-gamma = pi_theta(y | s) / pi_old(y | s) the importance ratio of the sampled token y, it replaces gamma by
+NSR less.
+
+SimKO leaves the GRPO loss alone except at high-entropy "forking" tokens, where it pushes mass *away* from the
+top-1 candidate. With gamma = pi_theta(y | s) / pi_old(y | s) the importance ratio of the sampled token y (the
+paper's text writes the denominator as pi_theta_ref; the official code divides by the rollout policy's
+probabilities, as here), it replaces gamma by
 
     gamma~ = gamma_pos   if H(pi_theta(. | s)) > tau and A > 0                          (the gated ratio)
              gamma_neg   if H(pi_theta(. | s)) > tau and A < 0
@@ -57,6 +60,8 @@ Other choices of the official code, and what this file does:
 - rank-1: the official code compares the sampled token with the argmax (ties go to the lowest id); here ties count
   as rank-1.
 - the ratio of the spread term divides by (gamma_k + 1e-8); here the exact sg(gamma / gamma_k) gamma_k.
+- W-REINFORCE: besides the advantage form above (`algorithm.advantage=weighted`, `positive_advantage_weight`), its
+  `compute_policy_loss` has a loss-weighting form (`positive_learning_weight`); here the advantage form.
 - entropy bonus: its ppo_trainer.yaml has entropy_coeff 0.001, and its run scripts do not override it; on the SimKO
   path the entropy is detached before that term (no gradient), on its GRPO path it is not. No entropy term here.
 
