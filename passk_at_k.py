@@ -407,7 +407,7 @@ def passk_advantages_exhaustive(rewards: torch.Tensor, k: int, threshold: float 
 
 
 def combination_advantages(rewards: torch.Tensor, k: int, threshold: float = 0.5) -> torch.Tensor:
-    """Eq. 18: ``A = (N_pos/N) A_passk + (1 - N_pos/N) A_pass1``, per prompt.
+    """Combination, Eq. 18 (module docstring), per prompt.
 
     Mixes the two advantages by the prompt's accuracy: the more often a prompt is solved, the more it is trained
     with Pass@k (which stops pushing solved prompts), the harder it is, the more with Pass@1 (which gives a
@@ -482,10 +482,10 @@ def _pkpo_binary(correct: torch.Tensor, k: int, baseline: str) -> torch.Tensor:
         f = correct.to(torch.float64)
         return f - (c - f) / (N - 1)
     if baseline == "loo-1":
-        # correct: k C(N - c, k - 1) / C(N - 1, k - 1), i.e. k times P(the k - 1 others are all wrong); wrong: 0.
+        # A^(loo-1), binary form (module docstring): k P(the k - 1 others are all wrong) if correct, else 0.
         alone = torch.exp(_log_binom_ratio(N - 1, (c - 1).clamp_min(0), k - 1))
         return torch.where(correct, k * alone, torch.zeros_like(alone))
-    # no baseline: correct: k; wrong: k (1 - q), q of Eq. 15 (P(the k - 1 others are all wrong)).
+    # A^s, binary form (module docstring); q of Eq. 15.
     q = torch.exp(_log_binom_ratio(N - 1, c, k - 1))
     return torch.where(correct, torch.full_like(q, float(k)), k * (1.0 - q))
 
@@ -497,14 +497,13 @@ def _pkpo_continuous(g: torch.Tensor, k: int, baseline: str) -> torch.Tensor:
         # k = 1: A^s = g_i; loo-1 has an empty J, so the baseline is the mean of the others (RLOO).
         return g if baseline == "none" else g - (g.sum(-1, keepdim=True) - g) / (N - 1)
     gs, order = g.sort(-1)                                               # ascending, [P, N]
-    # W_m = C(m, k - 1) / C(N - 1, k - 1), m = 0..N-1: P(a random (k-1)-subset of the N - 1 others lies within
-    # their m smallest). As a product (no binomial): W_m = prod_{j = m+1}^{N-1} (1 - (k - 1) / j), 0 for m < k - 1;
-    # summed as log1p terms from the top, so W_(N-1) = 1 exactly.
+    # W_m (module docstring), m = 0..N-1, as a product without binomials: W_m = prod_{j = m+1}^{N-1} (1 - (k-1)/j),
+    # 0 for m < k - 1; summed as log1p terms from the top, so W_(N-1) = 1 exactly.
     j = torch.arange(1, N, dtype=torch.float64, device=g.device)       # [N-1]
     term = torch.where(j >= k - 1, torch.log1p(-(k - 1) / j), -math.inf)
     tail = torch.flip(torch.cumsum(torch.flip(term, [0]), 0), [0])       # tail[m] = sum_{j = m+1}^{N-1}, m = 0..N-2
     W = torch.exp(torch.cat([tail, tail.new_zeros(1)]))                  # [N]
-    # loo-1 at sorted position p: k sum_{j < p} (g_(j+1) - g_(j)) W_(j+1)   (every term >= 0)
+    # A^(loo-1), continuous form (module docstring): a cumulative sum of non-negative terms.
     d = gs[:, 1:] - gs[:, :-1]                                           # [P, N-1]
     loo1 = torch.zeros_like(gs)
     loo1[:, 1:] = k * torch.cumsum(d * W[1:], -1)

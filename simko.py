@@ -235,14 +235,14 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: Optional
             pos = gated & (adv > 0)
         neg = gated & (adv < 0) & stats.is_rank1
         if alpha > 0:
-            # gamma_pos = (1 - alpha) gamma + (alpha / K) sum_k sg(gamma / gamma_k) gamma_k
-            #           = (1 - alpha) gamma + alpha sg(gamma) mean_k exp(l_k - sg(l_k)),   l_k = log pi_theta(top_k | s)
+            # gamma_pos (module docstring), as (1 - alpha) gamma + alpha sg(gamma) mean_k exp(l_k - sg(l_k)),
+            # l_k = log pi_theta(top_k | s): the same value and gradient.
             l_k = stats.topk_logp.to(logp.dtype).clamp_min(-1e4)          # [B, T, K]; -inf would give exp(nan)
             gamma_pos = (1 - alpha) * gamma + alpha * gamma.detach() * torch.exp(l_k - l_k.detach()).mean(-1)
             gamma_t = torch.where(pos, gamma_pos, gamma_t)
         if lam != 1:
             if penalty == "ratio":
-                # gamma_neg = lam * gamma  (the paper's text)
+                # gamma_neg (module docstring; the paper's text)
                 gamma_t = torch.where(neg, lam * gamma_t, gamma_t)
             else:
                 # lam * A: the official code's reading, the same as gamma_neg while gamma is inside the clip
