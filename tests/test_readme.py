@@ -134,3 +134,17 @@ def test_hf_loop_example_means_what_it_says():
     assert adv.shape == (P * N,) and adv.abs().sum() > 0
     assert 0 < int((~mask).sum()), "this seed samples an EOS before the end, so the mask check has teeth"
     assert ns["metrics"]["ratio_mean"] == pytest.approx(1.0, abs=1e-5)   # old_logp is the same policy's
+
+
+def test_gpu_check_runs_the_documented_real_model_recipe():
+    """benchmarks/gpu_check.py's stage d runs the recipe of docs/real-models.md, so its GPU numbers are that recipe's."""
+    import shlex
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+    (documented,) = [c for c in _train_commands(read("docs/real-models.md")) if "--sft-steps" in c]
+    pairs = lambda args: {(a, b) for a, b in zip(args, args[1:] + [""]) if a.startswith("--")}
+    doc = {p for p in pairs(shlex.split(documented.replace('"$GGUF"', "{gguf}"))) if p[0] not in ("--threads", "--out")}
+    assert doc == pairs(shlex.split(gpu_check.REAL_MODEL_RECIPE))
