@@ -25,7 +25,7 @@ c. Throughput at a real size, nothing downloaded: a Qwen2.5-0.5B-shaped model bu
 d. The real model: if the SmolLM2 GGUF is found, REAL_MODEL_RECIPE below (train.py), for as many RL steps as the
    recipe asks and the budget allows, with its pass@k table before and after. Skipped, with the reason recorded,
    when the GGUF, the `gguf` package or reasoning-gym (for `rg:` data) is missing, or when train.py's own parser
-   refuses the recipe (e.g. a flag this train.py does not have yet).
+   refuses the recipe (e.g. a flag that train.py does not have).
 
 Outputs in --out: gpu_check.json (per stage: status, seconds, budget, result, reason), gpu_check.md (the same as
 tables) and one log per stage (stage_a.log ... stage_d.log): six files, nothing else (a GPU lease returns few
@@ -34,7 +34,7 @@ files). The training runs themselves go to --work (default: a fresh temporary di
 Running it on a GPU machine with no network
 -------------------------------------------
 - Bring: this repository's tracked files. The machine's own Python must have CUDA PyTorch and transformers
-  (requirements.txt's ranges) plus sympy, tqdm, pytest and hypothesis. Stages a-c need nothing more: no download,
+  (pyproject.toml's ranges) plus sympy, tqdm, pytest and hypothesis. Stages a-c need nothing more: no download,
   no data.
 - Stage d also needs the `gguf` package (transformers dequantises GGUF files with it; pure Python; needs numpy,
   pyyaml, requests, tqdm) and, when the recipe trains on `rg:` data, reasoning-gym==0.1.25 with whichever of its
@@ -52,7 +52,7 @@ Running it on a GPU machine with no network
       cat gguf.part.* > /tmp/SmolLM2-135M-Instruct.Q4_1.gguf && sha256sum /tmp/SmolLM2-135M-Instruct.Q4_1.gguf
 - Run it as one command whose timeout leaves time for a second try, and keep its output:
       PYTHONUNBUFFERED=1 timeout 560 python benchmarks/gpu_check.py --out results/gpu [--gguf /tmp/...gguf]
-  then commit results/gpu/gpu_check.json and gpu_check.md, and put the numbers in the README.
+  then commit results/gpu/gpu_check.json and gpu_check.md (results/README.md summarises them).
 """
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ================================================================================================================
-# Stage d's recipe: the README's offline real-model recipe ("A real LLM, offline, on a CPU"), run on the GPU.
+# Stage d's recipe: the offline real-model recipe of docs/real-models.md ("A real LLM, offline, on a CPU"), run on
+# the GPU.
 # "{gguf}" becomes the GGUF's path; --out, --device and --no-progress are added by this script. On --dry-run
 # REAL_MODEL_DRY_RUN is appended (argparse keeps the last value of a repeated flag), so the same recipe runs at toy
 # size on CPU.
@@ -366,7 +367,7 @@ def throughput(result_path: str, dry: bool, micro: int) -> None:
 
     def checkpointing(on):
         name = "enable" if on else "disable"
-        # (transformers 5 calls it activation checkpointing; earlier versions gradient checkpointing)
+        # (transformers 5 calls it activation checkpointing; transformers 4 gradient checkpointing)
         (getattr(model, f"activation_checkpointing_{name}", None) or getattr(model, f"gradient_checkpointing_{name}"))()
 
     update(True)                                          # untimed: allocates AdamW's state (in every peak below)

@@ -1,43 +1,120 @@
-"""The README's code is exercised: its Python snippets run, the TRL snippet is the one its test runs, the Hugging
-Face example does what its comments say, and the test command it gives is the one CI runs."""
+"""The README and the manuals say what the code does: their Python snippets run, the Hugging Face loop example does
+what its comments say, the commands use flags and extras that exist, the links lead to files, and the test command
+is the one CI runs."""
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+DOCS = ["README.md", "docs/train.md", "docs/real-models.md", "docs/benchmarks.md", "docs/verify.md",
+        "docs/own-loop.md", "results/README.md"]
 
 
-def test_readme_has_the_snippets():
-    assert len(PYTHON_BLOCKS) >= 5
+def read(path):
+    return open(os.path.join(ROOT, path), encoding="utf-8").read()
+
+
+def blocks(path, lang):
+    return re.findall(rf"```{lang}\n(.*?)```", read(path), flags=re.S)
+
+
+README = read("README.md")
+SNIPPETS = [(path, i, code) for path in DOCS for i, code in enumerate(blocks(path, "python"))]
+
+
+def test_readme_is_short_and_has_one_snippet_per_component():
+    assert len(README) <= 15_000, f"README.md is {len(README)} characters; the manuals in docs/ take the rest"
+    readme_blocks = blocks("README.md", "python")
+    assert len(readme_blocks) == 2
+    assert "import passk_at_k" in readme_blocks[0] and "import simko" in readme_blocks[1]
+
+
+def test_every_manual_is_linked_from_the_readme():
+    for path in DOCS[1:]:
+        assert f"]({path})" in README, f"README.md does not link {path}"
+
+
+@pytest.mark.parametrize("path, index, code", SNIPPETS, ids=[f"{p}#{i}" for p, i, _ in SNIPPETS])
+def test_python_snippet_runs(path, index, code):
+    exec(compile(code, f"{path} python block {index}", "exec"), {})
+
+
+def test_relative_links_lead_to_files():
+    for path in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", read(path)):
+            if re.match(r"[a-z]+://", target):
+                continue
+            file = target.split("#")[0]
+            if not file:
+                continue
+            full = os.path.normpath(os.path.join(ROOT, os.path.dirname(path), file))
+            assert os.path.exists(full), f"{path} links {target}, which does not exist"
+
+
+def _pyproject_extras():
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return set(tomllib.load(f)["project"]["optional-dependencies"])
+
+
+def test_install_lines_name_extras_that_exist():
+    extras = _pyproject_extras()
+    named = set()
+    for path in DOCS:
+        for group in re.findall(r'pip install -e "?\.\[([a-z,]+)\]', read(path)):
+            named |= set(group.split(","))
+    assert named >= {"test", "real", "trl"}
+    assert named <= extras, f"the docs name extras that pyproject.toml lacks: {named - extras}"
+
+
+def _train_commands(text):
+    """Each `python train.py ...` command of the text's bash blocks, continuation lines joined."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if "python train.py" in line:
+                commands.append(line.split("python train.py", 1)[1].split("#")[0])
+    return commands
+
+
+def test_train_commands_use_flags_train_py_has():
+    help_text = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                               check=True, env={**os.environ, "COLUMNS": "200"}).stdout
+    known = set(re.findall(r"--[a-z][a-z0-9-]*", help_text))
+    used = set()
+    for path in DOCS:
+        text = read(path)
+        for command in _train_commands(text):
+            used |= set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", command))
+        if path in ("docs/train.md", "docs/real-models.md"):     # prose about train.py names its flags too
+            used |= set(re.findall(r"`(--[a-z][a-z0-9-]*)", text)) - {"--no-deps", "--index-url"}
+    assert len(used) > 20
+    assert used <= known, f"flags the docs use that `python train.py --help` does not list: {sorted(used - known)}"
+
+
+def test_readme_commands_are_the_ones_ci_runs():
+    ci = read(".ci/run")
+    assert re.search(r"^python -m pytest$", ci, flags=re.M)
+    assert re.search(r"^python -m pytest\s", README, flags=re.M)
+    assert 'pip install torch==2.13.0 && pip install -e ".[test]" && python train.py' in README
+    assert "make_venv .venv-real \".[real,test]\"" in ci       # the real extra alone must run the real-model test
 
 
 def _hf_block():
-    (block,) = [b for b in PYTHON_BLOCKS if "model.generate(" in b]
+    (block,) = [code for path, _, code in SNIPPETS if "model.generate(" in code]
     return block
 
 
-@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
-def test_readme_python_snippet_runs(index):
-    code = PYTHON_BLOCKS[index]
-    if "PassKGRPOTrainer(" in code:
-        # Needs TRL: tests/test_integrations_trl.py takes this block from README.md and runs it as it is.
-        source = open(os.path.join(ROOT, "tests", "test_integrations_trl.py"), encoding="utf-8").read()
-        assert 'if "PassKGRPOTrainer(" in b)' in source and "exec(compile(README_TRL_SNIPPET" in source
-        assert sum("PassKGRPOTrainer(" in b for b in PYTHON_BLOCKS) == 1
-        return
-    exec(compile(code, f"README.md python block {index}", "exec"), {})
-
-
-def test_readme_hf_example_means_what_it_says():
+def test_hf_loop_example_means_what_it_says():
     """The one-position shift, the mask with its EOS, the row order and old_logp, checked on the example's own
     variables against a token-by-token recomputation."""
     torch.manual_seed(3)
     ns = {}
-    exec(compile(_hf_block(), "README.md HF example", "exec"), ns)
+    exec(compile(_hf_block(), "docs/own-loop.md HF example", "exec"), ns)
     model, seq, response, mask, L = ns["model"], ns["seq"], ns["response"], ns["mask"], ns["L"]
     P, N, eos = ns["P"], ns["N"], model.config.eos_token_id
     T = response.shape[1]
@@ -59,8 +136,15 @@ def test_readme_hf_example_means_what_it_says():
     assert ns["metrics"]["ratio_mean"] == pytest.approx(1.0, abs=1e-5)   # old_logp is the same policy's
 
 
-def test_readme_test_command_is_the_one_ci_runs():
-    ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
-    assert re.search(r"&& python -m pytest\s", README)
-    assert re.search(r"^python -m pytest$", ci, flags=re.M)
-    assert "pip install torch==2.13.0" in README and "python train.py" in README
+def test_gpu_check_runs_the_documented_real_model_recipe():
+    """benchmarks/gpu_check.py's stage d runs the recipe of docs/real-models.md, so its GPU numbers are that recipe's."""
+    import shlex
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+    (documented,) = [c for c in _train_commands(read("docs/real-models.md")) if "--sft-steps" in c]
+    pairs = lambda args: {(a, b) for a, b in zip(args, args[1:] + [""]) if a.startswith("--")}
+    doc = {p for p in pairs(shlex.split(documented.replace('"$GGUF"', "{gguf}"))) if p[0] not in ("--threads", "--out")}
+    assert doc == pairs(shlex.split(gpu_check.REAL_MODEL_RECIPE))
