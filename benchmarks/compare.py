@@ -616,13 +616,19 @@ def report(results: dict) -> str:
               f"Decided by the 95 % interval: supported when it excludes 0 in the claimed direction; not supported when "
               f"it excludes 0 in the other direction or lies within +-{NEGLIGIBLE}; inconclusive otherwise.", "",
               "| paper | claim | test | effect [95 % CI] | verdict |", "|---|---|---|---|---|"]
+    unrun = [c for c in results["claims"] if all(t["verdict"] == "missing" for t in c["tests"])]
     for c in results["claims"]:
+        if c in unrun:
+            continue
         for t in c["tests"]:
             config, baseline, metric, subset = t["test"]
             ref = "its own warm start" if baseline == "@warm" else baseline
             eff = _fmt_ci(t) if "ci" in t else "not run"
             lines.append(f"| {c['paper']} | {c['claim']} | {config} vs {ref}, {metric}, {subset} | {eff} | "
                          f"**{c['verdict']}** |")
+    if unrun:
+        lines += ["", f"{len(unrun)} more claims need configurations that this set did not run: "
+                      + "; ".join(c["claim"] for c in unrun) + "."]
     lines += ["", f"Runs: {len(results['runs'])}; study wall time {results['wall_seconds'] / 60:.1f} min "
                   f"({cfg['jobs']} runs at a time, one CPU thread each; first run start to last run end).", ""]
     return "\n".join(lines)
