@@ -84,7 +84,7 @@ def test_rg_errors_come_before_any_model_is_loaded(tiny_model_dir, monkeypatch, 
 
     def boom(*a, **k):
         raise AssertionError("a model was loaded before the data was checked")
-    monkeypatch.setattr(train, "load_hf_model", boom)
+    monkeypatch.setattr(train_io, "load_hf_model", boom)
     for spec, message in [("rg:basic_arithmetc", "unknown reasoning-gym task 'basic_arithmetc'; valid tasks: "),
                           ("rg:chain_sum?min_term=2", "unknown parameter 'min_term' for task chain_sum; valid: ")]:
         with pytest.raises(ValueError, match=message):
