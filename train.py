@@ -8,11 +8,12 @@ four things (section 2, in this order):
    and its top-5 log-probabilities (the concentration metric).
 2. **Reward**: 1 for a correct final answer, else 0: the embedded Countdown checker (`countdown.py`),
    `verify.batch_reward` for math data, or a reasoning-gym task's scorer, binarised (`reasoning_gym_task.py`).
-3. **Advantage** (`passk_at_k.py`): `--advantage` picks GRPO (Pass@1) or one of the Pass@k-Training advantages
-   (analytical by default, `--k 4`); `--switch-to-grpo-at STEP` is the paper's Pass@k -> Pass@1 transfer.
+3. **Advantage** (`passk_at_k.py`): `--advantage` picks GRPO (Pass@1), one of the Pass@k-Training advantages
+   (analytical by default, `--k 4`) or PKPO; `--schedule` changes it in phases (the paper's Pass@1 -> Pass@k ->
+   Pass@1 transfer, PKPO's k annealing). `--loss psr|nsr|w_reinforce` takes per-response advantages instead.
 4. **Update** (`simko.py`): a teacher-forced forward gives the current log-probs and top-K statistics, and
-   `policy_loss` is the DAPO clipped surrogate (clip 0.2 / 0.28, token mean, no KL) with SimKO's top-K spread on
-   correct responses and its stronger rank-1 penalty on wrong ones at high-entropy tokens (`--simko`, the default;
+   `policy_loss` is the clipped surrogate (`--clip`, token mean, no KL) with SimKO's top-K spread on correct
+   responses and its stronger rank-1 penalty on wrong ones at high-entropy tokens (`--simko`, the default;
    `--no-simko` is plain GRPO/DAPO). The batch is split into `--mini-batches` parts of whole groups, one optimiser
    step each (as verl does; from the second part on the ratio pi/pi_old moves and the clip acts), with micro-batches
    accumulating gradients inside a part. Rows whose advantage is 0 cannot change the gradient (without a KL term)
@@ -53,12 +54,15 @@ import rollout as R
 import simko
 import train_io
 import verify
-from simko import AGGREGATIONS, GATES, PAPER_ALPHA, PAPER_LAMBDA, PAPER_TAU, PAPER_TOP_K, PENALTIES
+from simko import (AGGREGATIONS, GATES, LOSSES, PAPER_ALPHA, PAPER_LAMBDA, PAPER_TAU, PAPER_TOP_K,
+                   PAPER_W_REINFORCE_WEIGHT, PENALTIES, SPREAD_ON)
 from train_io import (TABLE_KS, Policy, Task, above, at_least, chat_prompt, concat_rollouts, find_checkpoint, flag,
                       held_out_subsets, load_jsonl, load_policy, load_trainer_state, pass_at_k_table, save_checkpoint,
                       save_config, set_threads, start_metrics, within)
 
 ADVANTAGES = tuple(passk_at_k.ADVANTAGES)
+# The named clip settings (clip_low, clip_high) of --clip
+CLIPS = {"passk": passk_at_k.PAPER_CLIP, "simko": simko.PAPER_CLIP}
 CONCENTRATION_RANKS = 5     # metrics.jsonl logs the rank-1..5 probabilities (SimKO's Lambda^(k))
 # simko.policy_loss's metrics; a step that forwards no row logs each as None
 LOSS_METRICS = ("clip_frac_low", "clip_frac_high", "ratio_mean", "gated_frac", "spread_frac_of_gated",
@@ -102,13 +106,37 @@ def _check_eval_data(v, a):
         return f": no such file: {v}"
 
 
-def _check_k(v, a):
-    allowed = f"must be in [1, --group-size - 1 = {a.group_size - 1}], got {v}"
-    if v < 1:
+def _k_problem(advantage: str, k: int, G: int) -> str | None:
+    """Why group size k does not suit `advantage` at G responses a prompt, or None when it does."""
+    if advantage.startswith("pkpo"):        # PKPO is defined up to k = G
+        return None if 1 <= k <= G else f"must be in [1, --group-size = {G}], got {k}"
+    allowed = f"must be in [1, --group-size - 1 = {G - 1}], got {k}"
+    if k < 1:
         return allowed
-    if a.advantage != "grpo" and v >= a.group_size:      # (GRPO ignores k)
+    if k >= G and advantage != "grpo":      # (GRPO ignores k)
         return (f"{allowed}: with k >= the group size every k-subset is the whole group, so every Pass@k advantage "
                 f"is exactly 0 and nothing is trained")
+
+
+def _check_k(v, a):                         # (a schedule's phases are checked by _check_schedule)
+    return _k_problem(a.advantage if a.schedule is None and a.loss == "clip" else "grpo", v, a.group_size)
+
+
+def _check_schedule(v, a):
+    if v is None:
+        return None
+    if a.switch_to_grpo_at is not None:
+        return "replaces --switch-to-grpo-at (the same as --schedule ADVANTAGE:STEPS,grpo:1); give one of them"
+    if a.loss != "clip":
+        return f"schedules advantages, and --loss {a.loss} takes its advantages from the rewards alone"
+    try:
+        phases = passk_at_k.parse_schedule(v, a.k)
+    except ValueError as e:
+        return f": {e}"
+    for p in phases:
+        problem = _k_problem(p.advantage, p.k, a.group_size)
+        if problem:
+            return f": phase {p.advantage}@{p.k}: k {problem}"
 
 
 @dataclass
@@ -163,8 +191,8 @@ class Args:
                                check=at_least(0))
     lr: float = flag(1e-4, "AdamW learning rate of the RL updates (the papers use 1e-6 on real models)",
                      check=above(0))
-    lr_warmup_steps: int = flag(0, "RL steps of linear learning-rate warm-up, then constant; 0 = none",
-                                check=at_least(0))
+    lr_warmup_steps: int = flag(0, "RL steps of linear learning-rate warm-up, then constant; 0 = none (the Pass@k "
+                                "paper warms up for 10 steps, its App. A.2)", check=at_least(0))
     max_grad_norm: float = flag(1.0, "gradient clipping, L2 norm over all parameters", check=above(0))
     eval_every: int = flag(40, "RL steps between held-out evaluations; 0 = only before and after", check=at_least(0))
     eval_samples: int = flag(16, "n responses per held-out problem; pass@k is reported for k = 1..n",
@@ -178,10 +206,32 @@ class Args:
                         f" and --{RESUME_MAY_CHANGE[-1].replace('_', '-')} may be given new values")
 
     advantage: str = flag("passk", "the advantage (passk_at_k.ADVANTAGES): grpo = Pass@1; passk = analytical "
-                          "Pass@k", choices=ADVANTAGES, group="algorithm")
-    k: int = flag(4, "k of the Pass@k advantages, 1 <= k < --group-size; ignored by grpo", check=_check_k)
+                          "Pass@k (Pass@k Training's Eqs. 11-15); passk_bootstrap, passk_full = its sampled forms; "
+                          "combination, entropy_adaptive, exceeding = its advantage designs; pkpo, pkpo_maxk = PKPO's "
+                          "pass@k and max@k estimators (Walder and Karkhanis 2025)", choices=ADVANTAGES,
+                          group="algorithm")
+    k: int = flag(4, "k of the Pass@k advantages, 1 <= k < --group-size (k <= --group-size for pkpo); ignored by "
+                  "grpo", check=_check_k)
+    schedule: str | None = flag(
+        None, "advantage phases 'NAME[@K]:STEPS,...' (passk_at_k.parse_schedule; K defaults to --k; the last phase "
+        "runs to the end), replacing --advantage: e.g. the Pass@k paper's Pass@1 -> Pass@k -> Pass@1 (its Fig. 1) "
+        "'grpo:50,passk:100,grpo:50', its (P@k + P@1) x 2 (Table 5) 'passk:50,grpo:50,passk:50,grpo:50', PKPO's k "
+        "annealing 'pkpo@8:100,pkpo@4:100'; each step logs its phase's advantage and k", check=_check_schedule,
+        shown="--advantage with --k throughout")
     switch_to_grpo_at: int | None = flag(None, "RL steps after which the GRPO advantage is used (the Pass@k -> "
-                                         "Pass@1 transfer)", check=at_least(0), shown="never")
+                                         "Pass@1 transfer; the same as --schedule ADVANTAGE:STEPS,grpo:1)",
+                                         check=at_least(0), shown="never")
+    grpo_std: str = flag("population", "the std of the grpo advantage (r - mean) / std: 'population' divides by N "
+                         "(the Pass@k paper's formula), 'unbiased' by N - 1 (verl, and so SimKO's official code: "
+                         "1.069x smaller advantages at N = 8)", choices=("population", "unbiased"))
+    loss: str = flag("clip", "the policy loss (simko.LOSSES): 'clip' the clipped surrogate on the advantage above; "
+                     "'psr', 'nsr', 'w_reinforce' the analysis baselines of SimKO's Fig. 3 (Zhu et al. 2025, arXiv "
+                     "2506.01347): the same surrogate on per-response advantages from the reward alone (PSR: 1 "
+                     "correct, 0 wrong; NSR: 0 correct, -1 wrong; W-REINFORCE: --w-reinforce-weight correct, -1 "
+                     "wrong; simko.sample_advantages), --advantage, --k and --schedule unused (with --no-simko: the "
+                     "plain baselines)", choices=LOSSES)
+    w_reinforce_weight: float = flag(PAPER_W_REINFORCE_WEIGHT, "lambda_w, the advantage of a correct response under "
+                                     "--loss w_reinforce (Zhu et al. 2025's value)", check=at_least(0))
     simko: bool = flag(True, "SimKO's changes to the loss; --no-simko is plain GRPO/DAPO")
     simko_topk: int = flag(PAPER_TOP_K, "K, the top-K candidates over which SimKO spreads the push of correct "
                            "tokens", check=at_least(1))
@@ -198,9 +248,19 @@ class Args:
                            "code's)", choices=GATES)
     simko_penalty: str = flag(PENALTIES[0], "how lambda enters: 'advantage' scales the advantage (official "
                               "code), 'ratio' scales the ratio inside the clip (paper text)", choices=PENALTIES)
-    clip_low: float = flag(0.2, "the ratio is clipped below at 1 - this, in [0, 1)", check=within("[0, 1)"))
-    clip_high: float = flag(0.28, "the ratio is clipped above at 1 + this, >= 0 (DAPO's clip-higher)",
-                            check=at_least(0))
+    simko_spread_on: str = flag(
+        SPREAD_ON[0], "which gated tokens get SimKO's top-K spread: 'advantage' those with A > 0 (the paper's text), "
+        "'correct' those of correct responses (the official code); the two differ under passk_full and "
+        "passk_bootstrap, where a wrong response in a successful group has A > 0", choices=SPREAD_ON)
+    clip: str | None = flag(
+        None, "the named clip range of --clip-low / --clip-high: 'passk' 0.2 / 0.28, DAPO's clip-higher, the Pass@k "
+        "paper's setting (passk_at_k.PAPER_CLIP); 'simko' a symmetric 0.2, SimKO's official code (clip_ratio 0.2 "
+        "in its ppo_trainer.yaml; simko.PAPER_CLIP)", choices=tuple(CLIPS),
+        shown="simko for SimKO alone (the grpo advantage throughout, --simko, --loss clip), else passk")
+    clip_low: float | None = flag(None, "the ratio is clipped below at 1 - this, in [0, 1)", check=within("[0, 1)"),
+                                  shown="from --clip: 0.2")
+    clip_high: float | None = flag(None, "the ratio is clipped above at 1 + this, >= 0", check=at_least(0),
+                                   shown="from --clip: 0.28 for passk, 0.2 for simko")
     loss_agg: str = flag(AGGREGATIONS[0], "how token losses are averaged: over all tokens (DAPO), per response "
                          "then over responses (GRPO), per response sum / max length (Dr. GRPO)",
                          choices=AGGREGATIONS)
@@ -258,7 +318,26 @@ def parse_args(argv=None) -> Args:
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     train_io.check_fields(parser, args)
+    if args.clip is None:
+        simko_alone = args.simko and args.loss == "clip" and all(p.advantage == "grpo" for p in schedule_of(args))
+        args.clip = "simko" if simko_alone else "passk"
+    if args.clip_low is None:
+        args.clip_low = CLIPS[args.clip][0]
+    if args.clip_high is None:
+        args.clip_high = CLIPS[args.clip][1]
     return args
+
+
+def schedule_of(args: Args) -> list[passk_at_k.Phase]:
+    """The run's advantage phases: --schedule, else --advantage with --k throughout (switching to GRPO after
+    --switch-to-grpo-at steps). passk_at_k.phase_at(phases, step) is the phase of a step."""
+    if args.schedule:
+        return passk_at_k.parse_schedule(args.schedule, args.k)
+    grpo = passk_at_k.Phase("grpo", args.k, 1)
+    if args.switch_to_grpo_at == 0:
+        return [grpo]
+    first = passk_at_k.Phase(args.advantage, args.k, args.switch_to_grpo_at or 1)
+    return [first] if args.switch_to_grpo_at is None else [first, grpo]
 
 
 def load_task(args: Args) -> Task:
@@ -319,19 +398,27 @@ def rewards_of(ro: R.Rollout, batch: list[dict], task: Task, G: int) -> torch.Te
     return torch.tensor(rewards, dtype=torch.float32).view(len(batch), G)
 
 
-def advantages_of(rewards: torch.Tensor, ro: R.Rollout, method: str, args: Args, step: int) -> torch.Tensor:
-    """Step 3: [P, G] rewards -> [P, G] advantages (passk_at_k.ADVANTAGES[method])."""
+def advantages_of(rewards: torch.Tensor, ro: R.Rollout, method: str, args: Args, step: int,
+                  k: int | None = None) -> torch.Tensor:
+    """Step 3: [P, G] rewards -> [P, G] advantages: passk_at_k.ADVANTAGES[method] with group size k (default --k);
+    under --loss psr / nsr / w_reinforce each response's own, from its reward (simko.sample_advantages)."""
     P, G = rewards.shape
+    if args.loss != "clip":
+        correct = rewards.reshape(-1) > 0.5
+        return simko.sample_advantages(correct, args.loss, args.w_reinforce_weight).view(P, G)
     prompt_entropy = None
     if method == "entropy_adaptive":        # each prompt's mean token entropy (only this advantage reads it)
         mask = ro.response_mask
         prompt_entropy = ((ro.entropy * mask).sum(1) / mask.sum(1).clamp_min(1)).view(P, G).mean(1).cpu()
     generator = torch.Generator().manual_seed(args.seed * 100003 + step)      # (passk_bootstrap samples groups)
-    return passk_at_k.compute_advantages(method, rewards, args.k, entropy=prompt_entropy, generator=generator)
+    return passk_at_k.compute_advantages(method, rewards, args.k if k is None else k, entropy=prompt_entropy,
+                                         generator=generator, unbiased_std=args.grpo_std == "unbiased")
 
 
-def update(policy: Policy, optimizer, scheduler, ro: R.Rollout, advantages: torch.Tensor, args: Args) -> dict:
-    """Step 4: --mini-batches optimiser steps on the rollout batch; advantages [rows]. Returns the loss metrics.
+def update(policy: Policy, optimizer, scheduler, ro: R.Rollout, advantages: torch.Tensor, args: Args,
+           correct: torch.Tensor | None = None) -> dict:
+    """Step 4: --mini-batches optimiser steps on the rollout batch; advantages [rows], correct [rows] bool (needed by
+    --simko-spread-on correct). Returns the loss metrics.
 
     The prompts are split in order into M parts of whole groups; each part is one optimiser step whose loss is
     that part's aggregate (token mean by default), accumulated over micro-batches."""
@@ -344,7 +431,7 @@ def update(policy: Policy, optimizer, scheduler, ro: R.Rollout, advantages: torc
     for part in torch.arange(rows // G).tensor_split(min(args.mini_batches, rows // G)):
         part_rows = torch.arange(int(part[0]) * G, (int(part[-1]) + 1) * G, device=weights.device)
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss_and_backward(policy, ro, advantages, part_rows, weights, live, args, totals))
+        losses.append(loss_and_backward(policy, ro, advantages, correct, part_rows, weights, live, args, totals))
         grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.model.parameters(), args.max_grad_norm)))
         optimizer.step()
     scheduler.step()
@@ -372,7 +459,7 @@ def choose_rows(mask: torch.Tensor, advantages: torch.Tensor, policy: Policy, ar
     return weights, live
 
 
-def loss_and_backward(policy: Policy, ro: R.Rollout, advantages, part_rows, weights, live, args: Args,
+def loss_and_backward(policy: Policy, ro: R.Rollout, advantages, correct, part_rows, weights, live, args: Args,
                       totals: dict) -> float:
     """One part's loss (simko.policy_loss, plus the KL penalty), its gradient accumulated over micro-batches of its
     live rows; each micro-batch's metrics are added to `totals`. Returns the part's loss."""
@@ -390,7 +477,8 @@ def loss_and_backward(policy: Policy, ro: R.Rollout, advantages, part_rows, weig
             stats.logp, ro.logp[sel], advantages[sel], m, stats if args.simko else None,
             alpha=args.simko_alpha if args.simko else 0.0, lam=args.simko_lambda if args.simko else 1.0,
             tau=args.simko_tau, gate=args.simko_gate, penalty=args.simko_penalty, clip_low=args.clip_low,
-            clip_high=args.clip_high, agg=args.loss_agg, max_len=ro.response_mask.shape[1])
+            clip_high=args.clip_high, agg=args.loss_agg, max_len=ro.response_mask.shape[1],
+            spread_on=args.simko_spread_on, correct=None if correct is None else correct[sel])
         if policy.ref_model is not None:
             with torch.no_grad(), policy.autocast():
                 ref_logp = response_token_stats(policy.ref_model, ids, att, ro.prompt_len, args,
@@ -459,15 +547,18 @@ def rl_step(step: int, batch: list[dict], policy: Policy, optimizer, scheduler, 
     t1 = time.time()
     rewards = rewards_of(ro, batch, task, G)
     t2 = time.time()
-    method = "grpo" if args.switch_to_grpo_at is not None and step >= args.switch_to_grpo_at else args.advantage
-    adv = advantages_of(rewards, ro, method, args, step)
+    phase = passk_at_k.phase_at(schedule_of(args), step)
+    adv = advantages_of(rewards, ro, phase.advantage, args, step, phase.k)
     t3 = time.time()
-    loss_metrics = update(policy, optimizer, scheduler, ro, adv.reshape(-1).to(args.device, torch.float32), args)
+    correct = (rewards > 0.5).reshape(-1).to(args.device)
+    loss_metrics = update(policy, optimizer, scheduler, ro, adv.reshape(-1).to(args.device, torch.float32), args,
+                          correct)
     t4 = time.time()
 
     mask = ro.response_mask
     n_tokens = mask.sum().item()
-    out = {"type": "train", "step": step + 1, "advantage": method,
+    out = {"type": "train", "step": step + 1, "advantage": phase.advantage if args.loss == "clip" else args.loss,
+           "k": phase.k,
            "reward_mean": rewards.mean().item(),
            "zero_variance_frac": (rewards.std(1) == 0).float().mean().item(),
            "adv_mean": adv.mean().item(), "adv_abs_mean": adv.abs().mean().item(),
@@ -564,9 +655,12 @@ def main(argv=None) -> dict:
         log(f"eval @ step {step}: " + "  ".join(f"pass@{k} {result[f'pass@{k}']:.3f}" for k in TABLE_KS
                                                  if f"pass@{k}" in result))
 
+    phases = schedule_of(args)
+    method = (f"advantage {phases[0].advantage} (k={phases[0].k})" if len(phases) == 1 else "schedule " +
+              ",".join(f"{p.advantage}@{p.k}:{p.steps}" for p in phases))
     log(f"{task.name}: {len(task.train)} training / {len(task.eval)} held-out problems; "
-        f"advantage {args.advantage} (k={args.k}), SimKO {'on' if args.simko else 'off'}, "
-        f"{args.mini_batches} optimiser step(s) per batch, out {args.out}")
+        f"{method if args.loss == 'clip' else 'loss ' + args.loss}, SimKO {'on' if args.simko else 'off'}, "
+        f"clip {args.clip_low}/{args.clip_high}, {args.mini_batches} optimiser step(s) per batch, out {args.out}")
     if start_step == 0:
         run_eval(0)
 
