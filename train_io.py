@@ -60,7 +60,8 @@ def within(interval: str):
 
 
 def build_parser(config_class, description: str) -> argparse.ArgumentParser:
-    """argparse for a dataclass whose fields are made with `flag` (fields without a help text are not flags)."""
+    """argparse for a dataclass whose fields are made with `flag` (fields without a help text are not flags), each
+    annotated int, float, str or bool, or one of those | None."""
     parser = argparse.ArgumentParser(description=description)
     group = parser
     for f in dataclasses.fields(config_class):
@@ -74,7 +75,7 @@ def build_parser(config_class, description: str) -> argparse.ArgumentParser:
             shown = ("on" if f.default else "off") if isinstance(f.default, bool) else f.default
         said = f"default: {shown}" if meta["shown"] else f"default {shown}"
         kwargs = dict(default=f.default, help=f"{meta['help']} ({said})".replace("%", "%%"))
-        kind = (f.type if isinstance(f.type, str) else f.type.__name__).split("|")[0].strip()
+        kind = (f.type.__name__ if isinstance(f.type, type) else str(f.type)).split("|")[0].strip()
         if kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
         else:

@@ -62,6 +62,30 @@ def test_bad_flags_fail_with_a_message_naming_the_flag(capsys, argv, message):
     assert message in _err(capsys, argv)
 
 
+def test_flags_and_their_checks_are_built_from_the_dataclass(capsys):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Toy:
+        on: bool = train_io.flag(True, "a switch", group="toys")
+        off: bool = train_io.flag(False, "another")
+        rate: float = train_io.flag(0.5, "a rate", check=train_io.within("(0, 1]"))
+        name: str | None = train_io.flag(None, "a name", shown="later",
+                                         check=lambda v, c: ": not x" if v == "x" else None)
+    p = train_io.build_parser(Toy, "toy")
+    assert vars(p.parse_args(["--no-on", "--off", "--rate", "1"])) == {"on": False, "off": True, "rate": 1.0,
+                                                                      "name": None}
+    assert vars(p.parse_args([])) == {"on": True, "off": False, "rate": 0.5, "name": None}
+    assert [p._option_string_actions[f].help for f in ("--off", "--rate", "--name")] == \
+        ["another (default off)", "a rate (default 0.5)", "a name (default: later)"]
+    for argv, message in [(["--rate", "0"], "error: --rate must be in (0, 1], got 0.0"),
+                          (["--rate", "1.5"], "--rate must be in (0, 1], got 1.5"), (["--name", "x"], "--name: not x")]:
+        with pytest.raises(SystemExit):
+            train_io.check_fields(p, Toy(**vars(p.parse_args(argv))))
+        assert message in capsys.readouterr().err
+    train_io.check_fields(p, Toy(rate=1.0))                                   # the closed end is allowed
+
+
 def test_k_is_only_checked_against_the_group_size_when_an_advantage_uses_it():
     assert train.parse_args(["--advantage", "grpo", "--group-size", "4"]).k == 4     # GRPO ignores k
 
