@@ -27,16 +27,18 @@ changes. Three ways to get one advantage per response:
    1 - rho = (N_neg / N) q this simplifies to
        A_pos =  (N_neg / N) q / sigma = sqrt((1 - rho) / rho),      A_neg = -(N_pos / N) q / sigma,
    so the advantages of a prompt sum to zero. For k = 1, q = 1 and rho = N_pos / N: exactly GRPO's
-   (r - mean) / std with the population std (the std the paper writes).      -> grpo_advantages
+   (r - mean) / std with the population std, as the paper's Eqs. 1-3 write it. -> grpo_advantages
    Pass@k Training is thus GRPO with a per-prompt weight that falls with accuracy: hard prompts weigh more, and
    prompts that are solved in nearly every k-subset (N_neg < k) get nothing.
 
-The paper's §4 reads the analytical form as *advantage design* and tries variants:
-    combination (Eq. 18)     A = (N_pos/N) A_passk + (1 - N_pos/N) A_pass1  -> combination_advantages
-    entropy-adaptive         high-entropy prompts use Pass@1, the rest Pass@k -> entropy_adaptive_advantages
-    exceeding Pass@k (Eq. 17) A' = f(N_pos) A with f ~ 1/log(N_pos + 0.5)   -> exceeding_passk_advantages
-and analyses them through the sum of absolute advantages of a group as a function of N_pos
-    eta = N_pos |A_pos| + N_neg |A_neg|                                      -> eta
+The paper's §4 reads the analytical form as *implicit reward design*. It analyses advantages through the sum of
+absolute advantages of a group as a function of N_pos (§4.1.1)
+    eta = N_pos |A_pos| + N_neg |A_neg|                             (Eq. 16)  -> eta
+and tries variants (§4.2):
+    exceeding Pass@k (§4.2.1, Eq. 17)  A' = f(N_pos) A, f ~ 1/log(N_pos + 0.5) -> exceeding_passk_advantages
+    combination (§4.2.2, Eq. 18)       A = (N_pos/N) A_passk + (1 - N_pos/N) A_pass1 -> combination_advantages
+    adaptive training (§4.2.3)         the half of the prompts with the highest mean entropy use Pass@1, the rest
+                                       Pass@k                               -> entropy_adaptive_advantages
 
 k = N is refused by every Pass@k-Training advantage: the only k-subset is the whole set, every group has the same
 reward, every advantage is 0 and nothing trains.
@@ -70,15 +72,16 @@ exactly 0, and has no per-prompt normalisation. Thrampoulidis, Mahdavi & Deng (2
 families as advantage shaping, i.e. REINFORCE on a surrogate of pass@k; the identity above is that reading made
 exact for these two.
 
-**Schedules.** The paper's best Pass@1 comes from changing the advantage during training: Pass@1 -> Pass@k ->
-Pass@1 (Fig. 1) and alternating phases, "(P@k + P@1) x 2" (Table 5); PKPO anneals k during training. A schedule
+**Schedules.** The paper's best Pass@1 numbers come from changing the advantage during training (§3.5): Pass@1 ->
+Pass@k -> Pass@1 (Fig. 1; Tables 2, 3), and Pass@k then Pass@1 repeated twice, "(P@k T. + P@1 T.) x 2" (App. E.1,
+Table 5); PKPO anneals k during training. A schedule
 string "NAME[@K]:STEPS,..." names the phases, e.g. "pkpo@8:100,pkpo@1:100"  -> Phase, parse_schedule, phase_at
 
 One registry names every advantage, with one signature, for trainers to dispatch on:
     ADVANTAGES = {"grpo", "passk", "passk_bootstrap", "passk_full", "combination", "entropy_adaptive",
                   "exceeding", "pkpo", "pkpo_maxk"} -> functions;  compute_advantages(name, rewards, k, ...)
 
-Paper settings kept as named constants: PAPER_CLIP (the Pass@k paper's clip range).
+The Pass@k paper's training and evaluation settings (App. A.2) are named constants: PAPER_CLIP, PAPER_LR, ...
 
 Numerics. Binomials overflow float64 near N = 1030, and the official code returns NaN near N = 2048, k = 1024.
 Nothing here forms a binomial: every ratio of binomials needed is C(n - c, k) / C(n, k), a product of factors
@@ -100,9 +103,14 @@ from typing import Callable, NamedTuple
 
 import torch
 
-# The Pass@k paper trains with DAPO's decoupled clip ("clip-higher"): eps_low = 0.2, eps_high = 0.28 (its App. A,
-# as summarised in the project's reference notes). SimKO's official code clips symmetrically: see simko.PAPER_CLIP.
-PAPER_CLIP = (0.2, 0.28)
+# The Pass@k paper's settings (arXiv 2508.10751 v1, App. A.2 unless noted). It trains with DAPO, keeping only the
+# decoupled clip ("clip-higher") and the token-level loss (also §2.1); no KL, no entropy regularisation.
+# SimKO's official code clips symmetrically: see simko.PAPER_CLIP.
+PAPER_CLIP = (0.2, 0.28)            # (eps_low, eps_high)
+PAPER_LR, PAPER_WARMUP_STEPS = 1e-6, 10
+PAPER_PROMPT_BATCH, PAPER_MINI_BATCH, PAPER_N = 128, 32, 32      # prompts per step, per optimiser step; rollouts
+PAPER_KS = (4, 8, 16)               # the k values of §3.4
+PAPER_EVAL_TEMPERATURE, PAPER_EVAL_TOP_P = 1.0, 0.95
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pass@k as a metric
@@ -296,7 +304,7 @@ def passk_advantages_analytical(rewards: torch.Tensor, k: int, threshold: float 
 
 
 def eta(N: int, k: int) -> torch.Tensor:
-    """Sum of absolute advantages of a group, ``N_pos |A_pos| + N_neg |A_neg|``, for N_pos = 0..N.
+    """Sum of absolute advantages of a group (Eq. 16, §4.1.1), for N_pos = 0..N.
 
     The paper's analysis tool: how much total gradient weight a prompt receives as a function of its accuracy.
     For Pass@1 (k = 1) it is ``2 sqrt(N_pos N_neg)``, peaking at 50% accuracy; larger k moves the peak to harder
@@ -358,11 +366,13 @@ def passk_advantages_bootstrap(rewards: torch.Tensor, k: int, num_groups: int | 
     rewards (max) are normalised across the groups of the prompt, and each response gets the **mean** of the
     advantages of the groups that contain it (0 if none does).
 
-    Why the mean: the paper's text says the advantages of a response's groups are summed, but its normalising
-    factor does not survive in the available text. As ``num_groups`` grows, the group statistics tend to R_bar and sigma over
-    all C(N, k) subsets, and the mean over the groups holding response i tends to E[(max - R_bar) / sigma | i in
-    group], which is exactly the analytical A_pos / A_neg. The plain sum is about ``num_groups * k / N`` times
-    larger and grows with the number of groups. (Tested: the mean converges to the analytical advantage.)
+    Why the mean: §2.3's text says the advantages of a response's groups are summed; its Eq. 6 carries a
+    normalising factor whose denominator does not survive in the available text, and App. B.3 derives the analytical
+    advantage as the average over the C(N - 1, k - 1) groups that hold the response. As ``num_groups`` grows, the
+    group statistics tend to R_bar and sigma over all C(N, k) subsets, and the mean over the groups holding
+    response i tends to E[(max - R_bar) / sigma | i in group], which is exactly the analytical A_pos / A_neg. The
+    plain sum is about ``num_groups * k / N`` times larger and grows with the number of groups. (Tested: the mean
+    converges to the analytical advantage.)
 
     Args:
         rewards: ``[prompts, N]``.
@@ -422,7 +432,7 @@ def combination_advantages(rewards: torch.Tensor, k: int, threshold: float = 0.5
 
 def entropy_adaptive_advantages(rewards: torch.Tensor, k: int, prompt_entropy: torch.Tensor,
                                 threshold: float = 0.5) -> torch.Tensor:
-    """Entropy-adaptive advantage: the half of the prompts with the highest policy entropy use Pass@1, the other
+    """Adaptive training (§4.2.3): the half of the prompts with the highest policy entropy use Pass@1, the other
     half use Pass@k.
 
     A prompt whose responses already have high entropy is exploring: it gets the exploiting Pass@1 signal; a
@@ -449,7 +459,7 @@ def entropy_adaptive_advantages(rewards: torch.Tensor, k: int, prompt_entropy: t
 
 def exceeding_passk_advantages(rewards: torch.Tensor, k: int, scale: float = 0.4, threshold: float = 0.5
                                ) -> torch.Tensor:
-    """Eq. 17, "exceeding Pass@k": the analytical Pass@k advantage times ``f(N_pos) = scale / ln(N_pos + 0.5)``.
+    """Exceeding Pass@k (§4.2.1, Eq. 17): the analytical Pass@k advantage times ``f(N_pos) = scale / ln(N_pos + 0.5)``.
 
     f falls with the number of correct responses, so prompts solved once or twice are amplified relative to
     prompts that are solved often. The constant is ambiguous in the available paper text ("4 / 10log(N_pos + 0.5)");
@@ -678,9 +688,9 @@ ADVANTAGES: dict[str, Callable[..., torch.Tensor]] = {
     "passk": _passk,                          # analytical, Eqs. 11-15       -> passk_advantages_analytical
     "passk_bootstrap": _passk_bootstrap,      # bootstrap sampling, §2.3     -> passk_advantages_bootstrap
     "passk_full": _passk_full,                # full sampling, §2.2          -> passk_advantages_full
-    "combination": _combination,              # Eq. 18                       -> combination_advantages
-    "entropy_adaptive": _entropy_adaptive,    # §4                           -> entropy_adaptive_advantages
-    "exceeding": _exceeding,                  # exceeding Pass@k (Eq. 17)    -> exceeding_passk_advantages
+    "combination": _combination,              # §4.2.2, Eq. 18               -> combination_advantages
+    "entropy_adaptive": _entropy_adaptive,    # §4.2.3                       -> entropy_adaptive_advantages
+    "exceeding": _exceeding,                  # §4.2.1, Eq. 17               -> exceeding_passk_advantages
     "pkpo": _pkpo,                            # PKPO pass@k, s^(loo-1)       -> pkpo_advantages
     "pkpo_maxk": _pkpo_maxk,                  # PKPO max@k (real rewards)    -> pkpo_advantages(continuous=True)
 }

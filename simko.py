@@ -91,7 +91,8 @@ import torch
 
 __all__ = ["TokenStats", "token_stats_reference", "policy_loss", "sample_advantages", "concentration", "token_stats",
            "token_stats_from_hidden", "GATES", "AGGREGATIONS", "PENALTIES", "LOSSES", "SPREAD_ON", "PAPER_ALPHA",
-           "PAPER_LAMBDA", "PAPER_TAU", "PAPER_TOP_K", "PAPER_CLIP", "PAPER_W_REINFORCE_WEIGHT"]
+           "PAPER_LAMBDA", "PAPER_TAU", "PAPER_TOP_K", "PAPER_CLIP", "PAPER_W_REINFORCE_WEIGHT", "PAPER_LR", "PAPER_N",
+           "PAPER_PROMPT_BATCH", "PAPER_MINI_BATCH", "PAPER_MAX_RESPONSE_TOKENS"]
 
 # The official code's values: K = 3 candidates and alpha = 0.01 (`actor.top_k=3`, `actor.mix_topk_coef=0.01` in its
 # run_*_SimKO.sh), lambda = 1.1 (hard-coded in `compute_policy_loss_simko`), tau = the 0.8 quantile of each
@@ -99,6 +100,9 @@ __all__ = ["TokenStats", "token_stats_reference", "policy_loss", "sample_advanta
 PAPER_ALPHA, PAPER_LAMBDA, PAPER_TAU, PAPER_TOP_K = 0.01, 1.1, 0.8, 3
 # SimKO's clip (clip_low, clip_high): one symmetric eps = 0.2 (`clip_ratio: 0.2`, official ppo_trainer.yaml).
 PAPER_CLIP = (0.2, 0.2)
+# The official run script's training settings (run_qwen2.5-math-7b_SimKO.sh): lr, rollouts per prompt, prompts per
+# step and per optimiser step (4 optimiser steps per rollout batch), longest response; no KL (kl_coef 0).
+PAPER_LR, PAPER_N, PAPER_PROMPT_BATCH, PAPER_MINI_BATCH, PAPER_MAX_RESPONSE_TOKENS = 1e-6, 8, 1024, 256, 3072
 # W-REINFORCE's weight on the positive samples, lambda_w = 0.1 (Zhu et al. 2025, arXiv 2506.01347).
 PAPER_W_REINFORCE_WEIGHT = 0.1
 # The allowed values of policy_loss's gate=, agg=, penalty=, loss= and spread_on= (the first is the default);

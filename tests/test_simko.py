@@ -804,6 +804,9 @@ def test_paper_constants():
     assert simko.PAPER_W_REINFORCE_WEIGHT == 0.1
     import passk_at_k
     assert passk_at_k.PAPER_CLIP == (0.2, 0.28)
+    assert (simko.PAPER_LR, simko.PAPER_N, simko.PAPER_PROMPT_BATCH, simko.PAPER_MINI_BATCH) == (1e-6, 8, 1024, 256)
+    assert (passk_at_k.PAPER_LR, passk_at_k.PAPER_WARMUP_STEPS, passk_at_k.PAPER_N) == (1e-6, 10, 32)
+    assert (passk_at_k.PAPER_EVAL_TEMPERATURE, passk_at_k.PAPER_EVAL_TOP_P) == (1.0, 0.95)
     # the symmetric clip is what policy_loss applies when passed
     old = torch.zeros(1, 1, dtype=D64)
     lp = torch.tensor([[0.25]], dtype=D64)
