@@ -176,9 +176,12 @@ class Args:
         shown="600 for the embedded task, 0 for --model")
     sft_lr: float | None = flag(None, "learning rate of the warm-up", check=above(0),
                                 shown="3e-3 for the embedded task, 2e-5 for --model")
-    prompts_per_step: int = flag(16, "prompts per rollout batch", check=at_least(1))
-    group_size: int = flag(8, "G (the papers' N): responses sampled per prompt", check=lambda v, a: None if v >= 2
-                           else f"must be >= 2 (advantages compare responses), got {v}")
+    prompts_per_step: int = flag(16, f"prompts per rollout batch (the Pass@k paper: {passk_at_k.PAPER_PROMPT_BATCH}, "
+                                 f"SimKO's: {simko.PAPER_PROMPT_BATCH})",
+                                 check=at_least(1))
+    group_size: int = flag(8, f"G (the papers' N): responses sampled per prompt (the Pass@k paper: "
+                           f"{passk_at_k.PAPER_N}, SimKO's: {simko.PAPER_N})", check=lambda v, a: None if v >= 2 else
+                           f"must be >= 2 (advantages compare responses), got {v}")
     mini_batches: int | None = flag(
         None, "optimiser steps per rollout batch: the prompts are split in order into this many parts of whole "
         "groups, one step each (verl: ppo_mini_batch_size = prompts per part)",
@@ -189,10 +192,10 @@ class Args:
                                  "mini-batch at once", check=at_least(0))
     gen_batch_size: int = flag(0, "prompts per generation call; 0 = all prompts of the step at once",
                                check=at_least(0))
-    lr: float = flag(1e-4, "AdamW learning rate of the RL updates (the papers use 1e-6 on real models)",
-                     check=above(0))
+    lr: float = flag(1e-4, f"AdamW learning rate of the RL updates (both papers: {passk_at_k.PAPER_LR:g} on real "
+                     "models; the embedded 0.86M model needs a larger step)", check=above(0))
     lr_warmup_steps: int = flag(0, "RL steps of linear learning-rate warm-up, then constant; 0 = none (the Pass@k "
-                                "paper warms up for 10 steps, its App. A.2)", check=at_least(0))
+                                f"paper: {passk_at_k.PAPER_WARMUP_STEPS}, its App. A.2)", check=at_least(0))
     max_grad_norm: float = flag(1.0, "gradient clipping, L2 norm over all parameters", check=above(0))
     eval_every: int = flag(40, "RL steps between held-out evaluations; 0 = only before and after", check=at_least(0))
     eval_samples: int = flag(16, "n responses per held-out problem; pass@k is reported for k = 1..n",
@@ -271,7 +274,8 @@ class Args:
                               group="sampling")
     top_p: float = flag(1.0, "rollout nucleus in (0, 1]; old_logp ignores the cut", check=within("(0, 1]"))
     eval_temperature: float = flag(1.0, "held-out sampling temperature, > 0", check=above(0))
-    eval_top_p: float = flag(1.0, "held-out nucleus in (0, 1]", check=within("(0, 1]"))
+    eval_top_p: float = flag(1.0, f"held-out nucleus in (0, 1] (the Pass@k paper: {passk_at_k.PAPER_EVAL_TOP_P})",
+                             check=within("(0, 1]"))
     max_new_tokens: int | None = flag(None, "tokens per response at most", check=at_least(1),
                                       shown="12 for the embedded model, 512 with --model")
     decode: str = flag("dynamic", "the rollout's KV cache: grown token by token, or preallocated (rollout.py's "
