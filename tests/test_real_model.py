@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import train
+import train_io
 from conftest import save_tiny_chat_llama
 
 
@@ -51,7 +52,7 @@ def test_gguf_paths_are_split_for_transformers(monkeypatch):
         pad_token_id, eos_token = 0, "<eos>"
     monkeypatch.setattr(transformers, "AutoTokenizer", Fake)
     monkeypatch.setattr(transformers, "AutoModelForCausalLM", Fake)
-    train.load_hf_model("some/dir/model.Q4_1.gguf", None)
+    train_io.load_hf_model("some/dir/model.Q4_1.gguf", None)
     here = os.path.abspath("some/dir")
     assert seen == [(here, {"gguf_file": "model.Q4_1.gguf"}),
                     (here, {"dtype": torch.float32, "gguf_file": "model.Q4_1.gguf"})]
@@ -83,7 +84,7 @@ def test_rg_errors_come_before_any_model_is_loaded(tiny_model_dir, monkeypatch, 
 
     def boom(*a, **k):
         raise AssertionError("a model was loaded before the data was checked")
-    monkeypatch.setattr(train, "load_hf_model", boom)
+    monkeypatch.setattr(train_io, "load_hf_model", boom)
     for spec, message in [("rg:basic_arithmetc", "unknown reasoning-gym task 'basic_arithmetc'; valid tasks: "),
                           ("rg:chain_sum?min_term=2", "unknown parameter 'min_term' for task chain_sum; valid: ")]:
         with pytest.raises(ValueError, match=message):
@@ -111,7 +112,7 @@ def test_format_warm_up_trains_only_the_boxed_answer_and_eos(tiny_model_dir, mon
             seen.append((kw["input_ids"], kw["labels"]))
         return forward(*a, **kw)
     monkeypatch.setattr(model, "forward", spy)
-    train.format_warm_up(policy, task, args, log=lambda m: None)
+    train_io.format_warm_up(policy, task, args, log=lambda m: None)
     assert len(seen) == 60
     ids, labels = seen[0]
     for row, lab in zip(ids.tolist(), labels.tolist()):
@@ -120,7 +121,7 @@ def test_format_warm_up_trains_only_the_boxed_answer_and_eos(tiny_model_dir, mon
         trained = [i for i, l in enumerate(lab) if l != -100]
         assert trained == list(range(trained[0], trained[-1] + 1))     # one contiguous span: the answer
         prompt = tok.decode(row[:trained[0]])
-        assert prompt.startswith("U:1") and prompt.endswith(f"{train.INSTRUCTION}\nA:")
+        assert prompt.startswith("U:1") and prompt.endswith(f"{train_io.INSTRUCTION}\nA:")
     monkeypatch.setattr(model, "forward", forward)
     for p in problems:
         enc = tok(train.chat_prompt(p, tok), return_tensors="pt", add_special_tokens=False)
@@ -229,7 +230,7 @@ def test_format_warm_up_batch_does_not_depend_on_the_rl_flags(tiny_model_dir, mo
         policy = train.load_policy(args, task, log=lambda m: None)
         args.sft_steps, seen, forward = 3, [], policy.model.forward
         monkeypatch.setattr(policy.model, "forward", lambda *a, **kw: seen.append(kw["input_ids"]) or forward(*a, **kw))
-        train.format_warm_up(policy, task, args, log=lambda m: None)
+        train_io.format_warm_up(policy, task, args, log=lambda m: None)
         batches[per_step] = seen
     assert [b.shape[0] for b in batches["2"]] == [8, 8, 8]
     assert all(torch.equal(a, b) for a, b in zip(batches["2"], batches["16"]))

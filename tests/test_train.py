@@ -10,6 +10,7 @@ import countdown
 import rollout as R
 import simko
 import train
+import train_io
 import verify
 from conftest import save_tiny_chat_llama
 
@@ -59,6 +60,30 @@ def _err(capsys, argv):
 ])
 def test_bad_flags_fail_with_a_message_naming_the_flag(capsys, argv, message):
     assert message in _err(capsys, argv)
+
+
+def test_flags_and_their_checks_are_built_from_the_dataclass(capsys):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Toy:
+        on: bool = train_io.flag(True, "a switch", group="toys")
+        off: bool = train_io.flag(False, "another")
+        rate: float = train_io.flag(0.5, "a rate", check=train_io.within("(0, 1]"))
+        name: str | None = train_io.flag(None, "a name", shown="later",
+                                         check=lambda v, c: ": not x" if v == "x" else None)
+    p = train_io.build_parser(Toy, "toy")
+    assert vars(p.parse_args(["--no-on", "--off", "--rate", "1"])) == {"on": False, "off": True, "rate": 1.0,
+                                                                      "name": None}
+    assert vars(p.parse_args([])) == {"on": True, "off": False, "rate": 0.5, "name": None}
+    assert [p._option_string_actions[f].help for f in ("--off", "--rate", "--name")] == \
+        ["another (default off)", "a rate (default 0.5)", "a name (default: later)"]
+    for argv, message in [(["--rate", "0"], "error: --rate must be in (0, 1], got 0.0"),
+                          (["--rate", "1.5"], "--rate must be in (0, 1], got 1.5"), (["--name", "x"], "--name: not x")]:
+        with pytest.raises(SystemExit):
+            train_io.check_fields(p, Toy(**vars(p.parse_args(argv))))
+        assert message in capsys.readouterr().err
+    train_io.check_fields(p, Toy(rate=1.0))                                   # the closed end is allowed
 
 
 def test_k_is_only_checked_against_the_group_size_when_an_advantage_uses_it():
@@ -111,10 +136,10 @@ def test_malformed_jsonl_names_file_and_line(tmp_path, lines, message):
 
 
 def test_gold_answers_are_reduced():
-    assert train.gold_answer("Natalia sold 48 clips... #### 1,072") == "1,072"     # (verify reads 1,072 = 1072)
+    assert train_io.gold_answer("Natalia sold 48 clips... #### 1,072") == "1,072"     # (verify reads 1,072 = 1072)
     boxed = "so $x = \\boxed{\\frac{1}{2}}$ and \\boxed{\\{3, 4\\}}"
-    assert train.gold_answer(boxed) == verify.extract_answer(boxed)        # the checker's own reduction
-    assert train.gold_answer("  7 ") == "7"
+    assert train_io.gold_answer(boxed) == verify.extract_answer(boxed)        # the checker's own reduction
+    assert train_io.gold_answer("  7 ") == "7"
 
 
 def test_jsonl_fields_alternatives(tmp_path):
@@ -128,8 +153,8 @@ def test_jsonl_fields_alternatives(tmp_path):
 def test_data_errors_surface_before_any_model_is_loaded(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a model was loaded before the data was checked")
-    monkeypatch.setattr(train, "load_hf_model", boom)
-    monkeypatch.setattr(train, "warmed_up_model", boom)
+    monkeypatch.setattr(train_io, "load_hf_model", boom)
+    monkeypatch.setattr(train_io, "warmed_up_model", boom)
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     bad = _write(tmp_path / "bad.jsonl", ['{"problem": "a", "answer": "1"}', "not json"])
@@ -265,6 +290,11 @@ def test_zero_advantage_rows_are_kept_where_they_matter(monkeypatch):
     monkeypatch.undo()
     _, m, rows = _sgd_update(model, ro, torch.zeros(12), [], monkeypatch)
     assert rows == [] and m["updated_rows_frac"] == 0.0 and m["grad_norm"] == 0.0 and m["gated_frac"] is None
+
+
+def test_the_metrics_of_a_step_without_forward_are_the_loss_functions_own():
+    one = torch.zeros(1, 1)
+    assert tuple(simko.policy_loss(one, one, one[0], one + 1)[1]) == train.LOSS_METRICS
 
 
 def _adamw(model, lr):
@@ -608,9 +638,9 @@ def test_hf_prompt_and_reward_wiring(hf_model_dir):
                              str(d / "test.jsonl"), "--reward-workers", "0", "--prompts-per-step", "2"])
     task = train.load_task(args)
     assert len(task.train) == 12 and task.eval[3] == {"problem": "Compute $3^2$.", "gold": "9"}
-    _, tok = train.load_hf_model(str(d / "model"), args)
+    _, tok = train_io.load_hf_model(str(d / "model"), args)
     prompt = task.prompt(task.train[2], tok)
-    assert prompt == f"U:What is 2 + 2?\n{train.INSTRUCTION}\nA:"
+    assert prompt == f"U:What is 2 + 2?\n{train_io.INSTRUCTION}\nA:"
     assert task.reward(["so \\boxed{4}", "\\boxed{5}", "#### 4"], task.train[2:3] * 3) == [1.0, 0.0, 1.0]
 
 
@@ -624,12 +654,12 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path):
         open(os.path.join(d, "trainer_state.pt"), "w").write("v2-partial")
         raise KeyboardInterrupt("killed mid-save")
 
-    train.atomic_save(good, final)
+    train_io.atomic_save(good, final)
     with pytest.raises(KeyboardInterrupt):
-        train.atomic_save(dies_halfway, final)
+        train_io.atomic_save(dies_halfway, final)
     assert open(os.path.join(final, "trainer_state.pt")).read() == "v1"
     assert train.find_checkpoint(str(tmp_path)) == final
-    train.atomic_save(lambda d: open(os.path.join(d, "trainer_state.pt"), "w").write("v3"), final)
+    train_io.atomic_save(lambda d: open(os.path.join(d, "trainer_state.pt"), "w").write("v3"), final)
     assert open(os.path.join(final, "trainer_state.pt")).read() == "v3"
     assert sorted(os.listdir(tmp_path)) == ["checkpoint"]                 # no temporary or old copies left
 
