@@ -190,6 +190,93 @@ def sample_for_eval(model, tokenizer, prompts: list[str], n: int, *, max_new_tok
     return texts
 
 
+def response_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, *,
+                     hidden: bool = False) -> torch.Tensor:
+    """The teacher-forced forward of the response tokens, each distinct prompt computed once and no padding at all.
+
+    input_ids, attention_mask [b, P + R]: left-padded prompts in columns [0, P) (prompt_len = P), then responses whose
+    real tokens come first (mask 1 on response tokens 0 .. n_i - 1, 0 after), as in a Rollout.
+    Returns [b, R, V] logits, or with `hidden=True` the base model's [b, R, H] last hidden states (after its final
+    norm): position t is the one that predicts response token t, i.e. the plain forward's output at column
+    P + t - 1. Positions t >= n_i (row i's padding, which a loss masks out) hold zeros. Differentiable with respect to
+    the model's parameters.
+
+    A group's G responses share one prompt, so the plain forward of the rows recomputes that prompt G times, and it
+    also runs every padding column. Here each distinct prompt (ids and mask; duplicates across groups are shared
+    too) becomes one packed sequence: its real tokens, then the response tokens 0 .. n_i - 2 of every row that
+    continues it (the last response token predicts nothing and is not fed). A 4D attention mask lets a prompt
+    token see the earlier prompt tokens and a response token see the prompt and its own row's earlier tokens, and
+    each token keeps the position it has in the plain forward (prompt tokens 0 .. p - 1, response token t at p + t).
+    So every row's response sees exactly the keys, values and positions that its plain forward gives it; the prompt's
+    activations are computed once and autograd adds up the gradients that the rows' copies would receive.
+    Tokens forwarded: sum of the distinct prompts' real tokens + sum_i (n_i - 1), instead of b * (P + R).
+    The numbers are the plain forward's up to float rounding: the same sums are split over other matrix shapes
+    (tests/test_shared_prompt.py bounds the difference, for log-probs and for parameter gradients).
+
+    Models whose attention takes no custom 4D mask (implementations other than sdpa and eager) get the plain
+    forward, with the same output layout.
+    """
+    P = prompt_len
+    b, width = input_ids.shape if input_ids.dim() == 2 else (0, 0)
+    if input_ids.shape != attention_mask.shape or input_ids.dim() != 2 or not 0 < P < width:
+        raise ValueError(f"response_forward: input_ids {tuple(input_ids.shape)} and attention_mask "
+                         f"{tuple(attention_mask.shape)} must be one [b, P + R] shape with 0 < prompt_len ({P}) < P + R")
+    R = width - P
+    n = attention_mask[:, P:].sum(1)                                               # [b] response tokens per row
+    t = torch.arange(R, device=input_ids.device)
+    valid = t < n[:, None]                                                         # [b, R]
+    if not bool((attention_mask[:, P:].bool() == valid).all()) or bool((n == 0).any()):
+        raise ValueError("response_forward: every row's response mask must be 1 on its first n >= 1 response tokens "
+                         "and 0 after (a Rollout's layout)")
+    net = getattr(model, model.base_model_prefix) if hidden else model
+    pick = (lambda out: out.last_hidden_state) if hidden else (lambda out: out.logits)
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if implementation not in ("sdpa", "eager"):
+        out = pick(net(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                       use_cache=False))[:, P - 1:-1]
+        return torch.where(valid[..., None], out, 0.0)
+
+    # The packed sequences, as indices into input_ids.view(-1): sequence g is prompt g's real tokens, then for each
+    # of its rows i, the row's response tokens 0 .. n_i - 2. seg: 0 on a prompt token, i + 1 on row i's tokens.
+    prompts = torch.cat([input_ids[:, :P], attention_mask[:, :P].to(input_ids.dtype)], 1)
+    unique, group = torch.unique(prompts, dim=0, return_inverse=True)              # [u, 2P], [b]
+    u = unique.shape[0]
+    first_row = torch.full((u,), b, dtype=torch.long).scatter_reduce(0, group.cpu(), torch.arange(b), "amin")
+    index, pos, seg, out_at = [[] for _ in range(u)], [[] for _ in range(u)], [[] for _ in range(u)], []
+    prompt_real = attention_mask[:, :P].bool().cpu()
+    for g in range(u):
+        i = int(first_row[g])
+        cols = prompt_real[i].nonzero().squeeze(1).tolist()
+        index[g] = [i * width + c for c in cols]
+        pos[g] = list(range(len(cols)))
+        seg[g] = [0] * len(cols)
+    for i, (g, n_i) in enumerate(zip(group.tolist(), n.tolist())):
+        p, start = int(prompt_real[i].sum()), len(index[g])                      # prompt tokens, row's offset
+        index[g] += [i * width + P + k for k in range(n_i - 1)]
+        pos[g] += [p + k for k in range(n_i - 1)]
+        seg[g] += [i + 1] * (n_i - 1)
+        # where response token t of row i is predicted: t = 0 at the prompt's last token, t >= 1 at token t - 1
+        out_at.append([p - 1] + [start + k for k in range(n_i - 1)])
+    L = max(len(x) for x in index)
+    device = input_ids.device
+    pad = lambda rows, value: torch.tensor([r + [value] * (L - len(r)) for r in rows], device=device)
+    ids = input_ids.reshape(-1)[pad(index, 0)]                                    # [u, L], right-padded
+    pos, seg = pad(pos, 0), pad(seg, -1)
+    # query q sees key k when k <= q and k is a prompt token or in q's own row (padding sees the prompt: no empty row)
+    causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()
+    see = causal & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))   # [u, L, L]
+    mask = see[:, None]
+    if implementation == "eager":                    # eager attention adds its mask to the scores
+        dtype = next(model.parameters()).dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
+    out = pick(net(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False))      # [u, L, V or H]
+    flat = torch.zeros(b, R, dtype=torch.long)
+    for i, (g, places) in enumerate(zip(group.tolist(), out_at)):
+        flat[i, :len(places)] = torch.tensor(places) + g * L
+    picked = out.reshape(u * L, -1)[flat.to(device)]                               # [b, R, V or H]
+    return torch.where(valid[..., None], picked, 0.0)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The two KV caches. Each decoder runs the prefill of the B prompts and returns (last prompt position's logits
 # [BG, V], step), each prompt's row repeated G = group_size times, where step(t, token [BG], live [BG]) feeds the

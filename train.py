@@ -209,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stats-from-hidden", choices=("auto", "on", "off"), default="auto",
                    help="token statistics from the last hidden states and the LM head, never materialising the "
                         "logits; auto = on for vocabularies over 32k (default %(default)s)")
+    g.add_argument("--shared-prompt", action=argparse.BooleanOptionalAction, default=True,
+                   help="the update forwards each distinct prompt once, packed with its rows' responses and no "
+                        "padding (rollout.response_forward; equal to the plain forward to float rounding) "
+                        "(default on)")
     g.add_argument("--reward-workers", type=int, default=None,
                    help="processes for verify.batch_reward; 0 = in-process (default: verify's, at most 8)")
     g.add_argument("--reward-timeout", type=float, default=5.0,
@@ -399,20 +403,23 @@ def response_token_stats(model, input_ids, attention_mask, prompt_len, args, fro
     """simko.TokenStats [b, R] of the response tokens under the current policy (position t predicts token t+1)."""
     tokens = input_ids[:, prompt_len:]
     pos = R.position_ids(attention_mask)
+    shared = getattr(args, "shared_prompt", False)
     if from_hidden:
         base = getattr(model, model.base_model_prefix)
-        hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
-                      use_cache=False).last_hidden_state
+        hidden = (R.response_forward(model, input_ids, attention_mask, prompt_len, hidden=True) if shared else
+                  base(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+                       use_cache=False).last_hidden_state[:, prompt_len - 1:-1])
         head = model.get_output_embeddings()
         # Under CUDA autocast the LM head runs in bf16, as it would inside the model; the fused function gets both
         # operands in one dtype and runs with autocast off, so its forward and its recomputing backward agree.
         dtype = torch.bfloat16 if hidden.is_cuda and torch.is_autocast_enabled("cuda") else head.weight.dtype
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             return simko.token_stats_from_hidden(
-                hidden[:, prompt_len - 1:-1].to(dtype), head.weight.to(dtype), tokens, top_k=args.simko_topk,
+                hidden.to(dtype), head.weight.to(dtype), tokens, top_k=args.simko_topk,
                 temperature=args.temperature, bias=None if head.bias is None else head.bias.to(dtype))
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
-                   logits_to_keep=tokens.shape[1] + 1).logits[:, :-1]
+    logits = (R.response_forward(model, input_ids, attention_mask, prompt_len) if shared else
+              model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
+                    logits_to_keep=tokens.shape[1] + 1).logits[:, :-1])
     return simko.token_stats(logits, tokens, top_k=args.simko_topk, temperature=args.temperature)
 
 
