@@ -19,8 +19,9 @@ log-probability that the *sampling* policy gave each token (the `old_logp` of th
    columns hold the pad token with mask 0. The loop ends when every row has stopped or at `max_new_tokens`.
 
 The policy loss needs the same log-probs again, with gradients, under the current weights: `response_forward`
-is that teacher-forced forward. It packs each distinct prompt with the responses that continue it, so a group's
-prompt is computed once instead of G times and no padding is computed (its docstring has the layout).
+is that teacher-forced forward. It forwards the rows' prefix tree as one packed sequence, so a group's prompt is
+computed once instead of G times, a prefix shared by all prompts or by several responses once, and no padding at
+all (its docstring has the layout).
 
 Randomness comes only from the `generator` argument, so a run with a seeded generator is reproducible and the
 generator's state can be checkpointed. `tests/test_rollout.py` checks that the recorded log-probs equal a
@@ -199,8 +200,8 @@ def sample_for_eval(model, tokenizer, prompts: list[str], n: int, *, max_new_tok
 
 
 def response_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, *,
-                     hidden: bool = False) -> torch.Tensor:
-    """The teacher-forced forward of the response tokens, each distinct prompt computed once and no padding at all.
+                     hidden: bool = False, max_tokens: int = 2048) -> torch.Tensor:
+    """The teacher-forced forward of the response tokens, every shared prefix computed once and no padding at all.
 
     input_ids, attention_mask [b, P + R]: left-padded prompts in columns [0, P) (prompt_len = P), then responses whose
     real tokens come first (mask 1 on response tokens 0 .. n_i - 1, 0 after), as in a Rollout.
@@ -209,15 +210,17 @@ def response_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     P + t - 1. Positions t >= n_i (row i's padding, which a loss masks out) hold zeros. Differentiable with respect to
     the model's parameters.
 
-    A group's G responses share one prompt, so the plain forward of the rows recomputes that prompt G times, and it
-    also runs every padding column. Here each distinct prompt (ids and mask; duplicates across groups are shared
-    too) becomes one packed sequence: its real tokens, then the response tokens 0 .. n_i - 2 of every row that
-    continues it (the last response token predicts nothing and is not fed). A 4D attention mask lets a prompt
-    token see the earlier prompt tokens and a response token see the prompt and its own row's earlier tokens, and
-    each token keeps the position it has in the plain forward (prompt tokens 0 .. p - 1, response token t at p + t).
-    So every row's response sees exactly the keys, values and positions that its plain forward gives it; the prompt's
-    activations are computed once and autograd adds up the gradients that the rows' copies would receive.
-    Tokens forwarded: sum of the distinct prompts' real tokens + sum_i (n_i - 1), instead of b * (P + R).
+    Under causal attention the output at a token depends only on the real tokens up to it (padding is masked out
+    and positions count real tokens), so two rows that begin with the same tokens have the same outputs there. A
+    group's G responses share their prompt, all prompts share the chat template's opening, and responses often
+    share their first tokens (`\\boxed{`), yet the plain forward computes each row whole, padding included. Here
+    the rows' real tokens (the prompt's, then response tokens 0 .. n_i - 2; the last one predicts nothing) form a
+    prefix tree, each node one token at its depth as position, and the tree is forwarded as one packed sequence
+    with a 4D attention mask under which a node sees exactly its ancestors and itself. Every row then sees the keys,
+    values and positions that its plain forward gives it; each shared node is computed once, and autograd adds up
+    the gradients that the rows' copies would receive. Tokens forwarded: the tree's nodes, instead of b * (P + R).
+    Rows are packed in order into sequences of at most `max_tokens` nodes (a row longer than that gets its own), so
+    the [L, L] masks and the attention stay small; the sequences are one right-padded batch.
     The numbers are the plain forward's up to float rounding: the same sums are split over other matrix shapes
     (tests/test_shared_prompt.py bounds the difference, for log-probs and for parameter gradients).
 
@@ -231,8 +234,7 @@ def response_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
                          f"{tuple(attention_mask.shape)} must be one [b, P + R] shape with 0 < prompt_len ({P}) < P + R")
     R = width - P
     n = attention_mask[:, P:].sum(1)                                               # [b] response tokens per row
-    t = torch.arange(R, device=input_ids.device)
-    valid = t < n[:, None]                                                         # [b, R]
+    valid = torch.arange(R, device=input_ids.device) < n[:, None]                 # [b, R]
     if not bool((attention_mask[:, P:].bool() == valid).all()) or bool((n == 0).any()):
         raise ValueError("response_forward: every row's response mask must be 1 on its first n >= 1 response tokens "
                          "and 0 after (a Rollout's layout)")
@@ -244,44 +246,45 @@ def response_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
                        use_cache=False))[:, P - 1:-1]
         return torch.where(valid[..., None], out, 0.0)
 
-    # The packed sequences, as indices into input_ids.view(-1): sequence g is prompt g's real tokens, then for each
-    # of its rows i, the row's response tokens 0 .. n_i - 2. seg: 0 on a prompt token, i + 1 on row i's tokens.
-    prompts = torch.cat([input_ids[:, :P], attention_mask[:, :P].to(input_ids.dtype)], 1)
-    unique, group = torch.unique(prompts, dim=0, return_inverse=True)              # [u, 2P], [b]
-    u = unique.shape[0]
-    first_row = torch.full((u,), b, dtype=torch.long).scatter_reduce(0, group.cpu(), torch.arange(b), "amin")
-    index, pos, seg, out_at = [[] for _ in range(u)], [[] for _ in range(u)], [[] for _ in range(u)], []
-    prompt_real = attention_mask[:, :P].bool().cpu()
-    for g in range(u):
-        i = int(first_row[g])
-        cols = prompt_real[i].nonzero().squeeze(1).tolist()
-        index[g] = [i * width + c for c in cols]
-        pos[g] = list(range(len(cols)))
-        seg[g] = [0] * len(cols)
-    for i, (g, n_i) in enumerate(zip(group.tolist(), n.tolist())):
-        p, start = int(prompt_real[i].sum()), len(index[g])                      # prompt tokens, row's offset
-        index[g] += [i * width + P + k for k in range(n_i - 1)]
-        pos[g] += [p + k for k in range(n_i - 1)]
-        seg[g] += [i + 1] * (n_i - 1)
-        # where response token t of row i is predicted: t = 0 at the prompt's last token, t >= 1 at token t - 1
-        out_at.append([p - 1] + [start + k for k in range(n_i - 1)])
-    L = max(len(x) for x in index)
+    # The prefix trees: node -> (token, depth); row i's path is the node of each of its fed tokens.
+    ids, real = input_ids.tolist(), attention_mask.bool().tolist()
+    seqs, trees, paths, where = [], [], [], []           # where[i] = (sequence, path of row i)
+    for i in range(b):
+        fed = [tok for tok, keep in zip(ids[i][:P], real[i][:P]) if keep] + ids[i][P:P + int(n[i]) - 1]
+        if not seqs or (len(seqs[-1]) + len(fed) > max_tokens and len(seqs[-1]) > 0):
+            seqs.append([])                                  # [(token, depth)] of one packed sequence
+            trees.append({})                                 # (parent node, token) -> node
+        nodes, tree, node, path = seqs[-1], trees[-1], -1, []
+        for depth, tok in enumerate(fed):
+            node = tree.setdefault((node, tok), len(nodes))
+            if node == len(nodes):
+                nodes.append((tok, depth))
+            path.append(node)
+        where.append((len(seqs) - 1, path))
     device = input_ids.device
-    pad = lambda rows, value: torch.tensor([r + [value] * (L - len(r)) for r in rows], device=device)
-    ids = input_ids.reshape(-1)[pad(index, 0)]                                    # [u, L], right-padded
-    pos, seg = pad(pos, 0), pad(seg, -1)
-    # query q sees key k when k <= q and k is a prompt token or in q's own row (padding sees the prompt: no empty row)
-    causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()
-    see = causal & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))   # [u, L, L]
-    mask = see[:, None]
+    L = max(len(nodes) for nodes in seqs)
+    tokens = torch.zeros(len(seqs), L, dtype=torch.long)
+    pos = torch.zeros(len(seqs), L, dtype=torch.long)
+    # node q sees node k when k is q or one of its ancestors; a padding node sees only itself (no empty row)
+    see = torch.eye(L, dtype=torch.bool).repeat(len(seqs), 1, 1)                   # [c, L, L]
+    for c, nodes in enumerate(seqs):
+        tokens[c, :len(nodes)] = torch.tensor([tok for tok, _ in nodes])
+        pos[c, :len(nodes)] = torch.tensor([depth for _, depth in nodes])
+    for c, path in where:
+        path = torch.tensor(path)
+        q, k = torch.tril_indices(len(path), len(path))
+        see[c, path[q], path[k]] = True
+    mask = see[:, None].to(device)
     if implementation == "eager":                    # eager attention adds its mask to the scores
         dtype = next(model.parameters()).dtype
         mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
-    out = pick(net(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False))      # [u, L, V or H]
+    out = pick(net(input_ids=tokens.to(device), attention_mask=mask, position_ids=pos.to(device), use_cache=False))
+    # response token t of row i is predicted at its fed token P_i - 1 + t (P_i = the row's real prompt tokens)
     flat = torch.zeros(b, R, dtype=torch.long)
-    for i, (g, places) in enumerate(zip(group.tolist(), out_at)):
-        flat[i, :len(places)] = torch.tensor(places) + g * L
-    picked = out.reshape(u * L, -1)[flat.to(device)]                               # [b, R, V or H]
+    for i, (c, path) in enumerate(where):
+        start = len(path) - int(n[i])                                              # P_i - 1
+        flat[i, :int(n[i])] = torch.tensor(path[start:]) + c * L
+    picked = out.reshape(len(seqs) * L, -1)[flat.to(device)]                       # [b, R, V or H]
     return torch.where(valid[..., None], picked, 0.0)
 
 

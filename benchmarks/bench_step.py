@@ -141,6 +141,9 @@ def compare_paths(args, repeats, task, policy, optimizer, scheduler, generator, 
             for phase in PHASES:
                 m[f"cpu_{phase}"], m[f"wall_{phase}"] = clock[phase]
             seen[path] = m
+            print(f"step {i}{' (untimed)' if i == 0 else ''} {path}: " + ", ".join(
+                f"{phase} {m[f'cpu_{phase}']:.2f}" for phase in PHASES) + f" CPU s; step {m['cpu_step']:.2f} CPU s, "
+                f"{m['wall_step']:.2f} s wall; rows updated {m['updated_rows_frac']:.2f}", flush=True)
             if i > 0:
                 out[path].append(m)
         a, b = seen["plain"], seen["shared"]

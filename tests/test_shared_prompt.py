@@ -131,29 +131,40 @@ def test_wrong_sharing_is_detected():
                       atol=1e-6, grad_rtol=1e-6)
 
 
-def test_each_distinct_prompt_is_forwarded_once_and_no_padding():
+def _fed(ro, i):
+    """Row i's real tokens up to its last response token (exclusive): what the plain forward needs outputs of."""
+    P, n = ro.prompt_len, int(ro.response_mask[i].sum())
+    return ro.input_ids[i, :P][ro.attention_mask[i, :P].bool()].tolist() + ro.input_ids[i, P:P + n - 1].tolist()
+
+
+@pytest.mark.parametrize("max_tokens, sequences", [(2048, 1), (30, 3)])
+def test_every_distinct_prefix_is_forwarded_once_and_no_padding(max_tokens, sequences):
     model, tokenizer = _countdown_model()
-    ro = _batch(model, tokenizer, ["3,7,4>25:", "5>", "1,2,3>6:"], G=4, max_new_tokens=9)
-    rows = [0, 1, 5, 6, 8]
+    ro = _batch(model, tokenizer, ["3,7,4>25:", "5>", "3,7,4>2:"], G=4, max_new_tokens=9)
+    rows = [0, 1, 5, 6, 8, 9]
     seen = []
-    hook = model.model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"].shape),
+    hook = model.model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"]),
                                                  with_kwargs=True)
     try:
         with torch.no_grad():
-            out = R.response_forward(model.eval(), ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_len)
+            out = R.response_forward(model.eval(), ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_len,
+                                     max_tokens=max_tokens)
     finally:
         hook.remove()
+    with torch.no_grad():
+        plain = _plain(model, ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_len, hidden=False)
     R_ = ro.input_ids.shape[1] - ro.prompt_len
-    assert out.shape == (5, R_, len(tokenizer))
-    # one forward of three packed sequences (rows 0, 1 continue prompt 0; rows 5, 6 prompt 1; row 8 prompt 2), each
-    # as long as its prompt's real tokens plus its rows' response tokens but the last
-    prompt = ro.attention_mask[:, :ro.prompt_len].sum(1)
-    n = ro.response_mask.sum(1).long()
-    lengths = [int(prompt[0] + n[0] + n[1] - 2), int(prompt[4] + n[5] + n[6] - 2), int(prompt[8] + n[8] - 1)]
-    assert seen == [torch.Size([3, max(lengths)])]
-    # a row's padding positions hold zeros, its real ones do not
+    assert out.shape == (6, R_, len(tokenizer))
+    # one forward; per packed sequence, one token per distinct prefix of its rows (prompts 0 and 2 share "3,7,4>2")
+    (fed,) = seen
+    assert fed.shape[0] == sequences
+    if sequences == 1:
+        prefixes = {tuple(_fed(ro, i)[:d + 1]) for i in rows for d in range(len(_fed(ro, i)))}
+        assert fed.shape[1] == len(prefixes) < sum(len(_fed(ro, i)) for i in rows)
+    # a row's padding positions hold zeros, its real ones the plain forward's outputs
     valid = ro.response_mask[rows].bool()
-    assert (out[~valid] == 0).all() and (out[valid].abs().sum(-1) > 0).all()
+    assert (out[~valid] == 0).all()
+    torch.testing.assert_close(out[valid], plain[valid], atol=2e-5, rtol=0)
 
 
 def test_one_response_token_and_bad_shapes():
