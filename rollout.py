@@ -231,7 +231,8 @@ def response_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     b, width = input_ids.shape if input_ids.dim() == 2 else (0, 0)
     if input_ids.shape != attention_mask.shape or input_ids.dim() != 2 or not 0 < P < width:
         raise ValueError(f"response_forward: input_ids {tuple(input_ids.shape)} and attention_mask "
-                         f"{tuple(attention_mask.shape)} must be one [b, P + R] shape with 0 < prompt_len ({P}) < P + R")
+                         f"{tuple(attention_mask.shape)} must be one [b, P + R] shape with "
+                         f"0 < prompt_len ({P}) < P + R")
     R = width - P
     n = attention_mask[:, P:].sum(1)                                               # [b] response tokens per row
     valid = torch.arange(R, device=input_ids.device) < n[:, None]                 # [b, R]

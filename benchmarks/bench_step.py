@@ -1,4 +1,4 @@
-"""Seconds per phase and tokens/s of one RL step of train.py (rollout, reward, advantage, update).
+r"""Seconds per phase and tokens/s of one RL step of train.py (rollout, reward, advantage, update).
 
     python benchmarks/bench_step.py                       # the embedded model on CPU (warm-up cache if present)
     python benchmarks/bench_step.py --model Qwen/Qwen2.5-0.5B-Instruct --data gsm8k.jsonl --device cuda
@@ -23,13 +23,17 @@ reference point, so compare with `--advantage grpo --no-simko` for like-for-like
 time and the process's CPU time are reported: on a machine shared with other jobs the load changes between the two
 measurements, the CPU time much less.
 
-`--compare` times the update's two forwards side by side in one run: every timed step is run twice from the same
-state (weights, optimiser, random generators, prompts), once with the plain forward (`--no-shared-prompt`: every row
-forwards its whole prompt) and once with the shared-prompt forward (rollout.response_forward), in alternating order,
-so both see the same sampled tokens and the same rows to update. The run then continues from the shared path's
-state. It prints the rollout / reward / update split of each path (mean over the timed steps, CPU and wall seconds)
-and the speed-up. The format-warmed SmolLM2 checkpoint comes from the README recipe with `--steps 0` (its
-`checkpoint/` folder).
+`--compare` times the plain step against the fast one side by side in one run. Plain: the rollout decodes every row
+to the end (rollout.SHRINK_CACHE = False) and the update forwards every row whole (`--no-shared-prompt`). Fast: the
+stopped rows leave the decode cache and the update forwards the rows' prefix tree (rollout.response_forward). Every
+timed step is run both ways from the same state (weights, optimiser, random generators, prompts), in alternating
+order, so both sample the same responses (checked) and update the same rows; the run continues from the state of
+the path that ran second. It prints each step, then the rollout / reward / advantage / update split of both paths
+(mean over the timed steps, CPU and wall seconds) and the speed-ups. The format-warmed SmolLM2 checkpoint comes from
+the README recipe with `--steps 0` (its `checkpoint/` folder); like-for-like with TRL on it:
+    python benchmarks/bench_step.py --model runs/smollm2-warm/checkpoint --data 'rg:basic_arithmetic?...' \
+        --prompts-per-step 4 --group-size 8 --advantage grpo --no-simko --lr 5e-6 --max-new-tokens 16 --threads 1 \
+        --repeats 3 --no-generate --trl-python .venv/bin/python
 """
 import argparse
 import json

@@ -127,8 +127,8 @@ def test_wrong_sharing_is_detected():
                                                ro.input_ids[:, ro.prompt_len:]], 1))
     rows = torch.arange(6)
     with pytest.raises(AssertionError):
-        _assert_close(_logp_and_grads(model, swapped, rows, True, False), _logp_and_grads(model, ro, rows, False, False),
-                      atol=1e-6, grad_rtol=1e-6)
+        _assert_close(_logp_and_grads(model, swapped, rows, True, False),
+                      _logp_and_grads(model, ro, rows, False, False), atol=1e-6, grad_rtol=1e-6)
 
 
 def _fed(ro, i):
