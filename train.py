@@ -210,9 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token statistics from the last hidden states and the LM head, never materialising the "
                         "logits; auto = on for vocabularies over 32k (default %(default)s)")
     g.add_argument("--shared-prompt", action=argparse.BooleanOptionalAction, default=True,
-                   help="the update forwards each distinct prompt once, packed with its rows' responses and no "
-                        "padding (rollout.response_forward; equal to the plain forward to float rounding) "
-                        "(default on)")
+                   help="the update forwards the rows' prefix tree: each shared prompt or prefix once, no padding "
+                        "(rollout.response_forward; equal to the plain forward to float rounding) (default on)")
     g.add_argument("--reward-workers", type=int, default=None,
                    help="processes for verify.batch_reward; 0 = in-process (default: verify's, at most 8)")
     g.add_argument("--reward-timeout", type=float, default=5.0,
