@@ -286,6 +286,11 @@ class Args:
     stats_from_hidden: str = flag("auto", "token statistics from the last hidden states and the LM head, never "
                                   "materialising the logits; auto = on for vocabularies over 32k",
                                   choices=("auto", "on", "off"))
+    shared_prompt: str = flag("auto", "the update forwards the rows' shared prefixes once (each group's prompt, "
+                              "common openings and response prefixes) as one packed sequence with no padding "
+                              "(rollout.response_forward; equal to the plain forward to float rounding); auto = "
+                              "on with --model, off for the embedded model (whose runs stay bit for bit the plain "
+                              "path's)", choices=("auto", "on", "off"))
     reward_workers: int | None = flag(None, "processes for verify.batch_reward; 0 = in-process", check=at_least(0),
                                       shown="verify's, at most 8")
     reward_timeout: float = flag(5.0, "seconds one answer check may take before it counts as wrong", check=above(0))
@@ -503,24 +508,33 @@ def loss_and_backward(policy: Policy, ro: R.Rollout, advantages, correct, part_r
     return part_loss
 
 
+def use_shared_prompt(args: Args) -> bool:
+    """--shared-prompt resolved. The same switch lets stopped rows leave the rollout's KV cache (rollout.SHRINK_CACHE,
+    set in main): both only change float rounding, so the embedded model keeps the plain paths bit for bit."""
+    return args.shared_prompt == "on" or (args.shared_prompt == "auto" and args.model is not None)
+
+
 def response_token_stats(model, input_ids, attention_mask, prompt_len, args: Args, from_hidden: bool):
     """simko.TokenStats [b, R] of the response tokens under the current policy (position t predicts token t+1)."""
     tokens = input_ids[:, prompt_len:]
     pos = R.position_ids(attention_mask)
+    shared = use_shared_prompt(args)
     if from_hidden:
         base = getattr(model, model.base_model_prefix)
-        hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
-                      use_cache=False).last_hidden_state
+        hidden = (R.response_forward(model, input_ids, attention_mask, prompt_len, hidden=True) if shared else
+                  base(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+                       use_cache=False).last_hidden_state[:, prompt_len - 1:-1])
         head = model.get_output_embeddings()
         # Under CUDA autocast the LM head runs in bf16, as it would inside the model; the fused function gets both
         # operands in one dtype and runs with autocast off, so its forward and its recomputing backward agree.
         dtype = torch.bfloat16 if hidden.is_cuda and torch.is_autocast_enabled("cuda") else head.weight.dtype
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             return simko.token_stats_from_hidden(
-                hidden[:, prompt_len - 1:-1].to(dtype), head.weight.to(dtype), tokens, top_k=args.simko_topk,
+                hidden.to(dtype), head.weight.to(dtype), tokens, top_k=args.simko_topk,
                 temperature=args.temperature, bias=None if head.bias is None else head.bias.to(dtype))
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
-                   logits_to_keep=tokens.shape[1] + 1).logits[:, :-1]
+    logits = (R.response_forward(model, input_ids, attention_mask, prompt_len) if shared else
+              model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
+                    logits_to_keep=tokens.shape[1] + 1).logits[:, :-1])
     return simko.token_stats(logits, tokens, top_k=args.simko_topk, temperature=args.temperature)
 
 
@@ -626,6 +640,7 @@ def main(argv=None) -> dict:
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(args.seed)
     set_threads(args)
+    R.SHRINK_CACHE = use_shared_prompt(args)        # (module-wide: the rollout reads it)
     checkpoint = find_checkpoint(args.out) if args.resume else None
     policy = load_policy(args, task, log, checkpoint)
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)

@@ -447,3 +447,38 @@ def test_static_cache_under_bf16_autocast_with_one_dtype_per_layer(tiny, monkeyp
     R.release_static_cache(model)
     assert torch.equal(runs[0].input_ids, runs[1].input_ids)
     torch.testing.assert_close(runs[0].logp, runs[1].logp, atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("seed, temperature, top_p", [(0, 1.0, 1.0), (1, 0.7, 0.9), (2, 1.3, 1.0)])
+def test_stopped_rows_leave_the_cache_and_the_rollout_is_the_same(tiny, one_thread, monkeypatch, seed, temperature,
+                                                                   top_p):
+    # SHRINK_CACHE: once a quarter of the held rows has stopped, the decode step forwards only the live rows. The
+    # random numbers drawn and the live rows' tokens are those of decoding every row; on one CPU thread the tokens are
+    # the same and the statistics agree to float rounding (the matrix products see fewer rows).
+    model, tokenizer = tiny
+    ids, mask = R.encode_prompts(tokenizer, PROMPTS * 4)
+    kw = dict(max_new_tokens=12, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+              temperature=temperature, top_p=top_p, stats_top_k=3, group_size=2)
+    rows = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: rows.append(out.shape[0]))
+    try:
+        runs = {}
+        for shrink in (False, True):
+            monkeypatch.setattr(R, "SHRINK_CACHE", shrink)
+            g = torch.Generator().manual_seed(seed)
+            rows.clear()
+            runs[shrink] = (R.sample(model, ids, mask, generator=g, **kw), g.get_state(), list(rows))
+    finally:
+        hook.remove()
+    (full, g_full, rows_full), (shrunk, g_shrunk, rows_shrunk) = runs[False], runs[True]
+    for name, a, b in zip(("tokens", "mask", "logp", "entropy", "truncated", "topk_logp"), full, shrunk, strict=True):
+        if a.dtype in (torch.long, torch.bool) or name == "mask":
+            assert torch.equal(a, b), name
+        else:
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=0)
+    assert torch.equal(g_full, g_shrunk)
+    assert set(rows_full[1:]) == {ids.shape[0] * 2}                       # every decode step ran every row
+    # the shrunk steps ran fewer rows, and never fewer than were still live
+    live = (full[1].sum(1)[:, None] > torch.arange(1, full[1].shape[1])).sum(0).tolist()
+    assert sum(rows_shrunk[1:]) < sum(rows_full[1:])
+    assert all(r >= n for r, n in zip(rows_shrunk[1:], live))
