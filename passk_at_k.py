@@ -5,18 +5,19 @@ bias from n >= k samples of which c are correct:
 
     pass@k = 1 - C(n - c, k) / C(n, k)                                   -> pass_at_k, pass_at_k_curve
 
-**Pass@k Training** (Chen, Qin, Wu, Ling, Ye, Zhao, Shi 2025, arXiv 2508.10751) turns that metric into the reward.
-GRPO rewards each response by itself (Pass@1) and normalises within the group of N responses to a prompt. Pass@k
-Training instead rewards a *group of k responses* by its best member, so a prompt that is solved once in a while
-is worth exploring, and a wrong response that sits in a successful group is not punished. The loss (GRPO / DAPO
-clipped surrogate) is unchanged: only the advantage changes. Three ways to get one advantage per response:
+**Pass@k Training** (Chen, Qin, Wu, Ling, Ye, Zhao, Shi 2025, arXiv 2508.10751; section and equation numbers below
+are those of its v1) turns that metric into the reward. GRPO rewards each response by itself (Pass@1) and normalises
+within the group of N responses to a prompt. Pass@k Training instead rewards a *group of k responses* by its best
+member, so a prompt that is solved once in a while is worth exploring, and a wrong response that sits in a
+successful group is not punished. The loss (GRPO / DAPO clipped surrogate) is unchanged: only the advantage
+changes. Three ways to get one advantage per response:
 
-1. *Full sampling*: cut the N responses into N // k disjoint groups, reward = max, normalise the group rewards
-   across groups, every member gets its group's advantage.                  -> passk_advantages_full
-2. *Bootstrap sampling*: draw many random k-subsets and average, for each response, the advantages of the subsets
-   that contain it.                                                          -> passk_advantages_bootstrap
-3. *Analytical*: the limit of (2) where every one of the C(N, k) subsets is a group (paper Section 3.3,
-   Eqs. 11-15). With N_neg wrong responses out of N:
+1. *Full sampling* (§2.2): cut the N responses into N // k disjoint groups, reward = max, normalise the group
+   rewards across groups, every member gets its group's advantage.         -> passk_advantages_full
+2. *Bootstrap sampling* (§2.3): draw many random k-subsets and average, for each response, the advantages of the
+   subsets that contain it.                                                  -> passk_advantages_bootstrap
+3. *Analytical* (§2.4, derivation in App. B): the limit of (2) where every one of the C(N, k) subsets is a group.
+   With N_neg wrong responses out of N:
        rho   = 1 - C(N_neg, k) / C(N, k)            mean group reward = the pass@k estimate        (Eq. 11)
        sigma = sqrt(rho (1 - rho))                   std of the group rewards                       (Eq. 12)
        A_pos = (1 - rho) / sigma                     a correct response is in successful groups only (Eq. 14)
@@ -26,28 +27,70 @@ clipped surrogate) is unchanged: only the advantage changes. Three ways to get o
    1 - rho = (N_neg / N) q this simplifies to
        A_pos =  (N_neg / N) q / sigma = sqrt((1 - rho) / rho),      A_neg = -(N_pos / N) q / sigma,
    so the advantages of a prompt sum to zero. For k = 1, q = 1 and rho = N_pos / N: exactly GRPO's
-   (r - mean) / std.                                                          -> grpo_advantages
+   (r - mean) / std with the population std, as the paper's Eqs. 1-3 write it. -> grpo_advantages
    Pass@k Training is thus GRPO with a per-prompt weight that falls with accuracy: hard prompts weigh more, and
    prompts that are solved in nearly every k-subset (N_neg < k) get nothing.
 
-The paper's Section 4 reads the analytical form as *advantage design* and tries variants:
-    combination (Eq. 18)     A = (N_pos/N) A_passk + (1 - N_pos/N) A_pass1  -> combination_advantages
-    entropy-adaptive         high-entropy prompts use Pass@1, the rest Pass@k -> entropy_adaptive_advantages
-    exceeding Pass@k (Eq. 17) A' = f(N_pos) A with f ~ 1/log(N_pos + 0.5)   -> exceeding_passk_advantages
-and analyses them through the sum of absolute advantages of a group as a function of N_pos
-    eta = N_pos |A_pos| + N_neg |A_neg|                                      -> eta
+The paper's §4 reads the analytical form as *implicit reward design*. It analyses advantages through the sum of
+absolute advantages of a group as a function of N_pos (§4.1.1)
+    eta = N_pos |A_pos| + N_neg |A_neg|                             (Eq. 16)  -> eta
+and tries variants (§4.2):
+    exceeding Pass@k (§4.2.1, Eq. 17)  A' = f(N_pos) A, f ~ 1/log(N_pos + 0.5) -> exceeding_passk_advantages
+    combination (§4.2.2, Eq. 18)       A = (N_pos/N) A_passk + (1 - N_pos/N) A_pass1 -> combination_advantages
+    adaptive training (§4.2.3)         the half of the prompts with the highest mean entropy use Pass@1, the rest
+                                       Pass@k                               -> entropy_adaptive_advantages
 
-One registry names them all, with one signature, for trainers to dispatch on (train.py, integrations/):
+k = N is refused by every Pass@k-Training advantage: the only k-subset is the whole set, every group has the same
+reward, every advantage is 0 and nothing trains.
+
+**PKPO** (Walder & Karkhanis 2025, arXiv 2505.15201) optimises pass@k (binary rewards) or max@k (E[max of k
+rewards], continuous rewards) with an unbiased policy gradient for any k <= n. Averaging the score-function
+gradient of max over all k-subsets I of the n samples gives per-sample *effective rewards*; PKPO's estimator
+s^(loo-1) subtracts, inside each subset, the max of the other k - 1 members, a baseline that does
+not depend on sample i. Scaled by n, so that the usual mean over responses of A_i grad log pi(y_i) is the gradient,
+with J a uniformly random (k-1)-subset of the *other* n - 1 responses:
+    A_i^s        = k E_J[max(g_i, max g_J)]                                  (no baseline)
+    A_i^(loo-1)  = k E_J[max(g_i, max g_J) - max g_J]                         (PKPO's s^(loo-1), the default)
+For binary rewards with c correct:
+    A^(loo-1) = k C(n - c, k - 1) / C(n - 1, k - 1) for a correct response (k times the chance that it is the only
+    success of its group), 0 for a wrong one;   A^s = k (correct),  k (1 - q) (wrong, q as in Eq. 15).
+For continuous rewards, sort g ascending: A^(loo-1) at sorted position p is k sum_{j < p} (g_(j+1) - g_(j)) W_(j+1),
+with W_m = C(m, k - 1) / C(n - 1, k - 1) the chance that a (k-1)-subset of the others lies in their m smallest; a
+sum of non-negative terms. k = 1 leaves J empty: there the baseline is the mean of the other rewards (RLOO).
+k = n is allowed (J is then all the others: only a response that beats every other one is rewarded).
+                                                                             -> pkpo_advantages
+*PKPO and Pass@k Training.* With binary rewards the analytical Pass@k advantage is PKPO's unbaselined effective
+reward, divided by k, centred by the pass@k estimate rho of the *whole* group and divided by sigma:
+    k sigma A^passk = A^s - k rho                                            (exact; tested)
+rho depends on response i through the share k / N of the subsets that hold it, so the centring is not a baseline
+in the strict sense: E[mean_i (A^s_i - k rho) grad log pi(y_i)] = (1 - k/N) grad pass@k, exactly (tested on a
+Bernoulli bandit). Where they coincide: the direction of each prompt's expected gradient, and the order of the
+advantages (every correct response above every wrong one). Where they differ: Pass@k Training shrinks the gradient
+by 1 - k/N (to nothing at k = N) and weights each prompt by 1 / (k sigma), a data-dependent normalisation like
+GRPO's std; its advantages sum to 0 per prompt. PKPO's loo-1 is unbiased for grad pass@k, gives wrong responses
+exactly 0, and has no per-prompt normalisation. Thrampoulidis, Mahdavi & Deng (2025, arXiv 2510.23049) read both
+families as advantage shaping, i.e. REINFORCE on a surrogate of pass@k; the identity above is that reading made
+exact for these two.
+
+**Schedules.** The paper's best Pass@1 numbers come from changing the advantage during training (§3.5): Pass@1 ->
+Pass@k -> Pass@1 (Fig. 1; Tables 2, 3), and Pass@k then Pass@1 repeated twice, "(P@k T. + P@1 T.) x 2" (App. E.1,
+Table 5); PKPO anneals k during training. A schedule
+string "NAME[@K]:STEPS,..." names the phases, e.g. "pkpo@8:100,pkpo@1:100"  -> Phase, parse_schedule, phase_at
+
+One registry names every advantage, with one signature, for trainers to dispatch on:
     ADVANTAGES = {"grpo", "passk", "passk_bootstrap", "passk_full", "combination", "entropy_adaptive",
-                  "exceeding"} -> functions;  compute_advantages(name, rewards, k, ...)
+                  "exceeding", "pkpo", "pkpo_maxk"} -> functions;  compute_advantages(name, rewards, k, ...)
+
+The Pass@k paper's training and evaluation settings (App. A.2) are named constants: PAPER_CLIP, PAPER_LR, ...
 
 Numerics. Binomials overflow float64 near N = 1030, and the official code returns NaN near N = 2048, k = 1024.
-Nothing here forms a binomial: the one ratio of binomials needed, C(n - c, k) / C(n, k), is a product of factors
+Nothing here forms a binomial: every ratio of binomials needed is C(n - c, k) / C(n, k), a product of factors
 (1 - k/i) in [0, 1], summed as ``log1p`` terms in float64 whatever the input dtype (``_log_binom_ratio``). Every
-degenerate group (all wrong, all right, N_neg < k, k == N) gets advantage exactly 0, never NaN.
+degenerate group (all wrong, all right, N_neg < k) gets advantage exactly 0, never NaN.
 
-Rewards are binarised before anything else: a response is correct when ``reward > threshold`` (default 0.5), so
-0/1 rewards, booleans and graded rewards in [0, 1] all work; Pass@k of a graded reward is not defined otherwise.
+Rewards are binarised before anything else in every Pass@k entry: a response is correct when ``reward > threshold``
+(default 0.5), so 0/1 rewards, booleans and graded rewards in [0, 1] all work; Pass@k of a graded reward is not
+defined otherwise. "grpo" and "pkpo_maxk" use the rewards as they are.
 
 Only torch and the standard library are imported: copy this file into your trainer and it works.
 """
@@ -56,9 +99,18 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
+
+# The Pass@k paper's settings (arXiv 2508.10751 v1, App. A.2 unless noted). It trains with DAPO, keeping only the
+# decoupled clip ("clip-higher") and the token-level loss (also §2.1); no KL, no entropy regularisation.
+# SimKO's official code clips symmetrically: see simko.PAPER_CLIP.
+PAPER_CLIP = (0.2, 0.28)            # (eps_low, eps_high)
+PAPER_LR, PAPER_WARMUP_STEPS = 1e-6, 10
+PAPER_PROMPT_BATCH, PAPER_MINI_BATCH, PAPER_N = 128, 32, 32      # prompts per step, per optimiser step; rollouts
+PAPER_KS = (4, 8, 16)               # the k values of §3.4
+PAPER_EVAL_TEMPERATURE, PAPER_EVAL_TOP_P = 1.0, 0.95
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pass@k as a metric
@@ -148,20 +200,25 @@ def _binarise(rewards: torch.Tensor, threshold: float) -> torch.Tensor:
     return _correct(rewards, threshold).to(torch.float64)
 
 
-def _check_k(k: int, N: int) -> None:
+def _check_k(k: int, N: int, *, whole_group_ok: bool = False) -> None:
+    """1 <= k <= N, and k < N unless ``whole_group_ok`` (the Pass@k-Training advantages are all 0 at k = N)."""
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= N:
         raise ValueError(f"k must be an integer with 1 <= k <= N (the group size); got k={k!r}, N={N}")
+    if k == N and not whole_group_ok:
+        raise ValueError(f"k = N = {N} is refused: the only group of k responses is the whole set of N, so every "
+                         f"group has the same reward, every advantage is 0 and nothing trains; use k < N "
+                         f"(or 'pkpo', which is defined at k = N)")
 
 
 def _out_dtype(rewards: torch.Tensor) -> torch.dtype:
     return rewards.dtype if rewards.is_floating_point() else torch.float32
 
 
-def _normalise_rows(x: torch.Tensor) -> torch.Tensor:
-    """(x - mean) / std per row with the population std; rows without spread give exactly 0."""
+def _normalise_rows(x: torch.Tensor, unbiased_std: bool = False, eps: float = 0.0) -> torch.Tensor:
+    """(x - mean) / (std + eps) per row, population std unless ``unbiased_std``; rows without spread give exactly 0."""
     flat = x.amax(-1, keepdim=True) == x.amin(-1, keepdim=True)
     mean = x.mean(-1, keepdim=True)
-    std = x.std(-1, correction=0, keepdim=True)
+    std = x.std(-1, correction=1 if unbiased_std else 0, keepdim=True) + eps
     return torch.where(flat, torch.zeros_like(x), (x - mean) / torch.where(flat, torch.ones_like(std), std))
 
 
@@ -170,69 +227,71 @@ def _normalise_rows(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def grpo_advantages(rewards: torch.Tensor) -> torch.Tensor:
-    """GRPO (Pass@1) advantage: ``(r - mean(r)) / std(r)`` within each prompt's group.
+def grpo_advantages(rewards: torch.Tensor, unbiased_std: bool = False, eps: float = 0.0) -> torch.Tensor:
+    """GRPO (Pass@1) advantage: ``(r - mean(r)) / (std(r) + eps)`` within each prompt's group.
 
-    The std is the population std (divide by N), as in the Pass@k paper, so that k = 1 of the analytical
-    Pass@k advantage reproduces it exactly. Rewards are used as they are (no binarisation: GRPO is defined for
-    any scalar reward). A prompt whose rewards are all equal gets exactly 0.
+    The default std is the population std (divide by N), as the Pass@k paper writes it, so that k = 1 of the
+    analytical Pass@k advantage reproduces it exactly. ``unbiased_std=True, eps=1e-6`` is what verl's GRPO (and
+    so SimKO's official code) computes: ``torch.std`` divides by N - 1, a factor sqrt(N / (N - 1)) smaller
+    advantage (1.069x at N = 8). Rewards are used as they are (no binarisation: GRPO is defined for any scalar
+    reward). A prompt whose rewards are all equal gets exactly 0.
 
     Args:
         rewards: ``[prompts, N]``.
+        unbiased_std: divide the squared deviations by N - 1 instead of N.
+        eps: added to the std.
     Returns:
         ``[prompts, N]`` advantages, dtype of ``rewards`` (float32 for integer/bool input).
     """
     if rewards.dim() != 2:
         raise ValueError(f"rewards must be [prompts, N], got shape {tuple(rewards.shape)}")
-    return _normalise_rows(rewards.to(torch.float64)).to(_out_dtype(rewards))
+    if unbiased_std and rewards.shape[1] < 2:
+        raise ValueError(f"unbiased_std needs N >= 2 responses per prompt, got N={rewards.shape[1]}")
+    return _normalise_rows(rewards.to(torch.float64), unbiased_std, eps).to(_out_dtype(rewards))
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Pass@k: analytical (Section 3.3, Eqs. 11-15)
+# Pass@k: analytical (§2.4 and App. B, Eqs. 11-15)
 # ---------------------------------------------------------------------------------------------------------------
 
 
 def _analytical(n_pos: torch.Tensor, N: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A_pos and A_neg of a prompt with ``n_pos`` correct responses out of N (any shape; float64 results of the same
-    shape), the paper's equations as written. Exactly 0 wherever sigma = 0."""
-    # Eq. 11: rho = 1 - C(N_neg, k) / C(N, k), the mean group reward (= the pass@k estimate).
+    shape): Eqs. 11-15 as the module docstring writes them. Exactly 0 wherever sigma = 0."""
+    # Eq. 11: rho, the mean group reward (= the pass@k estimate).
     # 1 - rho is kept as computed: rounding 1 - (1 - x) would lose an x below 1e-16.
     one_minus_rho = torch.exp(_log_binom_ratio(N, n_pos, k))
     rho = 1.0 - one_minus_rho
-    # Eq. 12: sigma = sqrt(rho (1 - rho)), the std of the group rewards.
+    # Eq. 12: sigma, the std of the group rewards.
     sigma = torch.sqrt(rho * one_minus_rho)
-    # q = C(N_neg - 1, k - 1) / C(N - 1, k - 1): the chance that the k - 1 other members of a group holding a given
-    # wrong response are all wrong, i.e. that the group fails.
+    # q of Eq. 15: the chance that the k - 1 other members of a group holding a given wrong response are all wrong.
     q = torch.exp(_log_binom_ratio(N - 1, n_pos, k - 1))
-    # sigma = 0: all wrong (rho = 0), or all right / N_neg < k / k = N (rho = 1). No group disagrees: advantage 0.
+    # sigma = 0: all wrong (rho = 0), or all right / N_neg < k (rho = 1). No group disagrees: advantage 0.
     flat = sigma == 0
     sigma = torch.where(flat, 1.0, sigma)
-    # Eq. 14: A_pos = (1 - rho) / sigma. A correct response is only ever in successful groups.
+    # Eq. 14: A_pos. A correct response is only ever in successful groups.
     a_pos = torch.where(flat, 0.0, one_minus_rho / sigma)
-    # Eq. 15: A_neg = (1 - rho - q) / sigma.
+    # Eq. 15: A_neg.
     a_neg = torch.where(flat, 0.0, (one_minus_rho - q) / sigma)
-    # Simplified, since 1 - rho = (N_neg / N) q:
-    #     A_pos = (N_neg / N) q / sigma = sqrt((1 - rho) / rho),    A_neg = -(N_pos / N) q / sigma,
-    # so N_pos A_pos + N_neg A_neg = 0, and k = 1 (q = 1, rho = N_pos / N) is GRPO's (r - mean) / std.
     return a_pos, a_neg
 
 
 def passk_advantages_analytical(rewards: torch.Tensor, k: int, threshold: float = 0.5) -> torch.Tensor:
-    """Analytical Pass@k-Training advantage (paper Section 3.3, Eqs. 11-15), vectorised over prompts.
+    """Analytical Pass@k-Training advantage (§2.4 and App. B; Eqs. 11-15 in the module docstring), vectorised over
+    prompts.
 
-    Every response of a prompt with ``N_pos`` correct out of ``N`` gets ``A_pos`` (if correct) or ``A_neg``:
-        rho = 1 - C(N_neg, k) / C(N, k),   sigma = sqrt(rho (1 - rho)),
-        A_pos = (1 - rho) / sigma,          A_neg = (1 - rho - C(N_neg - 1, k - 1) / C(N - 1, k - 1)) / sigma.
-    Both depend on the prompt only through N_pos; no binomial is formed (see :func:`_log_binom_ratio`), so N = 4096
-    with any k is finite and accurate to ~1e-11 relative (tested against exact integers).
+    Every response of a prompt with ``N_pos`` correct out of ``N`` gets ``A_pos`` (if correct) or ``A_neg``; both
+    depend on the prompt only through N_pos. No binomial is formed (see :func:`_log_binom_ratio`), so N = 4096 with
+    any k < N is finite and accurate to ~1e-11 relative (tested against exact integers).
 
     Args:
         rewards: ``[prompts, N]``; correct means ``reward > threshold`` (bool input is used as is).
-        k: group size, ``1 <= k <= N``; k = 1 gives exactly :func:`grpo_advantages` of the 0/1 rewards.
+        k: group size, ``1 <= k < N`` (k = N raises: every advantage would be 0); k = 1 gives exactly
+            :func:`grpo_advantages` of the 0/1 rewards.
         threshold: binarisation threshold.
     Returns:
         ``[prompts, N]`` advantages (dtype of ``rewards``, float32 for bool/int), summing to 0 per prompt; exactly 0
-        for prompts that are all wrong, all right, have N_neg < k, or when k == N.
+        for prompts that are all wrong, all right, or have N_neg < k.
     """
     correct = _correct(rewards, threshold)                               # [P, N] bool
     N = correct.shape[1]
@@ -245,7 +304,7 @@ def passk_advantages_analytical(rewards: torch.Tensor, k: int, threshold: float 
 
 
 def eta(N: int, k: int) -> torch.Tensor:
-    """Sum of absolute advantages of a group, ``N_pos |A_pos| + N_neg |A_neg|``, for N_pos = 0..N.
+    """Sum of absolute advantages of a group (Eq. 16, §4.1.1), for N_pos = 0..N.
 
     The paper's analysis tool: how much total gradient weight a prompt receives as a function of its accuracy.
     For Pass@1 (k = 1) it is ``2 sqrt(N_pos N_neg)``, peaking at 50% accuracy; larger k moves the peak to harder
@@ -261,7 +320,7 @@ def eta(N: int, k: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Pass@k: sampling-based estimates (Sections 3.1-3.2)
+# Pass@k: sampling-based estimates (§2.2 full sampling, §2.3 bootstrap sampling)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -307,15 +366,17 @@ def passk_advantages_bootstrap(rewards: torch.Tensor, k: int, num_groups: int | 
     rewards (max) are normalised across the groups of the prompt, and each response gets the **mean** of the
     advantages of the groups that contain it (0 if none does).
 
-    Why the mean: the paper's text says the advantages of a response's groups are summed, but its normalising
-    factor is lost in the text we have. As ``num_groups`` grows, the group statistics tend to R_bar and sigma over
-    all C(N, k) subsets, and the mean over the groups holding response i tends to E[(max - R_bar) / sigma | i in
-    group], which is exactly the analytical A_pos / A_neg. The plain sum is about ``num_groups * k / N`` times
-    larger and grows with the number of groups. (Tested: the mean converges to the analytical advantage.)
+    Why the mean: §2.3's text says the advantages of a response's groups are summed; its Eq. 6 carries a
+    normalising factor whose denominator does not survive in the available text, and App. B.3 derives the analytical
+    advantage as the average over the C(N - 1, k - 1) groups that hold the response. As ``num_groups`` grows, the
+    group statistics tend to R_bar and sigma over all C(N, k) subsets, and the mean over the groups holding
+    response i tends to E[(max - R_bar) / sigma | i in group], which is exactly the analytical A_pos / A_neg. The
+    plain sum is about ``num_groups * k / N`` times larger and grows with the number of groups. (Tested: the mean
+    converges to the analytical advantage.)
 
     Args:
         rewards: ``[prompts, N]``.
-        k: group size, ``1 <= k <= N``.
+        k: group size, ``1 <= k < N``.
         num_groups: groups per prompt; default N (the paper's choice).
         generator: optional ``torch.Generator`` for reproducible draws (must live on the rewards' device).
         threshold: binarisation threshold.
@@ -351,12 +412,12 @@ def passk_advantages_exhaustive(rewards: torch.Tensor, k: int, threshold: float 
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Advantage design (Section 4)
+# Advantage design (§4)
 # ---------------------------------------------------------------------------------------------------------------
 
 
 def combination_advantages(rewards: torch.Tensor, k: int, threshold: float = 0.5) -> torch.Tensor:
-    """Eq. 18: ``A = (N_pos/N) A_passk + (1 - N_pos/N) A_pass1``, per prompt.
+    """Combination, Eq. 18 (module docstring), per prompt.
 
     Mixes the two advantages by the prompt's accuracy: the more often a prompt is solved, the more it is trained
     with Pass@k (which stops pushing solved prompts), the harder it is, the more with Pass@1 (which gives a
@@ -371,7 +432,7 @@ def combination_advantages(rewards: torch.Tensor, k: int, threshold: float = 0.5
 
 def entropy_adaptive_advantages(rewards: torch.Tensor, k: int, prompt_entropy: torch.Tensor,
                                 threshold: float = 0.5) -> torch.Tensor:
-    """Entropy-adaptive advantage: the half of the prompts with the highest policy entropy use Pass@1, the other
+    """Adaptive training (§4.2.3): the half of the prompts with the highest policy entropy use Pass@1, the other
     half use Pass@k.
 
     A prompt whose responses already have high entropy is exploring: it gets the exploiting Pass@1 signal; a
@@ -398,10 +459,10 @@ def entropy_adaptive_advantages(rewards: torch.Tensor, k: int, prompt_entropy: t
 
 def exceeding_passk_advantages(rewards: torch.Tensor, k: int, scale: float = 0.4, threshold: float = 0.5
                                ) -> torch.Tensor:
-    """Eq. 17, "exceeding Pass@k": the analytical Pass@k advantage times ``f(N_pos) = scale / ln(N_pos + 0.5)``.
+    """Exceeding Pass@k (§4.2.1, Eq. 17): the analytical Pass@k advantage times ``f(N_pos) = scale / ln(N_pos + 0.5)``.
 
     f falls with the number of correct responses, so prompts solved once or twice are amplified relative to
-    prompts that are solved often. The constant is ambiguous in the paper text we have ("4 / 10log(N_pos + 0.5)");
+    prompts that are solved often. The constant is ambiguous in the available paper text ("4 / 10log(N_pos + 0.5)");
     we read it as ``4 / (10 ln(N_pos + 0.5))``, i.e. ``scale = 0.4`` with the natural log, which makes
     f(1) = 0.99 ~ 1 (a single success keeps its Pass@k advantage) and f(N_pos) < 1 beyond. Pass another
     ``scale`` for another reading (e.g. ``4 ln(10)`` for ``4 / log10(N_pos + 0.5)``). N_pos = 0 has f < 0 but all
@@ -415,65 +476,236 @@ def exceeding_passk_advantages(rewards: torch.Tensor, k: int, scale: float = 0.4
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# PKPO: unbiased pass@k / max@k policy-gradient rewards (Walder & Karkhanis 2025)
+# ---------------------------------------------------------------------------------------------------------------
+
+# The allowed values of pkpo_advantages's baseline= (the first is the default).
+PKPO_BASELINES = ("loo-1", "none")
+
+
+def _pkpo_binary(correct: torch.Tensor, k: int, baseline: str) -> torch.Tensor:
+    """PKPO effective rewards for 0/1 rewards in closed form (module docstring), float64 ``[P, N]``."""
+    P, N = correct.shape
+    c = correct.sum(-1, keepdim=True).to(torch.float64)                  # [P, 1] correct responses per prompt
+    if k == 1 and baseline == "loo-1":
+        # The leave-one-out mean of the other rewards as baseline (RLOO): f_i - (c - f_i) / (N - 1).
+        f = correct.to(torch.float64)
+        return f - (c - f) / (N - 1)
+    if baseline == "loo-1":
+        # A^(loo-1), binary form (module docstring): k P(the k - 1 others are all wrong) if correct, else 0.
+        alone = torch.exp(_log_binom_ratio(N - 1, (c - 1).clamp_min(0), k - 1))
+        return torch.where(correct, k * alone, torch.zeros_like(alone))
+    # A^s, binary form (module docstring); q of Eq. 15.
+    q = torch.exp(_log_binom_ratio(N - 1, c, k - 1))
+    return torch.where(correct, torch.full_like(q, float(k)), k * (1.0 - q))
+
+
+def _pkpo_continuous(g: torch.Tensor, k: int, baseline: str) -> torch.Tensor:
+    """PKPO effective rewards for real rewards ``g [P, N]`` (float64), sorted-order closed form (module docstring)."""
+    P, N = g.shape
+    if k == 1:
+        # k = 1: A^s = g_i; loo-1 has an empty J, so the baseline is the mean of the others (RLOO).
+        return g if baseline == "none" else g - (g.sum(-1, keepdim=True) - g) / (N - 1)
+    gs, order = g.sort(-1)                                               # ascending, [P, N]
+    # W_m (module docstring), m = 0..N-1, as a product without binomials: W_m = prod_{j = m+1}^{N-1} (1 - (k-1)/j),
+    # 0 for m < k - 1; summed as log1p terms from the top, so W_(N-1) = 1 exactly.
+    j = torch.arange(1, N, dtype=torch.float64, device=g.device)       # [N-1]
+    term = torch.where(j >= k - 1, torch.log1p(-(k - 1) / j), -math.inf)
+    tail = torch.flip(torch.cumsum(torch.flip(term, [0]), 0), [0])       # tail[m] = sum_{j = m+1}^{N-1}, m = 0..N-2
+    W = torch.exp(torch.cat([tail, tail.new_zeros(1)]))                  # [N]
+    # A^(loo-1), continuous form (module docstring): a cumulative sum of non-negative terms.
+    d = gs[:, 1:] - gs[:, :-1]                                           # [P, N-1]
+    loo1 = torch.zeros_like(gs)
+    loo1[:, 1:] = k * torch.cumsum(d * W[1:], -1)
+    out = loo1
+    if baseline == "none":
+        # + k E_J[max g_J]: the others of position p are gs without p; with w_r = W_r - W_(r-1) the chance that
+        # the max of J is the r-th smallest other (r = 1..N-1), E = sum_{r <= p} w_r gs[r-1] + sum_{r > p} w_r gs[r].
+        w = W[1:] - W[:-1]                                               # [N-1], w[r-1] = w_r
+        below = torch.cumsum(w * gs[:, :-1], -1)                         # [P, N-1], entry p-1: sum_{r <= p}
+        above = torch.flip(torch.cumsum(torch.flip(w * gs[:, 1:], [-1]), -1), [-1])  # entry r-1: sum_{r' >= r}
+        e_max = torch.zeros_like(gs)
+        e_max[:, 1:] += below
+        e_max[:, :-1] += above
+        out = loo1 + k * e_max
+    return torch.empty_like(out).scatter_(-1, order, out)
+
+
+def pkpo_advantages(rewards: torch.Tensor, k: int, baseline: str = "loo-1", continuous: bool = False,
+                    threshold: float = 0.5) -> torch.Tensor:
+    """PKPO's pass@k (binary) or max@k (``continuous=True``) effective rewards, scaled by N (module docstring).
+
+    ``mean_i A_i grad log pi(y_i)`` is an unbiased estimate of grad pass@k (or grad max@k) for every ``1 <= k <= N``,
+    k = N included. The formulas have no binomial and no N x N tensor beyond one ``[N]`` weight vector: N = 4096 is
+    finite and exact to ~1e-12 (tested against enumeration of subsets for small N).
+
+    Args:
+        rewards: ``[prompts, N]``; binarised at ``threshold`` unless ``continuous`` (bool input is used as is).
+        k: 1 <= k <= N.
+        baseline: "loo-1" (PKPO's s^(loo-1): the max of the other k - 1 members of each subset; at k = 1 the mean
+            of the other rewards) or "none" (the plain effective reward s, scaled by N).
+        continuous: use the rewards as real numbers (max@k) instead of binarising them (pass@k). On 0/1 rewards
+            both give the same values.
+    Returns:
+        ``[prompts, N]`` (dtype of ``rewards``, float32 for bool/int).
+    """
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards must be [prompts, N], got shape {tuple(rewards.shape)}")
+    N = rewards.shape[1]
+    _check_k(k, N, whole_group_ok=True)
+    if baseline not in PKPO_BASELINES:
+        raise ValueError(f"baseline must be one of {PKPO_BASELINES}, got {baseline!r}")
+    if k == 1 and baseline == "loo-1" and N < 2:
+        raise ValueError("pkpo with k = 1 uses the leave-one-out mean as baseline and needs N >= 2 responses")
+    if continuous:
+        rewards_f = rewards.to(torch.float64)
+        if not bool(torch.isfinite(rewards_f).all()):
+            raise ValueError("pkpo_advantages(continuous=True) needs finite rewards")
+        adv = _pkpo_continuous(rewards_f, k, baseline)
+    else:
+        adv = _pkpo_binary(_correct(rewards, threshold), k, baseline)
+    return adv.to(_out_dtype(rewards))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Schedules: the advantage (and k) by training step
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Phase(NamedTuple):
+    """One phase of a schedule: train with advantage ``advantage`` (a name of ADVANTAGES) and group size ``k`` for
+    ``steps`` RL steps (the last phase of a schedule continues until training ends)."""
+
+    advantage: str
+    k: int
+    steps: int
+
+
+def parse_schedule(spec: str, default_k: int) -> list[Phase]:
+    """``"NAME[@K]:STEPS,NAME[@K]:STEPS,..."`` -> phases, in order.
+
+    NAME is a key of ADVANTAGES, K >= 1 the group size (default ``default_k``), STEPS >= 1 the phase's number of RL
+    steps; the last phase continues past its count until training ends. Examples: the paper's Pass@1 -> Pass@k ->
+    Pass@1 (Fig. 1) is ``"grpo:50,passk:100,grpo:50"``; its "(P@k + P@1) x 2" (Table 5) is
+    ``"passk:50,grpo:50,passk:50,grpo:50"``; PKPO's k annealing is ``"pkpo@8:100,pkpo@1:100"``. Whether K fits the
+    group size N is the trainer's check (the names' functions raise on K > N, and on K = N except "pkpo").
+
+    Raises ValueError naming the bad part and the allowed values.
+    """
+    if isinstance(default_k, bool) or not isinstance(default_k, int) or default_k < 1:
+        raise ValueError(f"default_k must be an integer >= 1, got {default_k!r}")
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"schedule must be 'NAME[@K]:STEPS' joined by commas, e.g. 'grpo:50,passk:100', got {spec!r}")
+    phases = []
+    for i, part in enumerate(spec.split(",")):
+        where = f"schedule {spec!r}, part {i + 1} {part.strip()!r}"
+        head, colon, steps_s = part.strip().partition(":")
+        if not colon:
+            raise ValueError(f"{where}: expected NAME[@K]:STEPS (e.g. 'passk@8:100')")
+        name, at, k_s = head.strip().partition("@")
+        name = name.strip()
+        if name not in ADVANTAGES:
+            raise ValueError(f"{where}: unknown advantage {name!r}; allowed: {', '.join(ADVANTAGES)}")
+        k = default_k
+        if at:
+            if not k_s.strip().isdigit() or int(k_s) < 1:
+                raise ValueError(f"{where}: K must be an integer >= 1, got {k_s.strip()!r}")
+            k = int(k_s)
+        if not steps_s.strip().isdigit() or int(steps_s) < 1:
+            raise ValueError(f"{where}: STEPS must be an integer >= 1, got {steps_s.strip()!r}")
+        phases.append(Phase(name, k, int(steps_s)))
+    return phases
+
+
+def phase_at(phases: list[Phase], step: int) -> Phase:
+    """The phase that RL step ``step`` (the number of steps already done, 0-based) trains in.
+
+    Phase i covers steps [sum of the steps of the phases before it, that + its own steps); past the total, the last phase.
+    """
+    if not phases:
+        raise ValueError("phase_at needs at least one phase")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an integer >= 0 (RL steps done), got {step!r}")
+    end = 0
+    for phase in phases:
+        end += phase.steps
+        if step < end:
+            return phase
+    return phases[-1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The registry: one name per advantage, one signature (used by train.py and integrations/)
 # ---------------------------------------------------------------------------------------------------------------
-# Every entry is fn(rewards [P, N], k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4)
-# -> [P, N]. Entries ignore the keywords they do not use: entropy ([P], each prompt's mean token entropy) is for
-# "entropy_adaptive" only, generator and num_groups for "passk_bootstrap", scale for "exceeding"; threshold (the
-# binarisation) for every Pass@k entry ("grpo" uses the rewards as they are).
+# Every entry is fn(rewards [P, N], k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4,
+# unbiased_std=False) -> [P, N]. Entries ignore the keywords they do not use: entropy ([P], each prompt's mean token
+# entropy) is for "entropy_adaptive" only, generator and num_groups for "passk_bootstrap", scale for "exceeding",
+# unbiased_std for "grpo"; threshold (the binarisation) for every entry but "grpo" and "pkpo_maxk", which use the
+# rewards as they are. Every Pass@k-Training entry refuses k = N; "pkpo" and "pkpo_maxk" accept it.
 
 
-def _grpo(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4):
-    return grpo_advantages(rewards)
+def _grpo(rewards, k, *, unbiased_std=False, **_):
+    return grpo_advantages(rewards, unbiased_std=unbiased_std)
 
 
-def _passk(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4):
+def _passk(rewards, k, *, threshold=0.5, **_):
     return passk_advantages_analytical(rewards, k, threshold=threshold)
 
 
-def _passk_bootstrap(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4):
+def _passk_bootstrap(rewards, k, *, generator=None, threshold=0.5, num_groups=None, **_):
     return passk_advantages_bootstrap(rewards, k, num_groups=num_groups, generator=generator, threshold=threshold)
 
 
-def _passk_full(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4):
+def _passk_full(rewards, k, *, threshold=0.5, **_):
     return passk_advantages_full(rewards, k, threshold=threshold)
 
 
-def _combination(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4):
+def _combination(rewards, k, *, threshold=0.5, **_):
     return combination_advantages(rewards, k, threshold=threshold)
 
 
-def _entropy_adaptive(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4):
+def _entropy_adaptive(rewards, k, *, entropy=None, threshold=0.5, **_):
     if entropy is None:
         raise ValueError("advantage 'entropy_adaptive' needs entropy= (a [prompts] tensor: the mean token entropy "
                          "of each prompt's responses)")
     return entropy_adaptive_advantages(rewards, k, entropy, threshold=threshold)
 
 
-def _exceeding(rewards, k, *, entropy=None, generator=None, threshold=0.5, num_groups=None, scale=0.4):
+def _exceeding(rewards, k, *, threshold=0.5, scale=0.4, **_):
     return exceeding_passk_advantages(rewards, k, scale=scale, threshold=threshold)
+
+
+def _pkpo(rewards, k, *, threshold=0.5, **_):
+    return pkpo_advantages(rewards, k, threshold=threshold)
+
+
+def _pkpo_maxk(rewards, k, **_):
+    return pkpo_advantages(rewards, k, continuous=True)
 
 
 ADVANTAGES: dict[str, Callable[..., torch.Tensor]] = {
     "grpo": _grpo,                            # Pass@1                       -> grpo_advantages
     "passk": _passk,                          # analytical, Eqs. 11-15       -> passk_advantages_analytical
-    "passk_bootstrap": _passk_bootstrap,      # bootstrap sampling           -> passk_advantages_bootstrap
-    "passk_full": _passk_full,                # full sampling                -> passk_advantages_full
-    "combination": _combination,              # Eq. 18                       -> combination_advantages
-    "entropy_adaptive": _entropy_adaptive,    # Section 4                    -> entropy_adaptive_advantages
-    "exceeding": _exceeding,                  # exceeding Pass@k (Eq. 17)    -> exceeding_passk_advantages
+    "passk_bootstrap": _passk_bootstrap,      # bootstrap sampling, §2.3     -> passk_advantages_bootstrap
+    "passk_full": _passk_full,                # full sampling, §2.2          -> passk_advantages_full
+    "combination": _combination,              # §4.2.2, Eq. 18               -> combination_advantages
+    "entropy_adaptive": _entropy_adaptive,    # §4.2.3                       -> entropy_adaptive_advantages
+    "exceeding": _exceeding,                  # §4.2.1, Eq. 17               -> exceeding_passk_advantages
+    "pkpo": _pkpo,                            # PKPO pass@k, s^(loo-1)       -> pkpo_advantages
+    "pkpo_maxk": _pkpo_maxk,                  # PKPO max@k (real rewards)    -> pkpo_advantages(continuous=True)
 }
 
 
 def compute_advantages(name: str, rewards: torch.Tensor, k: int, *, entropy: torch.Tensor | None = None,
                        generator: torch.Generator | None = None, threshold: float = 0.5,
-                       num_groups: int | None = None, scale: float = 0.4) -> torch.Tensor:
+                       num_groups: int | None = None, scale: float = 0.4, unbiased_std: bool = False
+                       ) -> torch.Tensor:
     """``ADVANTAGES[name](rewards [P, N], k, ...)`` -> ``[P, N]``; an unknown name raises ValueError listing the
     valid ones. See the registry's comment for which keywords each entry reads."""
     if name not in ADVANTAGES:
         raise ValueError(f"unknown advantage {name!r}; valid names: {', '.join(ADVANTAGES)}")
     return ADVANTAGES[name](rewards, k, entropy=entropy, generator=generator, threshold=threshold,
-                            num_groups=num_groups, scale=scale)
+                            num_groups=num_groups, scale=scale, unbiased_std=unbiased_std)
 
 
 # ---------------------------------------------------------------------------------------------------------------

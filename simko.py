@@ -1,10 +1,17 @@
 """SimKO: Simple Pass@K Policy Optimization (Peng et al. 2025, arXiv 2510.14807), in one file.
 
+Official code: github.com/CLR-Lab/SimKO (verl; `compute_policy_loss_simko` in verl/trainer/ppo/core_algos.py).
+
 The observation. RLVR training (GRPO and friends) makes the policy pile probability onto the rank-1 candidate token:
 averaged over response tokens, the top-1 probability climbs to ~0.93 under GRPO but stays ~0.47 under SimKO (the
-paper's Figure 1), and the more concentrated the policy, the worse its pass@K for large K. SimKO leaves the GRPO loss
-alone except at high-entropy "forking" tokens, where it pushes mass *away* from the top-1 candidate. With
-gamma = pi_theta(y | s) / pi_old(y | s) the importance ratio of the sampled token y, it replaces gamma by
+paper's Figure 1), and the more concentrated the policy, the worse its pass@K for large K. The paper's Fig. 3 traces
+where the concentration comes from with the analysis baselines PSR and NSR (below): PSR concentrates more than GRPO,
+NSR less.
+
+SimKO leaves the GRPO loss alone except at high-entropy "forking" tokens, where it pushes mass *away* from the
+top-1 candidate. With gamma = pi_theta(y | s) / pi_old(y | s) the importance ratio of the sampled token y (the
+paper's text writes the denominator as pi_theta_ref; the official code divides by the rollout policy's
+probabilities, as here), it replaces gamma by
 
     gamma~ = gamma_pos   if H(pi_theta(. | s)) > tau and A > 0                          (the gated ratio)
              gamma_neg   if H(pi_theta(. | s)) > tau and A < 0
@@ -17,7 +24,12 @@ and keeps the PPO clipped surrogate around gamma~. Three parts:
 1. Entropy gate. The official code thresholds at a per-response quantile (a token is gated when its entropy is above
    the tau = 0.8 quantile of its own response's tokens, about the top 20%); the paper text reads like an absolute
    threshold in nats. Both are here (`gate=`, values in `GATES`); default: the quantile.
-2. Top-K spread. topK are the K most probable candidates of the current policy (they may include y). gamma_pos has
+2. Top-K spread. Its condition: the paper writes A > 0; the official code spreads on the gated tokens of *correct*
+   responses (reward 1), whatever their advantage. The two agree under GRPO; under a group advantage (Pass@k full or
+   bootstrap sampling) a wrong response in a successful group has A > 0 and gets the spread only under the paper's
+   reading. `spread_on=` (values in `SPREAD_ON`) picks one; default "advantage" (the paper's text), "correct" (the
+   official code) with `correct=`.
+   topK are the K most probable candidates of the current policy (they may include y). gamma_pos has
    the *value* gamma, so PPO clipping is unchanged; its *gradient* is
    gamma * [(1 - alpha) grad log pi(y) + (alpha / K) sum_k grad log pi(top_k)]: a share alpha of the "raise y" push
    is spread over the top-K. sg(x) (stop-gradient) freezes a factor at its value, so sg(gamma / gamma_k) gamma_k
@@ -27,11 +39,38 @@ and keeps the PPO clipped surrogate around gamma~. Three parts:
    `penalty=` (values in `PENALTIES`) picks one; default: the official "advantage".
 With alpha = 0 and lambda = 1 the loss is exactly the GRPO/DAPO clipped surrogate (tested, value and gradient).
 
+Analysis baselines (Zhu, Xia, Wei, Chen, Chen, Meng 2025, "The Surprising Effectiveness of Negative Reinforcement in
+LLM Reasoning", arXiv 2506.01347, which SimKO's Fig. 3 uses): REINFORCE on the +1 / -1 verifiable reward split into
+its two halves, PSR (Positive Sample Reinforcement: raise the likelihood of correct responses only) and NSR (Negative
+Sample Reinforcement: lower that of wrong responses only), and W-REINFORCE = lambda_w PSR + NSR with lambda_w = 0.1.
+The official SimKO code (`compute_psr_nsr_outcome_advantage`) implements them as per-response advantages fed to the
+same clipped surrogate, from the 0/1 reward r:
+    PSR  A = r            (1 correct, 0 wrong)
+    NSR  A = r - 1        (0 correct, -1 wrong)
+    W-REINFORCE  A = lambda_w r (correct), r - 1 (wrong)                       -> sample_advantages, policy_loss(loss=)
+
+Clip. SimKO's official code clips symmetrically, eps = 0.2 (`clip_ratio: 0.2` in its ppo_trainer.yaml; that verl
+version has no clip-higher): PAPER_CLIP. policy_loss's defaults (0.2, 0.28) are DAPO's clip-higher, the Pass@k
+paper's setting (passk_at_k.PAPER_CLIP), used by the project's default Pass@k + SimKO; pass PAPER_CLIP for SimKO as
+published.
+
+Other choices of the official code, and what this file does:
+- loss aggregation: a token mean per micro-batch, micro-batches averaged by their share of sequences (verl); here
+  the token mean over the tokens passed in (agg="token_mean"), i.e. per call.
+- rank-1: the official code compares the sampled token with the argmax (ties go to the lowest id); here ties count
+  as rank-1.
+- the ratio of the spread term divides by (gamma_k + 1e-8); here the exact sg(gamma / gamma_k) gamma_k.
+- W-REINFORCE: besides the advantage form above (`algorithm.advantage=weighted`, `positive_advantage_weight`), its
+  `compute_policy_loss` has a loss-weighting form (`positive_learning_weight`); here the advantage form.
+- entropy bonus: its ppo_trainer.yaml has entropy_coeff 0.001, and its run scripts do not override it; on the SimKO
+  path the entropy is detached before that term (no gradient), on its GRPO path it is not. No entropy term here.
+
 Paper -> code:
     pi(y | s), H(pi(. | s)), log pi(top_k | s), "y is rank-1"   -> TokenStats, from token_stats_reference (the
                                                                     definition) or token_stats /
                                                                     token_stats_from_hidden (the same, in chunks)
     gamma~, gamma_pos, gamma_neg, the PPO clip                    -> policy_loss
+    PSR, NSR, W-REINFORCE advantages                              -> sample_advantages, policy_loss(loss=)
     Lambda^(k): mean probability of the rank-k candidate          -> concentration
 
 Reading order: TokenStats -> token_stats_reference -> policy_loss -> concentration. Below one banner at the end
@@ -50,16 +89,29 @@ from typing import NamedTuple, Optional
 
 import torch
 
-__all__ = ["TokenStats", "token_stats_reference", "policy_loss", "concentration", "token_stats",
-           "token_stats_from_hidden", "GATES", "AGGREGATIONS", "PENALTIES", "PAPER_ALPHA", "PAPER_LAMBDA",
-           "PAPER_TAU", "PAPER_TOP_K"]
+__all__ = ["TokenStats", "token_stats_reference", "policy_loss", "sample_advantages", "concentration", "token_stats",
+           "token_stats_from_hidden", "GATES", "AGGREGATIONS", "PENALTIES", "LOSSES", "SPREAD_ON", "PAPER_ALPHA",
+           "PAPER_LAMBDA", "PAPER_TAU", "PAPER_TOP_K", "PAPER_CLIP", "PAPER_W_REINFORCE_WEIGHT", "PAPER_LR", "PAPER_N",
+           "PAPER_PROMPT_BATCH", "PAPER_MINI_BATCH", "PAPER_MAX_RESPONSE_TOKENS"]
 
-# The official code's values (K = 3 candidates, alpha = 0.01, lambda = 1.1, tau = the 0.8 per-response quantile).
+# The official code's values: K = 3 candidates and alpha = 0.01 (`actor.top_k=3`, `actor.mix_topk_coef=0.01` in its
+# run_*_SimKO.sh), lambda = 1.1 (hard-coded in `compute_policy_loss_simko`), tau = the 0.8 quantile of each
+# response's token entropies (`row_quantile_masked(entropy, mask, q=0.80)` there).
 PAPER_ALPHA, PAPER_LAMBDA, PAPER_TAU, PAPER_TOP_K = 0.01, 1.1, 0.8, 3
-# The allowed values of policy_loss's gate=, agg= and penalty= (the first is the default); trainers import these.
+# SimKO's clip (clip_low, clip_high): one symmetric eps = 0.2 (`clip_ratio: 0.2`, official ppo_trainer.yaml).
+PAPER_CLIP = (0.2, 0.2)
+# The official run script's training settings (run_qwen2.5-math-7b_SimKO.sh): lr, rollouts per prompt, prompts per
+# step and per optimiser step (4 optimiser steps per rollout batch), longest response; no KL (kl_coef 0).
+PAPER_LR, PAPER_N, PAPER_PROMPT_BATCH, PAPER_MINI_BATCH, PAPER_MAX_RESPONSE_TOKENS = 1e-6, 8, 1024, 256, 3072
+# W-REINFORCE's weight on the positive samples, lambda_w = 0.1 (Zhu et al. 2025, arXiv 2506.01347).
+PAPER_W_REINFORCE_WEIGHT = 0.1
+# The allowed values of policy_loss's gate=, agg=, penalty=, loss= and spread_on= (the first is the default);
+# trainers import these.
 GATES = ("row_quantile", "batch_quantile", "absolute")
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 PENALTIES = ("advantage", "ratio")
+LOSSES = ("clip", "psr", "nsr", "w_reinforce")
+SPREAD_ON = ("advantage", "correct")
 
 
 class TokenStats(NamedTuple):
@@ -96,13 +148,41 @@ def token_stats_reference(logits: torch.Tensor, tokens: torch.Tensor, top_k: int
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# The analysis baselines' advantages (PSR, NSR, W-REINFORCE)
+
+
+def sample_advantages(correct: torch.Tensor, loss: str, weight: float = PAPER_W_REINFORCE_WEIGHT,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Per-response advantages [B] (in `dtype`) of PSR, NSR or W-REINFORCE from correct [B] (bool; 0/1 accepted).
+
+    "psr": 1 correct, 0 wrong;  "nsr": 0 correct, -1 wrong;  "w_reinforce": `weight` correct, -1 wrong.
+    (The module docstring gives the source.) No group normalisation: these are REINFORCE signals, not GRPO's.
+    """
+    if loss not in LOSSES[1:]:
+        raise ValueError(f"sample_advantages: loss must be one of {LOSSES[1:]}, got {loss!r}")
+    if correct.dim() != 1:
+        raise ValueError(f"sample_advantages: correct must be [B] (one flag per response), got {list(correct.shape)}")
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"sample_advantages: weight must be a finite number >= 0, got {weight!r}")
+    c = correct.bool()
+    one, zero = torch.ones(c.shape, device=c.device, dtype=dtype), torch.zeros(c.shape, device=c.device, dtype=dtype)
+    if loss == "psr":
+        return torch.where(c, one, zero)
+    if loss == "nsr":
+        return torch.where(c, zero, -one)
+    return torch.where(c, weight * one, -one)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The SimKO policy loss
 
 
-def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: Optional[torch.Tensor], mask: torch.Tensor,
                 stats: Optional[TokenStats] = None, *, alpha: Optional[float] = None, lam: Optional[float] = None,
                 tau: float = PAPER_TAU, clip_low: float = 0.2, clip_high: float = 0.28, agg: str = "token_mean",
-                gate: str = "row_quantile", penalty: str = "advantage", max_len: Optional[int] = None):
+                gate: str = "row_quantile", penalty: str = "advantage", max_len: Optional[int] = None,
+                loss: str = "clip", correct: Optional[torch.Tensor] = None, spread_on: str = "advantage",
+                w_reinforce_weight: float = PAPER_W_REINFORCE_WEIGHT):
     """SimKO's loss when `stats` is given (paper values by default), the GRPO/DAPO clipped surrogate without it.
 
     Returns (loss, metrics).
@@ -119,6 +199,14 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     ("batch_quantile"), or an entropy in nats (gate="absolute"). Gated = entropy strictly above it.
     penalty: "advantage" (official code: lam times the advantage, i.e. lam times the clipped token loss) or "ratio"
     (paper text: lam * gamma inside the clip).
+    clip_low, clip_high: the clip range [1 - clip_low, 1 + clip_high]; the defaults are DAPO's clip-higher (the Pass@k
+    paper's); SimKO's official code uses PAPER_CLIP = (0.2, 0.2).
+    loss: "clip" uses `advantages`; "psr", "nsr", "w_reinforce" (the analysis baselines) take their advantages from
+    `correct` (see `sample_advantages`, `w_reinforce_weight` is W-REINFORCE's lambda_w), and `advantages` must then
+    be None. All four go through the same clipped surrogate (and SimKO's changes when `stats` is given).
+    correct: [B] bool, the verifier's verdict per response; needed by loss != "clip" and by spread_on="correct".
+    spread_on: which gated tokens get the top-K spread: "advantage" (A > 0, the paper's text) or "correct" (tokens
+    of responses with correct = True, the official code). The rank-1 penalty always needs A < 0, as in both.
     agg: "token_mean" sums over all valid tokens of the batch / their count (DAPO); "seq_mean_token_mean" means per
     response, then over responses with >= 1 valid token (GRPO); "seq_mean_token_sum_norm" sums per response, divides
     by the constant `max_len` (default mask.shape[1]) and means over all responses (Dr. GRPO).
@@ -132,7 +220,9 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
         penalty_frac_of_gated  fraction of the *gated* tokens that got the rank-1 penalty (A < 0, y rank-1)
     """
     alpha, lam = _check_policy_loss_args(logp, old_logp, advantages, mask, stats, alpha, lam, tau, clip_low,
-                                         clip_high, agg, gate, penalty, max_len)
+                                         clip_high, agg, gate, penalty, max_len, loss, correct, spread_on)
+    if loss != "clip":
+        advantages = sample_advantages(correct.to(logp.device), loss, w_reinforce_weight, logp.dtype)
     mask = mask.bool()
     adv = (advantages.unsqueeze(1) if advantages.dim() == 1 else advantages).to(logp.dtype).expand(logp.shape)
     adv = torch.where(mask, adv, 0.0)                       # padding may hold anything, even inf or nan
@@ -143,17 +233,20 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     if stats is not None:
         # The gate: H(pi_theta(. | s)) > tau, H without gradient.
         gated = _entropy_gate(stats.entropy.detach().to(logp.dtype), mask, tau, gate)
-        pos = gated & (adv > 0)
+        if spread_on == "correct":
+            pos = gated & correct.to(device=mask.device, dtype=torch.bool).unsqueeze(1)
+        else:
+            pos = gated & (adv > 0)
         neg = gated & (adv < 0) & stats.is_rank1
         if alpha > 0:
-            # gamma_pos = (1 - alpha) gamma + (alpha / K) sum_k sg(gamma / gamma_k) gamma_k
-            #           = (1 - alpha) gamma + alpha sg(gamma) mean_k exp(l_k - sg(l_k)),   l_k = log pi_theta(top_k | s)
+            # gamma_pos (module docstring), as (1 - alpha) gamma + alpha sg(gamma) mean_k exp(l_k - sg(l_k)),
+            # l_k = log pi_theta(top_k | s): the same value and gradient.
             l_k = stats.topk_logp.to(logp.dtype).clamp_min(-1e4)          # [B, T, K]; -inf would give exp(nan)
             gamma_pos = (1 - alpha) * gamma + alpha * gamma.detach() * torch.exp(l_k - l_k.detach()).mean(-1)
             gamma_t = torch.where(pos, gamma_pos, gamma_t)
         if lam != 1:
             if penalty == "ratio":
-                # gamma_neg = lam * gamma  (the paper's text)
+                # gamma_neg (module docstring; the paper's text)
                 gamma_t = torch.where(neg, lam * gamma_t, gamma_t)
             else:
                 # lam * A: the official code's reading, the same as gamma_neg while gamma is inside the clip
@@ -204,12 +297,32 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _check_policy_loss_args(logp, old_logp, advantages, mask, stats, alpha, lam, tau, clip_low, clip_high, agg, gate,
-                            penalty, max_len) -> tuple[float, float]:
+                            penalty, max_len, loss="clip", correct=None, spread_on="advantage") -> tuple[float, float]:
     """Raise a ValueError naming the argument and its allowed range; return (alpha, lam) with the defaults filled in."""
     fn = "policy_loss"
     if logp.dim() != 2:
         raise ValueError(f"{fn}: logp must be [B, T], got shape {list(logp.shape)}")
     shape = logp.shape
+    if loss not in LOSSES:
+        raise ValueError(f"{fn}: loss must be one of {LOSSES}, got {loss!r}")
+    if spread_on not in SPREAD_ON:
+        raise ValueError(f"{fn}: spread_on must be one of {SPREAD_ON}, got {spread_on!r}")
+    if (loss != "clip" or spread_on == "correct") and (correct is None or correct.shape != (shape[0],)):
+        raise ValueError(f"{fn}: loss={loss!r}, spread_on={spread_on!r} need correct= ([B] = [{shape[0]}] bool, one "
+                         f"verdict per response), got {None if correct is None else list(correct.shape)}")
+    if loss != "clip":
+        if advantages is not None:
+            raise ValueError(f"{fn}: loss={loss!r} takes its advantages from correct=; pass advantages=None")
+        return _check_rest(fn, shape, old_logp, torch.zeros(shape[0]), mask, stats, alpha, lam, tau, clip_low,
+                           clip_high, agg, gate, penalty, max_len)
+    if advantages is None:
+        raise ValueError(f"{fn}: loss='clip' needs advantages ([B] or [B, T])")
+    return _check_rest(fn, shape, old_logp, advantages, mask, stats, alpha, lam, tau, clip_low, clip_high, agg, gate,
+                       penalty, max_len)
+
+
+def _check_rest(fn, shape, old_logp, advantages, mask, stats, alpha, lam, tau, clip_low, clip_high, agg, gate, penalty,
+                max_len) -> tuple[float, float]:
     if old_logp.shape != shape or mask.shape != shape:
         raise ValueError(f"{fn}: logp, old_logp and mask must all be [B, T] = {list(shape)}, got "
                          f"{list(old_logp.shape)} and {list(mask.shape)}")

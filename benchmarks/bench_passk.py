@@ -1,4 +1,5 @@
-"""Benchmark: the vectorised analytical Pass@k advantage against a per-prompt Python loop with float binomials.
+"""Benchmark: the vectorised analytical Pass@k advantage against a per-prompt Python loop with float binomials,
+and PKPO's effective rewards at N = 4096.
 
 The loop is written the way the official code computes it: for each prompt, R_bar, sigma, A_pos and A_neg from
 floating-point binomial coefficients, then one value per response. Besides the time, the table shows where float
@@ -91,6 +92,17 @@ def main() -> None:
         bad_loop = sum(1 for row in loop_advantages(r.tolist(), k) if not all(math.isfinite(a) for a in row))
         bad_vec = int((~torch.isfinite(passk_at_k.passk_advantages_analytical(r, k))).any(-1).sum())
         print(f"| {N} | {k} | {bad_loop} of {len(n_pos)} | {bad_vec} of {len(n_pos)} |")
+
+    print("\nPKPO effective rewards (pkpo_advantages, loo-1), 64 prompts x N = 4096: time, and prompts with NaN/inf")
+    print("| rewards | k | time (s) | non-finite |")
+    print("| --- | ---: | ---: | ---: |")
+    N = 4096
+    binary = (torch.rand(64, N, generator=g) < torch.rand(64, 1, generator=g)).double()
+    real = torch.randn(64, N, generator=g, dtype=torch.float64)
+    for name, r, continuous in (("binary", binary, False), ("continuous", real, True)):
+        for k in (2, 64, 2048, N):
+            t, adv = best_of(lambda: passk_at_k.pkpo_advantages(r, k, continuous=continuous), args.repeat)
+            print(f"| {name} | {k} | {t:.4f} | {int((~torch.isfinite(adv)).any(-1).sum())} of 64 |")
 
 
 if __name__ == "__main__":

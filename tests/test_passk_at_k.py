@@ -95,8 +95,8 @@ def test_pass_at_k_curve_default_ks_and_values():
 # ------------------------------------------------------------------------------------------------ analytical
 
 def test_analytical_equals_enumeration_for_every_small_case():
-    for N in range(1, 11):
-        for k in range(1, N + 1):
+    for N in range(2, 11):
+        for k in range(1, N):
             for n_pos in range(N + 1):
                 r = [1.0] * n_pos + [0.0] * (N - n_pos)
                 got = P.passk_advantages_analytical(torch.tensor([r], dtype=torch.float64), k)[0].tolist()
@@ -105,7 +105,7 @@ def test_analytical_equals_enumeration_for_every_small_case():
 
 
 def test_exhaustive_helper_matches_brute_force():
-    for N, k in [(5, 2), (7, 3), (8, 8), (6, 1)]:
+    for N, k in [(5, 2), (7, 3), (8, 7), (6, 1)]:
         for n_pos in range(N + 1):
             r = [0.0] * (N - n_pos) + [1.0] * n_pos            # correct ones last: order must not matter
             got = P.passk_advantages_exhaustive(torch.tensor([r]), k)[0].tolist()
@@ -153,21 +153,21 @@ def test_grpo_advantages_definition_and_flat_rows():
 def test_sum_to_zero_and_signs():
     g = torch.Generator().manual_seed(2)
     r = (torch.rand(500, 32, generator=g) < torch.rand(500, 1, generator=g)).float()
-    for k in (1, 2, 4, 8, 16, 32):
+    for k in (1, 2, 4, 8, 16, 31):
         adv = P.passk_advantages_analytical(r, k).double()
         assert adv.sum(-1).abs().max().item() < 1e-5
         assert (adv[r > 0] >= 0).all() and (adv[r == 0] <= 0).all()
 
 
-@pytest.mark.parametrize("N,k,n_pos", [(8, 3, 0), (8, 3, 8), (8, 3, 6), (8, 3, 7), (8, 8, 1), (8, 8, 4),
-                                       (4096, 4096, 17), (32, 8, 25), (32, 8, 31)])
+@pytest.mark.parametrize("N,k,n_pos", [(8, 3, 0), (8, 3, 8), (8, 3, 6), (8, 3, 7), (8, 7, 4), (8, 7, 2),
+                                       (4096, 4095, 17), (32, 8, 25), (32, 8, 31)])
 def test_degenerate_groups_are_exactly_zero(N, k, n_pos):
-    # all wrong, all right, N_neg < k, k == N: every response gets exactly 0 (not NaN, not 1e-17).
+    # all wrong, all right, N_neg < k: every response gets exactly 0 (not NaN, not 1e-17).
     adv = P.passk_advantages_analytical(rewards_row(n_pos, N), k)
     assert (adv == 0).all()
 
 
-@pytest.mark.parametrize("k", [1, 2, 64, 1024, 2047, 2048, 3000, 4095, 4096])
+@pytest.mark.parametrize("k", [1, 2, 64, 1024, 2047, 2048, 3000, 4095])
 def test_large_N_is_finite_and_consistent(k):
     N = 4096
     e = P.eta(N, k)
@@ -206,7 +206,7 @@ def test_dtypes_devices_and_threshold():
     graded = torch.tensor([[0.9, 0.2, 0.5, 0.51, 0.0, 0.1, 0.3, 0.4]])      # > 0.5 counts: entries 0 and 3
     torch.testing.assert_close(P.passk_advantages_analytical(graded, 4).double(), want.to(torch.float64), atol=1e-6,
                                rtol=0)
-    strict = P.passk_advantages_analytical(graded, 4, threshold=0.05)        # now 7 of 8 correct: N_neg < k
+    strict = P.passk_advantages_analytical(graded, 4, threshold=0.05)        # 7 of 8 correct at this threshold: N_neg < k
     assert (strict == 0).all()
 
 
@@ -307,9 +307,9 @@ def test_eta():
 # ------------------------------------------------------------------------------------------------ properties
 
 @settings(max_examples=150, deadline=None)
-@given(N=st.integers(1, 64), data=st.data())
+@given(N=st.integers(2, 64), data=st.data())
 def test_property_analytical(N, data):
-    k = data.draw(st.integers(1, N))
+    k = data.draw(st.integers(1, N - 1))
     n_pos = data.draw(st.integers(0, N))
     perm = torch.randperm(N, generator=torch.Generator().manual_seed(data.draw(st.integers(0, 10**6))))
     r = rewards_row(n_pos, N)[:, perm]
@@ -335,7 +335,7 @@ def test_property_pass_at_k_exact(n, data):
 
 def test_registry_names_and_dispatch():
     assert tuple(P.ADVANTAGES) == ("grpo", "passk", "passk_bootstrap", "passk_full", "combination",
-                                   "entropy_adaptive", "exceeding")
+                                   "entropy_adaptive", "exceeding", "pkpo", "pkpo_maxk")
     r = torch.tensor([[1.0, 0, 0, 0, 1, 0, 0, 0], [0.9, 0.2, 0, 0, 0, 0, 0, 0]])
     ent = torch.tensor([0.3, 0.1])
     want = {
@@ -346,6 +346,8 @@ def test_registry_names_and_dispatch():
         "combination": P.combination_advantages(r, 2),
         "entropy_adaptive": P.entropy_adaptive_advantages(r, 2, ent),
         "exceeding": P.exceeding_passk_advantages(r, 2, scale=0.7),
+        "pkpo": P.pkpo_advantages(r, 2),
+        "pkpo_maxk": P.pkpo_advantages(r, 2, continuous=True),
     }
     for name, expected in want.items():
         got = P.compute_advantages(name, r, 2, entropy=ent, generator=torch.Generator().manual_seed(3), num_groups=5,
@@ -356,6 +358,11 @@ def test_registry_names_and_dispatch():
     # the threshold reaches every Pass@k entry: at 0.1 the 0.2 reward counts as correct
     torch.testing.assert_close(P.compute_advantages("passk", r, 2, threshold=0.1),
                                P.passk_advantages_analytical(r, 2, threshold=0.1))
+    torch.testing.assert_close(P.compute_advantages("pkpo", r, 2, threshold=0.1),
+                               P.pkpo_advantages(r, 2, threshold=0.1))
+    # unbiased_std reaches "grpo" only
+    torch.testing.assert_close(P.compute_advantages("grpo", r, 2, unbiased_std=True),
+                               P.grpo_advantages(r, unbiased_std=True))
 
 
 def test_registry_errors():
@@ -383,15 +390,22 @@ def test_large_N_a_neg_exact(k):
 
 
 @pytest.mark.parametrize("N", [2, 8, 32])
-def test_k_equal_to_group_size_gives_exactly_zero(N):
-    # Every k-subset is the whole group: one group, no spread, nothing to learn. The maths says 0 (trainers refuse
-    # the configuration, with this reason); combination and entropy-adaptive keep their Pass@1 part.
+def test_k_equal_to_group_size_is_refused_with_the_reason(N):
+    # Every k-subset is the whole group: one group, no spread, every Pass@k-Training advantage is 0. Refused.
     r = (torch.arange(N).unsqueeze(0) < torch.arange(N + 1).unsqueeze(1)).double()    # N_pos = 0..N
-    for name in ("passk", "passk_bootstrap", "passk_full", "exceeding"):
-        adv = P.compute_advantages(name, r, N, generator=torch.Generator().manual_seed(0))
-        assert (adv == 0).all(), name
-    torch.testing.assert_close(P.compute_advantages("combination", r, N),
-                               (1 - r.mean(-1, keepdim=True)) * P.grpo_advantages(r))
+    for name in ("passk", "passk_bootstrap", "passk_full", "combination", "entropy_adaptive", "exceeding"):
+        with pytest.raises(ValueError, match=rf"k = N = {N} is refused.*every advantage is 0 and nothing trains"):
+            P.compute_advantages(name, r, N, entropy=torch.zeros(N + 1))
+    for fn in (P.passk_advantages_analytical, P.passk_advantages_full, P.passk_advantages_bootstrap,
+               P.passk_advantages_exhaustive, P.combination_advantages, P.exceeding_passk_advantages):
+        with pytest.raises(ValueError, match="nothing trains"):
+            fn(r, N)
+    with pytest.raises(ValueError, match="nothing trains"):
+        P.eta(N, N)
+    # GRPO ignores k, PKPO is defined at k = N (only a response that beats all others is rewarded).
+    torch.testing.assert_close(P.compute_advantages("grpo", r, N), P.grpo_advantages(r))
+    adv = P.compute_advantages("pkpo", r, N)
+    assert torch.isfinite(adv).all() and (adv[1, 0] == N) and (adv[1, 1:] == 0).all() and (adv[2] == 0).all()
 
 
 def test_N4096_every_k_is_finite_and_balanced():
@@ -400,7 +414,7 @@ def test_N4096_every_k_is_finite_and_balanced():
     g = torch.Generator().manual_seed(4)
     n_pos = torch.randint(0, N + 1, (64,), generator=g)
     r = (torch.arange(N).unsqueeze(0) < n_pos.unsqueeze(1)).double()              # [64, N], float64 out
-    for k in [*range(1, N + 1, 65), N - 1, N]:
+    for k in [*range(1, N, 65), N - 1]:
         adv = P.passk_advantages_analytical(r, k)
         assert torch.isfinite(adv).all(), k
         assert (adv.sum(-1).abs() <= 1e-8 * adv.abs().amax(-1).clamp_min(1.0)).all(), k

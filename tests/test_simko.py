@@ -358,7 +358,7 @@ def test_no_valid_tokens_gives_zero_loss_with_graph():
 
 
 def simko_grad_reference(logits, tokens, old_logp, adv, mask, *, alpha, lam, tau, k, clip_low, clip_high, penalty):
-    """dLoss/dlogits for agg="token_mean", written token by token from the issue's formula (float64)."""
+    """dLoss/dlogits for agg="token_mean", written token by token from the module docstring's formula (float64)."""
     B, T, V = logits.shape
     p = logits.softmax(-1)
     lp = p.log()
@@ -690,3 +690,126 @@ def test_every_metric_is_documented():
                       "penalty_frac_of_gated"}
     for key in m:
         assert f"\n        {key} " in simko.policy_loss.__doc__
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The analysis baselines (PSR, NSR, W-REINFORCE), the spread condition, the paper constants
+
+
+def test_sample_advantages_definitions():
+    c = torch.tensor([True, False, True, False])
+    assert simko.sample_advantages(c, "psr").tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert simko.sample_advantages(c, "nsr").tolist() == [0.0, -1.0, 0.0, -1.0]
+    assert simko.sample_advantages(c, "w_reinforce").tolist() == pytest.approx([0.1, -1.0, 0.1, -1.0])
+    assert simko.sample_advantages(c.long(), "w_reinforce", weight=0.5).tolist() == [0.5, -1.0, 0.5, -1.0]
+    with pytest.raises(ValueError, match="loss must be one of"):
+        simko.sample_advantages(c, "clip")
+    with pytest.raises(ValueError, match="correct must be \\[B\\]"):
+        simko.sample_advantages(c.view(2, 2), "psr")
+    with pytest.raises(ValueError, match="weight"):
+        simko.sample_advantages(c, "w_reinforce", weight=-1.0)
+
+
+@pytest.mark.parametrize("loss,a_correct,a_wrong", [("psr", 1.0, 0.0), ("nsr", 0.0, -1.0),
+                                                     ("w_reinforce", 0.1, -1.0)])
+def test_psr_nsr_w_reinforce_loss_by_hand(loss, a_correct, a_wrong):
+    # 2 responses x 3 tokens, the last token of response 1 is padding. Ratios inside the clip range:
+    # loss = -(1 / 5) sum_t A_b gamma_bt (token mean), d loss / d logp_bt = -(1 / 5) A_b gamma_bt.
+    old = torch.zeros(2, 3, dtype=D64)
+    delta = torch.tensor([[0.05, -0.1, 0.02], [0.1, -0.03, 9.0]], dtype=D64)
+    logp = (old + delta).requires_grad_()
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    correct = torch.tensor([True, False])
+    value, _ = simko.policy_loss(logp, old, None, mask, loss=loss, correct=correct)
+    value.backward()
+    g = delta.exp()
+    a = [a_correct, a_wrong]
+    want_value = -(a[0] * g[0].sum() + a[1] * g[1, :2].sum()) / 5
+    assert value.item() == pytest.approx(want_value.item(), rel=1e-12, abs=1e-15)
+    want_grad = torch.tensor([[-a[0] * g[0, t].item() / 5 for t in range(3)],
+                              [-a[1] * g[1, 0].item() / 5, -a[1] * g[1, 1].item() / 5, 0.0]], dtype=D64)
+    torch.testing.assert_close(logp.grad, want_grad, rtol=1e-12, atol=1e-15)
+    # and it is the clipped loss of those advantages, exactly
+    plain = plain_clipped_surrogate(logp.detach(), old, torch.tensor(a, dtype=D64), mask)
+    assert value.item() == pytest.approx(plain.item(), rel=1e-12, abs=1e-15)
+
+
+def test_psr_clips_like_the_official_code():
+    # Outside the clip range the gradient stops (the official code feeds these advantages to the same clipped loss).
+    old = torch.zeros(1, 2, dtype=D64)
+    logp = torch.tensor([[0.5, 0.0]], dtype=D64, requires_grad=True)       # gamma = e^0.5 > 1.2
+    value, m = simko.policy_loss(logp, old, None, torch.ones(1, 2, dtype=torch.bool), loss="psr",
+                                 correct=torch.tensor([True]), clip_low=0.2, clip_high=0.2)
+    value.backward()
+    assert value.item() == pytest.approx(-(1.2 + 1.0) / 2, rel=1e-12)
+    assert logp.grad.tolist() == [[0.0, -0.5]] and m["clip_frac_high"] == 0.5
+
+
+def test_loss_option_errors():
+    lp = torch.zeros(2, 3)
+    m = torch.ones(2, 3, dtype=torch.bool)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        simko.policy_loss(lp, lp, torch.ones(2), m, loss="reinforce")
+    with pytest.raises(ValueError, match="need correct="):
+        simko.policy_loss(lp, lp, None, m, loss="nsr")
+    with pytest.raises(ValueError, match="pass advantages=None"):
+        simko.policy_loss(lp, lp, torch.ones(2), m, loss="nsr", correct=torch.ones(2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="needs advantages"):
+        simko.policy_loss(lp, lp, None, m)
+    with pytest.raises(ValueError, match="spread_on must be one of"):
+        simko.policy_loss(lp, lp, torch.ones(2), m, spread_on="reward")
+    with pytest.raises(ValueError, match="need correct="):
+        simko.policy_loss(lp, lp, torch.ones(2), m, spread_on="correct")
+    assert simko.LOSSES == ("clip", "psr", "nsr", "w_reinforce") and simko.SPREAD_ON == ("advantage", "correct")
+
+
+def test_spread_on_correct_vs_advantage_under_passk_full_sampling():
+    # Pass@k full sampling, k = 2: responses (0, 1) form a successful group, (2, 3) a failed one. Response 1 is
+    # wrong but gets A > 0. The top-K spread is the only path by which the loss reaches topk_logp, so its gradient
+    # there shows who got the spread: under "advantage" responses 0 and 1, under "correct" (official) only 0.
+    import passk_at_k
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    adv = passk_at_k.passk_advantages_full(rewards, 2)[0].double()
+    assert adv.tolist() == pytest.approx([1.0, 1.0, -1.0, -1.0]) and rewards[0, 1] == 0
+    correct = rewards[0] > 0.5
+    B, T, V = 4, 5, 9
+    logits = torch.randn(B, T, V, generator=torch.Generator().manual_seed(0), dtype=D64)
+    tokens = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(B, T, dtype=torch.bool)
+
+    def spread_rows(spread_on):
+        x = logits.clone()
+        s = simko.token_stats_reference(x, tokens, top_k=3)
+        topk = s.topk_logp.detach().requires_grad_()
+        s = s._replace(topk_logp=topk)
+        loss, m = simko.policy_loss(s.logp.detach(), s.logp.detach(), adv, mask, s, tau=0.0, gate="absolute",
+                                    lam=1.0, spread_on=spread_on, correct=correct)
+        loss.backward()
+        # every token is gated (absolute threshold 0); the gradient w.r.t. each top-K log-prob of a spread token is
+        # -(A / n_tokens) * alpha * gamma / K with gamma = 1.
+        return topk.grad, m
+
+    g_adv, m_adv = spread_rows("advantage")
+    g_cor, m_cor = spread_rows("correct")
+    per = -simko.PAPER_ALPHA / 3 / (B * T)
+    torch.testing.assert_close(g_adv[:2], torch.full((2, T, 3), per, dtype=D64), rtol=1e-12, atol=0)
+    assert (g_adv[2:] == 0).all()
+    torch.testing.assert_close(g_cor[0], torch.full((T, 3), per, dtype=D64), rtol=1e-12, atol=0)
+    assert (g_cor[1:] == 0).all()
+    assert m_adv["spread_frac_of_gated"] == 0.5 and m_cor["spread_frac_of_gated"] == 0.25
+
+
+def test_paper_constants():
+    assert simko.PAPER_CLIP == (0.2, 0.2)                    # official ppo_trainer.yaml clip_ratio: 0.2
+    assert simko.PAPER_W_REINFORCE_WEIGHT == 0.1
+    import passk_at_k
+    assert passk_at_k.PAPER_CLIP == (0.2, 0.28)
+    assert (simko.PAPER_LR, simko.PAPER_N, simko.PAPER_PROMPT_BATCH, simko.PAPER_MINI_BATCH) == (1e-6, 8, 1024, 256)
+    assert (passk_at_k.PAPER_LR, passk_at_k.PAPER_WARMUP_STEPS, passk_at_k.PAPER_N) == (1e-6, 10, 32)
+    assert (passk_at_k.PAPER_EVAL_TEMPERATURE, passk_at_k.PAPER_EVAL_TOP_P) == (1.0, 0.95)
+    # the symmetric clip is what policy_loss applies when passed
+    old = torch.zeros(1, 1, dtype=D64)
+    lp = torch.tensor([[0.25]], dtype=D64)
+    v, _ = simko.policy_loss(lp, old, torch.ones(1, dtype=D64), torch.ones(1, 1, dtype=torch.bool),
+                             clip_low=simko.PAPER_CLIP[0], clip_high=simko.PAPER_CLIP[1])
+    assert v.item() == pytest.approx(-1.2)
