@@ -360,7 +360,7 @@ def test_simko_lambda_penalty_scales_rank1_tokens_of_wrong_answers(batch_and_tra
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["passk_full", "combination", "exceeding", "grpo", "passk_bootstrap"])
+@pytest.mark.parametrize("name", ["passk_full", "combination", "exceeding", "grpo", "pkpo", "passk_bootstrap"])
 def test_advantage_dispatch(tmp_path, tokenizer, name):
     trainer, _ = make_trainer(tmp_path, tokenizer, advantage=name, passk_exceeding_scale=0.7)
     r = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
@@ -373,6 +373,8 @@ def test_advantage_dispatch(tmp_path, tokenizer, name):
         want = passk_at_k.exceeding_passk_advantages(r, K, scale=0.7)
     elif name == "grpo":
         want = passk_at_k.grpo_advantages(r)
+    elif name == "pkpo":
+        want = passk_at_k.pkpo_advantages(r, K)
     else:
         want = passk_at_k.passk_advantages_bootstrap(r, K, generator=torch.Generator().manual_seed(0))
         assert torch.equal(got, trainer._passk_advantages(r, None)), "bootstrap draws must be reproducible"
@@ -414,6 +416,34 @@ def test_transfer_to_pass1(tmp_path, tokenizer):
                                rtol=0, atol=1e-6)
 
 
+def test_schedule_phases(tmp_path, tokenizer):
+    """passk_schedule: each generation batch uses the phase of its global step (passk_at_k.phase_at), with the
+    phase's own k; the last phase runs on past its count."""
+    trainer, reward = make_trainer(tmp_path, tokenizer, passk_schedule="grpo:1,passk_full@3:1,passk:1", max_steps=4)
+    assert trainer.args.schedule_phases == passk_at_k.parse_schedule("grpo:1,passk_full@3:1,passk:1", K)
+    trainer.train()
+    r = [grouped(c) for c in reward.calls]
+    want = [passk_at_k.grpo_advantages(r[0]), passk_at_k.passk_advantages_full(r[1], 3),
+            passk_at_k.passk_advantages_analytical(r[2], K), passk_at_k.passk_advantages_analytical(r[3], K)]
+    for got, w in zip(trainer.generated, want):
+        torch.testing.assert_close(got, w.flatten().float(), rtol=0, atol=1e-6)
+    # the check has teeth: the phases' advantages differ on these rewards
+    assert not torch.allclose(passk_at_k.grpo_advantages(r[0]), passk_at_k.passk_advantages_analytical(r[0], K))
+    phases = [e["passk/phase"] for e in trainer.state.log_history if "passk/phase" in e]
+    assert phases == [0.0, 1.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("paper, clip", [("passk", passk_at_k.PAPER_CLIP), ("simko", simko.PAPER_CLIP),
+                                         (None, simko.PAPER_CLIP)])
+def test_paper_clip(tmp_path, paper, clip):
+    """paper_clip sets TRL's epsilon / epsilon_high to a paper's clip; TRL's default is SimKO's symmetric 0.2."""
+    cfg = PassKGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=N, use_cpu=True,
+                          report_to=[], passk_k=K, paper_clip=paper)
+    # TRL's trainer reads epsilon_high=None as epsilon
+    assert (cfg.epsilon, cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high) == clip
+    assert passk_at_k.PAPER_CLIP == (0.2, 0.28) and simko.PAPER_CLIP == (0.2, 0.2)
+
+
 def test_eval_mode_uses_num_generations_eval(tmp_path, tokenizer):
     trainer, reward = make_trainer(tmp_path, tokenizer, num_generations_eval=3)
     trainer.model.eval()
@@ -429,6 +459,7 @@ def test_simko_names_come_from_simko(tmp_path):
 
     assert set(it.SIMKO_LOSS_TYPES.values()) <= set(simko.AGGREGATIONS)
     assert it.ADVANTAGE_CHOICES == (*passk_at_k.ADVANTAGES, "trl")
+    assert it.PAPER_CLIPS == {"passk": passk_at_k.PAPER_CLIP, "simko": simko.PAPER_CLIP}
     cfg = PassKGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=N, use_cpu=True,
                           report_to=[], passk_k=K)
     assert (cfg.advantage, cfg.simko_alpha, cfg.simko_lambda, cfg.simko_tau, cfg.simko_top_k, cfg.simko_gate,
@@ -450,6 +481,12 @@ def test_simko_names_come_from_simko(tmp_path):
     (dict(simko=True, top_entropy_quantile=0.2), "top_entropy_quantile"),
     (dict(simko=True, simko_gate="median"), "simko_gate must be one of"),
     (dict(advantage="trl", passk_to_pass1_step=10), "passk_to_pass1_step switches"),
+    (dict(passk_schedule="grpo:5,pass_k:5"), "part 2 'pass_k:5': unknown advantage 'pass_k'"),
+    (dict(passk_schedule="grpo:5,passk@4:5"), "passk_schedule phase passk@4 must be < num_generations=4"),
+    (dict(passk_schedule="pkpo@5:5"), "passk_schedule phase pkpo@5 must be <= num_generations=4"),
+    (dict(passk_schedule="grpo:5,passk:5", advantage="trl"), "passk_schedule replaces advantage"),
+    (dict(passk_schedule="grpo:5,passk:5", passk_to_pass1_step=3), "passk_schedule replaces advantage"),
+    (dict(paper_clip="dapo"), "paper_clip must be one of ('passk', 'simko')"),
 ])
 def test_config_errors(tmp_path, overrides, message):
     cfg = dict(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=N, use_cpu=True,
