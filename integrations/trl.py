@@ -36,15 +36,17 @@ Config fields (all validated in `PassKGRPOConfig.__post_init__`, with the allowe
 
     advantage         a name of `passk_at_k.ADVANTAGES`: "passk" (analytical, default) | "passk_bootstrap" |
                       "passk_full" | "combination" | "entropy_adaptive" | "exceeding" | "grpo" (population-std
-                      GRPO); or "trl" (leave TRL's own advantage)
+                      GRPO) | "pkpo" | "pkpo_maxk" (PKPO); or "trl" (leave TRL's own advantage)
     passk_k           k, 1 <= k < num_generations (the paper uses 4, 8, 16 with 32 generations). k equal to
                       num_generations is refused: every k-subset is then the whole group and every advantage is 0
+                      (PKPO's estimators accept k = num_generations)
     passk_bootstrap_groups, passk_exceeding_scale, passk_threshold     forwarded to passk_at_k.py
     passk_to_pass1_step   switch to the GRPO (Pass@1) advantage from this global step on (the paper's "transfer")
     passk_schedule    phases "NAME[@K]:STEPS,..." (passk_at_k.parse_schedule), e.g. "grpo:50,passk:100,grpo:50" (the
                       paper's Pass@1 -> Pass@k -> Pass@1, Fig. 1) or "pkpo@8:100,pkpo@1:100" (PKPO's k annealing);
                       the phase of a generation batch is passk_at_k.phase_at(phases, global step), the last phase
-                      runs to the end. It replaces `advantage` and `passk_k` (whose k is the phases' default)
+                      runs to the end (a resumed run restores the global step, hence the phase). It replaces
+                      `advantage` and `passk_k` (whose k is the phases' default)
     paper_clip        "passk" | "simko" | None: set TRL's epsilon / epsilon_high to one paper's clip (below)
     simko, simko_alpha, simko_lambda, simko_tau, simko_top_k, simko_gate, simko_penalty, simko_chunk_size,
     simko_from_hidden
@@ -58,9 +60,10 @@ The Pass@k paper trains with DAPO's clip-higher, 0.2 / 0.28 (passk_at_k.PAPER_CL
 `paper_clip="passk"`, or epsilon=0.2, epsilon_high=0.28.
 
 Logged (besides TRL's own): passk/pass@{k} (mean unbiased pass@k of the generation batch, k = passk_k),
-passk/adv_abs_mean (mean |advantage|), passk/phase (the schedule's phase index, with passk_schedule), and with SimKO simko/gated_frac, simko/spread_frac_of_gated, simko/penalty_frac_of_gated (see
-simko.policy_loss) and simko/rank{i}_prob, simko/rank{i}_logp for i = 1..simko_top_k (simko.concentration), all
-over the tokens of every process (counts summed across processes before dividing).
+passk/adv_abs_mean (mean |advantage|), passk/phase (the schedule's phase index, with passk_schedule), and with SimKO
+simko/gated_frac, simko/spread_frac_of_gated, simko/penalty_frac_of_gated (see simko.policy_loss) and
+simko/rank{i}_prob, simko/rank{i}_logp for i = 1..simko_top_k (simko.concentration), all over the tokens of every
+process (counts summed across processes before dividing).
 
 Usage: integrations/README.md (a complete script; `tests/test_integrations_trl.py` runs that text).
 

@@ -109,7 +109,8 @@ def test_other_estimators(name, fn, monkeypatch):
         want = torch.zeros(len(index), dtype=torch.float64)
         want[rows.flatten()] = passk_at_k.passk_advantages_bootstrap(scores, 3, num_groups=10,
                                                                      generator=gen).flatten()
-        again, _ = iv.ESTIMATORS["passk_bootstrap"](token_rewards, mask, index=index, config=cfg)  # the next step: new groups
+        # the next step draws new groups
+        again, _ = iv.ESTIMATORS["passk_bootstrap"](token_rewards, mask, index=index, config=cfg)
         assert not torch.equal(adv, again)
     else:
         want = per_group(token_rewards, index, fn)
