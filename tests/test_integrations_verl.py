@@ -1,11 +1,10 @@
 """integrations/verl.py: Pass@k advantages as verl advantage estimators.
 
-The estimator functions are plain tensor code and are tested everywhere (CI has no verl: importing the module
-without verl is itself part of the check). Where verl is installed, the registration, verl's own
+The estimator functions are plain tensor code and are tested everywhere (the main environment has no verl:
+importing the module without verl is itself part of the check). Where verl is installed, the registration, verl's own
 `compute_advantage` with a hydra-composed config and the `VERL_USE_EXTERNAL_MODULES` route are tested too.
-Verified with verl 0.9.1 in a separate venv: `pip install torch==2.13.0; pip install --no-deps verl==0.9.1;
-pip install numpy omegaconf packaging ray tensordict transformers codetiming orjson torchdata datasets pillow peft
-cachetools uvicorn fastapi hydra-core pytest` (the modules its trainer imports; no vLLM, no GPU).
+CI runs this file with verl 0.9.1 in its own environment (`bash .ci/verl`: torch, then
+integrations/requirements-verl.txt, then `pip install --no-deps verl==0.9.1`; no vLLM, no GPU) and fails on a skip.
 """
 import os
 import subprocess
@@ -68,7 +67,7 @@ def test_analytical_matches_passk_per_prompt_and_broadcasts_over_tokens():
 
 
 def test_groups_of_different_sizes_and_plain_list_index():
-    rewards = [[1, 0, 0, 0], [1, 0, 1, 0, 0, 0], [0, 1]]
+    rewards = [[1, 0, 0, 0], [1, 0, 1, 0, 0, 0], [0, 1, 1]]
     token_rewards, mask, index = verl_batch(rewards, seed=3)
     adv, _ = iv.ESTIMATORS["passk"](token_rewards, mask, index=list(index), config={"passk_k": 2})
     want = per_group(token_rewards, index, lambda r: passk_at_k.passk_advantages_analytical(r, 2))
@@ -89,6 +88,8 @@ class AttrConfig:
     ("passk_full", lambda r: passk_at_k.passk_advantages_full(r, 3)),
     ("combination", lambda r: passk_at_k.combination_advantages(r, 3)),
     ("exceeding", lambda r: passk_at_k.exceeding_passk_advantages(r, 3, scale=0.9)),
+    ("pkpo", lambda r: passk_at_k.pkpo_advantages(r, 3)),
+    ("pkpo_maxk", lambda r: passk_at_k.pkpo_advantages(r, 3, continuous=True)),
     ("passk_bootstrap", None),
 ])
 def test_other_estimators(name, fn, monkeypatch):
@@ -108,7 +109,8 @@ def test_other_estimators(name, fn, monkeypatch):
         want = torch.zeros(len(index), dtype=torch.float64)
         want[rows.flatten()] = passk_at_k.passk_advantages_bootstrap(scores, 3, num_groups=10,
                                                                      generator=gen).flatten()
-        again, _ = iv.ESTIMATORS["passk_bootstrap"](token_rewards, mask, index=index, config=cfg)  # the next step: new groups
+        # the next step draws new groups
+        again, _ = iv.ESTIMATORS["passk_bootstrap"](token_rewards, mask, index=index, config=cfg)
         assert not torch.equal(adv, again)
     else:
         want = per_group(token_rewards, index, fn)
