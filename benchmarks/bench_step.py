@@ -30,7 +30,7 @@ timed step is run both ways from the same state (weights, optimiser, random gene
 order, so both sample the same responses (checked) and update the same rows; the run continues from the state of
 the path that ran second. It prints each step, then the rollout / reward / advantage / update split of both paths
 (mean over the timed steps, CPU and wall seconds) and the speed-ups. The format-warmed SmolLM2 checkpoint comes from
-the README recipe with `--steps 0` (its `checkpoint/` folder); like-for-like with TRL on it:
+the recipe of docs/real-models.md with `--steps 0` (its `checkpoint/` folder); like-for-like with TRL on it:
     python benchmarks/bench_step.py --model runs/smollm2-warm/checkpoint --data 'rg:basic_arithmetic?...' \
         --prompts-per-step 4 --group-size 8 --advantage grpo --no-simko --lr 5e-6 --max-new-tokens 16 --threads 1 \
         --repeats 3 --no-generate --trl-python .venv/bin/python
