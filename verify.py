@@ -7,20 +7,24 @@ The reward of every RL step comes from here, and the policy will find every hole
    \\boxed{-5}`, `$x = \\boxed{3}$ or $x = \\boxed{-5}$`, `\\boxed{2}, \\boxed{3}`) belong to the same answer, a list
    (so it equals the gold `3, -5` and never the gold `3`); boxes with words between them are attempts, and the last
    one counts. Without a box, anchors count - `#### 42`, `The final answer is ...`, `Answer: ...`, `The answer
-   is ...`, `<answer>...</answer>` - and the last one wins; from an anchor's text we take the first sentence, the
-   value of a sentence (`Final Answer: The smallest such $m$ is 12.` gives 12) and its first math segment (`\\$` is
-   a dollar sign, never a delimiter: `Answer: $\\$42$` gives `\\$42`). **Priority:** a box wins over anchors,
-   except a *final* anchor written after it (`####`, `final answer is/:`, a line that starts with `Answer:`,
+   is ...`, `<answer>...</answer>`, and a line that starts with `Answer` followed by math (`Answer $ 12 $`,
+   `Answer \\[ 12 \\]`, `Answer \\( 3+9 \\)`) - and the last one wins; from an anchor's text we take the first
+   sentence, the value of a sentence (`Final Answer: The smallest such $m$ is 12.` gives 12) and its first math
+   segment (`\\$` is a dollar sign, never a delimiter: `Answer: $\\$42$` gives `\\$42`). **Priority:** a box wins
+   over anchors, except a *final* anchor written after it (`####`, `final answer is/:`, a line that starts with `Answer:`,
    `<answer>`): the model revised its answer. A plain `the answer is` or `... answer:` inside a sentence after a
    box does not override it (`To check the answer: 3 + 4 = 7`). Text inside `<think>...</think>` is ignored when an
    answer follows it. By default (`fallback="none"`) we never fall back to "the last number in the text": that
    rewards a policy for listing many numbers; `fallback="last"` is the opt-in lenient mode (see `_last_value`).
+   A gold that is itself a worked solution is read with the same extraction (`... the total is \\boxed{045}. Let
+   me double-check ...` gives 045), except that a gold's boxes with a few words between them are one answer
+   (`\\boxed{3} apples and \\boxed{8} pears` is `3, 8`): a gold is trusted, a response is not.
 
 2. **Equivalence** (`is_equivalent`). Both strings are normalised (spacing commands, `\\left`, `\\dfrac`, units,
    percent, degrees - `30^\\circ` is 30 but `\\sin 30^\\circ` is 1/2 -, thousands separators, also `12,\\! 345`,
-   unicode, `4, 9, and 25`, `(2,5)or(5,2)`), then parsed by a small recursive-descent parser that builds sympy
-   objects *directly* (`sympy.Integer`, `Rational`, `Add`, `Pow`, `Interval`, ...). Nothing is ever passed to
-   `eval`, `exec`, `sympify` or `parse_expr`, which evaluate Python. Parsed values are compared by kind:
+   unicode, currency signs, `4, 9, and 25`, `(2,5)or(5,2)`), then parsed by a small recursive-descent parser that
+   builds sympy objects *directly* (`sympy.Integer`, `Rational`, `Add`, `Pow`, `Interval`, ...). Nothing is ever
+   passed to `eval`, `exec`, `sympify` or `parse_expr`, which evaluate Python. Parsed values are compared by kind:
    - numbers: exactly. Decimals are parsed as exact rationals (`0.1` is 1/10), so `0.5 = 1/2` and `7.9999 != 8`.
      Irrational numbers are equal when their difference is exactly zero after sympy's automatic simplification, or
      when `evalf` cannot separate it from zero at NUMERIC_MAXPREC digits *and* every integer in it is small
@@ -32,16 +36,32 @@ The reward of every RL step comes from here, and the policy will find every hole
      order (`(1; 2)` is `(1, 2)`; `m=2, n=3; m=5, n=1` is the two solutions `(2,3), (5,1)`), intervals with their
      openness, `\\pm` as a two-element set, matrices entrywise (a column vector equals a tuple), equations up to a
      nonzero constant factor (`y = 2x+1` is `2x - y + 1 = 0`);
-   - a labelled answer stands for its value: `x = 5`, `|PQ| = 7`, `m + n = 25`, `(a,b) = (4,1)`, `A:B = 3:5`, and a
-     worked chain `x = 2 + 2 = 4` whose computed sides agree (`x = 2 + 2 = 5` has no value, so it equals nothing);
-   - an inequality in one variable, linear in it (`3y < 12`, `-y > -4`, `-1 < 2x + 1 < 5`), or a named quantity
-     between two numbers (`0 < g(t) < 2`), as the interval it describes; several joined by "or" as their union;
+   - a labelled answer stands for its value: `x = 5`, `|PQ| = 7`, `m + n = 25`, `(a,b) = (4,1)`, `A_1:A_2 = 3:5`,
+     and a worked chain `x = 2 + 2 = 4` whose computed sides agree (`x = 2 + 2 = 5` has no value, so it equals
+     nothing); several labelled values of one unknown are its value set, whatever the subscript or argument
+     (`t_1 = 2, t_2 = -7` is `t = 2 or t = -7` is `2, -7`; `g(n) = 1 or g(n) = -1` is `g(x) = 1 or g(x) = -1`);
+   - an inequality in one variable, linear in it (`3y < 12`, `-y > -4`, `-1 < 2x + 1 < 5`), an absolute value
+     against numbers (`|x - 1| < 3`, `2 \\le |w| \\le 5` is `[-5, -2] \\cup [2, 5]`), or a named quantity between two
+     numbers (`0 < g(t) < 2`), as the set it describes; several joined by "or" as their union;
+   - sums and products with an index (`\\sum_{i} a_i b_{n-i}`) stay unevaluated and are compared structurally after
+     sympy orders their factors (`\\sum_{i} b_{n-i} a_i` is the same; a numeric factor moves out of a sum);
    - `y \\approx 7` as 7 (exactly: `y \\approx 7.1` is not 7); `\\sqrt2 \\approx 1.414` as either side, when the two
      sides agree to 1% (`3 \\approx 4` is a hedge and equals nothing);
    - text answers (`\\text{Monday}`) case-insensitively; multiple-choice letters (`(C)`, `\\textbf{(C)}`) by letter.
+   **Decimal commas.** A number with one comma is read from its shape: a nonzero integer part of at most three
+   digits and exactly three digits after the comma is a thousands separator (`1,250` is 1250); any other shape is
+   a decimal comma (`3,75` is 3.75, and `0,125` is 1/8, since a thousands group never follows a lone 0), with a
+   percent or currency sign around it (`12,5 %`, `2,74 $`, `1,000.99\u20ac`). When the other answer is a list
+   (`1, 2`), the comma separates items instead (`1,2` is that list).
    Numeric tolerance exists only when the *gold* is a decimal literal with at least two digits after the point and
    the prediction is an exact irrational (gold `1.41` accepts `\\sqrt2`), within half a unit of the gold's last digit.
    A decimal or rational prediction never gets tolerance (`3.14` is not `\\pi`, `0.\\overline{3}` is not `0.3`).
+
+   **Deliberately strict.** Some reference checkers accept a rounded decimal for an exact value, or the last side
+   of a worked chain; here `0.3333` is not 1/3, `y = 4 + 4 = 9` has no value (a chain with a wrong step is not a
+   right answer with a typo, and a policy rewarded for it learns to write chains), and `a \\approx b` keeps the
+   rule above (`x \\approx 3.14` is not `\\pi`). A reward must never pay for an answer a grader would mark wrong;
+   these cost a few right answers written loosely, and each would be a hole a policy finds.
 
 3. **Bounds: every call returns within TIME_LIMIT_S (0.8 s), from any thread.** Model text is adversarial, and
    two layers keep a check short:
@@ -75,10 +95,10 @@ Known limitations (what it still judges wrong, by category):
      symbols (`ba` = `ab`, so `on` = `no`); `f(2) = 9` is the product f*2 = 9, not a label;
    - no unit or percent conversion (`25\\%` vs `0.25`, `100 cm` vs `1 m`) and no base conversion of a bare `11`;
      a unit glued to a number (`5cm`) is a product of letters unless it is a word of 4+ letters (`12apples`);
-   - ratios `a:b` (apart from their label), `\\ldots` sequences and `\\mathbb{Z}` are compared as text only;
+   - ratios `a:b` (apart from their label), `\\ldots` sequences and `\\mathbb{Z}` are compared as text only, and
+     sums and products only structurally (`\\sum_{i=1}^{3} i` is not 6);
      nonlinear inequalities (`x^2 < 4`) are not solved;
-   - an answer with no box or anchor scores 0 by default; `1,234` without spaces is one thousand two hundred
-     thirty-four.
+   - an answer with no box or anchor scores 0 by default.
 
 Public: `extract_answer`, `is_equivalent`, `reward`, `batch_reward`, `FALLBACKS`, `TIME_LIMIT_S`;
 `python verify.py RESPONSE GOLD` prints the extracted answers, the verdict and why, and exits 0 when they are
@@ -285,6 +305,8 @@ _ANCHORS = [
     (re.compile(r"(?im)^[ \t>*#]*answer(?:\*\*)?\s*:(?:\*\*)?([^\n]*)"), True),
     (re.compile(r"(?i)\banswer(?:\*\*)?\s*:(?:\*\*)?([^\n]*)"), False),
     (re.compile(r"(?i)\banswer\s+is:?(?:\*\*)?([^\n]*)"), False),
+    # "Answer $12$", "**Final Answer** \\[ 12 \\]": no colon, display or inline math right after the word
+    (re.compile(r"(?im)^[ \t>*#]*(?:final\s+)?answer(?:\*\*)?[ \t]*((?:\$|\\\[|\\\()[^\n]*)"), True),
 ]
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 # What may stand between two boxes that together are one answer: `\boxed{3} \text{ or } \boxed{-5}`,
@@ -293,6 +315,9 @@ _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _BOX_SEP = re.compile(r"[\s$,;.&]*(?:(?:\\text\s*\{\s*(?:or|and|,)\s*\}|\\q?quad|\\[,;:! ]|\\\\|\bor\b|\band\b)"
                       r"[\s$,;.&]*)*(?:[A-Za-z](?:_\{?\w{1,3}\}?)?\s*=\s*)?\$?\s*")
 _MAX_BOXES = 8
+# In a gold (trusted text) a few words may stand between the boxes of one answer: `\boxed{3} apples and
+# \boxed{8} pears`. A sentence end still separates them.
+_GOLD_BOX_SEP = re.compile(r"[^.\n{}\\]{0,40}")
 
 
 _MAX_BOX_SCAN = 20_000
@@ -324,7 +349,7 @@ def _box_content(text, start):
     return (m.group(0), i + m.end()) if (m and i > start) else None
 
 
-def _last_boxes(text):
+def _last_boxes(text, sep=_BOX_SEP):
     """(start, end, answer) of the last box, joined with the boxes right before it when only a separator (`or`,
     `,`, `$x = `) stands between them: several boxes are one answer, a list. None when there is no closed box."""
     boxes = list(_BOX.finditer(text))
@@ -342,7 +367,7 @@ def _last_boxes(text):
     while k > 0 and len(parts) < _MAX_BOXES:
         prev = boxes[k - 1]
         got = _box_content(text, prev.end())
-        if got is None or got[1] > start or start - got[1] > 60 or not _BOX_SEP.fullmatch(text, got[1], start):
+        if got is None or got[1] > start or start - got[1] > 60 or not sep.fullmatch(text, got[1], start):
             break
         parts.insert(0, got[0].strip())
         start, k = prev.start(), k - 1
@@ -376,6 +401,9 @@ def _clean_anchor(ans):
     """The answer in the text after an anchor: the first sentence, the value of a sentence (`The smallest such $m$
     is 12.`), the first math segment when nothing but punctuation follows it."""
     ans = ans.strip().strip("*").strip()
+    m = re.match(r"\\\[(.*?)\\\]|\\\((.*?)\\\)", ans)
+    if m and not re.search(r"\$|\\[\[(]|\b(?:or|and|maybe|either)\b", ans[m.end():], re.I):
+        ans = m.group(1) if m.group(1) is not None else m.group(2)    # "\\[ 12 \\]", "\\( 3+9 \\)"
     m = _SENTENCE_END.search(ans)
     if m:
         ans = ans[:m.start()]
@@ -397,8 +425,8 @@ def _clean_anchor(ans):
     return ans.strip() or None
 
 
-def _extract(text):
-    box = _last_boxes(text)
+def _extract(text, box_sep=_BOX_SEP):
+    box = _last_boxes(text, box_sep)
     best = None                                   # (start, answer text, final?)
     for pattern, final in _ANCHORS:
         for m in pattern.finditer(text):
@@ -473,9 +501,12 @@ def _last_value(text):
 
 
 def _gold_answer(gold):
-    """Gold may be a bare answer, a MATH solution with a box, or a GSM8K solution with `####`."""
-    if "\\boxed" in gold or "\\fbox" in gold or "####" in gold:
-        ans = _extract(gold)
+    """Gold may be a bare answer, a MATH solution with a box, a GSM8K solution with `####`, or a worked response
+    (several lines or sentences): those are read with the response's extraction, except that the boxes of one
+    answer may have a few words between them (`\\boxed{3} apples and \\boxed{8} pears` is `3, 8`)."""
+    if "\\boxed" in gold or "\\fbox" in gold or "####" in gold or (
+            ("\n" in gold.strip() or len(gold) > 80) and re.search(r"(?i)answer", gold)):
+        ans = _extract(gold, _GOLD_BOX_SEP)
         if ans is not None:
             return ans
     return gold.strip()
@@ -487,7 +518,7 @@ def _gold_answer(gold):
 _UNICODE = {"\u2212": "-", "\u2013": "-", "\u2014": "-", "\u00d7": "*", "\u22c5": "*", "\u00b7": "*",
             "\u00f7": "/", "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ",
             "\u2260": "\\ne ", "\u222a": "\\cup ", "\u2229": "\\cap ", "\u2205": "\\emptyset ", "\u221a": "\\sqrt",
-            "\u00a0": " ", "\u2009": "", "\u202f": "",
+            "\u00a0": " ", "\u2009": "", "\u202f": "", "\u20ac": " ", "\u00a3": " ", "\u00a5": " ",
             "\u00b1": "\\pm ", "\u2248": "\\approx ", "\u2208": "\\in ", "\u00bd": "\\frac12", "\u00bc": "\\frac14",
             "\u00be": "\\frac34",
             "\u2153": "\\frac13", "\u2154": "\\frac23", "\u215b": "\\frac18"}
@@ -581,7 +612,7 @@ def _normalize(s):
     s = re.sub(r",\s*(?:or|and)\s+", ", ", s)
     s = re.sub(r",(?:\s*,)+", ",", s)                                      # "4, 9, and 25" became "4, 9, , 25"
     # A ratio's label: "A:B = 3:5" is 3:5 (ratios themselves are compared as text).
-    s = re.sub(r"^[A-Za-z](?:\s*:\s*[A-Za-z])+\s*=\s*(?=\d)", "", s)
+    s = re.sub(r"^(?:[A-Za-z]{1,3}(?:_\{?\w{1,3}\}?)?\s*:\s*)+[A-Za-z]{1,3}(?:_\{?\w{1,3}\}?)?\s*=\s*(?=\d)", "", s)
     s = s.strip()
     if re.search(r"\d", s):                                   # "5 cm^2", "12 square units", "3 hours"
         m = _UNIT_TAIL.search(s, max(0, len(s) - 80))      # units are a short tail; bounded search
@@ -599,10 +630,24 @@ def _normalize(s):
         s = "\\mathbb{R}"
     # Thousands separators, only where no list or tuple could be meant.
     if not re.search(r"[(\[{]|,\s", s):
-        s = re.sub(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d])", lambda m: m.group(1) + m.group(2).replace(",", ""), s)
+        s = re.sub(r"(?<![\d.])([1-9]\d{0,2})((?:,\d{3})+)(?![\d])",
+                   lambda m: m.group(1) + m.group(2).replace(",", ""), s)
     if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):
         s = s.replace(" ", "")
     return s.replace("\x00", "\\\\")
+
+
+_COMMA_NUMBER = re.compile(r"(-?)(\d+),(\d+)")
+
+
+def _decimal_comma(s, other):
+    """`3,75` is 3.75 and `0,125` is 1/8: one number with a comma, whose shape is not a thousands group (a nonzero
+    integer part of at most 3 digits and exactly 3 digits after the comma, which `_normalize` has already read as
+    1,250 = 1250). When the other answer is a list (`1, 2`), the comma separates its items instead."""
+    m = _COMMA_NUMBER.fullmatch(s)
+    if m is None or "," in other:
+        return s
+    return f"{m.group(1)}{m.group(2)}.{m.group(3)}"
 
 
 def _squash(s):
@@ -761,6 +806,12 @@ _LARGE_KINDS = {k: sympy.Integer(i) for i, k in enumerate(
     ["pow", "factorial", "binomial", "floor", "ceiling"] + sorted(["sin", "cos", "tan", "cot", "sec", "csc", "arcsin",
      "arccos", "arctan", "sinh", "cosh", "tanh", "ln", "log", "exp", "sqrt", "gcd", "lcm", "max", "min", "asin", "acos",
      "atan", "abs"]))}
+
+
+# Sums and products with an index stay unevaluated and are compared structurally, as Large values are.
+_SUM, _PROD = sympy.Function("SUM"), sympy.Function("PROD")
+_NO_LIMIT = sympy.Symbol("NOLIMIT_")
+_OPAQUE = (_LARGE, _SUM, _PROD)
 
 
 def _large(kind, *args):
@@ -1100,7 +1151,7 @@ class _Parser:
         else:
             parts = [t]
         label = "".join(str(p[1][0]) if p[0] == "num" else str(p[1]) for p in parts)
-        if not re.fullmatch(r"[A-Za-z0-9]+", label):
+        if not re.fullmatch(r"[A-Za-z0-9]+(?:[+-][A-Za-z0-9]+)*", label):      # a_1, b_{n-i}
             raise _ParseError("subscript")
         if isinstance(v, sympy.Integer) and v >= 0 and label.isdigit():
             v = ("digits", str(int(v)))                             # (1011)_2
@@ -1108,9 +1159,37 @@ class _Parser:
             if not label.isdigit():
                 raise _ParseError("base")
             return ("based", v[1], int(label))
-        if isinstance(v, sympy.Symbol):
+        if isinstance(v, sympy.Symbol) and (label.isalnum() or "_" not in v.name):
             return sympy.Symbol(f"{v.name}_{label}")
         raise _ParseError("subscript")
+
+    def parse_big_operator(self, name):
+        """`\\sum_{i=1}^{n} body`, `\\prod_{j} body`: an opaque SUM / PROD(body, index, lower, upper) compared
+        structurally (`\\sum_i a_i b_{n-i}` = `\\sum_i b_{n-i} a_i`); the body is one term, and a numeric factor
+        of a sum's body stands outside it (`\\sum_i 2 a_i` = `2 \\sum_i a_i`)."""
+        index, lower, upper = _NO_LIMIT, _NO_LIMIT, _NO_LIMIT
+        self.enter()
+        for _ in range(2):
+            if self.at("op", "_") and index is _NO_LIMIT:
+                self.take()
+                sub = self.parse_arg()
+                letter = {sympy.I: sympy.Symbol("i"), sympy.E: sympy.Symbol("e")}     # an index, not i or e
+                if _kind(sub) == "rel" and sub[2] == ("=",) and isinstance(letter.get(sub[1][0], sub[1][0]),
+                                                                            sympy.Symbol):
+                    index, lower = letter.get(sub[1][0], sub[1][0]), sub[1][1]
+                elif isinstance(letter.get(sub, sub), sympy.Symbol):
+                    index = letter.get(sub, sub)
+                else:
+                    raise _ParseError("index of a sum")
+            elif self.at("op", "^") and upper is _NO_LIMIT:
+                self.take()
+                upper = _scalar(self.parse_arg())
+        body = _scalar(self.parse_term())
+        self.leave()
+        if name == "prod":
+            return _PROD(body, index, _scalar(lower), upper)
+        coeff, rest = body.as_coeff_Mul()
+        return coeff * _SUM(rest, index, _scalar(lower), upper)
 
     def parse_group(self, allow_set=False):
         """`{ ... }` as a grouping: one expression (or relation) inside. Where a value may stand (not an argument
@@ -1300,6 +1379,8 @@ class _Parser:
             return sympy.pi
         if bare == "infty":
             return sympy.oo
+        if bare in ("sum", "prod"):
+            return self.parse_big_operator(bare)
         if bare in ("emptyset", "varnothing"):
             return ("sset", sympy.S.EmptySet)
         if bare == "mathbb":
@@ -1558,7 +1639,7 @@ def _zero(d):
 def _expr_equal(a, b):
     if a == b:
         return True
-    if a.has(_LARGE) or b.has(_LARGE):
+    if a.has(*_OPAQUE) or b.has(*_OPAQUE):
         return _large_equal(a, b)
     if a.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan) or b.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan):
         return False
@@ -1611,7 +1692,7 @@ def _large_equal(a, b):
     d = a - b
     if d == 0:
         return True
-    if d.has(_LARGE):
+    if d.has(*_OPAQUE):
         return False
     return _zero(d) is True
 
@@ -1698,6 +1779,12 @@ def _rel_to_set(v):
         return None
     if len(ops) == 1 and any(isinstance(e, sympy.Abs) for e in exprs):
         return _abs_rel_to_set(v)
+    if len(ops) == 2 and isinstance(exprs[1], sympy.Abs) and ops[0][0] == ops[1][0]:
+        # 2 <= |w| <= 5: both halves, intersected ([-5, -2] U [2, 5])
+        halves = [_abs_rel_to_set(("rel", pair, (op,))) for pair, op in zip(zip(exprs, exprs[1:]), ops)]
+        out = sympy.Intersection(*halves) if None not in halves else None
+        if isinstance(out, (sympy.Interval, sympy.Union)):
+            return out
     free = set().union(*(e.free_symbols for e in exprs))
     if len(free) == 1:
         x = next(iter(free))
@@ -1798,9 +1885,34 @@ def _regroup(v):
     return ("list", tuple(("list", v[1][i:i + k]) for i in range(0, len(names), k)))
 
 
+def _stems(label):
+    """Names a solution's label is built from, subscripts and arguments dropped: t_1 -> {t}, g(n) (the product
+    g*n) -> {g, n}."""
+    if isinstance(label, sympy.Symbol):
+        return {label.name.split("_")[0]}
+    if isinstance(label, sympy.Mul) and all(isinstance(a, sympy.Symbol) for a in label.args):
+        return {a.name.split("_")[0] for a in label.args}
+    return set()
+
+
+def _solutions(v):
+    """`t_1 = 2, t_2 = -7` or `g(n) = 1, g(n) = -1` (one unknown, several labelled values) -> (stems, values);
+    None for anything else (`x = 3, y = 4` is a pair, not two solutions)."""
+    if _kind(v) != "list" or not all(_kind(x) == "rel" and x[2] == ("=",) for x in v[1]):
+        return None
+    stems = set.intersection(*(_stems(x[1][0]) for x in v[1]))
+    values = [_rel_value(x) for x in v[1]]
+    if not stems or any(val is None or _has_symbols(val) for val in values):
+        return None
+    return stems, ("list", tuple(values))
+
+
 def _equal(p, g):
     """Mathematical equality of two parsed values (see the module docstring for the rules)."""
     p, g = _regroup(p), _regroup(g)
+    sp, sg = _solutions(p), _solutions(g)
+    if sp is not None and sg is not None and sp[0] & sg[0]:
+        return _equal(sp[1], sg[1])                 # t_1 = 2, t_2 = -7 against t = 2 or t = -7
     kp, kg = _kind(p), _kind(g)
     if kp == "expr" and kg == "expr":
         return _expr_equal(p, g)
@@ -1985,6 +2097,7 @@ def _judge(pred, gold):
     if gold is None:
         return False, "no gold answer"
     p, g = _normalize(pred), _normalize(gold)
+    p, g = _decimal_comma(p, g), _decimal_comma(g, p)
     if not p:
         return False, "empty answer"
     if _squash(p) == _squash(g):
