@@ -558,7 +558,7 @@ def test_cli_exit_status_is_usable_in_scripts():
 # The in-process time limit (tests/test_verify_fuzz.py checks the bound on fuzzed answers in killable children)
 
 def test_time_limit_stops_a_slow_check_and_leaves_no_stray_exception(monkeypatch):
-    slow = r"\sqrt[3]{9-\sqrt{\log_{11}{\sqrt[8]{i}}}}"     # 3.3 s of sympy before the time limit existed
+    slow = r"\sqrt[3]{9-\sqrt{\log_{11}{\sqrt[8]{i}}}}"     # 3.3 s of sympy without the time limit
     monkeypatch.setattr(verify, "TIME_LIMIT_S", 0.05)
     for call in (lambda: verify.is_equivalent(slow, "5"), lambda: verify.reward(rf"\boxed{{{slow}}}", "5")):
         start = time.perf_counter()
@@ -618,8 +618,8 @@ def test_time_limit_works_in_a_forked_child():
 
 
 def test_time_limit_never_interrupts_the_import_system():
-    # An exception landing inside importlib would leave a module lock taken (seen while stress-testing: a later
-    # import deadlocked), so the watchdog waits while the thread runs import-system code.
+    # An exception landing inside importlib would leave a module lock taken (a later import deadlocks), so the
+    # watchdog waits while the thread runs import-system code.
     import threading
     namespace = {}
     exec(compile("def spin(flag):\n    while not flag:\n        pass\n", "<frozen importlib._bootstrap>", "exec"),
