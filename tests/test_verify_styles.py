@@ -203,3 +203,12 @@ def test_reward_styles(verify, response, gold, expected):
 
 def test_row_count():
     assert sum(map(len, EQUIV.values())) + sum(map(len, REWARD.values())) >= 100
+
+
+def test_batch_reward_agrees(verify):
+    # batch_reward decides plain numbers in the parent (no decimal-comma reading there) and the rest in workers:
+    # both paths must give the table's verdicts.
+    rows = [row for rows in REWARD.values() for row in rows]
+    rows += [(rf"\boxed{{{p}}}", g, e) for p, g, e in EQUIV["decimal_comma"]]
+    expected = [1.0 if e else 0.0 for _, _, e in rows]
+    assert verify.batch_reward([r for r, _, _ in rows], [g for _, g, _ in rows], workers=2) == expected
