@@ -7,20 +7,24 @@ The reward of every RL step comes from here, and the policy will find every hole
    \\boxed{-5}`, `$x = \\boxed{3}$ or $x = \\boxed{-5}$`, `\\boxed{2}, \\boxed{3}`) belong to the same answer, a list
    (so it equals the gold `3, -5` and never the gold `3`); boxes with words between them are attempts, and the last
    one counts. Without a box, anchors count - `#### 42`, `The final answer is ...`, `Answer: ...`, `The answer
-   is ...`, `<answer>...</answer>` - and the last one wins; from an anchor's text we take the first sentence, the
-   value of a sentence (`Final Answer: The smallest such $m$ is 12.` gives 12) and its first math segment (`\\$` is
-   a dollar sign, never a delimiter: `Answer: $\\$42$` gives `\\$42`). **Priority:** a box wins over anchors,
-   except a *final* anchor written after it (`####`, `final answer is/:`, a line that starts with `Answer:`,
-   `<answer>`): the model revised its answer. A plain `the answer is` or `... answer:` inside a sentence after a
-   box does not override it (`To check the answer: 3 + 4 = 7`). Text inside `<think>...</think>` is ignored when an
-   answer follows it. By default (`fallback="none"`) we never fall back to "the last number in the text": that
+   is ...`, `<answer>...</answer>`, and a line that starts with `Answer` followed by math (`Answer $ 12 $`,
+   `Answer \\[ 12 \\]`, `Answer \\( 3+9 \\)`) - and the last one wins; from an anchor's text we take the first
+   sentence, the value of a sentence (`Final Answer: The smallest such $m$ is 12.` gives 12) and its first math
+   segment (`\\$` is a dollar sign, never a delimiter: `Answer: $\\$42$` gives `\\$42`). **Priority:** a box wins
+   over anchors, except a *final* anchor written after it (`####`, `final answer is/:`, a line that starts with
+   `Answer:`, `<answer>`): the model revised its answer. A plain `the answer is` or `... answer:` inside a sentence
+   after a box does not override it (`To check the answer: 3 + 4 = 7`). Text inside `<think>...</think>` is ignored
+   when an answer follows it. By default (`fallback="none"`) we never fall back to "the last number in the text": that
    rewards a policy for listing many numbers; `fallback="last"` is the opt-in lenient mode (see `_last_value`).
+   A gold that is itself a worked solution is read with the same extraction (`... the total is \\boxed{045}. Let
+   me double-check ...` gives 045), except that a gold's boxes with a few words between them are one answer
+   (`\\boxed{3} apples and \\boxed{8} pears` is `3, 8`): a gold is trusted, a response is not.
 
 2. **Equivalence** (`is_equivalent`). Both strings are normalised (spacing commands, `\\left`, `\\dfrac`, units,
    percent, degrees - `30^\\circ` is 30 but `\\sin 30^\\circ` is 1/2 -, thousands separators, also `12,\\! 345`,
-   unicode, `4, 9, and 25`, `(2,5)or(5,2)`), then parsed by a small recursive-descent parser that builds sympy
-   objects *directly* (`sympy.Integer`, `Rational`, `Add`, `Pow`, `Interval`, ...). Nothing is ever passed to
-   `eval`, `exec`, `sympify` or `parse_expr`, which evaluate Python. Parsed values are compared by kind:
+   unicode, currency signs, `4, 9, and 25`, `(2,5)or(5,2)`), then parsed by a small recursive-descent parser that
+   builds sympy objects *directly* (`sympy.Integer`, `Rational`, `Add`, `Pow`, `Interval`, ...). Nothing is ever
+   passed to `eval`, `exec`, `sympify` or `parse_expr`, which evaluate Python. Parsed values are compared by kind:
    - numbers: exactly. Decimals are parsed as exact rationals (`0.1` is 1/10), so `0.5 = 1/2` and `7.9999 != 8`.
      Irrational numbers are equal when their difference is exactly zero after sympy's automatic simplification, or
      when `evalf` cannot separate it from zero at NUMERIC_MAXPREC digits *and* every integer in it is small
@@ -32,16 +36,32 @@ The reward of every RL step comes from here, and the policy will find every hole
      order (`(1; 2)` is `(1, 2)`; `m=2, n=3; m=5, n=1` is the two solutions `(2,3), (5,1)`), intervals with their
      openness, `\\pm` as a two-element set, matrices entrywise (a column vector equals a tuple), equations up to a
      nonzero constant factor (`y = 2x+1` is `2x - y + 1 = 0`);
-   - a labelled answer stands for its value: `x = 5`, `|PQ| = 7`, `m + n = 25`, `(a,b) = (4,1)`, `A:B = 3:5`, and a
-     worked chain `x = 2 + 2 = 4` whose computed sides agree (`x = 2 + 2 = 5` has no value, so it equals nothing);
-   - an inequality in one variable, linear in it (`3y < 12`, `-y > -4`, `-1 < 2x + 1 < 5`), or a named quantity
-     between two numbers (`0 < g(t) < 2`), as the interval it describes; several joined by "or" as their union;
+   - a labelled answer stands for its value: `x = 5`, `|PQ| = 7`, `m + n = 25`, `(a,b) = (4,1)`, `A_1:A_2 = 3:5`,
+     and a worked chain `x = 2 + 2 = 4` whose computed sides agree (`x = 2 + 2 = 5` has no value, so it equals
+     nothing); several labelled values of one unknown are its value set, whatever the subscript or argument
+     (`t_1 = 2, t_2 = -7` is `t = 2 or t = -7` is `2, -7`; `g(n) = 1 or g(n) = -1` is `g(x) = 1 or g(x) = -1`);
+   - an inequality in one variable, linear in it (`3y < 12`, `-y > -4`, `-1 < 2x + 1 < 5`), an absolute value
+     against numbers (`|x - 1| < 3`, `2 \\le |w| \\le 5` is `[-5, -2] \\cup [2, 5]`), or a named quantity between two
+     numbers (`0 < g(t) < 2`), as the set it describes; several joined by "or" as their union;
+   - sums and products with an index (`\\sum_{i} a_i b_{n-i}`) stay unevaluated and are compared structurally after
+     sympy orders their factors (`\\sum_{i} b_{n-i} a_i` is the same; a numeric factor moves out of a sum);
    - `y \\approx 7` as 7 (exactly: `y \\approx 7.1` is not 7); `\\sqrt2 \\approx 1.414` as either side, when the two
      sides agree to 1% (`3 \\approx 4` is a hedge and equals nothing);
    - text answers (`\\text{Monday}`) case-insensitively; multiple-choice letters (`(C)`, `\\textbf{(C)}`) by letter.
+   **Decimal commas.** A number with one comma is read from its shape: a nonzero integer part of at most three
+   digits and exactly three digits after the comma is a thousands separator (`1,250` is 1250); any other shape is
+   a decimal comma (`3,75` is 3.75, and `0,125` is 1/8, since a thousands group never follows a lone 0), with a
+   percent or currency sign around it (`12,5 %`, `2,74 $`, `1,000.99\u20ac`). When the other answer is a list
+   (`1, 2`), the comma separates items instead (`1,2` is that list).
    Numeric tolerance exists only when the *gold* is a decimal literal with at least two digits after the point and
    the prediction is an exact irrational (gold `1.41` accepts `\\sqrt2`), within half a unit of the gold's last digit.
    A decimal or rational prediction never gets tolerance (`3.14` is not `\\pi`, `0.\\overline{3}` is not `0.3`).
+
+   **Deliberately strict.** Some reference checkers accept a rounded decimal for an exact value, or the last side
+   of a worked chain; here `0.3333` is not 1/3, `y = 4 + 4 = 9` has no value (a chain with a wrong step is not a
+   right answer with a typo, and a policy rewarded for it learns to write chains), and `a \\approx b` keeps the
+   rule above (`x \\approx 3.14` is not `\\pi`). A reward must never pay for an answer a grader would mark wrong;
+   these cost a few right answers written loosely, and each would be a hole a policy finds.
 
 3. **Bounds: every call returns within TIME_LIMIT_S (0.8 s), from any thread.** Model text is adversarial, and
    two layers keep a check short:
@@ -75,20 +95,34 @@ Known limitations (what it still judges wrong, by category):
      symbols (`ba` = `ab`, so `on` = `no`); `f(2) = 9` is the product f*2 = 9, not a label;
    - no unit or percent conversion (`25\\%` vs `0.25`, `100 cm` vs `1 m`) and no base conversion of a bare `11`;
      a unit glued to a number (`5cm`) is a product of letters unless it is a word of 4+ letters (`12apples`);
-   - ratios `a:b` (apart from their label), `\\ldots` sequences and `\\mathbb{Z}` are compared as text only;
+   - ratios `a:b` (apart from their label), `\\ldots` sequences and `\\mathbb{Z}` are compared as text only, and
+     sums and products only structurally (`\\sum_{i=1}^{3} i` is not 6);
      nonlinear inequalities (`x^2 < 4`) are not solved;
-   - an answer with no box or anchor scores 0 by default; `1,234` without spaces is one thousand two hundred
-     thirty-four.
+   - an answer with no box or anchor scores 0 by default.
 
-Public: `extract_answer`, `is_equivalent`, `reward`, `batch_reward`, `FALLBACKS`, `TIME_LIMIT_S`;
-`python verify.py RESPONSE GOLD` prints the extracted answers, the verdict and why, and exits 0 when they are
-equivalent, 1 when not (2 on a usage error). Imports only sympy and the standard library (copy this file alone).
+**Decision order** (`_judge`, cheapest first; the first step that decides gives the verdict):
+   1. no answer, or an empty one: not equal;
+   2. both normalised (`_normalize`), a lone number with a comma read by the decimal-comma rule; the same text: equal;
+   3. longer than MAX_ANSWER_CHARS: not equal (compared as text only);
+   4. a choice-letter gold (`(C)`): the letters; two word answers (`Monday`): the words, case-insensitively;
+   5. two plain numbers (`12`, `-0.5`, `3/4`): exactly, with Fraction, without sympy;
+   6. both parsed (`_parse_cached`): one past a size bound is not equal, both unparseable compare as text, one
+      unparseable is not equal; a value with an opaque stand-in is compared structurally;
+   7. the parsed values by type (`_equal`: expressions, relations, lists, sets, tuples, matrices, bases);
+   8. the gold decimal's rounding tolerance for an exact irrational answer.
+
+Public: `extract_answer`, `is_equivalent`, `reward`, `batch_reward`, `FALLBACKS`, `TIME_LIMIT_S`; parsed values
+are the node types `Seq`, `SetOf`, `List`, `Matrix`, `Rel`, `SympySet`, `Based`. `python verify.py RESPONSE GOLD`
+prints the extracted answers, the verdict and why, and exits 0 when they are equivalent, 1 when not (2 on a usage
+error). Imports only sympy and the standard library (copy this file alone).
 """
 import argparse
 import atexit
 import collections
 import ctypes
+import dataclasses
 import functools
+import gc
 import itertools
 import multiprocessing
 import multiprocessing.connection
@@ -98,12 +132,13 @@ import sys
 import threading
 import time
 from fractions import Fraction
+from typing import NamedTuple
 
 import sympy
 from sympy.core.evalf import PrecisionExhausted
 
 # ----------------------------------------------------------------------------------------------------------------
-# Bounds. Everything the parser builds is capped *before* sympy computes it.
+# Limits. Everything the parser builds is capped *before* sympy computes it.
 
 MAX_ANSWER_CHARS = 1000     # longer answers are compared as normalised text only
 MAX_DEPTH = 60              # nesting of brackets / groups / function arguments
@@ -138,142 +173,248 @@ class _Timeout(BaseException):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The in-process hard time limit. One daemon watchdog thread keeps the deadline of every check in flight (one per
-# calling thread); when one passes, it raises _Timeout *in the calling thread* with CPython's
-# PyThreadState_SetAsyncExc. That works from any thread (signals only reach the main thread) and costs nothing
-# while the check runs: arming and disarming is a lock and a dict entry. The exception lands at the next bytecode
-# boundary, so it stops any Python computation (sympy, mpmath); one long C call (a huge integer power) would delay
-# it, which is what the parser's bounds rule out. Without ctypes.pythonapi (not CPython) only the bounds apply.
+# Parsed values. A number or an expression is a sympy Expr; every other answer is one of these nodes.
 
-_WATCH = threading.Condition()
-_WATCH_ENTRIES = {}                      # token -> [thread id, deadline, fired]
-_WATCH_STATE = {"thread": None, "pid": None, "wake": float("inf")}
-_TOKENS = itertools.count()
+class Seq(NamedTuple):
+    """`(1, 2)`, `[0, 7)`, `\\langle 1, 2 \\rangle`: items in order between brackets (two numbers may be an
+    interval, a tuple may be a column vector)."""
+    open: str
+    close: str
+    items: tuple
 
 
-def _reset_watch_after_fork():
-    """A forked child has no watchdog thread, and the parent's may have held the lock at the fork: start clean."""
-    global _WATCH
-    _WATCH = threading.Condition()
-    _WATCH_ENTRIES.clear()
-    _WATCH_STATE.update(thread=None, pid=None, wake=float("inf"))
+class SetOf(NamedTuple):
+    """`\\{1, 2\\}`, `\\pm 3`: a finite set written out; order and repeats do not count."""
+    items: tuple
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_watch_after_fork)
-try:                                    # two prototypes of one function: set an exception, or clear one (NULL)
-    _SET_ASYNC_EXC = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
-        ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
-    _CLEAR_ASYNC_EXC = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
-        ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
-except (AttributeError, OSError, TypeError):       # not CPython
-    _SET_ASYNC_EXC = _CLEAR_ASYNC_EXC = None
+class List(NamedTuple):
+    """`1, 2`, `x = 1, y = 2`, `x < 3 or x > 5`: a bare list; order does not count, repeats do."""
+    items: tuple
 
 
-def _raise_in(tid, exc):
-    _SET_ASYNC_EXC(tid, exc)
+class Matrix(NamedTuple):
+    """`\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}`: rows of entries."""
+    rows: tuple
 
 
-def _clear_in(tid):
-    _CLEAR_ASYNC_EXC(tid, None)
+class Rel(NamedTuple):
+    """`x = 5`, `-1 < 2x + 1 < 5`, `y \\approx 7`: the sides, and the operators between them (`=`, `<`, `<=`, `>`,
+    `>=`, `!=`, `~=`)."""
+    exprs: tuple
+    ops: tuple
 
 
-_FRAGILE = ("importlib", "contextlib.py", "threading.py", "weakref.py", "_weakrefset.py", "abc.py")
+class SympySet(NamedTuple):
+    """An interval, a union, the empty set or the reals, as a sympy Set (from `\\cup`, `\\emptyset`, set-builder)."""
+    value: object
 
 
-def _interruptible(tid):
-    """False while the thread runs code an exception must not cut in half: the import system (its module locks
-    would stay taken), context managers' exits, thread locks. The watchdog holds the GIL while it looks, and the
-    thread resumes exactly where it was seen, so the exception lands there."""
-    frame = sys._current_frames().get(tid)
-    while frame is not None:
-        code = frame.f_code
-        if code is _bounded.__code__:
-            return True
-        name = code.co_filename
-        if name.startswith("<frozen") or name.endswith(_FRAGILE) or "importlib" in name:
-            return False
-        frame = frame.f_back
-    return True
+class Based(NamedTuple):
+    """`1011_2`: digits in a base."""
+    digits: str
+    base: int
 
 
-def _watchdog():
-    with _WATCH:
-        idle_since = time.monotonic()
-        while True:
-            now = time.monotonic()
-            for entry in _WATCH_ENTRIES.values():
-                if not entry[2] and entry[1] <= now:
-                    if _interruptible(entry[0]):
-                        entry[2] = True
-                        _raise_in(entry[0], _Timeout)
-                    else:
-                        entry[1] = now + 0.002        # inside an import or a lock: try again in 2 ms
-            pending = [e[1] for e in _WATCH_ENTRIES.values() if not e[2]]
-            if pending:
-                idle_since = now
-            elif now - idle_since > 30.0:             # nothing to watch for a while: end; the next check restarts it
-                _WATCH_STATE["thread"] = None
-                return
-            _WATCH_STATE["wake"] = min(pending) if pending else now + 1.0
-            _WATCH.wait(max(0.0, _WATCH_STATE["wake"] - now))
-
-
-def _arm(token, limit):
-    """Register a deadline `limit` seconds from now for the calling thread under `token` (for _disarm)."""
-    if _SET_ASYNC_EXC is None:
-        return
-    deadline = time.monotonic() + limit
-    with _WATCH:
-        t = _WATCH_STATE["thread"]
-        if t is None or _WATCH_STATE["pid"] != os.getpid() or not t.is_alive():    # first use, or after a fork
-            t = threading.Thread(target=_watchdog, name="verify-watchdog", daemon=True)
-            _WATCH_STATE.update(thread=t, pid=os.getpid(), wake=float("inf"))
-            t.start()
-        _WATCH_ENTRIES[token] = [threading.get_ident(), deadline, False]
-        if deadline < _WATCH_STATE["wake"]:
-            _WATCH.notify()
-
-
-def _disarm(token):
-    """Forget the deadline; if it fired, drop the exception in case it has not landed yet."""
-    while True:
-        try:
-            with _WATCH:
-                entry = _WATCH_ENTRIES.pop(token, None)
-                if entry is not None and entry[2]:
-                    _clear_in(entry[0])
-            return
-        except _Timeout:          # it landed while we were disarming: it fires once, so the retry completes
-            continue
-
-
-def _restore_sympy_state():
-    """An interrupted check may have left a sympy `evaluate(False)` / `distribute(False)` block half exited."""
-    params = sympy.core.parameters.global_parameters
-    if not (params.evaluate and params.distribute):
-        params.evaluate = params.distribute = True
-
-
-def _bounded(default, fn, *args):
-    """fn(*args), or `default` when it runs past TIME_LIMIT_S of wall clock."""
-    token = next(_TOKENS)          # made before arming, so a deadline that fires at once is still disarmed below
-    try:
-        _arm(token, TIME_LIMIT_S)
-        result = fn(*args)
-    except _Timeout:
-        result = default
-        _restore_sympy_state()
-    while True:
-        try:
-            _disarm(token)
-            return result
-        except _Timeout:          # the deadline passed just as the check finished: a timeout after all
-            result = default
+class Digits(NamedTuple):
+    """A digit string that a base subscript follows (`1011` in `1011_2`); becomes a Based."""
+    text: str
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 1. Extraction
+# Public API: extract_answer, is_equivalent, reward (batch_reward runs reward in worker processes, below)
+
+FALLBACKS = ("none", "last")     # what a response with no box or anchor scores: 0, or its last value
+
+
+def reward(response, gold, *, fallback="none"):
+    """1.0 if the final answer of `response` is equivalent to `gold`, else 0.0. `gold` may be a bare answer,
+    a MATH solution with a `\\boxed{}`, or a GSM8K solution with `####`.
+
+    `fallback` says what to do when the response has no box and no explicit anchor: "none" (the default) scores
+    it 0; "last" takes the last value in the text (see _last_value; opt-in, it rewards a correct number that a
+    policy merely mentions last). Returns within TIME_LIMIT_S (0.0 when out of time), from any thread."""
+    if not isinstance(response, str) or not isinstance(gold, str):
+        raise TypeError("reward: response and gold must be str, got "
+                        f"{type(response).__name__} and {type(gold).__name__}")
+    _check_fallback(fallback, "reward")
+    return _bounded(0.0, _reward, response, gold, fallback)
+
+
+def is_equivalent(pred, gold):
+    """True when answer string `pred` is mathematically equivalent to answer string `gold` (LaTeX or plain).
+    Returns within TIME_LIMIT_S (False when the check ran out of time), from any thread."""
+    if not isinstance(pred, str) or not isinstance(gold, str):
+        raise TypeError("is_equivalent: pred and gold must be str, got "
+                        f"{type(pred).__name__} and {type(gold).__name__}")
+    return _bounded(False, _safe_judge, pred, gold)
+
+
+def extract_answer(text):
+    """The final answer in a model response (str), or None when there is none.
+
+    Last `\\boxed{}`/`\\fbox{}` (nested braces; `\\boxed 5`; an empty box means no answer); otherwise the last
+    explicit anchor (`#### x`, `The final answer is x`, `Answer: x`, `<answer>x</answer>`). When the response
+    has a `</think>`, an answer after it is preferred to anything inside the thinking."""
+    if not isinstance(text, str):
+        raise TypeError(f"extract_answer: expected str, got {type(text).__name__}")
+    if "</think>" in text:
+        after = _extract(text[text.rindex("</think>") + len("</think>"):])
+        if after is not None:
+            return after
+    return _extract(text)
+
+
+def _safe_judge(pred, gold):
+    try:
+        return _judge(pred, gold)[0]
+    except Exception:      # the reward must never crash training; a failure to judge is not a success
+        return False
+
+
+def _check_fallback(fallback, where):
+    if fallback not in FALLBACKS:
+        raise ValueError(f"{where}: fallback must be one of {FALLBACKS}, got {fallback!r}")
+
+
+def _response_answer(response, fallback):
+    pred = extract_answer(response)
+    if pred is None and fallback == "last" and not _BOX.search(response):     # an empty box is "no answer"
+        pred = _last_value(response)
+    return pred
+
+
+def _reward(response, gold, fallback):
+    try:
+        pred = _response_answer(response, fallback)
+        return 1.0 if pred is not None and _judge(pred, _gold_answer(gold))[0] else 0.0
+    except Exception:
+        return 0.0
+
+
+def _gold_answer(gold):
+    """Gold may be a bare answer, a MATH solution with a box, a GSM8K solution with `####`, or a worked response
+    (several lines or sentences): those are read with the response's extraction, except that the boxes of one
+    answer may have a few words between them (`\\boxed{3} apples and \\boxed{8} pears` is `3, 8`)."""
+    if "\\boxed" in gold or "\\fbox" in gold or "####" in gold or (
+            ("\n" in gold.strip() or len(gold) > 80) and re.search(r"(?i)answer", gold)):
+        ans = _extract(gold, _GOLD_BOX_SEP)
+        if ans is not None:
+            return ans
+    return gold.strip()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The decision: from two answer strings to a verdict, cheapest test first (the order the docstring lists)
+
+def _judge(pred, gold):
+    """(equal?, why) for two answer strings, in the decision order of the module docstring."""
+    # 1. nothing to judge
+    if pred is None:
+        return False, "no answer in the response"
+    if gold is None:
+        return False, "no gold answer"
+    # 2. one spelling each
+    p, g = _normalize(pred), _normalize(gold)
+    p, g = _decimal_comma(p, g), _decimal_comma(g, p)
+    if not p:
+        return False, "empty answer"
+    if _squash(p) == _squash(g):
+        return True, "identical after normalisation"
+    # 3. too long to parse
+    if len(p) > MAX_ANSWER_CHARS or len(g) > MAX_ANSWER_CHARS:
+        return False, f"answer longer than {MAX_ANSWER_CHARS} characters: compared as text only"
+    # 4. choice letters and words
+    letter = _choice_letter(g)
+    if letter is not None:
+        got = _choice_letter(p, strict=False)
+        return got == letter, f"multiple choice: gold {letter}, answer {got}"
+    if re.fullmatch(r"[A-Za-z][A-Za-z ]+", p) and re.fullmatch(r"[A-Za-z][A-Za-z ]+", g):
+        # Words are text, not products of letters: "No" = "no", "pine" != "nipe" (but "ab" = "ba" stays algebra).
+        if _text_key(p) == _text_key(g):
+            return True, "text answers match (case-insensitive)"
+        if re.fullmatch(r"[a-z]{3}", p) and sorted(p) == sorted(g):
+            return True, "products of the same three letters (abc = cab)"
+        if max(len(p), len(g)) >= 3 and not {p.lower(), g.lower()} & {"pi", "inf", "infty", "infinity", "oo"}:
+            return False, "text answers differ"
+    # 5. plain numbers, without sympy
+    fp, fg = _fast_value(p), _fast_value(g)
+    if fp is not None and fg is not None:
+        if fp == fg:
+            return True, "equal numbers"
+        return False, "different numbers"
+    # 6. parse; bounds and unparseable text
+    rp, rg = _parse_cached(p), _parse_cached(g)
+    if "guard" in (rp.status, rg.status):
+        which, why = ("answer", rp.value) if rp.status == "guard" else ("gold", rg.value)
+        return False, f"{which} exceeds a safety bound ({why}): compared as text"
+    if "error" in (rp.status, rg.status):
+        if rp.status == rg.status:
+            same = _text_key(p) == _text_key(g) and _text_key(g) != ""
+            return same, "text answers " + ("match" if same else "differ")
+        which = "answer" if rp.status == "error" else "gold"
+        return False, f"{which} is not parseable math and the other is: not equal"
+    vp, vg = rp.value, rg.value
+    try:
+        if _has_large(vp) or _has_large(vg):
+            same = _equal(vp, vg)
+            return same, ("a value exceeds the safety bounds and stays unevaluated; compared structurally: " +
+                          ("equal" if same else "not equal"))
+        # 7. by type
+        if _equal(vp, vg):
+            return True, "mathematically equal"
+        # 8. a gold decimal's rounding, for an exact irrational answer
+        tol = _decimal_tolerance(g)
+        if tol is not None and tol <= Fraction(1, 200) and isinstance(vp, sympy.Expr) and vp.is_number \
+                and not vp.is_Rational and not vp.has(sympy.oo, sympy.zoo) and not re.search(r"\d\.\d", p):
+            diff = (vp - vg).evalf(30)
+            if diff.is_real and abs(diff) < sympy.Rational(tol.numerator, tol.denominator):
+                return True, "rounds to the gold decimal"
+        return False, "not equal"
+    except (_Guard, RecursionError):
+        return False, "comparison exceeded a safety bound"
+    except (_ParseError, ZeroDivisionError, ValueError, TypeError, ArithmeticError, AttributeError):
+        return False, "values are not comparable"
+
+
+_PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
+_PLAIN_FRACTION = re.compile(r"(-?\d+)/(\d+)")
+_DECIMAL = re.compile(r"-?\d*\.(\d+)")
+
+
+def _fast_value(s):
+    """Fraction for plain integers, decimals and a/b (the common case), without touching sympy."""
+    if len(s) > 40:
+        return None
+    if _PLAIN_NUMBER.fullmatch(s):
+        return Fraction(s)
+    m = _PLAIN_FRACTION.fullmatch(s)
+    if m and int(m.group(2)) != 0:
+        return Fraction(int(m.group(1)), int(m.group(2)))
+    return None
+
+
+def _decimal_tolerance(g):
+    """Gold written as a decimal literal with k digits after the point: half a unit in the last place."""
+    m = _DECIMAL.fullmatch(g)
+    return Fraction(1, 2 * 10 ** len(m.group(1))) if m else None
+
+
+_COMMA_NUMBER = re.compile(r"(-?)(\d+),(\d+)")
+
+
+def _decimal_comma(s, other):
+    """`3,75` is 3.75 and `0,125` is 1/8: one number with a comma, whose shape is not a thousands group (a nonzero
+    integer part of at most 3 digits and exactly 3 digits after the comma, which `_normalize` has already read as
+    1,250 = 1250). When the other answer is a list (`1, 2`), the comma separates its items instead."""
+    m = _COMMA_NUMBER.fullmatch(s)
+    if m is None or "," in other:
+        return s
+    return f"{m.group(1)}{m.group(2)}.{m.group(3)}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Extraction: the final answer in a response
 
 # Each pattern has a single unbounded run before the captured line, so a 1 MB response is scanned in linear time.
 # (pattern, final): a *final* anchor written after the last box overrides the box (the model revised its answer);
@@ -285,6 +426,8 @@ _ANCHORS = [
     (re.compile(r"(?im)^[ \t>*#]*answer(?:\*\*)?\s*:(?:\*\*)?([^\n]*)"), True),
     (re.compile(r"(?i)\banswer(?:\*\*)?\s*:(?:\*\*)?([^\n]*)"), False),
     (re.compile(r"(?i)\banswer\s+is:?(?:\*\*)?([^\n]*)"), False),
+    # "Answer $12$", "**Final Answer** \\[ 12 \\]": no colon, display or inline math right after the word
+    (re.compile(r"(?im)^[ \t>*#]*(?:final\s+)?answer(?:\*\*)?[ \t]*((?:\$|\\\[|\\\()[^\n]*)"), True),
 ]
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 # What may stand between two boxes that together are one answer: `\boxed{3} \text{ or } \boxed{-5}`,
@@ -293,9 +436,20 @@ _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _BOX_SEP = re.compile(r"[\s$,;.&]*(?:(?:\\text\s*\{\s*(?:or|and|,)\s*\}|\\q?quad|\\[,;:! ]|\\\\|\bor\b|\band\b)"
                       r"[\s$,;.&]*)*(?:[A-Za-z](?:_\{?\w{1,3}\}?)?\s*=\s*)?\$?\s*")
 _MAX_BOXES = 8
+# In a gold (trusted text) a few words may stand between the boxes of one answer: `\boxed{3} apples and
+# \boxed{8} pears`. A sentence end still separates them.
+_GOLD_BOX_SEP = re.compile(r"[^.\n{}\\]{0,40}")
 
 
 _MAX_BOX_SCAN = 20_000
+
+
+class _Span(NamedTuple):
+    """An answer found in a response: where it starts and ends, its text, and whether its anchor is final."""
+    start: int
+    end: int
+    text: object
+    final: bool = True
 
 
 def _box_content(text, start):
@@ -324,7 +478,7 @@ def _box_content(text, start):
     return (m.group(0), i + m.end()) if (m and i > start) else None
 
 
-def _last_boxes(text):
+def _last_boxes(text, sep=_BOX_SEP):
     """(start, end, answer) of the last box, joined with the boxes right before it when only a separator (`or`,
     `,`, `$x = `) stands between them: several boxes are one answer, a list. None when there is no closed box."""
     boxes = list(_BOX.finditer(text))
@@ -342,14 +496,14 @@ def _last_boxes(text):
     while k > 0 and len(parts) < _MAX_BOXES:
         prev = boxes[k - 1]
         got = _box_content(text, prev.end())
-        if got is None or got[1] > start or start - got[1] > 60 or not _BOX_SEP.fullmatch(text, got[1], start):
+        if got is None or got[1] > start or start - got[1] > 60 or not sep.fullmatch(text, got[1], start):
             break
         parts.insert(0, got[0].strip())
         start, k = prev.start(), k - 1
     if not parts[-1]:
-        return start, end, None                     # \boxed{} means "no answer", not "look further back"
+        return _Span(start, end, None)              # \boxed{} means "no answer", not "look further back"
     parts = list(dict.fromkeys(p for p in parts if p))       # the same box twice is one answer
-    return start, end, ", ".join(parts)
+    return _Span(start, end, ", ".join(parts))
 
 
 def _math_end(text, i):
@@ -376,6 +530,9 @@ def _clean_anchor(ans):
     """The answer in the text after an anchor: the first sentence, the value of a sentence (`The smallest such $m$
     is 12.`), the first math segment when nothing but punctuation follows it."""
     ans = ans.strip().strip("*").strip()
+    m = re.match(r"\\\[(.*?)\\\]|\\\((.*?)\\\)", ans)
+    if m and not re.search(r"\$|\\[\[(]|\b(?:or|and|maybe|either)\b", ans[m.end():], re.I):
+        ans = m.group(1) if m.group(1) is not None else m.group(2)    # "\\[ 12 \\]", "\\( 3+9 \\)"
     m = _SENTENCE_END.search(ans)
     if m:
         ans = ans[:m.start()]
@@ -397,49 +554,34 @@ def _clean_anchor(ans):
     return ans.strip() or None
 
 
-def _extract(text):
-    box = _last_boxes(text)
-    best = None                                   # (start, answer text, final?)
+def _extract(text, box_sep=_BOX_SEP):
+    box = _last_boxes(text, box_sep)
+    best = None                                   # the last anchor, a _Span
     for pattern, final in _ANCHORS:
         for m in pattern.finditer(text):
             # ordered by where the answer text starts, so "final answer is" and "answer is" on one line are one
             # anchor, and the final one
-            if best is None or m.start(1) > best[0] or (m.start(1) == best[0] and final and not best[2]):
-                best = (m.start(1), m.group(1), final)
+            if best is None or m.start(1) > best.start or (m.start(1) == best.start and final and not best.final):
+                best = _Span(m.start(1), m.end(1), m.group(1), final)
     close = text.rfind("</answer>")
     if close >= 0:
         open_ = text.rfind("<answer>", 0, close)
-        if open_ >= 0 and (best is None or open_ > best[0]):
+        if open_ >= 0 and (best is None or open_ > best.start):
             inner = text[open_ + len("<answer>"):close]
             boxed = _last_boxes(inner) if "\\boxed" in inner or "\\fbox" in inner else None
-            best = (open_, boxed[2] if boxed is not None else inner.replace("\n", " "), True)
             if boxed is not None:
-                return boxed[2]
-    if box is not None and not (best is not None and best[2] and best[0] >= box[1]):
-        return box[2]                             # the last box, unless a final anchor follows it
+                return boxed.text
+            best = _Span(open_, close, inner.replace("\n", " "))
+    if box is not None and not (best is not None and best.final and best.start >= box.end):
+        return box.text                           # the last box, unless a final anchor follows it
     if best is None:
         return None
-    inner = best[1]
+    inner = best.text
     if "\\boxed" in inner or "\\fbox" in inner:
         boxed = _last_boxes(inner)
         if boxed is not None:
-            return boxed[2]
+            return boxed.text
     return _clean_anchor(inner)
-
-
-def extract_answer(text):
-    """The final answer in a model response (str), or None when there is none.
-
-    Last `\\boxed{}`/`\\fbox{}` (nested braces; `\\boxed 5`; an empty box means no answer); otherwise the last
-    explicit anchor (`#### x`, `The final answer is x`, `Answer: x`, `<answer>x</answer>`). When the response
-    has a `</think>`, an answer after it is preferred to anything inside the thinking."""
-    if not isinstance(text, str):
-        raise TypeError(f"extract_answer: expected str, got {type(text).__name__}")
-    if "</think>" in text:
-        after = _extract(text[text.rindex("</think>") + len("</think>"):])
-        if after is not None:
-            return after
-    return _extract(text)
 
 
 # The lenient fallback (reward(..., fallback="last")) for models that never box or anchor their answer.
@@ -472,22 +614,13 @@ def _last_value(text):
     return numbers[-1].rstrip(",") if numbers else None
 
 
-def _gold_answer(gold):
-    """Gold may be a bare answer, a MATH solution with a box, or a GSM8K solution with `####`."""
-    if "\\boxed" in gold or "\\fbox" in gold or "####" in gold:
-        ans = _extract(gold)
-        if ans is not None:
-            return ans
-    return gold.strip()
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# 2a. Normalisation (string level)
+# Normalisation: one spelling per answer, at string level
 
 _UNICODE = {"\u2212": "-", "\u2013": "-", "\u2014": "-", "\u00d7": "*", "\u22c5": "*", "\u00b7": "*",
             "\u00f7": "/", "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ",
             "\u2260": "\\ne ", "\u222a": "\\cup ", "\u2229": "\\cap ", "\u2205": "\\emptyset ", "\u221a": "\\sqrt",
-            "\u00a0": " ", "\u2009": "", "\u202f": "",
+            "\u00a0": " ", "\u2009": "", "\u202f": "", "\u20ac": " ", "\u00a3": " ", "\u00a5": " ",
             "\u00b1": "\\pm ", "\u2248": "\\approx ", "\u2208": "\\in ", "\u00bd": "\\frac12", "\u00bc": "\\frac14",
             "\u00be": "\\frac34",
             "\u2153": "\\frac13", "\u2154": "\\frac23", "\u215b": "\\frac18"}
@@ -551,8 +684,8 @@ def _normalize(s):
     s = re.sub(r"\\(?:overline|vec|overrightarrow|widehat|hat)\s*\{\s*([A-Za-z]{1,3})\s*\}|\\vec\s+([A-Za-z])",
                lambda m: m.group(1) or m.group(2), s)
     # A label before the answer: "\text{The answer is } 5", "\text{area} = 12", "Answer: 5"
-    s = re.sub(r"^\s*\\(?:text|textbf|mbox|mathrm|textit)\s*\{\s*(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*:?\s*\}\s*:?",
-               "", s, flags=re.I)
+    s = re.sub(r"^\s*\\(?:text|textbf|mbox|mathrm|textit)\s*\{\s*(?:the\s+)?(?:final\s+)?answer(?:\s+is)?"
+               r"\s*:?\s*\}\s*:?", "", s, flags=re.I)
     s = re.sub(r"^\s*\\(?:text|textbf|mbox|mathrm|textit)\s*\{\s*[A-Za-z][A-Za-z ]*\}\s*=", "", s)
     s = re.sub(r"^\s*(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*:?\s+", "", s, flags=re.I)
     s = re.sub(r"\\(?:left|right)\s*\.", "", s)
@@ -581,7 +714,7 @@ def _normalize(s):
     s = re.sub(r",\s*(?:or|and)\s+", ", ", s)
     s = re.sub(r",(?:\s*,)+", ",", s)                                      # "4, 9, and 25" became "4, 9, , 25"
     # A ratio's label: "A:B = 3:5" is 3:5 (ratios themselves are compared as text).
-    s = re.sub(r"^[A-Za-z](?:\s*:\s*[A-Za-z])+\s*=\s*(?=\d)", "", s)
+    s = re.sub(r"^(?:[A-Za-z]{1,3}(?:_\{?\w{1,3}\}?)?\s*:\s*)+[A-Za-z]{1,3}(?:_\{?\w{1,3}\}?)?\s*=\s*(?=\d)", "", s)
     s = s.strip()
     if re.search(r"\d", s):                                   # "5 cm^2", "12 square units", "3 hours"
         m = _UNIT_TAIL.search(s, max(0, len(s) - 80))      # units are a short tail; bounded search
@@ -599,7 +732,8 @@ def _normalize(s):
         s = "\\mathbb{R}"
     # Thousands separators, only where no list or tuple could be meant.
     if not re.search(r"[(\[{]|,\s", s):
-        s = re.sub(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d])", lambda m: m.group(1) + m.group(2).replace(",", ""), s)
+        s = re.sub(r"(?<![\d.])([1-9]\d{0,2})((?:,\d{3})+)(?![\d])",
+                   lambda m: m.group(1) + m.group(2).replace(",", ""), s)
     if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):
         s = s.replace(" ", "")
     return s.replace("\x00", "\\\\")
@@ -630,7 +764,7 @@ def _choice_letter(s, strict=True):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 2b. Tokenizer and recursive-descent parser that builds sympy objects directly
+# Grammar: tokenizer and recursive-descent parser that builds sympy objects directly
 
 _NUM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+)(?![a-zA-Z\d]))?")
 _REPEAT = re.compile(r"\s*\\(?:overline|dot)\s*(?:\{(\d+)\}|(\d))")
@@ -650,6 +784,23 @@ _RELOPS = {"=": "=", "<": "<", ">": ">", "\\le": "<=", "\\leq": "<=", "\\leqslan
 _PM = sympy.Symbol("PLUSMINUS_")
 
 
+class Token(NamedTuple):
+    """kind: num, id (one letter), word (a function or constant name), cmd (`\\frac`), env, op; text: its spelling
+    (a NumLit for num)."""
+    kind: str
+    text: object
+
+
+class NumLit(NamedTuple):
+    """A number as written: digits with an optional point, exponent (`1e5`) and repeating block (`0.\\overline{3}`)."""
+    digits: str
+    exp: object
+    repeat: object
+
+
+_END = Token(None, None)
+
+
 def _tokenize(s):
     toks, i, n = [], 0, len(s)
     while i < n:
@@ -667,7 +818,7 @@ def _tokenize(s):
                 if r:
                     rep = r.group(1) or r.group(2)
                     i = r.end()
-            toks.append(("num", (num, exp, rep)))
+            toks.append(Token("num", NumLit(num, exp, rep)))
             continue
         if c.isalpha():
             j = i
@@ -681,13 +832,13 @@ def _tokenize(s):
             while word:
                 for w in _PLAIN_WORDS:
                     if word.startswith(w) and (w != "inf" or word == "inf"):
-                        toks.append(("word", w))
+                        toks.append(Token("word", w))
                         word = word[len(w):]
                         break
                 else:
                     if len(word) >= 3 and not glued and not (word.isupper() and len(word) <= 4):   # ABC: a point
                         raise _ParseError("word")
-                    toks.extend(("id", ch) for ch in word)
+                    toks.extend(Token("id", ch) for ch in word)
                     word = ""
             continue
         if c == "\\":
@@ -701,25 +852,25 @@ def _tokenize(s):
                 if not env:
                     raise _ParseError("environment")
                 i += env.end()
-                toks.append(("cmd", "\\" + name))
-                toks.append(("env", env.group(1)))
+                toks.append(Token("cmd", "\\" + name))
+                toks.append(Token("env", env.group(1)))
                 continue
             if name == "\\":
-                toks.append(("op", "\\\\"))
+                toks.append(Token("op", "\\\\"))
             elif name in "{}":
-                toks.append(("op", "\\" + name))
+                toks.append(Token("op", "\\" + name))
             elif name == "|":
-                toks.append(("op", "|"))
+                toks.append(Token("op", "|"))
             else:
-                toks.append(("cmd", "\\" + name))
+                toks.append(Token("cmd", "\\" + name))
             continue
         two = s[i:i + 2]
         if two in ("<=", ">=", "!=", "**"):
-            toks.append(("op", "^" if two == "**" else two))
+            toks.append(Token("op", "^" if two == "**" else two))
             i += 2
             continue
         if c in "+-*/^_=<>!,;()[]{}|&:\u00b0":
-            toks.append(("op", c))
+            toks.append(Token("op", c))
             i += 1
             continue
         raise _ParseError("character")
@@ -747,7 +898,8 @@ def _number(num, exp, rep):
     if exp is not None:
         e = int(exp) if len(exp) < 8 else 10 ** 9
         if abs(e) > MAX_SCI_EXPONENT:
-            return sympy.Rational(value.numerator, value.denominator) * _large("pow", sympy.Integer(10), sympy.Integer(e))
+            return sympy.Rational(value.numerator, value.denominator) * _large("pow", sympy.Integer(10),
+                                                                               sympy.Integer(e))
         value *= Fraction(10) ** e
     return sympy.Rational(value.numerator, value.denominator)
 
@@ -761,6 +913,12 @@ _LARGE_KINDS = {k: sympy.Integer(i) for i, k in enumerate(
     ["pow", "factorial", "binomial", "floor", "ceiling"] + sorted(["sin", "cos", "tan", "cot", "sec", "csc", "arcsin",
      "arccos", "arctan", "sinh", "cosh", "tanh", "ln", "log", "exp", "sqrt", "gcd", "lcm", "max", "min", "asin", "acos",
      "atan", "abs"]))}
+
+
+# Sums and products with an index stay unevaluated and are compared structurally, as Large values are.
+_SUM, _PROD = sympy.Function("SUM"), sympy.Function("PROD")
+_NO_LIMIT = sympy.Symbol("NOLIMIT_")
+_OPAQUE = (_LARGE, _SUM, _PROD)
 
 
 def _large(kind, *args):
@@ -900,15 +1058,14 @@ class _Parser:
         unary := ('-'|'+') unary | power
         power := postfix ('^' unary)?                right-associative
         postfix := atom ('!' | '_' sub)*
-    Values: sympy Expr for scalars, tuples ('seq', open, close, items), ('set', items), ('list', items),
-    ('matrix', rows), ('rel', exprs, ops), ('sset', sympy Set), ('based', digits, base)."""
+    Values: a sympy Expr for numbers and expressions, else a node: Seq, SetOf, List, Matrix, Rel, SympySet, Based."""
 
     def __init__(self, toks):
         self.toks, self.i, self.depth, self.trig = toks, 0, 0, 0
 
     def peek(self, k=0):
         j = self.i + k
-        return self.toks[j] if j < len(self.toks) else (None, None)
+        return self.toks[j] if j < len(self.toks) else _END
 
     def take(self):
         t = self.peek()
@@ -922,7 +1079,7 @@ class _Parser:
 
     def at(self, kind, value=None):
         t = self.peek()
-        return t[0] == kind and (value is None or t[1] == value)
+        return t.kind == kind and (value is None or t.text == value)
 
     def enter(self):
         self.depth += 1
@@ -942,9 +1099,9 @@ class _Parser:
         if self.i != len(self.toks):
             raise _ParseError("trailing tokens")
         if len(groups) > 1:
-            return ("list", tuple(g[0] if len(g) == 1 else ("list", tuple(g)) for g in groups))
+            return List(tuple(g[0] if len(g) == 1 else List(tuple(g)) for g in groups))
         items = groups[0]
-        return items[0] if len(items) == 1 else ("list", tuple(items))
+        return items[0] if len(items) == 1 else List(tuple(items))
 
     def parse_items(self, stop):
         items = [self.parse_item()]
@@ -964,21 +1121,21 @@ class _Parser:
             self.leave()
             return rhs
         exprs, ops = [first], []
-        while self.peek()[1] in _RELOPS and self.peek()[0] in ("op", "cmd"):
-            ops.append(_RELOPS[self.take()[1]])
+        while self.peek().text in _RELOPS and self.peek().kind in ("op", "cmd"):
+            ops.append(_RELOPS[self.take().text])
             exprs.append(self.parse_sets())
         self.leave()
         if not ops:
             return first
-        return ("rel", tuple(exprs), tuple(ops))
+        return Rel(tuple(exprs), tuple(ops))
 
     def parse_sets(self):
         left = self.parse_expr()
         while self.peek() in (("cmd", "\\cup"), ("cmd", "\\cap"), ("cmd", "\\setminus"), ("id", "U")):
-            op = self.take()[1]
+            op = self.take().text
             right = self.parse_expr()
             a, b = _as_sympy_set(left), _as_sympy_set(right)
-            left = ("sset", sympy.Union(a, b) if op in ("\\cup", "U") else
+            left = SympySet(sympy.Union(a, b) if op in ("\\cup", "U") else
                     sympy.Intersection(a, b) if op == "\\cap" else sympy.Complement(a, b))
         return left
 
@@ -986,7 +1143,7 @@ class _Parser:
     def parse_expr(self):
         self.enter()
         if self.peek() in (("cmd", "\\pm"), ("cmd", "\\mp")):
-            sign = 1 if self.take()[1] == "\\pm" else -1
+            sign = 1 if self.take().text == "\\pm" else -1
             left = sign * _PM * _scalar(self.parse_term())
         else:
             left = self.parse_term()
@@ -1000,7 +1157,7 @@ class _Parser:
                 left = _scalar(left) - _scalar(self.parse_term())
             elif t in (("cmd", "\\pm"), ("cmd", "\\mp")):
                 self.take()
-                sign = 1 if t[1] == "\\pm" else -1
+                sign = 1 if t.text == "\\pm" else -1
                 left = _scalar(left) + sign * _PM * _scalar(self.parse_term())
             else:
                 break
@@ -1093,24 +1250,50 @@ class _Parser:
         if t == ("op", "{"):
             parts = []
             while not self.at("op", "}"):
-                if self.peek()[0] is None:
+                if self.peek().kind is None:
                     raise _ParseError("unclosed subscript")
                 parts.append(self.take())
             self.take()
         else:
             parts = [t]
-        label = "".join(str(p[1][0]) if p[0] == "num" else str(p[1]) for p in parts)
-        if not re.fullmatch(r"[A-Za-z0-9]+", label):
+        label = "".join(p.text.digits if p.kind == "num" else str(p.text) for p in parts)
+        if not re.fullmatch(r"[A-Za-z0-9]+(?:[+-][A-Za-z0-9]+)*", label):      # a_1, b_{n-i}
             raise _ParseError("subscript")
         if isinstance(v, sympy.Integer) and v >= 0 and label.isdigit():
-            v = ("digits", str(int(v)))                             # (1011)_2
-        if isinstance(v, tuple) and v[0] == "digits":
+            v = Digits(str(int(v)))                                 # (1011)_2
+        if isinstance(v, Digits):
             if not label.isdigit():
                 raise _ParseError("base")
-            return ("based", v[1], int(label))
-        if isinstance(v, sympy.Symbol):
+            return Based(v.text, int(label))
+        if isinstance(v, sympy.Symbol) and (label.isalnum() or "_" not in v.name):
             return sympy.Symbol(f"{v.name}_{label}")
         raise _ParseError("subscript")
+
+    def parse_big_operator(self, name):
+        """`\\sum_{i=1}^{n} body`, `\\prod_{j} body`: an opaque SUM / PROD(body, index, lower, upper) compared
+        structurally (`\\sum_i a_i b_{n-i}` = `\\sum_i b_{n-i} a_i`); the body is one term, and a numeric factor
+        of a sum's body stands outside it (`\\sum_i 2 a_i` = `2 \\sum_i a_i`)."""
+        index, lower, upper = _NO_LIMIT, _NO_LIMIT, _NO_LIMIT
+        self.enter()
+        for _ in range(2):
+            if self.at("op", "_") and index is _NO_LIMIT:
+                self.take()
+                sub = self.parse_arg()
+                if isinstance(sub, Rel) and sub.ops == ("=",):          # _{i=1}
+                    index, lower = _index_symbol(sub.exprs[0]), sub.exprs[1]
+                else:                                                   # _{i}
+                    index = _index_symbol(sub)
+                if index is None:
+                    raise _ParseError("index of a sum")
+            elif self.at("op", "^") and upper is _NO_LIMIT:
+                self.take()
+                upper = _scalar(self.parse_arg())
+        body = _scalar(self.parse_term())
+        self.leave()
+        if name == "prod":
+            return _PROD(body, index, _scalar(lower), upper)
+        coeff, rest = body.as_coeff_Mul()
+        return coeff * _SUM(rest, index, _scalar(lower), upper)
 
     def parse_group(self, allow_set=False):
         """`{ ... }` as a grouping: one expression (or relation) inside. Where a value may stand (not an argument
@@ -1130,7 +1313,7 @@ class _Parser:
         self.leave()
         if len(items) != 1:
             if allow_set:
-                return ("set", tuple(items))
+                return SetOf(tuple(items))
             raise _ParseError("list in braces")
         return items[0]
 
@@ -1139,17 +1322,17 @@ class _Parser:
         t = self.peek()
         if t == ("op", "{"):
             return self.parse_group()
-        if t[0] == "num":
-            num, exp, rep = t[1]
+        if t.kind == "num":
+            num, exp, rep = t.text
             if exp is None and rep is None and num.isdigit() and len(num) > 1:
-                self.toks[self.i] = ("num", (num[1:], None, None))    # \frac12: one digit each
+                self.toks[self.i] = Token("num", NumLit(num[1:], None, None))    # \frac12: one digit each
                 return sympy.Integer(int(num[0]))
             self.take()
             return _number(num, exp, rep)
-        if t[0] == "id":
+        if t.kind == "id":
             self.take()
-            return _symbol(t[1])
-        if t[0] == "cmd":
+            return _symbol(t.text)
+        if t.kind == "cmd":
             return self.parse_atom()
         raise _ParseError("argument")
 
@@ -1160,7 +1343,7 @@ class _Parser:
         if kind == "num":
             num, exp, rep = v
             if exp is None and rep is None and num.isdigit() and self.at("op", "_"):
-                return ("digits", num)                               # 1011_2 (base n)
+                return Digits(num)                                   # 1011_2 (base n)
             value = _number(num, exp, rep)
             if exp is None and rep is None and num.isdigit() and self.at("cmd", "\\frac"):
                 save = self.i, list(self.toks)                       # parse_arg may split a digit token
@@ -1187,22 +1370,22 @@ class _Parser:
                 return self.parse_group(allow_set=True)
             if v == "\\{":
                 self.enter()
-                if self.peek()[0] == "id" and self.peek(1) in (("op", "|"), ("op", ":"), ("cmd", "\\mid")):
+                if self.peek().kind == "id" and self.peek(1) in (("op", "|"), ("op", ":"), ("cmd", "\\mid")):
                     self.take(), self.take()              # set-builder {x | 2 < x < 5}: the condition's set
                     cond = self.parse_item()
                     self.expect("op", "\\}")
                     self.leave()
-                    if _kind(cond) == "rel" and _rel_to_set(cond) is not None:
-                        return ("sset", _rel_to_set(cond))
+                    if isinstance(cond, Rel) and _rel_to_set(cond) is not None:
+                        return SympySet(_rel_to_set(cond))
                     raise _ParseError("set-builder")
                 if self.at("op", "\\}"):
                     self.take()
                     self.leave()
-                    return ("set", ())
+                    return SetOf(())
                 items = self.parse_items(stop=(("op", "\\}"),))
                 self.take()
                 self.leave()
-                return ("set", tuple(items))
+                return SetOf(tuple(items))
             if v == "|":
                 self.enter()
                 inner = _scalar(self.parse_expr())
@@ -1215,7 +1398,7 @@ class _Parser:
     def parse_bracketed(self, open_):
         self.enter()
         items = self.parse_items(stop=(("op", ")"), ("op", "]")))
-        close = self.take()[1]
+        close = self.take().text
         self.leave()
         if len(items) == 1:
             if open_ == "(" and close == ")":
@@ -1223,7 +1406,7 @@ class _Parser:
             if open_ == "[" and close == "]" and isinstance(items[0], sympy.Expr):
                 return items[0]
             raise _ParseError("half-open single item")
-        return ("seq", open_, close, tuple(items))
+        return Seq(open_, close, tuple(items))
 
     def parse_function(self, name):
         if name in _MULTI:                      # \gcd(12, 18), \operatorname{lcm}(4, 6), \max(a, b)
@@ -1300,15 +1483,17 @@ class _Parser:
             return sympy.pi
         if bare == "infty":
             return sympy.oo
+        if bare in ("sum", "prod"):
+            return self.parse_big_operator(bare)
         if bare in ("emptyset", "varnothing"):
-            return ("sset", sympy.S.EmptySet)
+            return SympySet(sympy.S.EmptySet)
         if bare == "mathbb":
             t = self.take()
             if t == ("op", "{"):
                 t = self.take()
                 self.expect("op", "}")
             if t == ("id", "R"):
-                return ("sset", sympy.S.Reals)
+                return SympySet(sympy.S.Reals)
             raise _ParseError("mathbb")
         if bare in _FUNCS or bare in _MULTI:
             return self.parse_function(bare)
@@ -1333,7 +1518,7 @@ class _Parser:
             items = self.parse_items(stop=(("cmd", "\\rangle"),))
             self.take()
             self.leave()
-            return ("seq", "(", ")", tuple(items)) if len(items) > 1 else items[0]
+            return Seq("(", ")", tuple(items)) if len(items) > 1 else items[0]
         if bare == "begin":
             return self.parse_matrix()
         if bare in ("overline", "dot"):
@@ -1346,7 +1531,7 @@ class _Parser:
             raise _ParseError("environment")
         if env == "array" and self.at("op", "{"):             # column spec {cc}
             while not self.at("op", "}"):
-                if self.take()[0] is None:
+                if self.take().kind is None:
                     raise _ParseError("array spec")
             self.take()
         self.enter()
@@ -1357,7 +1542,7 @@ class _Parser:
                 if self.env_name() != env:
                     raise _ParseError("mismatched environment")
                 break
-            if self.peek()[0] is None:
+            if self.peek().kind is None:
                 raise _ParseError("unclosed matrix")
             row.append(_scalar(self.parse_expr()))
             if self.at("op", "&"):
@@ -1371,13 +1556,19 @@ class _Parser:
         self.leave()
         if not rows or len({len(r) for r in rows}) != 1:
             raise _ParseError("ragged matrix")
-        return ("matrix", tuple(rows))
+        return Matrix(tuple(rows))
 
     def env_name(self):
         kind, name = self.take()
         if kind != "env":
             raise _ParseError("environment name")
         return name
+
+
+def _index_symbol(v):
+    """The index of a sum as a symbol (`i` and `e` are letters there, not the imaginary unit and Euler's number)."""
+    v = {sympy.I: sympy.Symbol("i"), sympy.E: sympy.Symbol("e")}.get(v, v) if isinstance(v, sympy.Expr) else v
+    return v if isinstance(v, sympy.Symbol) else None
 
 
 def _symbol(letter):
@@ -1389,57 +1580,59 @@ def _symbol(letter):
 
 
 def _as_sympy_set(v):
-    if isinstance(v, tuple):
-        if v[0] == "sset":
-            return v[1]
-        if v[0] == "seq" and len(v[3]) == 2 and all(isinstance(x, sympy.Expr) for x in v[3]):
-            lo, hi = v[3]
-            return sympy.Interval(lo, hi, v[1] == "(", v[2] == ")")
-        if v[0] == "set" and all(isinstance(x, sympy.Expr) for x in v[1]):
-            return sympy.FiniteSet(*v[1])
-        if v[0] == "rel":
-            s = _rel_to_set(v)
-            if s is not None:
-                return s
+    """A value that can stand for a set, as a sympy Set: `[0, 7)` an interval, `\\{1, 2\\}`, `x < 3`."""
+    if isinstance(v, SympySet):
+        return v.value
+    if isinstance(v, Seq) and len(v.items) == 2 and all(isinstance(x, sympy.Expr) for x in v.items):
+        lo, hi = v.items
+        return sympy.Interval(lo, hi, v.open == "(", v.close == ")")
+    if isinstance(v, SetOf) and all(isinstance(x, sympy.Expr) for x in v.items):
+        return sympy.FiniteSet(*v.items)
+    if isinstance(v, Rel):
+        s = _rel_to_set(v)
+        if s is not None:
+            return s
     raise _ParseError("not a set")
+
+
+class Parsed(NamedTuple):
+    """status "ok" with the value; "guard" (past a safety bound) or "error" (not math we read) with the reason."""
+    status: str
+    value: object
 
 
 @functools.lru_cache(maxsize=4096)
 def _parse_cached(s):
-    """Parse a normalised answer string; returns ('ok', value) or ('guard'|'error', reason).
-    Cached: golds repeat across a batch (every sample of one prompt shares its gold)."""
+    """Parse a normalised answer string into a Parsed. Cached: golds repeat across a batch (every sample of one
+    prompt shares its gold)."""
     if len(s) > MAX_ANSWER_CHARS:
-        return ("guard", "answer too long")
+        return Parsed("guard", "answer too long")
     try:
-        value = _Parser(_tokenize(s)).parse_top()
-        value = _expand_pm(value)
-        return ("ok", value)
+        return Parsed("ok", _expand_pm(_Parser(_tokenize(s)).parse_top()))
     except _Guard as e:
-        return ("guard", str(e))
+        return Parsed("guard", str(e))
     except _ParseError as e:
-        return ("error", str(e))
+        return Parsed("error", str(e))
     except RecursionError:
-        return ("guard", "recursion")
+        return Parsed("guard", "recursion")
     except (ZeroDivisionError, ValueError, TypeError, OverflowError, AttributeError, IndexError) as e:
-        return ("error", type(e).__name__)
+        return Parsed("error", type(e).__name__)
 
 
 def _expand_pm(v):
     """`a \\pm b` means the set {a + b, a - b}."""
     if isinstance(v, sympy.Expr) and v.has(_PM):
-        return ("set", (v.subs(_PM, 1), v.subs(_PM, -1)))
-    if isinstance(v, tuple) and v[0] in ("list", "set"):
+        return SetOf((v.subs(_PM, 1), v.subs(_PM, -1)))
+    if isinstance(v, (List, SetOf)):
         out = []
-        for x in v[1]:
+        for x in v.items:
             y = _expand_pm(x)                        # 1 \\pm 2 inside a list adds both values; a real set stays one
-            out.extend(y[1] if isinstance(x, sympy.Expr) and x.has(_PM) else [y])
-        return (v[0], tuple(out))
-    if isinstance(v, tuple) and v[0] == "rel" and len(v[2]) == 1 and v[2][0] == "=" and \
-            isinstance(v[1][1], sympy.Expr) and v[1][1].has(_PM):
-        return ("list", tuple(("rel", (v[1][0], r), ("=",)) for r in _expand_pm(v[1][1])[1]))
-    if isinstance(v, tuple) and v[0] != "text":
-        if _has_pm(v):
-            raise _ParseError("\\pm inside a container")
+            out.extend(y.items if isinstance(x, sympy.Expr) and x.has(_PM) else [y])
+        return type(v)(tuple(out))
+    if isinstance(v, Rel) and v.ops == ("=",) and isinstance(v.exprs[1], sympy.Expr) and v.exprs[1].has(_PM):
+        return List(tuple(Rel((v.exprs[0], r), ("=",)) for r in _expand_pm(v.exprs[1]).items))    # x = 1 \\pm 2
+    if isinstance(v, tuple) and _has_pm(v):
+        raise _ParseError("\\pm inside a container")
     return v
 
 
@@ -1460,7 +1653,7 @@ def _has_pm(v):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 2c. Comparison of parsed values
+# Comparison of parsed values
 
 _RNG_POINTS = [sympy.Rational(p, q) for p, q in
                [(3, 7), (-5, 11), (13, 17), (-2, 13), (7, 5), (-11, 3), (19, 23), (-17, 29), (5, 2), (-23, 19)]]
@@ -1558,7 +1751,7 @@ def _zero(d):
 def _expr_equal(a, b):
     if a == b:
         return True
-    if a.has(_LARGE) or b.has(_LARGE):
+    if a.has(*_OPAQUE) or b.has(*_OPAQUE):
         return _large_equal(a, b)
     if a.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan) or b.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan):
         return False
@@ -1611,7 +1804,7 @@ def _large_equal(a, b):
     d = a - b
     if d == 0:
         return True
-    if d.has(_LARGE):
+    if d.has(*_OPAQUE):
         return False
     return _zero(d) is True
 
@@ -1642,7 +1835,7 @@ def _proportional(d1, d2):
 
 def _abs_rel_to_set(v):
     """|x + k| op c (either way round) -> the interval(s) it describes; None otherwise."""
-    (a, b), (op,) = v[1], v[2]
+    (a, b), (op,) = v.exprs, v.ops
     if isinstance(b, sympy.Abs):
         a, b, op = b, a, {"<": ">", "<=": ">=", ">": "<", ">=": "<="}[op]
     if not (isinstance(a, sympy.Abs) and b.is_number and b.is_real and b > 0):
@@ -1680,7 +1873,7 @@ def _half_line(d, x, op):
 def _is_label(e):
     """A name for the quantity asked for, not a computation: x, x_1, PQ, |PQ|, m + n, (a, b)."""
     if isinstance(e, tuple):
-        return e[0] == "seq" and e[1:3] == ("(", ")") and all(_is_label(x) for x in e[3])
+        return isinstance(e, Seq) and (e.open, e.close) == ("(", ")") and all(_is_label(x) for x in e.items)
     if isinstance(e, sympy.Symbol):
         return True
     if isinstance(e, sympy.Abs):
@@ -1693,11 +1886,17 @@ def _is_label(e):
 def _rel_to_set(v):
     """Inequality (chain) in one variable, linear in it (`3y < 12`, `-1 < 2x + 1 < 5`), or a bounded named quantity
     (`0 < g(t) < 2`) -> the interval it describes; None if it is not one."""
-    exprs, ops = v[1], v[2]
+    exprs, ops = v.exprs, v.ops
     if not all(isinstance(e, sympy.Expr) for e in exprs) or any(o in ("=", "!=", "~=") for o in ops):
         return None
     if len(ops) == 1 and any(isinstance(e, sympy.Abs) for e in exprs):
         return _abs_rel_to_set(v)
+    if len(ops) == 2 and isinstance(exprs[1], sympy.Abs) and ops[0][0] == ops[1][0]:
+        # 2 <= |w| <= 5: both halves, intersected ([-5, -2] U [2, 5])
+        halves = [_abs_rel_to_set(Rel(pair, (op,))) for pair, op in zip(zip(exprs, exprs[1:]), ops)]
+        out = sympy.Intersection(*halves) if None not in halves else None
+        if isinstance(out, (sympy.Interval, sympy.Union)):
+            return out
     free = set().union(*(e.free_symbols for e in exprs))
     if len(free) == 1:
         x = next(iter(free))
@@ -1723,7 +1922,7 @@ def _rel_to_set(v):
 
 
 def _rel_symbol(v):
-    return sorted(set().union(*(e.free_symbols for e in v[1])), key=lambda s: s.name)
+    return sorted(set().union(*(e.free_symbols for e in v.exprs)), key=lambda s: s.name)
 
 
 def _set_equal(s1, s2):
@@ -1782,72 +1981,99 @@ def _ordered_equal(xs, ys):
     return len(xs) == len(ys) and all(_equal(x, y) for x, y in zip(xs, ys))
 
 
-def _kind(v):
-    return "expr" if isinstance(v, sympy.Expr) else v[0]
-
-
 def _regroup(v):
     """`x = 3, y = 4, x = 4, y = 3` (the labels repeat in the same order) is the two solutions (3, 4), (4, 3)."""
-    if _kind(v) != "list" or len(v[1]) < 4 or not all(
-            _kind(x) == "rel" and x[2] == ("=",) and isinstance(x[1][0], sympy.Symbol) for x in v[1]):
+    if not isinstance(v, List) or len(v.items) < 4 or not all(
+            isinstance(x, Rel) and x.ops == ("=",) and isinstance(x.exprs[0], sympy.Symbol) for x in v.items):
         return v
-    names = [x[1][0] for x in v[1]]
+    names = [x.exprs[0] for x in v.items]
     k = len(set(names))
     if k < 2 or len(names) % k or names != names[:k] * (len(names) // k):
         return v
-    return ("list", tuple(("list", v[1][i:i + k]) for i in range(0, len(names), k)))
+    return List(tuple(List(v.items[i:i + k]) for i in range(0, len(names), k)))
+
+
+def _stems(label):
+    """Names a solution's label is built from, subscripts and arguments dropped: t_1 -> {t}, g(n) (the product
+    g*n) -> {g, n}."""
+    if isinstance(label, sympy.Symbol):
+        return {label.name.split("_")[0]}
+    if isinstance(label, sympy.Mul) and all(isinstance(a, sympy.Symbol) for a in label.args):
+        return {a.name.split("_")[0] for a in label.args}
+    return set()
+
+
+def _solutions(v):
+    """`t_1 = 2, t_2 = -7` or `g(n) = 1, g(n) = -1` (one unknown, several labelled values) -> (stems, values);
+    None for anything else (`x = 3, y = 4` is a pair, not two solutions)."""
+    if not isinstance(v, List) or not all(isinstance(x, Rel) and x.ops == ("=",) for x in v.items):
+        return None
+    stems = set.intersection(*(_stems(x.exprs[0]) for x in v.items))
+    values = [_rel_value(x) for x in v.items]
+    if not stems or any(val is None or _has_symbols(val) for val in values):
+        return None
+    return stems, List(tuple(values))
+
+
+def _as_union(v):
+    """`x < 3 or x > 5` (a List of inequalities) -> the SympySet of their union; v itself otherwise."""
+    if isinstance(v, List) and all(isinstance(x, Rel) and _rel_to_set(x) is not None for x in v.items):
+        return SympySet(sympy.Union(*[_rel_to_set(x) for x in v.items]))
+    return v
+
+
+def _sets_equal(p, g):
+    try:
+        return _set_equal(_as_sympy_set(p), _as_sympy_set(g))
+    except _ParseError:
+        return False
 
 
 def _equal(p, g):
-    """Mathematical equality of two parsed values (see the module docstring for the rules)."""
+    """Mathematical equality of two parsed values, dispatched on their types (the module docstring has the rules).
+    p is the answer, g the gold: the order matters where only one side is trusted (decimal tolerance)."""
     p, g = _regroup(p), _regroup(g)
-    kp, kg = _kind(p), _kind(g)
-    if kp == "expr" and kg == "expr":
+    sp, sg = _solutions(p), _solutions(g)
+    if sp is not None and sg is not None and sp[0] & sg[0]:
+        return _equal(sp[1], sg[1])                 # t_1 = 2, t_2 = -7 against t = 2 or t = -7
+    if isinstance(p, sympy.Expr) and isinstance(g, sympy.Expr):
         return _expr_equal(p, g)
-    if kp == "rel" and kg == "rel":
+    if isinstance(p, Rel) and isinstance(g, Rel):
         return _rel_equal(p, g)
-    if (kp == "rel" and p[2] == ("~=",)) != (kg == "rel" and g[2] == ("~=",)):
-        rel, other = (p, g) if kp == "rel" and p[2] == ("~=",) else (g, p)
+    p_approx, g_approx = isinstance(p, Rel) and p.ops == ("~=",), isinstance(g, Rel) and g.ops == ("~=",)
+    if p_approx != g_approx:
+        rel, other = (p, g) if p_approx else (g, p)
         if _rel_value(rel) is None:                  # \\pi \\approx 3.14: the exact side or the decimal
             return any(_equal(v, other) if rel is p else _equal(other, v) for v in _approx_values(rel))
-    if kg == "rel" or kp == "rel":                   # x = 5 vs 5, either way round
-        rel, other = (g, p) if kg == "rel" else (p, g)
+    if isinstance(p, Rel) or isinstance(g, Rel):     # x = 5 vs 5, either way round
+        rel, other = (g, p) if isinstance(g, Rel) else (p, g)
         value = _rel_value(rel)
-        if value is not None and _kind(other) != "rel":
-            return _equal(other, value) if kg == "rel" else _equal(value, other)
+        if value is not None and not isinstance(other, Rel):
+            return _equal(other, value) if rel is g else _equal(value, other)
         s = _rel_to_set(rel)
-        if s is not None and _kind(other) in ("seq", "sset"):
-            try:
-                return _set_equal(s, _as_sympy_set(other))
-            except _ParseError:
-                return False
+        if s is not None and isinstance(other, (Seq, SympySet)):
+            return _sets_equal(SympySet(s), other)
         return False
-    if kp == "list" and all(_kind(x) == "rel" and _rel_to_set(x) is not None for x in p[1]) \
-            and kg in ("sset", "seq"):                # x < 3 or x > 5
-        p = ("sset", sympy.Union(*[_rel_to_set(x) for x in p[1]]))
-        kp = "sset"
-    if kg == "list" and all(_kind(x) == "rel" and _rel_to_set(x) is not None for x in g[1]) \
-            and kp in ("sset", "seq"):
-        g = ("sset", sympy.Union(*[_rel_to_set(x) for x in g[1]]))
-        kg = "sset"
-    if kp in ("set", "list") and kg in ("set", "list"):
-        if "set" in (kp, kg):                        # a set answer: {1, 1, 2} is {1, 2}
-            return _unordered_equal(_distinct(p[1]), _distinct(g[1]))
-        return _unordered_equal(list(p[1]), list(g[1]))
-    if kp == "seq" and kg == "seq":
-        return p[1] == g[1] and p[2] == g[2] and _ordered_equal(p[3], g[3])
-    if "sset" in (kp, kg) and kp in ("sset", "seq", "set") and kg in ("sset", "seq", "set"):
-        try:
-            return _set_equal(_as_sympy_set(p), _as_sympy_set(g))
-        except _ParseError:
-            return False
-    if kp == "list" and kg == "seq" and g[1] == "(" and g[2] == ")":
-        return _ordered_equal(p[1], g[3])          # "1, 2" or "x = 1, y = 2" for the pair (1, 2)
-    if kp == "seq" and kg == "list" and p[1] == "(" and p[2] == ")":
-        return _ordered_equal(p[3], g[1])
-    if kp == "matrix" or kg == "matrix":
+    if isinstance(g, (SympySet, Seq)):
+        p = _as_union(p)
+    if isinstance(p, (SympySet, Seq)):
+        g = _as_union(g)
+    if isinstance(p, (SetOf, List)) and isinstance(g, (SetOf, List)):
+        if isinstance(p, SetOf) or isinstance(g, SetOf):      # a set answer: {1, 1, 2} is {1, 2}
+            return _unordered_equal(_distinct(p.items), _distinct(g.items))
+        return _unordered_equal(list(p.items), list(g.items))
+    if isinstance(p, Seq) and isinstance(g, Seq):
+        return (p.open, p.close) == (g.open, g.close) and _ordered_equal(p.items, g.items)
+    if SympySet in (type(p), type(g)) and isinstance(p, (SympySet, Seq, SetOf)) and \
+            isinstance(g, (SympySet, Seq, SetOf)):
+        return _sets_equal(p, g)
+    if isinstance(p, List) and isinstance(g, Seq) and (g.open, g.close) == ("(", ")"):
+        return _ordered_equal(p.items, g.items)      # "1, 2" or "x = 1, y = 2" for the pair (1, 2)
+    if isinstance(p, Seq) and isinstance(g, List) and (p.open, p.close) == ("(", ")"):
+        return _ordered_equal(p.items, g.items)
+    if isinstance(p, Matrix) or isinstance(g, Matrix):
         return _matrix_equal(p, g)
-    if kp == "based" or kg == "based":
+    if isinstance(p, Based) or isinstance(g, Based):
         return _based_equal(p, g)
     return False
 
@@ -1855,7 +2081,7 @@ def _equal(p, g):
 def _rel_value(rel):
     """`x = value` (a label on the left: x, |PQ|, m + n, (a, b)) -> value; `x = 2 + 2 = 4` -> 4 (every
     computed side agrees; `x = 2 + 2 = 5` has no value); `y \\approx 7` -> 7."""
-    exprs, ops = rel[1], rel[2]
+    exprs, ops = rel.exprs, rel.ops
     if set(ops) == {"="} and all(isinstance(e, sympy.Expr) and e.is_number for e in exprs):
         # \frac{6}{8} = \frac{3}{4}: a worked equality whose sides all agree stands for its value
         return exprs[-1] if all(_expr_equal(e, exprs[-1]) for e in exprs[:-1]) else None
@@ -1881,7 +2107,7 @@ def _rel_value(rel):
 
 
 def _has_symbols(v):
-    """Any free symbol in a parsed value (an Expr, or a tuple value such as ('seq', '(', ')', items))."""
+    """Any free symbol in a parsed value (an Expr or a node)."""
     if isinstance(v, sympy.Basic):
         return bool(v.free_symbols)
     return isinstance(v, tuple) and any(_has_symbols(x) for x in v if isinstance(x, (tuple, sympy.Basic)))
@@ -1890,7 +2116,7 @@ def _has_symbols(v):
 def _approx_values(rel):
     """`a \\approx b` with both sides numbers that agree to 1% (`\\sqrt2 \\approx 1.414`): either side may be the
     answer; sides that disagree (`3 \\approx 4`, a hedge) give nothing."""
-    a, b = rel[1]
+    a, b = rel.exprs
     if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr) and a.is_number and b.is_number):
         return []
     try:
@@ -1901,8 +2127,8 @@ def _approx_values(rel):
 
 
 def _rel_equal(p, g):
-    if p[2] == ("=",) and g[2] == ("=",):
-        (pl, pr), (gl, gr) = p[1], g[1]
+    if p.ops == ("=",) and g.ops == ("=",):
+        (pl, pr), (gl, gr) = p.exprs, g.exprs
         if isinstance(pl, sympy.Symbol) and pl == gl and _rel_value(p) is not None and _rel_value(g) is not None:
             return _equal(pr, gr)                    # x = ... against x = ...
         # otherwise the same equation up to a constant factor: y = x/2 is x = 2y, but x = 5 is not y = 5
@@ -1912,22 +2138,22 @@ def _rel_equal(p, g):
     sp_, sg = _rel_to_set(p), _rel_to_set(g)
     if sp_ is not None and sg is not None:      # same variable, same solution set
         return _rel_symbol(p) == _rel_symbol(g) and _set_equal(sp_, sg)
-    return p[2] == g[2] and _ordered_equal(p[1], g[1])
+    return p.ops == g.ops and _ordered_equal(p.exprs, g.exprs)
 
 
 def _matrix_equal(p, g):
     def rows(v):
-        if _kind(v) == "matrix":
-            return v[1]
-        if _kind(v) == "seq" and v[1] + v[2] in ("()", "[]"):
-            return tuple((x,) for x in v[3])        # a tuple is a column vector
+        if isinstance(v, Matrix):
+            return v.rows
+        if isinstance(v, Seq) and v.open + v.close in ("()", "[]"):
+            return tuple((x,) for x in v.items)     # a tuple is a column vector
         return None
     rp, rg = rows(p), rows(g)
     if rp is None or rg is None:
         return False
-    if len(rp[0]) != 1 and len(rp) == 1 and _kind(p) == "matrix" and _kind(g) != "matrix":
+    if len(rp[0]) != 1 and len(rp) == 1 and isinstance(p, Matrix) and not isinstance(g, Matrix):
         rp = tuple((x,) for x in rp[0])             # a row vector against a tuple
-    if len(rg[0]) != 1 and len(rg) == 1 and _kind(g) == "matrix" and _kind(p) != "matrix":
+    if len(rg[0]) != 1 and len(rg) == 1 and isinstance(g, Matrix) and not isinstance(p, Matrix):
         rg = tuple((x,) for x in rg[0])
     if len(rp) != len(rg) or len(rp[0]) != len(rg[0]):
         return False
@@ -1936,8 +2162,8 @@ def _matrix_equal(p, g):
 
 def _based_equal(p, g):
     def parts(v):
-        if _kind(v) == "based":
-            return v[1], v[2]
+        if isinstance(v, Based):
+            return v.digits, v.base
         if isinstance(v, sympy.Expr) and v.is_Integer and v >= 0:
             return str(int(v)), None
         return None
@@ -1953,149 +2179,152 @@ def _based_equal(p, g):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 2d. The decision
+# The in-process hard time limit. One daemon watchdog thread keeps the deadline of every check in flight (one per
+# calling thread); when one passes, it raises _Timeout *in the calling thread* with CPython's
+# PyThreadState_SetAsyncExc. That works from any thread (signals only reach the main thread) and costs nothing
+# while the check runs: arming and disarming is a lock and a dict entry. The exception lands at the next bytecode
+# boundary, so it stops any Python computation (sympy, mpmath); one long C call (a huge integer power) would delay
+# it, which is what the parser's bounds rule out. Without ctypes.pythonapi (not CPython) only the bounds apply.
 
-_PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
-_PLAIN_FRACTION = re.compile(r"(-?\d+)/(\d+)")
-_DECIMAL = re.compile(r"-?\d*\.(\d+)")
-
-
-def _fast_value(s):
-    """Fraction for plain integers, decimals and a/b (the common case), without touching sympy."""
-    if len(s) > 40:
-        return None
-    if _PLAIN_NUMBER.fullmatch(s):
-        return Fraction(s)
-    m = _PLAIN_FRACTION.fullmatch(s)
-    if m and int(m.group(2)) != 0:
-        return Fraction(int(m.group(1)), int(m.group(2)))
-    return None
+_WATCH = threading.Condition()
+_WATCH_ENTRIES = {}                      # token -> _Deadline
+_WATCH_STATE = {"thread": None, "pid": None, "wake": float("inf")}
+_TOKENS = itertools.count()
 
 
-def _decimal_tolerance(g):
-    """Gold written as a decimal literal with k digits after the point: half a unit in the last place."""
-    m = _DECIMAL.fullmatch(g)
-    return Fraction(1, 2 * 10 ** len(m.group(1))) if m else None
+@dataclasses.dataclass
+class _Deadline:
+    thread: int          # id of the checking thread
+    at: float            # time.monotonic() when it passes
+    fired: bool = False  # _Timeout was raised in the thread
 
 
-def _judge(pred, gold):
-    """(equal?, why) for two answer strings."""
-    if pred is None:
-        return False, "no answer in the response"
-    if gold is None:
-        return False, "no gold answer"
-    p, g = _normalize(pred), _normalize(gold)
-    if not p:
-        return False, "empty answer"
-    if _squash(p) == _squash(g):
-        return True, "identical after normalisation"
-    if len(p) > MAX_ANSWER_CHARS or len(g) > MAX_ANSWER_CHARS:
-        return False, f"answer longer than {MAX_ANSWER_CHARS} characters: compared as text only"
-    letter = _choice_letter(g)
-    if letter is not None:
-        got = _choice_letter(p, strict=False)
-        return got == letter, f"multiple choice: gold {letter}, answer {got}"
-    if re.fullmatch(r"[A-Za-z][A-Za-z ]+", p) and re.fullmatch(r"[A-Za-z][A-Za-z ]+", g):
-        # Words are text, not products of letters: "No" = "no", "pine" != "nipe" (but "ab" = "ba" stays algebra).
-        if _text_key(p) == _text_key(g):
-            return True, "text answers match (case-insensitive)"
-        if re.fullmatch(r"[a-z]{3}", p) and sorted(p) == sorted(g):
-            return True, "products of the same three letters (abc = cab)"
-        if max(len(p), len(g)) >= 3 and not {p.lower(), g.lower()} & {"pi", "inf", "infty", "infinity", "oo"}:
-            return False, "text answers differ"
-    tol = _decimal_tolerance(g)
-    fp, fg = _fast_value(p), _fast_value(g)
-    if fp is not None and fg is not None:
-        if fp == fg:
-            return True, "equal numbers"
-        return False, "different numbers"
-    rp, rg = _parse_cached(p), _parse_cached(g)
-    if rp[0] == "guard" or rg[0] == "guard":
-        which = "answer" if rp[0] == "guard" else "gold"
-        return False, f"{which} exceeds a safety bound ({rp[1] if rp[0] == 'guard' else rg[1]}): compared as text"
-    if rp[0] == "error" or rg[0] == "error":
-        if rp[0] == "error" and rg[0] == "error":
-            same = _text_key(p) == _text_key(g) and _text_key(g) != ""
-            return same, "text answers " + ("match" if same else "differ")
-        which = "answer" if rp[0] == "error" else "gold"
-        return False, f"{which} is not parseable math and the other is: not equal"
-    vp, vg = rp[1], rg[1]
+def _reset_watch_after_fork():
+    """A forked child has no watchdog thread, and the parent's may have held the lock at the fork: start clean."""
+    global _WATCH
+    _WATCH = threading.Condition()
+    _WATCH_ENTRIES.clear()
+    _WATCH_STATE.update(thread=None, pid=None, wake=float("inf"))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_watch_after_fork)
+try:                                    # two prototypes of one function: set an exception, or clear one (NULL)
+    _SET_ASYNC_EXC = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
+        ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
+    _CLEAR_ASYNC_EXC = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
+        ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
+except (AttributeError, OSError, TypeError):       # not CPython
+    _SET_ASYNC_EXC = _CLEAR_ASYNC_EXC = None
+
+
+_FRAGILE = ("importlib", "contextlib.py", "threading.py", "weakref.py", "_weakrefset.py", "abc.py")
+
+
+def _interruptible(tid):
+    """False while the thread runs code an exception must not cut in half: the import system (its module locks
+    would stay taken), context managers' exits, thread locks; and a garbage-collector callback, where Python prints
+    the exception and drops it, so the check would run on unbounded. The watchdog holds the GIL while it looks, and
+    the thread resumes exactly where it was seen, so the exception lands there."""
+    frame = sys._current_frames().get(tid)
+    gc_callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        code = frame.f_code
+        if code is _bounded.__code__:
+            return True
+        name = code.co_filename
+        if name.startswith("<frozen") or name.endswith(_FRAGILE) or "importlib" in name or code in gc_callbacks:
+            return False
+        frame = frame.f_back
+    return True
+
+
+def _watchdog():
+    with _WATCH:
+        idle_since = time.monotonic()
+        while True:
+            now = time.monotonic()
+            for entry in _WATCH_ENTRIES.values():
+                if not entry.fired and entry.at <= now:
+                    if _interruptible(entry.thread):
+                        entry.fired = True
+                        _SET_ASYNC_EXC(entry.thread, _Timeout)
+                    else:
+                        entry.at = now + 0.002        # inside an import or a lock: try again in 2 ms
+            pending = [e.at for e in _WATCH_ENTRIES.values() if not e.fired]
+            if pending:
+                idle_since = now
+            elif now - idle_since > 30.0:             # nothing to watch for a while: end; the next check restarts it
+                _WATCH_STATE["thread"] = None
+                return
+            _WATCH_STATE["wake"] = min(pending) if pending else now + 1.0
+            _WATCH.wait(max(0.0, _WATCH_STATE["wake"] - now))
+
+
+def _arm(token, limit):
+    """Register a deadline `limit` seconds from now for the calling thread under `token` (for _disarm)."""
+    if _SET_ASYNC_EXC is None:
+        return
+    deadline = time.monotonic() + limit
+    with _WATCH:
+        t = _WATCH_STATE["thread"]
+        if t is None or _WATCH_STATE["pid"] != os.getpid() or not t.is_alive():    # first use, or after a fork
+            t = threading.Thread(target=_watchdog, name="verify-watchdog", daemon=True)
+            _WATCH_STATE.update(thread=t, pid=os.getpid(), wake=float("inf"))
+            t.start()
+        _WATCH_ENTRIES[token] = _Deadline(threading.get_ident(), deadline)
+        if deadline < _WATCH_STATE["wake"]:
+            _WATCH.notify()
+
+
+def _disarm(token):
+    """Forget the deadline; if it fired, drop the exception in case it has not landed yet."""
+    while True:
+        try:
+            with _WATCH:
+                entry = _WATCH_ENTRIES.pop(token, None)
+                if entry is not None and entry.fired:
+                    _CLEAR_ASYNC_EXC(entry.thread, None)
+            return
+        except _Timeout:          # it landed while we were disarming: it fires once, so the retry completes
+            continue
+
+
+def _restore_sympy_state():
+    """An interrupted check may have left a sympy `evaluate(False)` / `distribute(False)` block half exited."""
+    params = sympy.core.parameters.global_parameters
+    if not (params.evaluate and params.distribute):
+        params.evaluate = params.distribute = True
+
+
+def _bounded(default, fn, *args):
+    """fn(*args), or `default` when it runs past TIME_LIMIT_S of wall clock."""
+    token = next(_TOKENS)          # made before arming, so a deadline that fires at once is still disarmed below
     try:
-        if _has_large(vp) or _has_large(vg):
-            same = _equal(vp, vg)
-            return same, ("a value exceeds the safety bounds and stays unevaluated; compared structurally: " +
-                          ("equal" if same else "not equal"))
-        if _equal(vp, vg):
-            return True, "mathematically equal"
-        if tol is not None and tol <= Fraction(1, 200) and isinstance(vp, sympy.Expr) and vp.is_number \
-                and not vp.is_Rational and not vp.has(sympy.oo, sympy.zoo) and not re.search(r"\d\.\d", p):
-            diff = (vp - vg).evalf(30)
-            if diff.is_real and abs(diff) < sympy.Rational(tol.numerator, tol.denominator):
-                return True, "rounds to the gold decimal"
-        return False, "not equal"
-    except (_Guard, RecursionError):
-        return False, "comparison exceeded a safety bound"
-    except (_ParseError, ZeroDivisionError, ValueError, TypeError, ArithmeticError, AttributeError):
-        return False, "values are not comparable"
-
-
-def is_equivalent(pred, gold):
-    """True when answer string `pred` is mathematically equivalent to answer string `gold` (LaTeX or plain).
-    Returns within TIME_LIMIT_S (False when the check ran out of time), from any thread."""
-    if not isinstance(pred, str) or not isinstance(gold, str):
-        raise TypeError("is_equivalent: pred and gold must be str, got "
-                        f"{type(pred).__name__} and {type(gold).__name__}")
-    return _bounded(False, _safe_judge, pred, gold)
-
-
-def _safe_judge(pred, gold):
-    try:
-        return _judge(pred, gold)[0]
-    except Exception:      # the reward must never crash training; a failure to judge is not a success
-        return False
-
-
-FALLBACKS = ("none", "last")
-
-
-def _check_fallback(fallback, where):
-    if fallback not in FALLBACKS:
-        raise ValueError(f"{where}: fallback must be one of {FALLBACKS}, got {fallback!r}")
-
-
-def _response_answer(response, fallback):
-    pred = extract_answer(response)
-    if pred is None and fallback == "last" and not _BOX.search(response):     # an empty box is "no answer"
-        pred = _last_value(response)
-    return pred
-
-
-def _reward(response, gold, fallback):
-    try:
-        pred = _response_answer(response, fallback)
-        return 1.0 if pred is not None and _judge(pred, _gold_answer(gold))[0] else 0.0
-    except Exception:
-        return 0.0
-
-
-def reward(response, gold, *, fallback="none"):
-    """1.0 if the final answer of `response` is equivalent to `gold`, else 0.0. `gold` may be a bare answer,
-    a MATH solution with a `\\boxed{}`, or a GSM8K solution with `####`.
-
-    `fallback` says what to do when the response has no box and no explicit anchor: "none" (the default) scores
-    it 0; "last" takes the last value in the text (see _last_value; opt-in, it rewards a correct number that a
-    policy merely mentions last). Returns within TIME_LIMIT_S (0.0 when out of time), from any thread."""
-    if not isinstance(response, str) or not isinstance(gold, str):
-        raise TypeError("reward: response and gold must be str, got "
-                        f"{type(response).__name__} and {type(gold).__name__}")
-    _check_fallback(fallback, "reward")
-    return _bounded(0.0, _reward, response, gold, fallback)
+        _arm(token, TIME_LIMIT_S)
+        result = fn(*args)
+    except _Timeout:
+        result = default
+        _restore_sympy_state()
+    while True:
+        try:
+            _disarm(token)
+            return result
+        except _Timeout:          # the deadline passed just as the check finished: a timeout after all
+            result = default
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 3. batch_reward: worker processes with a hard wall-clock kill per check
+# batch_reward: worker processes with a hard wall-clock kill per check
 
-_POOL = []          # persistent workers, reused across calls: [process, connection, ready]
+@dataclasses.dataclass
+class _Worker:
+    process: multiprocessing.Process
+    conn: multiprocessing.connection.Connection
+    ready: bool = False  # it has sent "ready" (its imports are done)
+
+
+_POOL = []          # persistent _Workers, reused across calls
 _PIPELINE = 8       # checks queued per worker
 
 
@@ -2136,14 +2365,14 @@ def _start_worker():
     proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
     proc.start()
     child.close()
-    return [proc, parent, False]
+    return _Worker(proc, parent)
 
 
 def _kill(w):
     try:
-        w[0].kill()
-        w[0].join(timeout=2)
-        w[1].close()
+        w.process.kill()
+        w.process.join(timeout=2)
+        w.conn.close()
     except (OSError, ValueError):
         pass
 
@@ -2153,7 +2382,7 @@ def _shutdown_pool():
     while _POOL:
         w = _POOL.pop()
         try:
-            w[1].send(None)
+            w.conn.send(None)
         except (OSError, ValueError):
             pass
         _kill(w)
@@ -2214,10 +2443,10 @@ def batch_reward(responses, golds, timeout=5.0, workers=None, *, fallback="none"
 
     while todo or any(inflight.values()):
         for slot, w in enumerate(pool):
-            while todo and w[2] and len(inflight[slot]) < _PIPELINE:
+            while todo and w.ready and len(inflight[slot]) < _PIPELINE:
                 i = todo.pop()
                 try:
-                    w[1].send((i, responses[i], golds[i], fallback))
+                    w.conn.send((i, responses[i], golds[i], fallback))
                 except (OSError, ValueError):      # died while idle: replace it, retry the check elsewhere
                     todo.append(i)
                     replace(slot, score_head=False)
@@ -2226,18 +2455,18 @@ def batch_reward(responses, golds, timeout=5.0, workers=None, *, fallback="none"
                     head_since[slot] = time.monotonic()
                 inflight[slot].append(i)
         now = time.monotonic()
-        waiting = [w[1] for slot, w in enumerate(pool) if inflight[slot] or not w[2]]
+        waiting = [w.conn for slot, w in enumerate(pool) if inflight[slot] or not w.ready]
         deadlines = [head_since[s] + timeout for s in range(n) if inflight[s]] or [now + 1.0]
         ready = multiprocessing.connection.wait(waiting, timeout=max(0.0, min(deadlines) - now))
         for conn in ready:
-            slot = next(s for s, w in enumerate(pool) if w[1] is conn)
+            slot = next(s for s, w in enumerate(pool) if w.conn is conn)
             try:
                 msg = conn.recv()
             except (EOFError, OSError):            # the worker died (e.g. out of memory)
                 replace(slot, score_head=True)
                 continue
             if msg == "ready":
-                pool[slot][2] = True
+                pool[slot].ready = True
             else:
                 i, r = msg
                 results[i] = r
@@ -2248,7 +2477,7 @@ def batch_reward(responses, golds, timeout=5.0, workers=None, *, fallback="none"
         for slot in range(n):
             if inflight[slot] and now >= head_since[slot] + timeout:
                 replace(slot, score_head=True)
-        if not any(w[2] for w in pool) and time.monotonic() > startup_deadline:
+        if not any(w.ready for w in pool) and time.monotonic() > startup_deadline:
             raise RuntimeError("batch_reward: no worker process started within 120 s")
     return results
 

@@ -442,7 +442,7 @@ def main():
           f"{verify.TIME_LIMIT_S} s; the goal is 1 s)\n")
     print("| inputs | checks | slowest wall (s) | slowest CPU (s) | over 1 s (wall) | killed |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    sets = [("known pathological (issue 15, guarded rows, tests)", fuzz.KNOWN_SLOW
+    sets = [("known pathological (guarded rows, tests)", fuzz.KNOWN_SLOW
              + [("equiv", p, g) for p, g, _, c in cases if c == "guarded_pathological"])]
     if args.fuzz:
         sets.append((f"fuzzed expression trees (seed 0, {args.fuzz})", fuzz.cases(seed=0, n=args.fuzz)))

@@ -42,7 +42,7 @@ def expression(rng, depth=0):
     if depth >= 5 or rng.random() < 0.25 + 0.12 * depth:
         return _number(rng) if rng.random() < 0.65 else rng.choice(_SYMBOLS)
     sub = lambda: expression(rng, depth + 1)          # noqa: E731
-    form = rng.randrange(20)
+    form = rng.randrange(23)
     if form == 0:
         return f"{sub()}+{sub()}"
     if form == 1:
@@ -79,6 +79,12 @@ def expression(rng, depth=0):
         return f"x = {sub()}"
     if form == 18:
         return f"{sub()} < x \\le {sub()}"
+    if form == 19:
+        return f"\\{rng.choice(['sum', 'prod'])}_{{i={sub()}}}^{{{sub()}}} a_{{n-i}} {sub()}"
+    if form == 20:
+        return f"{sub()} \\le |x| < {sub()}"
+    if form == 21:
+        return f"{rng.randint(0, 10 ** rng.randint(1, 6))},{rng.randint(0, 10 ** rng.randint(1, 6))}"
     return f"({sub()})({sub()})"
 
 
@@ -92,6 +98,7 @@ _WRAPPERS = [
     "<think>maybe \\boxed{{1}}</think>\n\\[ \\boxed{{{}}} \\]",
     "\\boxed{{{}}} \\text{{ or }} \\boxed{{2}}",
     "The final answer is $x \\approx {}$",
+    "Answer \\[ {} \\]",
 ]
 
 
@@ -239,7 +246,8 @@ def test_the_generator_makes_varied_answers():
     # A fuzz that only ever made one shape of answer would test nothing: check the mix it produces.
     items = cases(seed=1, n=300)
     text = " ".join(a for _, a, _ in items)
-    for needle in (r"\frac", r"\sqrt[", "^{", "!", r"\binom", r"\log_", r"\boxed", "Answer:", "####", r"\pm"):
+    for needle in (r"\frac", r"\sqrt[", "^{", "!", r"\binom", r"\log_", r"\boxed", "Answer:", "####", r"\pm",
+                   r"\sum_", r"\le |x|", r"Answer \["):
         assert needle in text, needle
     assert len({a for _, a, _ in items}) > 280
     assert {k for k, _, _ in items} == {"reward", "equiv"}
