@@ -10,9 +10,7 @@ About 60% of rows are True (equivalences users expect) and 40% False (mostly nea
 is reward-hacking bait: hedges, lists for one gold, near misses that tolerant graders wave through, and inputs that
 would hang a naive checker. A single false positive there is a hole the policy will find.
 
-The table grew in batches (blocks prefixed B2_ ... B14_ below). Each later batch was written without running it,
-then graded once against the checker as it stood - batches 4 to 14 were kept outside the repository until then - so
-the first-run score of a batch is an honest held-out number; once committed, a batch is just more of the answer key.
+Blocks B2_ ... B14_ below are held-out exams: each was written without running the checker on it.
 
 `CASES` grades `is_equivalent(pred, gold)` on bare answer strings. `REWARD_CASES` grades `reward(response, gold)`
 on full responses (boxed answers, `<think>` blocks, `#### 42`, "The final answer is", MATH-solution golds with
@@ -670,7 +668,7 @@ GUARDED = _block("guarded_pathological", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Second batch, written later and run once as a fresh exam (see the report): same categories, new answers.
+# Block B2: same categories, new answers.
 # --------------------------------------------------------------------------------------------------------------------
 
 B2_NUMBERS = _block("integers_decimals", [
@@ -878,8 +876,7 @@ B2_ADVERSARIAL = _block("adversarial", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Third batch, harder but still unambiguous (competition identities, vectors, equations of curves), run once as a
-# fresh exam.
+# Block B3, harder but still unambiguous (competition identities, vectors, equations of curves).
 # --------------------------------------------------------------------------------------------------------------------
 
 B3_EXACT_VALUES = _block("radicals", [
@@ -952,7 +949,7 @@ B3_STRUCTURES = _block("intervals", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Fourth batch, kept outside the repository until it had been run once against verify.py (a held-out exam).
+# Block B4.
 # --------------------------------------------------------------------------------------------------------------------
 
 B4_NUMBERS = _block("fractions", [
@@ -1068,7 +1065,7 @@ B4_ADVERSARIAL = _block("adversarial", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Fifth batch, held out until run once: how models dress answers (text around them, \left\lbrace, x_1 = ...),
+# Block B5: how models dress answers (text around them, \left\lbrace, x_1 = ...),
 # solution lists written with "or"/"and", and more hedges.
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -1143,7 +1140,7 @@ B5_ADVERSARIAL = _block("adversarial", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Sixth batch, held out until run once: answers by MATH subject (counting, number theory, geometry, algebra).
+# Block B6: answers by MATH subject (counting, number theory, geometry, algebra).
 # --------------------------------------------------------------------------------------------------------------------
 
 B6_SUBJECTS = _block("fractions", [
@@ -1206,7 +1203,7 @@ B6_ADVERSARIAL = _block("adversarial", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Seventh batch, held out until run once: powers and their associativity, polar forms, ratios, choice letters
+# Block B7: powers and their associativity, polar forms, ratios, choice letters
 # followed by their value, and tiny-difference bait.
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -1259,7 +1256,7 @@ B7_ADVERSARIAL = _block("adversarial", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Eighth batch, held out until run once: thinner categories (degrees, separators, bases, unions, word answers)
+# Block B8: thinner categories (degrees, separators, bases, unions, word answers)
 # and more "cover every option" bait.
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -1307,7 +1304,7 @@ B8_ADVERSARIAL = _block("adversarial", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Ninth batch, held out until run once: a few more numbers, then mostly extraction (in REWARD_CASES).
+# Block B9: a few more numbers, then mostly extraction (in REWARD_CASES).
 # --------------------------------------------------------------------------------------------------------------------
 
 B9_NUMBERS = _block("radicals", [
@@ -1325,7 +1322,7 @@ B9_NUMBERS = _block("radicals", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Tenth batch, held out until run once: plain-text and unicode math as chat models write it.
+# Block B10: plain-text and unicode math as chat models write it.
 # --------------------------------------------------------------------------------------------------------------------
 
 B10_PLAIN_UNICODE = _block("plain_unicode", [
@@ -1369,7 +1366,7 @@ B10_PLAIN_UNICODE = _block("plain_unicode", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Eleventh batch, held out until run once: GSM8K-style quantities (money, counts with units, times).
+# Block B11: GSM8K-style quantities (money, counts with units, times).
 # --------------------------------------------------------------------------------------------------------------------
 
 B11_GSM8K = _block("units_text", [
@@ -1403,7 +1400,7 @@ B11_GSM8K = _block("units_text", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Twelfth batch, held out until run once: coordinates, vectors, inverse trig, rational expressions, closed forms.
+# Block B12: coordinates, vectors, inverse trig, rational expressions, closed forms.
 # --------------------------------------------------------------------------------------------------------------------
 
 B12_MISC = _block("sets_tuples", [
@@ -1438,10 +1435,9 @@ B12_MISC = _block("sets_tuples", [
     (r"\text{(B)} \text{ and } \text{(D)}", r"\text{(B)}", F),
 ])
 # --------------------------------------------------------------------------------------------------------------------
-# Thirteenth batch (issue 15, and issue 14's escaped dollars), held out until run once: labels, inequalities in
+# Block B13: labels, inequalities in
 # other forms, thin-space separators, set/tuple conventions, \approx, products of powers; in REWARD_CASES plain
 # anchors (`The answer is 5.`), escaped dollars, several boxes, a box followed by a later final-answer anchor.
-# First grading: 34 of 74 is_equivalent rows and 24 of 36 reward rows wrong.
 # --------------------------------------------------------------------------------------------------------------------
 
 B13_LABELS = _block("labels", [
@@ -1528,9 +1524,7 @@ B13_LABELS = _block("labels", [
     (r"\{4, 4, 5\}", "4", F),
 ])
 # --------------------------------------------------------------------------------------------------------------------
-# Fourteenth batch, held out until run once against the checker with the thirteenth batch's fixes: the same
-# classes in new words (a second estimate after the fixes). First grading: 6 of 69 is_equivalent rows and 1 of
-# 35 reward rows wrong; one accepted a wrong answer (two sets for one).
+# Block B14: the classes of B13 in new words.
 # --------------------------------------------------------------------------------------------------------------------
 
 B14_STYLES = _block("labels", [
@@ -1714,7 +1708,7 @@ REWARD_CASES = (
         (r"\boxed{100000!}", "0", F),
         (r"\boxed{__import__('os').system('echo hacked')}", "0", F),
     ])
-    # second batch
+    # block B2
     + _block("reward_boxed", [
         (r"The three-digit answer is \boxed{033}.", "33", T),
         ("Final Answer: The final answer is $\\boxed{5}$. I hope it is correct.", "5", T),
@@ -1738,14 +1732,14 @@ REWARD_CASES = (
         (r"\boxed{3}", "The temperature is 2-5 = <<2-5=-3>>-3 degrees.\n#### -3", F),
         ("#### 18", "#### 18", T),
     ])
-    # third batch
+    # block B3
     + _block("reward_boxed", [
         ("Let me think about this carefully. " * 800 + r"So the answer is $\boxed{7}$.", "7", T),
         (r"The final answer is $\boxed{\frac{1}{2}}$", r"So the probability is $\boxed{\dfrac{1}{2}}$.", T),
         (r"$$\boxed{x = 3 \text{ or } x = 4}$$", r"The roots are $\boxed{3, 4}$.", T),
         (r"\boxed{080}", "80", T),
     ])
-    # fourth batch
+    # block B4
     + _block("reward_boxed", [
         (r"\boxed{\dfrac{\sqrt{3}}{2}}", r"\frac{\sqrt{3}}{2}", T),
         (r"The final answer is: $\boxed{-\frac{1}{2}}$", "-0.5", T),
@@ -1762,7 +1756,7 @@ REWARD_CASES = (
     + _block("reward_math_gold", [
         ("Answer: (C)", MATH_GOLD_C, T),
     ])
-    # fifth batch
+    # block B5
     + _block("reward_gsm8k", [
         (r"\boxed{\frac{1}{2}}", "Half of 1 is 1/2 = <<1/2=0.5>>0.5.\n#### 0.5", T),
         ("#### 5\n\nThe final answer is 5", "5", T),
@@ -1771,7 +1765,7 @@ REWARD_CASES = (
         (r"\boxed{3 \text{ or } 4}", "4", F),
         ("Answer: 3 or 4", "3", F),
     ])
-    # sixth batch
+    # block B6
     + _block("reward_anchors", [
         ("Final Answer: The final answer is 12. I hope it is correct.", "12", T),
         ("<answer>\n42\n</answer>", "42", T),
@@ -1779,7 +1773,7 @@ REWARD_CASES = (
         ("**Answer:** 42", "42", T),
         ("**Answer:** 41", "42", F),
     ])
-    # seventh batch
+    # block B7
     + _block("reward_boxed", [
         ("```\n\\boxed{5}\n```", "5", T),
         ("\\boxed{5}\n\n**Final Answer**\n\\boxed{5}", "5", T),
@@ -1790,7 +1784,7 @@ REWARD_CASES = (
         (r"\boxed{10^6}", "So 1000*1000 = <<1000*1000=1000000>>1,000,000.\n#### 1,000,000", T),
         (r"\boxed{100000}", "So 1000*1000 = <<1000*1000=1000000>>1,000,000.\n#### 1,000,000", F),
     ])
-    # eighth batch
+    # block B8
     + _block("reward_boxed", [
         (r"\boxed{\text{C}}", r"\textbf{(C)}", T),
         ("<think>\nTwo of three.\n</think>\n\nThe final answer is \\(\\boxed{\\frac{2}{3}}\\).", "2/3", T),
@@ -1800,7 +1794,7 @@ REWARD_CASES = (
         (r"\boxed{0}", "Nothing is left: 5-5 = <<5-5=0>>0.\n#### 0", T),
         (r"\boxed{}", "Nothing is left: 5-5 = <<5-5=0>>0.\n#### 0", F),
     ])
-    # ninth batch
+    # block B9
     + _block("reward_boxed", [
         (r"\boxed{ 5 }", "5", T),
         (r"\boxed{{5}}", "5", T),
@@ -1827,12 +1821,12 @@ REWARD_CASES = (
         ("####5", "5", T),
         ("5 apples", "He has 2+3 = <<2+3=5>>5 apples.\n#### 5", F),
     ])
-    # tenth batch
+    # block B10
     + _block("reward_boxed", [
         ("The answer is \u221a2, so \\boxed{\u221a2}", r"\sqrt{2}", T),
         ("So \\boxed{\u03c0/2}.", r"\frac{\pi}{2}", T),
     ])
-    # eleventh batch
+    # block B11
     + _block("reward_gsm8k", [
         ("To find the total, add the two months.\n\nTherefore, the final answer is $\\boxed{72}$.", GSM8K_GOLD_72, T),
         ("Adding them up:\n\\[\n\\boxed{72}\n\\]", GSM8K_GOLD_72, T),
@@ -1844,13 +1838,13 @@ REWARD_CASES = (
         ("#### 72.0", GSM8K_GOLD_72, T),
         ("$\\boxed{\\$1,234}$", GSM8K_GOLD_1234, T),
     ])
-    # twelfth batch
+    # block B12
     + _block("reward_math_gold", [
         (r"Thus the slope is $m = \boxed{-\frac{2}{3}}$.", r"The slope is $\boxed{-\frac23}$.", T),
         (r"\boxed{(1.5,-0.5)}", r"The midpoint is $\boxed{\left(\frac{3}{2}, -\frac{1}{2}\right)}$.", T),
         (r"\boxed{(-0.5,1.5)}", r"The midpoint is $\boxed{\left(\frac{3}{2}, -\frac{1}{2}\right)}$.", F),
     ])
-    # thirteenth batch (first grading: 24 of 36 wrong)
+    # block B13
     + _block("reward_anchors", [
         ("The answer is 7.", "7", T),
         ("So the answer is $\\frac{2}{3}$.", "2/3", T),
@@ -1895,7 +1889,7 @@ REWARD_CASES = (
         ("The answer is 4. Answer: 5", "4", F),
         ("The answer is $\\$42$ or $\\$43$.", "42", F),
     ])
-    # fourteenth batch (first grading: 1 of 35 wrong)
+    # block B14
     + _block("reward_anchors", [
         ("So, the answer is 9.", "9", T),
         ("Therefore the answer is $\\boxed{}$ 9", "9", F),
