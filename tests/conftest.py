@@ -38,3 +38,26 @@ def save_tiny_chat_llama(path) -> str:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
+
+
+def within_time_limit(verify, fn, *args):
+    """fn(*args), a verify call, judged as on an idle machine.
+
+    verify's limit is wall clock, so on a loaded machine a check that needs 0.5 s of CPU can run out of time. When the
+    call ran that long, it is repeated under a generous limit and must then need less CPU time than the limit: the
+    verdict is the one the check reaches within its budget, whatever else the machine is doing."""
+    import time
+    start = time.perf_counter()
+    out = fn(*args)
+    if time.perf_counter() - start < 0.9 * verify.TIME_LIMIT_S:
+        return out
+    limit = verify.TIME_LIMIT_S
+    verify.TIME_LIMIT_S = 60.0
+    try:
+        cpu = time.thread_time()
+        out = fn(*args)
+        cpu = time.thread_time() - cpu
+    finally:
+        verify.TIME_LIMIT_S = limit
+    assert cpu < limit, f"the check needs {cpu:.2f} s of CPU, over verify's {limit} s limit"
+    return out

@@ -18,6 +18,8 @@ on full responses (boxed answers, `<think>` blocks, `#### 42`, "The final answer
 """
 import pytest
 
+from conftest import within_time_limit
+
 
 def _block(category, rows):
     """Attach a category to `(pred, gold, expected)` rows."""
@@ -1957,12 +1959,12 @@ def verify():
 
 @pytest.mark.parametrize("pred, gold, expected", _params(CASES))
 def test_is_equivalent(verify, pred, gold, expected):
-    assert verify.is_equivalent(pred, gold) is expected
+    assert within_time_limit(verify, verify.is_equivalent, pred, gold) is expected
 
 
 @pytest.mark.parametrize("response, gold, expected", _params(REWARD_CASES))
 def test_reward(verify, response, gold, expected):
-    assert verify.reward(response, gold) == (1.0 if expected else 0.0)
+    assert within_time_limit(verify, verify.reward, response, gold) == (1.0 if expected else 0.0)
 
 
 def test_batch_reward_matches_table(verify):
