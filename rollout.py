@@ -33,7 +33,7 @@ random numbers and record the same statistics):
   hundreds of small kernel launches over changing shapes, so decoding is launch-bound. Each prompt is prefilled
   once and its keys and values are copied to its G rows; on one CPU thread the tokens and statistics are bit for
   bit those of prefilling all G copies (tested), while with several threads or on a GPU the kernels picked for the
-  smaller prefill batch may round differently. Rows that have stopped leave the cache (`SHRINK_CACHE`): once a
+  smaller prefill batch may round differently. Rows that have stopped leave the cache (`shrink_cache=True`): once a
   quarter of the rows it holds has stopped, the cache keeps only the live ones, and the step forwards only those.
   The sampler still draws for every row (the stopped rows get all-zero logits, and their draws are discarded), so
   it consumes the same random numbers; the live rows' logits are the full batch's up to the rounding of matrix
@@ -104,7 +104,7 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 @torch.no_grad()
 def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int, eos_token_id,
            pad_token_id: int, temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
-           static_cache: bool = False, stats_top_k: int = 0, group_size: int = 1):
+           static_cache: bool = False, stats_top_k: int = 0, group_size: int = 1, shrink_cache: bool = False):
     """Sample `group_size` G continuations of each row of the left-padded prompts `prompt_ids` [B, P].
 
     Returns (response_ids [BG, R], response_mask [BG, R] float, logp [BG, R], entropy [BG, R], truncated [BG]) with
@@ -112,6 +112,8 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
     topk_logp [BG, R, stats_top_k] as a sixth element when `stats_top_k` > 0.
     `eos_token_id` may be an int or a list of ints (chat models often stop on several). `static_cache=True` decodes
     over a preallocated cache (module docstring); its statistics equal the default path's to float tolerance.
+    `shrink_cache=True` lets stopped rows leave the dynamic cache (module docstring): the same tokens and random
+    numbers, statistics equal to float rounding.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (got {temperature}); sampling is what RL needs")
@@ -122,8 +124,11 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1 (got {group_size})")
     batch = prompt_ids.shape[0] * group_size
-    decoder = _static_decoder if static_cache else _dynamic_decoder
-    logits, step = decoder(model, prompt_ids, prompt_mask.to(device), max_new_tokens, group_size)   # [BG, V]
+    if static_cache:
+        logits, step = _static_decoder(model, prompt_ids, prompt_mask.to(device), max_new_tokens, group_size)
+    else:
+        logits, step = _dynamic_decoder(model, prompt_ids, prompt_mask.to(device), group_size, shrink_cache)
+    # logits [BG, V]: the next-token logits of every row
     if stats_top_k > logits.shape[-1]:
         raise ValueError(f"stats_top_k={stats_top_k} exceeds the vocabulary ({logits.shape[-1]} tokens)")
 
@@ -153,7 +158,7 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
 
 def rollout(model, tokenizer, prompts: list[str], group_size: int, *, max_new_tokens: int, temperature: float = 1.0,
             top_p: float = 1.0, generator: torch.Generator | None = None, add_special_tokens: bool = True,
-            eos_token_id=None, static_cache: bool = False, stats_top_k: int = 0) -> Rollout:
+            eos_token_id=None, static_cache: bool = False, stats_top_k: int = 0, shrink_cache: bool = False) -> Rollout:
     """`group_size` responses for each prompt; rows are grouped: rows [i*G, (i+1)*G) belong to prompts[i]."""
     device = next(model.parameters()).device
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, add_special_tokens)
@@ -162,7 +167,7 @@ def rollout(model, tokenizer, prompts: list[str], group_size: int, *, max_new_to
     resp, resp_mask, logp, entropy, truncated, *topk = sample(
         model, prompt_ids.to(device), prompt_mask.to(device), max_new_tokens=max_new_tokens, eos_token_id=eos,
         pad_token_id=pad, temperature=temperature, top_p=top_p, generator=generator, static_cache=static_cache,
-        stats_top_k=stats_top_k, group_size=group_size)
+        stats_top_k=stats_top_k, group_size=group_size, shrink_cache=shrink_cache)
     prompt_ids = prompt_ids.repeat_interleave(group_size, 0).to(device)      # [B * G, P], row i*G + j is prompt i
     prompt_mask = prompt_mask.repeat_interleave(group_size, 0).to(device)
     texts = decode_responses(tokenizer, resp, resp_mask, eos)
@@ -186,7 +191,8 @@ def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch
 
 def sample_for_eval(model, tokenizer, prompts: list[str], n: int, *, max_new_tokens: int, temperature: float = 1.0,
                     top_p: float = 1.0, batch_size: int = 512, generator: torch.Generator | None = None,
-                    add_special_tokens: bool = True, eos_token_id=None, static_cache: bool = False) -> list[list[str]]:
+                    add_special_tokens: bool = True, eos_token_id=None, static_cache: bool = False,
+                    shrink_cache: bool = False) -> list[list[str]]:
     """n sampled responses for each prompt (for pass@k), generated in batches of at most `batch_size` rows."""
     per_batch = max(1, batch_size // n)
     texts = []
@@ -194,7 +200,7 @@ def sample_for_eval(model, tokenizer, prompts: list[str], n: int, *, max_new_tok
         chunk = prompts[start:start + per_batch]
         out = rollout(model, tokenizer, chunk, n, max_new_tokens=max_new_tokens, temperature=temperature,
                       top_p=top_p, generator=generator, add_special_tokens=add_special_tokens,
-                      eos_token_id=eos_token_id, static_cache=static_cache)
+                      eos_token_id=eos_token_id, static_cache=static_cache, shrink_cache=shrink_cache)
         texts += [out.texts[i * n:(i + 1) * n] for i in range(len(chunk))]
     return texts
 
@@ -301,7 +307,6 @@ def response_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
 # (transformers >= 4.51; checked with 4.51.3, 5.17.0 and 5.24.0).
 
 STATIC_CACHE_ROUND = 64       # static cache width is prompt + max_new_tokens rounded up to this
-SHRINK_CACHE = True           # the dynamic cache drops the rows that have stopped (False: every row to the end)
 COMPILE_DEVICES = ("cuda",)   # device types on which the static one-token step is compiled (CUDA graphs)
 
 
@@ -314,7 +319,7 @@ def _cache_arg(model) -> str:
     return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
-def _dynamic_decoder(model, prompt_ids, mask, max_new_tokens, group_size):
+def _dynamic_decoder(model, prompt_ids, mask, group_size, shrink_cache):
     from transformers import DynamicCache
     try:
         cache = DynamicCache(config=model.config)        # what the model itself would create (>= 4.56)
@@ -347,7 +352,7 @@ def _dynamic_decoder(model, prompt_ids, mask, max_new_tokens, group_size):
         # only the live rows (a row's keys and values do not depend on the other rows). The stopped rows get
         # all-zero logits, which the sampler draws for and then discards, so it draws the same random numbers as
         # over the full batch (module docstring).
-        if SHRINK_CACHE and 4 * int(live[held].sum()) <= 3 * len(held):
+        if shrink_cache and 4 * int(live[held].sum()) <= 3 * len(held):
             keep = live[held].nonzero().squeeze(1)
             cache.batch_select_indices(keep)
             held = held[keep]

@@ -397,7 +397,7 @@ def rollout_batch(policy: Policy, prompts: list[str], task: Task, args: Args, ge
                                    max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                    top_p=args.top_p, generator=generator, eos_token_id=policy.eos_ids,
                                    add_special_tokens=task.add_special_tokens, static_cache=args.decode == "static",
-                                   stats_top_k=CONCENTRATION_RANKS))
+                                   stats_top_k=CONCENTRATION_RANKS, shrink_cache=use_fast_paths(args)))
     return concat_rollouts(parts, policy.tokenizer)
 
 
@@ -508,9 +508,9 @@ def loss_and_backward(policy: Policy, ro: R.Rollout, advantages, correct, part_r
     return part_loss
 
 
-def use_shared_prompt(args: Args) -> bool:
-    """--shared-prompt resolved. The same switch lets stopped rows leave the rollout's KV cache (rollout.SHRINK_CACHE,
-    set in main): both only change float rounding, so the embedded model keeps the plain paths bit for bit."""
+def use_fast_paths(args: Args) -> bool:
+    """--shared-prompt resolved: the update's prefix-tree forward, and stopped rows leaving the rollout's KV cache
+    (rollout's shrink_cache). Both change only float rounding, so the embedded model keeps the plain paths bit for bit."""
     return args.shared_prompt == "on" or (args.shared_prompt == "auto" and args.model is not None)
 
 
@@ -518,7 +518,7 @@ def response_token_stats(model, input_ids, attention_mask, prompt_len, args: Arg
     """simko.TokenStats [b, R] of the response tokens under the current policy (position t predicts token t+1)."""
     tokens = input_ids[:, prompt_len:]
     pos = R.position_ids(attention_mask)
-    shared = use_shared_prompt(args)
+    shared = use_fast_paths(args)
     if from_hidden:
         base = getattr(model, model.base_model_prefix)
         hidden = (R.response_forward(model, input_ids, attention_mask, prompt_len, hidden=True) if shared else
@@ -617,7 +617,8 @@ def evaluate(policy: Policy, task: Task, args: Args) -> dict:
         texts = R.sample_for_eval(policy.model, policy.tokenizer, prompts, n, max_new_tokens=args.max_new_tokens,
                                   temperature=args.eval_temperature, top_p=args.eval_top_p, generator=generator,
                                   batch_size=eval_rows, add_special_tokens=task.add_special_tokens,
-                                  eos_token_id=policy.eos_ids, static_cache=args.decode == "static")
+                                  eos_token_id=policy.eos_ids, static_cache=args.decode == "static",
+                                  shrink_cache=use_fast_paths(args))
     flat = [t for row in texts for t in row]
     problems = [p for p in task.eval for _ in range(n)]
     correct = torch.tensor(task.reward(flat, problems)).view(len(prompts), n) > 0.5
@@ -640,7 +641,6 @@ def main(argv=None) -> dict:
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(args.seed)
     set_threads(args)
-    R.SHRINK_CACHE = use_shared_prompt(args)        # (module-wide: the rollout reads it)
     checkpoint = find_checkpoint(args.out) if args.resume else None
     policy = load_policy(args, task, log, checkpoint)
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)

@@ -24,7 +24,7 @@ time and the process's CPU time are reported: on a machine shared with other job
 measurements, the CPU time much less.
 
 `--compare` times the plain step against the fast one side by side in one run. Plain: the rollout decodes every row
-to the end (rollout.SHRINK_CACHE = False) and the update forwards every row whole (`--shared-prompt off`). Fast: the
+to the end and the update forwards every row whole (`--shared-prompt off`). Fast: the
 stopped rows leave the decode cache and the update forwards the rows' prefix tree (rollout.response_forward). Every
 timed step is run both ways from the same state (weights, optimiser, random generators, prompts), in alternating
 order, so both sample the same responses (checked) and update the same rows; the run continues from the state of
@@ -138,8 +138,7 @@ def compare_paths(args, repeats, task, policy, optimizer, scheduler, generator, 
         for n, path in enumerate(order):
             if n:
                 restore(start)
-            R.SHRINK_CACHE = path == "shared"
-            args.shared_prompt = "on" if R.SHRINK_CACHE else "off"
+            args.shared_prompt = "on" if path == "shared" else "off"      # both the rollout's and the update's
             wall, cpu = time.perf_counter(), time.process_time()
             m = train.rl_step(i, batch, policy, optimizer, scheduler, task, args, generator)
             m["cpu_step"], m["wall_step"] = time.process_time() - cpu, time.perf_counter() - wall
@@ -157,7 +156,6 @@ def compare_paths(args, repeats, task, policy, optimizer, scheduler, generator, 
         out.setdefault("same_rollout", []).append(same)
         if same and a["loss"] is not None:
             out.setdefault("loss_diff", []).append(abs(a["loss"] - b["loss"]))
-    R.SHRINK_CACHE = True
     return out
 
 
@@ -165,7 +163,7 @@ def print_comparison(out: dict) -> None:
     mean = lambda path, key: statistics.fmean(r[key] for r in out[path])
     n = len(out["plain"])
     print(f"\nplain (the rollout decodes every row to the end; the update forwards every row's whole prompt) against "
-          f"fast (rollout.SHRINK_CACHE: stopped rows leave the cache; --shared-prompt on: rollout.response_forward), "
+          f"fast (--shared-prompt on: stopped rows leave the cache, the update forwards rollout.response_forward), "
           f"mean of {n} steps, each step run both ways from the same state:")
     same = out["same_rollout"]
     print(f"rows forwarded in the update {mean('plain', 'updated_rows_frac'):.2f}, mean response length "

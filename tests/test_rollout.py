@@ -450,9 +450,9 @@ def test_static_cache_under_bf16_autocast_with_one_dtype_per_layer(tiny, monkeyp
 
 
 @pytest.mark.parametrize("seed, temperature, top_p", [(0, 1.0, 1.0), (1, 0.7, 0.9), (2, 1.3, 1.0)])
-def test_stopped_rows_leave_the_cache_and_the_rollout_is_the_same(tiny, one_thread, monkeypatch, seed, temperature,
+def test_stopped_rows_leave_the_cache_and_the_rollout_is_the_same(tiny, one_thread, seed, temperature,
                                                                    top_p):
-    # SHRINK_CACHE: once a quarter of the held rows has stopped, the decode step forwards only the live rows. The
+    # shrink_cache: once a quarter of the held rows has stopped, the decode step forwards only the live rows. The
     # random numbers drawn and the live rows' tokens are those of decoding every row; on one CPU thread the tokens are
     # the same and the statistics agree to float rounding (the matrix products see fewer rows).
     model, tokenizer = tiny
@@ -464,10 +464,10 @@ def test_stopped_rows_leave_the_cache_and_the_rollout_is_the_same(tiny, one_thre
     try:
         runs = {}
         for shrink in (False, True):
-            monkeypatch.setattr(R, "SHRINK_CACHE", shrink)
             g = torch.Generator().manual_seed(seed)
             rows.clear()
-            runs[shrink] = (R.sample(model, ids, mask, generator=g, **kw), g.get_state(), list(rows))
+            runs[shrink] = (R.sample(model, ids, mask, generator=g, shrink_cache=shrink, **kw), g.get_state(),
+                            list(rows))
     finally:
         hook.remove()
     (full, g_full, rows_full), (shrunk, g_shrunk, rows_shrunk) = runs[False], runs[True]
