@@ -40,6 +40,14 @@ def save_tiny_chat_llama(path) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def verify():
+    # verify.py, for the answer-key tables; imported here so that the tables stay importable (by
+    # benchmarks/bench_verify.py) on their own.
+    import verify as module
+    return module
+
+
 def within_time_limit(verify, fn, *args):
     """fn(*args), a verify call, judged as on an idle machine.
 

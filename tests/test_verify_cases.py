@@ -1950,13 +1950,6 @@ def _params(table):
     return [pytest.param(p, g, e, id=_case_id(p, g, c, i)) for i, (p, g, e, c) in enumerate(table)]
 
 
-@pytest.fixture(scope="module")
-def verify():
-    # Imported lazily so the tables above stay importable (by the benchmark) on their own.
-    import verify as module
-    return module
-
-
 @pytest.mark.parametrize("pred, gold, expected", _params(CASES))
 def test_is_equivalent(verify, pred, gold, expected):
     assert within_time_limit(verify, verify.is_equivalent, pred, gold) is expected

@@ -187,12 +187,6 @@ def _rows(table):
     return [pytest.param(p, g, e, id=f"{c}-{i}") for c, rows in table.items() for i, (p, g, e) in enumerate(rows)]
 
 
-@pytest.fixture(scope="module")
-def verify():
-    import verify as module
-    return module
-
-
 @pytest.mark.parametrize("pred, gold, expected", _rows(EQUIV))
 def test_is_equivalent_styles(verify, pred, gold, expected):
     assert within_time_limit(verify, verify.is_equivalent, pred, gold) is expected
