@@ -68,7 +68,7 @@ CONCENTRATION_RANKS = 5     # metrics.jsonl logs the rank-1..5 probabilities (Si
 LOSS_METRICS = ("clip_frac_low", "clip_frac_high", "ratio_mean", "gated_frac", "spread_frac_of_gated",
                 "penalty_frac_of_gated")
 # The flags a resumed run may change: how it runs, logs and saves, never what it computes.
-RESUME_MAY_CHANGE = ("steps", "eval_every", "save_every", "out", "resume", "device", "threads", "micro_batch_size",
+RESUME_MAY_CHANGE = ("steps", "eval_every", "probe_every", "save_every", "out", "resume", "device", "threads", "micro_batch_size",
                      "gen_batch_size", "decode", "grad_checkpointing", "stats_from_hidden", "reward_workers",
                      "reward_timeout", "warmup_cache", "no_progress")
 
@@ -201,6 +201,13 @@ class Args:
     eval_samples: int = flag(16, "n responses per held-out problem; pass@k is reported for k = 1..n",
                              check=at_least(1))
     eval_problems: int = flag(0, "evaluate on the first N held-out problems only; 0 = all", check=at_least(0))
+    eval_before: bool = flag(True, "evaluate at step 0; --no-eval-before skips it when several runs share one warm "
+                             "start whose evaluation is already known")
+    probe_problems: int = flag(0, "SimKO's mechanism on fixed prompts: at step 0, every --probe-every steps and at "
+                               "the end, sample --group-size responses to each of the first N held-out problems and "
+                               "log the rank-1..5 probabilities and the entropy over all their tokens and over the "
+                               "top 20 % by entropy; 0 = off", check=at_least(0))
+    probe_every: int = flag(10, "RL steps between probes (--probe-problems)", check=at_least(1))
     save_every: int = flag(0, "RL steps between checkpoints; the end of the run always saves one; 0 = only at the "
                            "end", check=at_least(0))
     resume: bool = flag(False, "continue the run in --out from its checkpoint with the flags of its config.json; "
@@ -626,6 +633,34 @@ def evaluate(policy: Policy, task: Task, args: Args) -> dict:
     return {**{f"pass@{k}": v for k, v in curve.items()}, "correct": correct.sum(1).tolist()}
 
 
+HIGH_ENTROPY_SHARE = 0.2    # the probe's high-entropy tokens: the top 20 % by entropy (SimKO's gate, tau = 0.8)
+
+
+@torch.no_grad()
+def probe(policy: Policy, task: Task, args: Args) -> dict:
+    """SimKO's mechanism on fixed held-out prompts: --group-size responses to each of the first --probe-problems
+    held-out problems, with a generator seeded from --seed alone (every probe of a run draws the same random
+    numbers). Logs the mean entropy and the concentration metric Lambda^(k) (the rank-k candidate's mean
+    probability, simko.concentration) over all response tokens and over the high-entropy ones: the top
+    HIGH_ENTROPY_SHARE of this probe's tokens by entropy, where SimKO's gate acts."""
+    policy.model.eval()
+    generator = torch.Generator(device=args.device).manual_seed(args.seed + 104729)
+    problems = task.eval[:args.probe_problems]
+    ro = rollout_batch(policy, [task.prompt(p, policy.tokenizer) for p in problems], task, args, generator)
+    mask = ro.response_mask.bool()                                   # [P * G, R]
+    entropy = ro.entropy[mask]                                       # [tokens]
+    threshold = torch.quantile(entropy.double(), 1 - HIGH_ENTROPY_SHARE).item()
+    high = mask & (ro.entropy >= threshold)                          # [P * G, R]
+    out = {"type": "probe", "reward_mean": sum(task.reward(ro.texts, [p for p in problems
+                                                                      for _ in range(args.group_size)])) / len(ro.texts)}
+    for name, m in (("all", mask), ("high_entropy", high)):
+        c = simko.concentration(ro.topk_logp, m.float())
+        out[name] = {"tokens": int(m.sum()), "entropy": ro.entropy[m].mean().item(),
+                     **{f"rank{i + 1}_prob": c["prob"][i] for i in range(CONCENTRATION_RANKS)}}
+    out["high_entropy"]["threshold"] = threshold
+    return out
+
+
 # ================================================================================================================
 # 3. The run
 
@@ -674,6 +709,10 @@ def main(argv=None) -> dict:
         log(f"eval @ step {step}: " + "  ".join(f"pass@{k} {result[f'pass@{k}']:.3f}" for k in TABLE_KS
                                                  if f"pass@{k}" in result))
 
+    def run_probe(step):
+        if args.probe_problems:
+            record({"step": step, **probe(policy, task, args)})
+
     phases = schedule_of(args)
     method = (f"advantage {phases[0].advantage} (k={phases[0].k})" if len(phases) == 1 else "schedule " +
               ",".join(f"{p.advantage}@{p.k}:{p.steps}" for p in phases))
@@ -681,7 +720,9 @@ def main(argv=None) -> dict:
         f"{method if args.loss == 'clip' else 'loss ' + args.loss}, SimKO {'on' if args.simko else 'off'}, "
         f"clip {args.clip_low}/{args.clip_high}, {args.mini_batches} optimiser step(s) per batch, out {args.out}")
     if start_step == 0:
-        run_eval(0)
+        if args.eval_before:
+            run_eval(0)
+        run_probe(0)
 
     bar = tqdm(range(start_step, args.steps), desc="RL", disable=args.no_progress, initial=start_step,
                total=args.steps)
@@ -694,15 +735,18 @@ def main(argv=None) -> dict:
         done = step + 1
         if args.eval_every and done % args.eval_every == 0 and done != args.steps:
             run_eval(done)
+        if args.probe_problems and done % args.probe_every == 0 and done != args.steps:
+            run_probe(done)
         if args.save_every and done % args.save_every == 0 and done != args.steps:
             save_checkpoint(args.out, policy, optimizer, scheduler, done, sampler, generator)
     bar.close()
 
     if start_step < args.steps or not any(h["type"] == "eval" and h["step"] == args.steps for h in history):
         run_eval(args.steps)
+        run_probe(args.steps)
     save_checkpoint(args.out, policy, optimizer, scheduler, args.steps, sampler, generator)
     evals = [h for h in history if h["type"] == "eval"]
-    before, after = evals[0], evals[-1]
+    before, after = (evals[0] if evals[0]["step"] == 0 else None), evals[-1]
     table = pass_at_k_table(before, after, args.eval_samples, held_out_subsets(task))
     print(table)
     if task.name == "countdown" and args.warmup_variant == "headroom":
@@ -714,7 +758,7 @@ def main(argv=None) -> dict:
     print(f"outputs in {args.out}: metrics.jsonl (every step and evaluation), config.json (the flags), "
           f"checkpoint/ (model, tokenizer, trainer state for --resume), pass_at_k.md (the table above)")
     strip = lambda e: {k: v for k, v in e.items() if k.startswith("pass@")}
-    return {"before": strip(before), "after": strip(after), "last_step": last, "out": args.out}
+    return {"before": strip(before or {}), "after": strip(after), "last_step": last, "out": args.out}
 
 
 if __name__ == "__main__":

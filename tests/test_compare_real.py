@@ -1,0 +1,75 @@
+"""benchmarks/compare_real.py: its effects, claims and report on hand-made run records (no model is loaded)."""
+import importlib.util
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+_spec = importlib.util.spec_from_file_location(
+    "compare_real", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "compare_real.py"))
+compare_real = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(compare_real)
+
+
+def _probe(step, rank1, high_rank1, entropy):
+    stats = lambda r1, h: {"tokens": 10, "entropy": h, "rank1_prob": r1, "rank2_prob": (1 - r1) / 2,
+                           "rank3_prob": 0.0, "rank4_prob": 0.0, "rank5_prob": 0.0}
+    return {"type": "probe", "step": step, "all": stats(rank1, entropy),
+            "high_entropy": {**stats(high_rank1, 2 * entropy), "threshold": entropy}}
+
+
+def _run(config, seed, correct, rank1, warm_rank1=0.8):
+    return {"config": config, "seed": seed, "correct": correct, "final": [0.0] * 4, "wall_seconds": 60.0,
+            "probes": [_probe(0, warm_rank1, warm_rank1 - 0.2, 0.5), _probe(10, rank1, rank1 - 0.2, 0.3)],
+            "trajectory": {}}
+
+
+def _results():
+    # 3 problems x n = 4 samples; the warm start solves 1, 0, 4 of 4 (problem 1 is hard); seeds 0 and 1
+    cfg = dict(compare_real.DESIGN, seeds=2, eval_samples=4, eval_problems=3, jobs=2)
+    runs = [_run("grpo", 0, [2, 0, 4], 0.9), _run("grpo", 1, [3, 0, 4], 0.92),
+            _run("simko", 0, [2, 1, 4], 0.85), _run("simko", 1, [2, 2, 4], 0.86)]
+    results = {"config": cfg, "runs": runs, "split": compare_real.split_easy_hard([1, 0, 4], 4),
+               "warm_ref": {"correct": [1, 0, 4], "pass@k": [0.0] * 4}, "wall_seconds": 600.0}
+    results["effects"] = compare_real.effects(results)
+    results["claims"] = compare_real.evaluate_claims(results)
+    results["summary"] = compare_real.summary(results)
+    return results
+
+
+def test_effects_are_paired_differences_of_the_final_evaluation_and_of_the_last_probe():
+    r = _results()
+    e = compare_real.find(r["effects"], "simko", "grpo", "pass@1", "all")
+    # per seed, per problem: seed 0 (0, 1/4, 0), seed 1 (-1/4, 2/4, 0): mean (1/4 + 1/4) / 6
+    assert e["mean"] == pytest.approx(1 / 12) and e["seeds"] == [0, 1]
+    hard = compare_real.find(r["effects"], "simko", "grpo", "pass@4", "hard")
+    assert hard["mean"] == pytest.approx(1.0)          # problem 1: 0 of 4 under GRPO, >= 1 of 4 under SimKO
+    assert hard["ci"] == [pytest.approx(1.0), pytest.approx(1.0)]
+    rank1 = compare_real.find(r["effects"], "simko", "grpo", "rank1_prob", "all")
+    assert rank1["mean"] == pytest.approx(((0.85 - 0.9) + (0.86 - 0.92)) / 2)
+    high = compare_real.find(r["effects"], "simko", "grpo", "rank1_prob", "high_entropy")
+    assert high["mean"] == pytest.approx(rank1["mean"])
+    # against the warm start: its one reference evaluation, and each run's own step-0 probe
+    warm = compare_real.find(r["effects"], "grpo", "@warm", "pass@1", "all")
+    assert warm["mean"] == pytest.approx(((1 / 4 + 0 + 0) + (2 / 4 + 0 + 0)) / 6)
+    assert compare_real.find(r["effects"], "grpo", "@warm", "rank1_prob", "all")["mean"] == pytest.approx(0.11)
+
+
+def test_claims_use_the_verdict_rules_and_missing_methods_are_not_run():
+    by_claim = {c["claim"]: c for c in _results()["claims"]}
+    assert by_claim["GRPO concentrates: its rank-1 probability rises above the warm start's"]["verdict"] == "supported"
+    assert by_claim["SimKO lowers the rank-1 probability vs GRPO, all tokens"]["verdict"] == "supported"
+    assert by_claim["Pass@k (k=4) does not cost pass@1 vs GRPO"]["verdict"] == "not run"
+
+
+def test_report_has_every_method_the_warm_start_and_the_claims():
+    r = _results()
+    text = compare_real.report(r)
+    assert "| warm start | 2 |" in text and "| grpo | 2 |" in text and "| simko | 2 |" in text
+    assert "| simko | grpo |" in text and "| grpo | warm start |" in text
+    assert "**supported**" in text and "**not run**" in text
+    rows = r["summary"]["rows"]
+    assert rows["warm start"]["all:pass@1"] == pytest.approx(5 / 12)
+    assert rows["warm start"]["all:rank1_prob"] == pytest.approx(0.8)
+    assert rows["grpo"]["hard:pass@4"] == 0.0 and rows["simko"]["hard:pass@4"] == 1.0
