@@ -64,7 +64,7 @@ CONFIGS = {
     "passk_k4+simko": dict(flags=["--advantage", "passk", "--k", "4", *SIMKO, "--clip", "simko"], baseline="grpo"),
 }
 CONTRASTS = [("passk_k4+simko", "passk_k4"), ("passk_k4+simko", "simko")]
-DESIGN = dict(steps=30, seeds=5, lr=2e-5, eval_problems=128, eval_samples=32, probe_problems=8, probe_every=5,
+DESIGN = dict(steps=20, seeds=5, lr=1e-5, eval_problems=100, eval_samples=32, probe_problems=8, probe_every=10,
               prompts_per_step=4, group_size=16, max_new_tokens=16)
 SUBSETS = ("all", "easy", "hard")
 MECHANISM = [(tokens, f"rank{r}_prob") for tokens in ("all", "high_entropy") for r in (1, 2)] + \
