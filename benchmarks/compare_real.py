@@ -21,7 +21,8 @@ Design (every number is a constant or flag below; the defaults are the committed
 - **SimKO's mechanism** (`--probe-problems`): at step 0, every `probe_every` steps and at the end, every run samples
   16 responses to each of the first `probe_problems` held-out problems with a generator fixed per seed and logs the
   rank-1..5 probabilities (Lambda^(k)) and the entropy over all response tokens and over the top 20 % by entropy.
-  Effects use the last probe; the step-0 probe is the warm start (paired by seed).
+  The claims use the last probe; the step-0 probe is the warm start (paired by seed). compare.md also shows the
+  mechanism against GRPO at every probe: where the rank-1 probability goes (rank 2, ranks 3-5, the tail).
 
 Outputs (rewritten after every finished run): results/real/compare.json (every run: flags, wall time, final
 per-problem counts, probes, training curves), results/real/compare.md (tables and claims), results/real/*.png.
@@ -178,6 +179,43 @@ def effects(results: dict) -> list[dict]:
     return out
 
 
+# SimKO's mechanism at every probe, against GRPO: where the rank-1 probability goes (rank 2, ranks 3-5, the tail
+# beyond the top 5), on all tokens and on the high-entropy ones. Descriptive: the claims use the last probe only.
+TRAJECTORY = [("all", "rank1_prob"), ("high_entropy", "rank1_prob"), ("high_entropy", "rank2_prob"),
+              ("high_entropy", "rank3_5_prob"), ("high_entropy", "tail_prob"), ("all", "entropy")]
+
+
+def probe_value(probe: dict, tokens: str, key: str) -> float:
+    """One probe's statistic; rank3_5_prob = ranks 3 to 5 together, tail_prob = 1 - (ranks 1 to 5)."""
+    stats = probe[tokens]
+    if key == "rank3_5_prob":
+        return sum(stats[f"rank{r}_prob"] for r in (3, 4, 5))
+    if key == "tail_prob":
+        return 1.0 - sum(stats[f"rank{r}_prob"] for r in range(1, 6))
+    return stats[key]
+
+
+def mechanism_over_training(results: dict, baseline: str = "grpo") -> list[dict]:
+    """Paired effects (method minus GRPO, over seeds) of every TRAJECTORY statistic at every probe step."""
+    by = {}
+    for r in results["runs"]:
+        by.setdefault(r["config"], {})[r["seed"]] = r
+    if baseline not in by:
+        return []
+    out = []
+    for m in by:
+        if m == baseline:
+            continue
+        steps = sorted({p["step"] for r in by[m].values() for p in r["probes"]})
+        for step in steps:
+            for tokens, key in TRAJECTORY:
+                vals = [{s: next((probe_value(p, tokens, key) for p in r["probes"] if p["step"] == step), None)
+                         for s, r in runs.items()} for runs in (by[m], by[baseline])]
+                out.append({"config": m, "baseline": baseline, "step": step, "metric": key, "subset": tokens,
+                            **scalar_effect(*vals)})
+    return out
+
+
 def find(effs, config, baseline, metric, subset="all"):
     for e in effs:
         if (e["config"], e["baseline"], e["metric"], e["subset"]) == (config, baseline, metric, subset):
@@ -317,6 +355,20 @@ def report(results: dict) -> str:
             ref = "warm start" if baseline == "@warm" else baseline
             lines.append(f"| {c['paper']} | {c['claim']} | {config} vs {ref}, {metric}, {subset} | "
                          f"{_fmt_ci(t) if 'ci' in t else 'not run'} | **{c['verdict']}** |")
+    trajectory = results.get("mechanism_over_training") or []
+    if trajectory:
+        lines += ["", "## SimKO's mechanism over training", "",
+                  "Method minus GRPO at each probe (the same 8 held-out prompts x 16 samples, paired by seed): mean "
+                  "[95 % CI] over seeds. High-H: the top 20 % of response tokens by entropy. Ranks 3-5: their "
+                  "probabilities together; tail: 1 minus ranks 1-5. At step 0 every run is the warm start, so every "
+                  "effect there is 0. Descriptive: the claims above use the last probe, fixed before the study ran.",
+                  "", "| method | step | rank-1 (all) | rank-1 (high-H) | rank-2 (high-H) | ranks 3-5 (high-H) | "
+                      "tail (high-H) | entropy (all) |", "|---|---:|---|---|---|---|---|---|"]
+        for m in CONFIGS:
+            for step in sorted({e["step"] for e in trajectory if e["config"] == m}):
+                cells = [_fmt_ci(next((e for e in trajectory if (e["config"], e["step"], e["subset"], e["metric"])
+                                       == (m, step, tokens, key)), None)) for tokens, key in TRAJECTORY]
+                lines.append(f"| {m} | {step} | " + " | ".join(cells) + " |")
     if results.get("wall_seconds"):
         lines += ["", f"Runs: {len(results['runs'])}; study wall time {results['wall_seconds'] / 60:.1f} min "
                       f"({cfg['jobs']} jobs, one CPU thread each; from the first start to the last end of the runs and the warm-start evaluations; the warm-up not included)."]
@@ -368,6 +420,7 @@ def finish(results: dict, out_dir: str, plots: bool) -> None:
         results["effects"] = effects(results)
         results["claims"] = evaluate_claims(results)
         results["summary"] = summary(results)
+        results["mechanism_over_training"] = mechanism_over_training(results)
     with open(os.path.join(out_dir, "compare.json.tmp"), "w") as f:
         json.dump(results, f, indent=1)
     os.replace(os.path.join(out_dir, "compare.json.tmp"), os.path.join(out_dir, "compare.json"))

@@ -73,3 +73,21 @@ def test_report_has_every_method_the_warm_start_and_the_claims():
     assert rows["warm start"]["all:pass@1"] == pytest.approx(5 / 12)
     assert rows["warm start"]["all:rank1_prob"] == pytest.approx(0.8)
     assert rows["grpo"]["hard:pass@4"] == 0.0 and rows["simko"]["hard:pass@4"] == 1.0
+
+
+def test_mechanism_over_training_is_paired_per_probe_step_and_splits_the_lost_rank1_mass():
+    r = _results()
+    traj = compare_real.mechanism_over_training(r)
+    at = {(e["step"], e["subset"], e["metric"]): e for e in traj if e["config"] == "simko"}
+    assert {step for step, _, _ in at} == {0, 10}
+    # step 0: every run is the warm start, so every paired difference is exactly 0
+    assert all(e["mean"] == 0 and e["ci"] == [0, 0] for (step, _, _), e in at.items() if step == 0)
+    # step 10: SimKO minus GRPO, seed by seed; the hand-made probes put (1 - rank1) / 2 on rank 2 and the rest in the tail
+    assert at[10, "all", "rank1_prob"]["mean"] == pytest.approx(((0.85 - 0.9) + (0.86 - 0.92)) / 2)
+    assert at[10, "high_entropy", "rank2_prob"]["mean"] == pytest.approx(-at[10, "all", "rank1_prob"]["mean"] / 2)
+    assert at[10, "high_entropy", "tail_prob"]["mean"] == pytest.approx(-at[10, "all", "rank1_prob"]["mean"] / 2)
+    assert at[10, "high_entropy", "rank3_5_prob"]["mean"] == 0
+    assert not any(e["config"] == "grpo" for e in traj)
+    text = compare_real.report({**r, "mechanism_over_training": traj})
+    assert "## SimKO's mechanism over training" in text
+    assert "| simko | 10 | -0.055 [" in text and "| simko | 0 | +0.000 [+0.000, +0.000] |" in text
