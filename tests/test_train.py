@@ -597,6 +597,8 @@ def test_the_warmup_cache_goes_beside_out_not_into_the_working_directory(tmp_pat
     printed = capsys.readouterr().out
     for name in ("metrics.jsonl", "config.json", "checkpoint/", "pass_at_k.md"):
         assert name in printed and os.path.exists(out / name.rstrip("/"))
+    table = (out / "pass_at_k.md").read_text()       # --steps 0: one evaluation, so one row, not two equal ones
+    assert "| after (step 0) |" in table and "before" not in table
     assert train.parse_args([]).warmup_cache == os.path.abspath("runs/warmup")
 
 
