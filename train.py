@@ -746,7 +746,7 @@ def main(argv=None) -> dict:
         run_probe(args.steps)
     save_checkpoint(args.out, policy, optimizer, scheduler, args.steps, sampler, generator)
     evals = [h for h in history if h["type"] == "eval"]
-    # one row when there is one evaluation (--steps 0: the warm start alone; --no-eval-before)
+    # a before row only when RL ran between two evaluations (with --steps 0 the one evaluation is both)
     before, after = (evals[0] if evals[0]["step"] == 0 and len(evals) > 1 else None), evals[-1]
     table = pass_at_k_table(before, after, args.eval_samples, held_out_subsets(task))
     print(table)

@@ -149,6 +149,14 @@ def run_one(name: str, seed: int, args, cfg) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 # Aggregation, claims, report
 
+def runs_by_config(results: dict) -> dict[str, dict[int, dict]]:
+    """The finished runs as {configuration: {seed: run}}."""
+    by = {}
+    for r in results["runs"]:
+        by.setdefault(r["config"], {})[r["seed"]] = r
+    return by
+
+
 def mechanism(run: dict, tokens: str, key: str, which: int = -1) -> float:
     """A probe's value: the last probe (which=-1) or the step-0 probe, i.e. the warm start (which=0)."""
     return run["probes"][which][tokens][key]
@@ -157,9 +165,7 @@ def mechanism(run: dict, tokens: str, key: str, which: int = -1) -> float:
 def effects(results: dict) -> list[dict]:
     n = results["config"]["eval_samples"]
     split = results["split"]
-    by = {}
-    for r in results["runs"]:
-        by.setdefault(r["config"], {})[r["seed"]] = r
+    by = runs_by_config(results)
     warm = {s: {"correct": results["warm_ref"]["correct"]} for s in range(results["config"]["seeds"])}
     pairs = [(m, c["baseline"]) for m, c in CONFIGS.items() if c["baseline"]] + CONTRASTS
     out = []
@@ -197,9 +203,7 @@ def probe_value(probe: dict, tokens: str, key: str) -> float:
 
 def mechanism_over_training(results: dict, baseline: str = "grpo") -> list[dict]:
     """Paired effects (method minus GRPO, over seeds) of every TRAJECTORY statistic at every probe step."""
-    by = {}
-    for r in results["runs"]:
-        by.setdefault(r["config"], {})[r["seed"]] = r
+    by = runs_by_config(results)
     if baseline not in by:
         return []
     out = []
@@ -281,9 +285,7 @@ def summary(results: dict) -> dict:
         return {f"{sub}:pass@{k}": sum(subset_mean(per_problem_pass_at_k(c, n, k), split[sub])
                                        for c in correct_lists) / len(correct_lists)
                 for sub in SUBSETS for k in ks}
-    by = {}
-    for r in results["runs"]:
-        by.setdefault(r["config"], []).append(r)
+    by = {config: list(runs.values()) for config, runs in runs_by_config(results).items()}
     if results.get("warm_ref"):
         rows["warm start"] = {"seeds": len({r["seed"] for r in results["runs"]}),
                               **passk_cells([results["warm_ref"]["correct"]])}
@@ -364,14 +366,15 @@ def report(results: dict) -> str:
                   "effect there is 0. Descriptive: the claims above use the last probe, fixed before the study ran.",
                   "", "| method | step | rank-1 (all) | rank-1 (high-H) | rank-2 (high-H) | ranks 3-5 (high-H) | "
                       "tail (high-H) | entropy (all) |", "|---|---:|---|---|---|---|---|---|"]
+        at = {(e["config"], e["step"], e["subset"], e["metric"]): e for e in trajectory}
         for m in CONFIGS:
             for step in sorted({e["step"] for e in trajectory if e["config"] == m}):
-                cells = [_fmt_ci(next((e for e in trajectory if (e["config"], e["step"], e["subset"], e["metric"])
-                                       == (m, step, tokens, key)), None)) for tokens, key in TRAJECTORY]
+                cells = [_fmt_ci(at.get((m, step, tokens, key))) for tokens, key in TRAJECTORY]
                 lines.append(f"| {m} | {step} | " + " | ".join(cells) + " |")
     if results.get("wall_seconds"):
         lines += ["", f"Runs: {len(results['runs'])}; study wall time {results['wall_seconds'] / 60:.1f} min "
-                      f"({cfg['jobs']} jobs, one CPU thread each; from the first start to the last end of the runs and the warm-start evaluations; the warm-up not included)."]
+                      f"({cfg['jobs']} jobs, one CPU thread each; from the first start to the last end of the runs "
+                      f"and the warm-start evaluations; the warm-up not included)."]
     return "\n".join(lines) + "\n"
 
 
@@ -384,9 +387,7 @@ def plot(results: dict, out_dir: str) -> list[str]:
     except ImportError:
         print('plots skipped: pip install -e ".[plots]"', flush=True)
         return []
-    by = {}
-    for r in results["runs"]:
-        by.setdefault(r["config"], []).append(r)
+    by = {config: list(runs.values()) for config, runs in runs_by_config(results).items()}
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     panels = [("all", "rank1_prob", "rank-1 probability, all tokens"),
               ("high_entropy", "rank1_prob", "rank-1 probability, top-20 % entropy tokens"),

@@ -82,7 +82,8 @@ def test_mechanism_over_training_is_paired_per_probe_step_and_splits_the_lost_ra
     assert {step for step, _, _ in at} == {0, 10}
     # step 0: every run is the warm start, so every paired difference is exactly 0
     assert all(e["mean"] == 0 and e["ci"] == [0, 0] for (step, _, _), e in at.items() if step == 0)
-    # step 10: SimKO minus GRPO, seed by seed; the hand-made probes put (1 - rank1) / 2 on rank 2 and the rest in the tail
+    # step 10: SimKO minus GRPO, seed by seed; the hand-made probes put (1 - rank1) / 2 on rank 2, the rest in the
+    # tail
     assert at[10, "all", "rank1_prob"]["mean"] == pytest.approx(((0.85 - 0.9) + (0.86 - 0.92)) / 2)
     assert at[10, "high_entropy", "rank2_prob"]["mean"] == pytest.approx(-at[10, "all", "rank1_prob"]["mean"] / 2)
     assert at[10, "high_entropy", "tail_prob"]["mean"] == pytest.approx(-at[10, "all", "rank1_prob"]["mean"] / 2)
