@@ -200,11 +200,17 @@ def _binarise(rewards: torch.Tensor, threshold: float) -> torch.Tensor:
     return _correct(rewards, threshold).to(torch.float64)
 
 
-def _check_k(k: int, N: int, *, whole_group_ok: bool = False) -> None:
-    """1 <= k <= N, and k < N unless ``whole_group_ok`` (the Pass@k-Training advantages are all 0 at k = N)."""
+def check_k(k: int, N: int, advantage: str = "passk") -> None:
+    """Raise a ValueError unless group size k suits ``advantage`` (a name of ``ADVANTAGES``) at N responses a prompt.
+
+    1 <= k < N for the Pass@k-Training advantages: at k = N the only group of k responses is the whole set, so every
+    advantage is exactly 0. PKPO is defined up to k = N; GRPO ignores k. The one k rule: trainers call this.
+    """
+    if advantage == "grpo":
+        return
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= N:
         raise ValueError(f"k must be an integer with 1 <= k <= N (the group size); got k={k!r}, N={N}")
-    if k == N and not whole_group_ok:
+    if k == N and not advantage.startswith("pkpo"):
         raise ValueError(f"k = N = {N} is refused: the only group of k responses is the whole set of N, so every "
                          f"group has the same reward, every advantage is 0 and nothing trains; use k < N "
                          f"(or 'pkpo', which is defined at k = N)")
@@ -295,7 +301,7 @@ def passk_advantages_analytical(rewards: torch.Tensor, k: int, threshold: float 
     """
     correct = _correct(rewards, threshold)                               # [P, N] bool
     N = correct.shape[1]
-    _check_k(k, N)
+    check_k(k, N)
     # A_pos and A_neg depend on a prompt only through N_pos: evaluate the equations once per distinct N_pos.
     n_pos, which = torch.unique(correct.sum(-1), return_inverse=True)   # [U] distinct N_pos, [P] index into them
     a_pos, a_neg = _analytical(n_pos, N, k)                             # [U] each
@@ -313,7 +319,7 @@ def eta(N: int, k: int) -> torch.Tensor:
     Returns:
         float64 tensor ``[N + 1]``, entry i for N_pos = i.
     """
-    _check_k(k, N)
+    check_k(k, N)
     n_pos = torch.arange(N + 1, dtype=torch.float64)
     a_pos, a_neg = _analytical(n_pos, N, k)
     return n_pos * a_pos.abs() + (N - n_pos) * a_neg.abs()
@@ -352,7 +358,7 @@ def passk_advantages_full(rewards: torch.Tensor, k: int, threshold: float = 0.5)
     """
     r = _binarise(rewards, threshold)
     P, N = r.shape
-    _check_k(k, N)
+    check_k(k, N)
     G = N // k
     members = torch.arange(G * k, device=r.device).view(1, G, k).expand(P, G, k)
     return _group_advantages_to_responses(r, members).to(_out_dtype(rewards))
@@ -385,7 +391,7 @@ def passk_advantages_bootstrap(rewards: torch.Tensor, k: int, num_groups: int | 
     """
     r = _binarise(rewards, threshold)
     P, N = r.shape
-    _check_k(k, N)
+    check_k(k, N)
     G = N if num_groups is None else int(num_groups)
     if G < 1:
         raise ValueError(f"num_groups must be >= 1, got {num_groups}")
@@ -404,7 +410,7 @@ def passk_advantages_exhaustive(rewards: torch.Tensor, k: int, threshold: float 
     """
     r = _binarise(rewards, threshold)
     P, N = r.shape
-    _check_k(k, N)
+    check_k(k, N)
     if math.comb(N, k) > max_subsets:
         raise ValueError(f"C({N}, {k}) = {math.comb(N, k)} subsets exceeds max_subsets={max_subsets}")
     members = torch.tensor(list(itertools.combinations(range(N), k)), device=r.device)
@@ -424,7 +430,7 @@ def combination_advantages(rewards: torch.Tensor, k: int, threshold: float = 0.5
     single success a large advantage). Both parts use the binarised rewards.
     """
     r = _binarise(rewards, threshold)
-    _check_k(k, r.shape[1])
+    check_k(k, r.shape[1])
     acc = r.mean(-1, keepdim=True)
     adv = acc * passk_advantages_analytical(r, k).double() + (1 - acc) * _normalise_rows(r)
     return adv.to(_out_dtype(rewards))
@@ -446,7 +452,7 @@ def entropy_adaptive_advantages(rewards: torch.Tensor, k: int, prompt_entropy: t
     """
     r = _binarise(rewards, threshold)
     P, N = r.shape
-    _check_k(k, N)
+    check_k(k, N)
     if prompt_entropy.shape != (P,):
         raise ValueError(f"prompt_entropy must have shape [{P}] (one value per prompt), "
                          f"got {tuple(prompt_entropy.shape)}")
@@ -469,7 +475,7 @@ def exceeding_passk_advantages(rewards: torch.Tensor, k: int, scale: float = 0.4
     its advantages are 0 anyway.
     """
     r = _binarise(rewards, threshold)
-    _check_k(k, r.shape[1])
+    check_k(k, r.shape[1])
     n_pos = r.sum(-1, keepdim=True)
     f = torch.where(n_pos > 0, scale / torch.log(n_pos + 0.5), torch.zeros_like(n_pos))
     return (f * passk_advantages_analytical(r, k).double()).to(_out_dtype(rewards))
@@ -552,7 +558,7 @@ def pkpo_advantages(rewards: torch.Tensor, k: int, baseline: str = "loo-1", cont
     if rewards.dim() != 2:
         raise ValueError(f"rewards must be [prompts, N], got shape {tuple(rewards.shape)}")
     N = rewards.shape[1]
-    _check_k(k, N, whole_group_ok=True)
+    check_k(k, N, "pkpo")
     if baseline not in PKPO_BASELINES:
         raise ValueError(f"baseline must be one of {PKPO_BASELINES}, got {baseline!r}")
     if k == 1 and baseline == "loo-1" and N < 2:

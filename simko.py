@@ -48,6 +48,8 @@ same clipped surrogate, from the 0/1 reward r:
     PSR  A = r            (1 correct, 0 wrong)
     NSR  A = r - 1        (0 correct, -1 wrong)
     W-REINFORCE  A = lambda_w r (correct), r - 1 (wrong)                       -> sample_advantages, policy_loss(loss=)
+Their code first cuts the batch down to the correct (PSR) or wrong (NSR) responses, then takes the token mean:
+policy_loss(loss="psr" / "nsr") aggregates over that subset's tokens only (W-REINFORCE over all).
 
 Clip. SimKO's official code clips symmetrically, eps = 0.2 (`clip_ratio: 0.2` in its ppo_trainer.yaml; that verl
 version has no clip-higher): PAPER_CLIP. policy_loss's defaults (0.2, 0.28) are DAPO's clip-higher, the Pass@k
@@ -89,10 +91,10 @@ from typing import NamedTuple, Optional
 
 import torch
 
-__all__ = ["TokenStats", "token_stats_reference", "policy_loss", "sample_advantages", "concentration", "token_stats",
-           "token_stats_from_hidden", "GATES", "AGGREGATIONS", "PENALTIES", "LOSSES", "SPREAD_ON", "PAPER_ALPHA",
-           "PAPER_LAMBDA", "PAPER_TAU", "PAPER_TOP_K", "PAPER_CLIP", "PAPER_W_REINFORCE_WEIGHT", "PAPER_LR", "PAPER_N",
-           "PAPER_PROMPT_BATCH", "PAPER_MINI_BATCH", "PAPER_MAX_RESPONSE_TOKENS"]
+__all__ = ["TokenStats", "token_stats_reference", "policy_loss", "aggregate", "sample_advantages", "concentration",
+           "token_stats", "token_stats_from_hidden", "GATES", "AGGREGATIONS", "PENALTIES", "LOSSES", "SPREAD_ON",
+           "PAPER_ALPHA", "PAPER_LAMBDA", "PAPER_TAU", "PAPER_TOP_K", "PAPER_CLIP", "PAPER_W_REINFORCE_WEIGHT",
+           "PAPER_LR", "PAPER_N", "PAPER_PROMPT_BATCH", "PAPER_MINI_BATCH", "PAPER_MAX_RESPONSE_TOKENS"]
 
 # The official code's values: K = 3 candidates and alpha = 0.01 (`actor.top_k=3`, `actor.mix_topk_coef=0.01` in its
 # run_*_SimKO.sh), lambda = 1.1 (hard-coded in `compute_policy_loss_simko`), tau = the 0.8 quantile of each
@@ -203,7 +205,8 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: Optional
     paper's); SimKO's official code uses PAPER_CLIP = (0.2, 0.2).
     loss: "clip" uses `advantages`; "psr", "nsr", "w_reinforce" (the analysis baselines) take their advantages from
     `correct` (see `sample_advantages`, `w_reinforce_weight` is W-REINFORCE's lambda_w), and `advantages` must then
-    be None. All four go through the same clipped surrogate (and SimKO's changes when `stats` is given).
+    be None. All four go through the same clipped surrogate (and SimKO's changes when `stats` is given); "psr"
+    ("nsr") aggregates over the correct (wrong) responses' tokens only, as the official code does.
     correct: [B] bool, the verifier's verdict per response; needed by loss != "clip" and by spread_on="correct".
     spread_on: which gated tokens get the top-K spread: "advantage" (A > 0, the paper's text) or "correct" (tokens
     of responses with correct = True, the official code). The rank-1 penalty always needs A < 0, as in both.
@@ -221,9 +224,13 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: Optional
     """
     alpha, lam = _check_policy_loss_args(logp, old_logp, advantages, mask, stats, alpha, lam, tau, clip_low,
                                          clip_high, agg, gate, penalty, max_len, loss, correct, spread_on)
+    mask = mask.bool()
     if loss != "clip":
         advantages = sample_advantages(correct.to(logp.device), loss, w_reinforce_weight, logp.dtype)
-    mask = mask.bool()
+        if loss != "w_reinforce":
+            # Zhu et al.'s code first keeps only the correct (PSR) or wrong (NSR) responses, then takes the token mean:
+            # the normaliser counts that subset's tokens, so the step size does not move with the accuracy.
+            mask = mask & (correct.to(mask.device).bool() == (loss == "psr")).unsqueeze(1)
     adv = (advantages.unsqueeze(1) if advantages.dim() == 1 else advantages).to(logp.dtype).expand(logp.shape)
     adv = torch.where(mask, adv, 0.0)                       # padding may hold anything, even inf or nan
     # gamma = pi_theta(y | s) / pi_old(y | s)
@@ -253,7 +260,7 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: Optional
                 adv = torch.where(neg, lam * adv, adv)
     # The PPO pessimistic bound: max(-A gamma~, -A clip(gamma~, 1 - clip_low, 1 + clip_high)).
     token_loss = torch.maximum(-adv * gamma_t, -adv * gamma_t.clamp(1 - clip_low, 1 + clip_high))
-    loss = _aggregate(torch.where(mask, token_loss, 0.0), mask, agg, max_len)
+    loss = aggregate(torch.where(mask, token_loss, 0.0), mask, agg, max_len)
 
     with torch.no_grad():
         n_gated = gated.sum().clamp_min(1)
@@ -281,7 +288,7 @@ def _entropy_gate(entropy: torch.Tensor, mask: torch.Tensor, tau: float, gate: s
     return mask & (entropy > threshold)
 
 
-def _aggregate(token_loss: torch.Tensor, mask: torch.Tensor, agg: str, max_len: Optional[int]) -> torch.Tensor:
+def aggregate(token_loss: torch.Tensor, mask: torch.Tensor, agg: str, max_len: Optional[int]) -> torch.Tensor:
     """[B, T] token losses (0 at padding) -> the scalar loss, per `agg` (see policy_loss)."""
     if agg == "token_mean":
         return token_loss.sum() / mask.sum().clamp_min(1)

@@ -242,7 +242,8 @@ class Args:
                      "plain baselines)", choices=LOSSES)
     w_reinforce_weight: float = flag(PAPER_W_REINFORCE_WEIGHT, "lambda_w, the advantage of a correct response under "
                                      "--loss w_reinforce (Zhu et al. 2025's value)", check=at_least(0))
-    simko: bool = flag(True, "SimKO's changes to the loss; --no-simko is plain GRPO/DAPO")
+    simko: bool | None = flag(None, "SimKO's changes to the loss; --no-simko is plain GRPO/DAPO",
+                              shown="on, off under --loss psr, nsr, w_reinforce (Zhu et al.'s runs)")
     simko_topk: int = flag(PAPER_TOP_K, "K, the top-K candidates over which SimKO spreads the push of correct "
                            "tokens", check=at_least(1))
     simko_alpha: float = flag(PAPER_ALPHA, "alpha in [0, 1], the share of that push spread over the top-K",
@@ -266,7 +267,8 @@ class Args:
         None, "the named clip range of --clip-low / --clip-high: 'passk' 0.2 / 0.28, DAPO's clip-higher, the Pass@k "
         "paper's setting (passk_at_k.PAPER_CLIP); 'simko' a symmetric 0.2, SimKO's official code (clip_ratio 0.2 "
         "in its ppo_trainer.yaml; simko.PAPER_CLIP)", choices=tuple(CLIPS),
-        shown="simko for SimKO alone (the grpo advantage throughout, --simko, --loss clip), else passk")
+        shown="simko for SimKO alone (the grpo advantage throughout, --simko, --loss clip) and for --loss psr, nsr, "
+        "w_reinforce (verl's 0.2, Zhu et al.'s runs), else passk")
     clip_low: float | None = flag(None, "the ratio is clipped below at 1 - this, in [0, 1)", check=within("[0, 1)"),
                                   shown="from --clip: 0.2")
     clip_high: float | None = flag(None, "the ratio is clipped above at 1 + this, >= 0", check=at_least(0),
@@ -334,9 +336,11 @@ def parse_args(argv=None) -> Args:
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     train_io.check_fields(parser, args)
+    if args.simko is None:
+        args.simko = args.loss == "clip"
     if args.clip is None:
         simko_alone = args.simko and args.loss == "clip" and all(p.advantage == "grpo" for p in schedule_of(args))
-        args.clip = "simko" if simko_alone else "passk"
+        args.clip = "simko" if simko_alone or args.loss != "clip" else "passk"
     if args.clip_low is None:
         args.clip_low = CLIPS[args.clip][0]
     if args.clip_high is None:
@@ -442,7 +446,7 @@ def update(policy: Policy, optimizer, scheduler, ro: R.Rollout, advantages: torc
     if rows % G:
         raise ValueError(f"update: {rows} rollout rows are not whole groups of --group-size {G}")
     policy.model.train()
-    weights, live = choose_rows(ro.response_mask, advantages, policy, args)
+    weights, live = choose_rows(ro.response_mask, advantages, policy, args, correct)
     totals, losses, grad_norms = {}, [], []
     for part in torch.arange(rows // G).tensor_split(min(args.mini_batches, rows // G)):
         part_rows = torch.arange(int(part[0]) * G, (int(part[-1]) + 1) * G, device=weights.device)
@@ -456,9 +460,10 @@ def update(policy: Policy, optimizer, scheduler, ro: R.Rollout, advantages: torc
             "updated_rows_frac": live.float().mean().item()}
 
 
-def choose_rows(mask: torch.Tensor, advantages: torch.Tensor, policy: Policy, args: Args):
+def choose_rows(mask: torch.Tensor, advantages: torch.Tensor, policy: Policy, args: Args, correct: torch.Tensor):
     """Each row's weight in the loss normaliser ([rows]: its tokens for token_mean, else 1 per row with tokens) and
-    the rows to forward ([rows] bool).
+    the rows to forward ([rows] bool). Under --loss psr (nsr) only the correct (wrong) rows count, as in
+    simko.policy_loss.
 
     A row whose advantage is 0 adds exactly 0 to the loss and its gradient when there is no KL term, so it is left
     out of the forward and backward while its weight stays in the normaliser - except under SimKO's batch_quantile
@@ -469,6 +474,8 @@ def choose_rows(mask: torch.Tensor, advantages: torch.Tensor, policy: Policy, ar
         weights = (mask.sum(1) > 0).float()
     else:
         weights = torch.ones(mask.shape[0], device=mask.device)
+    if args.loss in ("psr", "nsr"):
+        weights = torch.where(correct == (args.loss == "psr"), weights, 0)
     live = weights > 0
     if policy.ref_model is None and not (args.simko and args.simko_gate == "batch_quantile"):
         live &= advantages != 0

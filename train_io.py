@@ -38,7 +38,8 @@ def flag(default, help: str, *, check: Callable | None = None, choices=None, sho
     help: its one-line doc, shown by --help with " (default ...)" appended (`shown` when given, else the default);
     check(value, config) -> None when the value is allowed, else what is wrong, read after the flag's name (e.g.
     "must be >= 0, got -1"); group: the --help section that starts at this field. A bool field is a switch:
-    --name/--no-name when it defaults to True, --name alone when it defaults to False."""
+    --name/--no-name when it defaults to True or None (None: resolved after parsing), --name alone when it defaults
+    to False."""
     return dataclasses.field(default=default, metadata=dict(help=help, check=check, choices=choices, shown=shown,
                                                            group=group))
 
@@ -77,7 +78,7 @@ def build_parser(config_class, description: str) -> argparse.ArgumentParser:
         kwargs = dict(default=f.default, help=f"{meta['help']} ({said})".replace("%", "%%"))
         kind = (f.type.__name__ if isinstance(f.type, type) else str(f.type)).split("|")[0].strip()
         if kind == "bool":
-            kwargs["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
+            kwargs["action"] = "store_true" if f.default is False else argparse.BooleanOptionalAction
         else:
             kwargs.update(type={"int": int, "float": float, "str": str}[kind], choices=meta["choices"])
         group.add_argument("--" + f.name.replace("_", "-"), **kwargs)

@@ -710,11 +710,13 @@ def test_sample_advantages_definitions():
         simko.sample_advantages(c, "w_reinforce", weight=-1.0)
 
 
-@pytest.mark.parametrize("loss,a_correct,a_wrong", [("psr", 1.0, 0.0), ("nsr", 0.0, -1.0),
-                                                     ("w_reinforce", 0.1, -1.0)])
-def test_psr_nsr_w_reinforce_loss_by_hand(loss, a_correct, a_wrong):
-    # 2 responses x 3 tokens, the last token of response 1 is padding. Ratios inside the clip range:
-    # loss = -(1 / 5) sum_t A_b gamma_bt (token mean), d loss / d logp_bt = -(1 / 5) A_b gamma_bt.
+@pytest.mark.parametrize("loss,a_correct,a_wrong,n", [("psr", 1.0, 0.0, 3), ("nsr", 0.0, -1.0, 2),
+                                                       ("w_reinforce", 0.1, -1.0, 5)])
+def test_psr_nsr_w_reinforce_loss_by_hand(loss, a_correct, a_wrong, n):
+    # 2 responses x 3 tokens, response 0 correct, the last token of response 1 (wrong) is padding. Ratios inside the
+    # clip range: loss = -(1 / n) sum_t A_b gamma_bt, d loss / d logp_bt = -(1 / n) A_b gamma_bt, where n counts the
+    # tokens of the responses the loss keeps (Zhu et al.'s code cuts the batch first): PSR the correct one's 3, NSR
+    # the wrong one's 2, W-REINFORCE all 5.
     old = torch.zeros(2, 3, dtype=D64)
     delta = torch.tensor([[0.05, -0.1, 0.02], [0.1, -0.03, 9.0]], dtype=D64)
     logp = (old + delta).requires_grad_()
@@ -724,13 +726,14 @@ def test_psr_nsr_w_reinforce_loss_by_hand(loss, a_correct, a_wrong):
     value.backward()
     g = delta.exp()
     a = [a_correct, a_wrong]
-    want_value = -(a[0] * g[0].sum() + a[1] * g[1, :2].sum()) / 5
+    want_value = -(a[0] * g[0].sum() + a[1] * g[1, :2].sum()) / n
     assert value.item() == pytest.approx(want_value.item(), rel=1e-12, abs=1e-15)
-    want_grad = torch.tensor([[-a[0] * g[0, t].item() / 5 for t in range(3)],
-                              [-a[1] * g[1, 0].item() / 5, -a[1] * g[1, 1].item() / 5, 0.0]], dtype=D64)
+    want_grad = torch.tensor([[-a[0] * g[0, t].item() / n for t in range(3)],
+                              [-a[1] * g[1, 0].item() / n, -a[1] * g[1, 1].item() / n, 0.0]], dtype=D64)
     torch.testing.assert_close(logp.grad, want_grad, rtol=1e-12, atol=1e-15)
-    # and it is the clipped loss of those advantages, exactly
-    plain = plain_clipped_surrogate(logp.detach(), old, torch.tensor(a, dtype=D64), mask)
+    # and it is the clipped loss of those advantages over the kept responses, exactly
+    keep = {"psr": correct, "nsr": ~correct, "w_reinforce": torch.ones(2, dtype=torch.bool)}[loss]
+    plain = plain_clipped_surrogate(logp.detach(), old, torch.tensor(a, dtype=D64), mask & keep.unsqueeze(1))
     assert value.item() == pytest.approx(plain.item(), rel=1e-12, abs=1e-15)
 
 

@@ -110,7 +110,7 @@ def test_loss_options_train_on_the_baselines_advantages(loss):
     adv = train.advantages_of(rewards, ro, "passk", args, 0)                   # --advantage is not used
     expected = {"psr": rewards, "nsr": rewards - 1, "w_reinforce": torch.where(rewards > 0.5, 0.1, -1.0)}[loss]
     assert torch.equal(adv, expected)
-    g, metrics, _ = _grad(model, ro, adv.reshape(-1), ["--loss", loss], correct)
+    g, metrics, _ = _grad(model, ro, adv.reshape(-1), ["--loss", loss, "--simko"], correct)
     ref, _ = _by_hand(model, ro, advantages=None, loss=loss, correct=correct)    # the library's own loss=
     torch.testing.assert_close(g, ref, atol=1e-6, rtol=1e-4)
     skipped = {"psr": ~correct, "nsr": correct, "w_reinforce": torch.zeros(12, dtype=torch.bool)}[loss]
@@ -157,7 +157,8 @@ def test_spread_condition_reaches_the_loss():
     (["--switch-to-grpo-at", "0"], "simko", 0.2, 0.2),
     (["--advantage", "grpo", "--no-simko"], "passk", 0.2, 0.28),
     (["--schedule", "grpo:5,passk:5"], "passk", 0.2, 0.28),
-    (["--advantage", "grpo", "--loss", "psr"], "passk", 0.2, 0.28),
+    (["--advantage", "grpo", "--loss", "psr"], "simko", 0.2, 0.2),            # Zhu et al.'s runs: verl's 0.2
+    (["--loss", "nsr", "--clip", "passk"], "passk", 0.2, 0.28),
     (["--clip", "simko"], "simko", 0.2, 0.2),
     (["--advantage", "grpo", "--clip", "passk"], "passk", 0.2, 0.28),
     (["--clip", "simko", "--clip-high", "0.3"], "simko", 0.2, 0.3),            # a flag overrides its preset
@@ -166,6 +167,13 @@ def test_spread_condition_reaches_the_loss():
 def test_clip_presets_resolve_as_documented(argv, name, low, high):
     args = train.parse_args(argv)
     assert (args.clip, args.clip_low, args.clip_high) == (name, low, high)
+
+
+@pytest.mark.parametrize("argv, simko_on", [([], True), (["--loss", "psr"], False), (["--loss", "nsr"], False),
+                                             (["--loss", "w_reinforce"], False), (["--loss", "psr", "--simko"], True),
+                                             (["--no-simko"], False)])
+def test_the_analysis_baselines_resolve_to_zhu_et_al_settings_unless_overridden(argv, simko_on):
+    assert train.parse_args(argv).simko is simko_on
 
 
 def test_clip_presets_are_the_papers_constants_and_the_help_says_so():
