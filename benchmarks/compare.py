@@ -259,6 +259,13 @@ def _train_cmd(out: str, variant: str, seed: int, steps: int, cfg: dict, args, f
             "--lr", str(args.lr), "--no-progress", *flags]
 
 
+def shown_cmd(cmd: list[str]) -> str:
+    """A run's command as results record it: paths inside the repository relative to it, so that a committed result
+    names no directory of the machine it ran on."""
+    return " ".join(os.path.relpath(a, ROOT) if os.path.isabs(a) and a.startswith(ROOT + os.sep) else a
+                    for a in cmd)
+
+
 CODE_FILES = ("train.py", "countdown.py", "passk_at_k.py", "simko.py", "rollout.py")
 
 
@@ -374,7 +381,7 @@ def run_one(name: str, seed: int, cfg: dict, args, warm=None, saved=None) -> dic
     trajectory = {"reward_mean": series("reward_mean"), "entropy": series("entropy"),
                   "rank1_prob": series("rank1_prob"),
                   "zero_variance_frac": series("zero_variance_frac")}
-    return {"config": name, "variant": spec["variant"], "seed": seed, "cmd": " ".join(cmd[1:]), **timing,
+    return {"config": name, "variant": spec["variant"], "seed": seed, "cmd": shown_cmd(cmd[1:]), **timing,
             "final": final["pass@k"], "correct": final["correct"], "step0": first["pass@k"],
             "correct_step0": first["correct"], "trajectory": trajectory}
 

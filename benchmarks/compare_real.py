@@ -44,7 +44,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import (BOOTSTRAP_DRAWS, HARD_RATE, NEGLIGIBLE, SPLIT_SEED, _final_eval, _fmt_ci,  # noqa: E402
+from compare import (BOOTSTRAP_DRAWS, shown_cmd, HARD_RATE, NEGLIGIBLE, SPLIT_SEED, _final_eval, _fmt_ci,  # noqa: E402
                      _run_train, code_fingerprint, decide, paired_effect, per_problem_pass_at_k, scalar_effect,
                      split_easy_hard, subset_mean, verdict)
 
@@ -138,7 +138,7 @@ def run_one(name: str, seed: int, args, cfg) -> dict:
         rows = [json.loads(line) for line in f if line.strip()]
     train = [r for r in rows if r["type"] == "train"]
     final = _final_eval(metrics, cfg["steps"])
-    return {"config": name, "seed": seed, "cmd": " ".join(cmd[2:]), **timing,
+    return {"config": name, "seed": seed, "cmd": shown_cmd(cmd[2:]), **timing,
             "final": [final[f"pass@{k}"] for k in range(1, cfg["eval_samples"] + 1)], "correct": final["correct"],
             "probes": [r for r in rows if r["type"] == "probe"],
             "trajectory": {key: [r.get(key) for r in train] for key in
