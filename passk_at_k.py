@@ -72,9 +72,9 @@ exactly 0, and has no per-prompt normalisation. Thrampoulidis, Mahdavi & Deng (2
 families as advantage shaping, i.e. REINFORCE on a surrogate of pass@k; the identity above is that reading made
 exact for these two.
 
-**Schedules.** The paper's best Pass@1 numbers come from changing the advantage during training (§3.5): Pass@1 ->
-Pass@k -> Pass@1 (Fig. 1; Tables 2, 3), and Pass@k then Pass@1 repeated twice, "(P@k T. + P@1 T.) x 2" (App. E.1,
-Table 5); PKPO anneals k during training. A schedule
+**Schedules.** The paper's best Pass@1 numbers come from changing the advantage during training: Pass@k, then
+Pass@1, "P@k T. + P@1 T." (§3.5; Tables 2, 3); that pair twice, "(P@k T. + P@1 T.) x 2" (App. E.1, Table 5); and
+Pass@1 -> Pass@k -> Pass@1 (Fig. 1's curve). PKPO anneals k during training. A schedule
 string "NAME[@K]:STEPS,..." names the phases, e.g. "pkpo@8:100,pkpo@1:100"  -> Phase, parse_schedule, phase_at
 
 One registry names every advantage, with one signature, for trainers to dispatch on:
@@ -591,8 +591,9 @@ def parse_schedule(spec: str, default_k: int) -> list[Phase]:
     """``"NAME[@K]:STEPS,NAME[@K]:STEPS,..."`` -> phases, in order.
 
     NAME is a key of ADVANTAGES, K >= 1 the group size (default ``default_k``), STEPS >= 1 the phase's number of RL
-    steps; the last phase continues past its count until training ends. Examples: the paper's Pass@1 -> Pass@k ->
-    Pass@1 (Fig. 1) is ``"grpo:50,passk:100,grpo:50"``; its "(P@k + P@1) x 2" (Table 5) is
+    steps; the last phase continues past its count until training ends. Examples: the paper's "P@k T. + P@1 T."
+    (§3.5, Tables 2, 3) is ``"passk:100,grpo:100"``; its Pass@1 -> Pass@k -> Pass@1 (Fig. 1) is
+    ``"grpo:50,passk:100,grpo:50"``; its "(P@k + P@1) x 2" (Table 5) is
     ``"passk:50,grpo:50,passk:50,grpo:50"``; PKPO's k annealing is ``"pkpo@8:100,pkpo@1:100"``. Whether K fits the
     group size N is the trainer's check (the names' functions raise on K > N, and on K = N except "pkpo").
 
