@@ -228,7 +228,8 @@ def test_warm_start_checkpoint_then_rl_equals_the_one_command_run(tiny_model_dir
 
 def test_format_warm_up_batch_does_not_depend_on_the_rl_flags(tiny_model_dir, monkeypatch):
     problems = [{"problem": f"{i}+1", "gold": str(i + 1)} for i in range(20)]
-    task = train_io.Task("twenty", problems, problems, prompt=train_io.chat_prompt, reward=None, add_special_tokens=False)
+    task = train_io.Task("twenty", problems, problems, prompt=train_io.chat_prompt, reward=None,
+                         add_special_tokens=False)
     batches = {}
     for per_step in ("2", "16"):
         args = train.parse_args(["--model", tiny_model_dir, "--data", RG, "--prompts-per-step", per_step])
