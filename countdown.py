@@ -233,6 +233,14 @@ def needs_muldiv(problem: dict) -> bool:
     return not any(is_plus_minus(s) for s in problem["solutions"])
 
 
+def held_out_subsets(held_out: list[dict]) -> dict[str, list[int]]:
+    """Held-out problem indices that train.py's table reports apart: the problems that need * or / (a property of
+    the problem, fixed before any sampling, so the split cannot favour the after row) and the rest."""
+    muldiv = [needs_muldiv(p) for p in held_out]
+    return {"needs * or /": [i for i, m in enumerate(muldiv) if m],
+            "has a +/- answer": [i for i, m in enumerate(muldiv) if not m]}
+
+
 def _kept_in_headroom(problem: dict) -> bool:
     # a stable hash of the prompt (not Python's salted hash(), not a seed): the same problems in every process
     return zlib.crc32(problem["prompt"].encode()) % 10_000 < HEADROOM_MULDIV_FRACTION * 10_000
@@ -259,17 +267,17 @@ def warmup_problems(problems: list[dict], variant: str = "full") -> list[dict]:
 
 
 def warm_up(model, tokenizer, problems: list[dict], steps: int, *, lr: float = 3e-3, batch_size: int = 64,
-            seed: int = 0, progress: bool = True, variant: str = "full") -> list[float]:
+            seed: int = 0, progress=None, variant: str = "full") -> list[float]:
     """Teach the format and some arithmetic: cross-entropy on "prompt -> one random correct solution + EOS".
 
     Only the answer tokens are in the loss. A short warm-up leaves the model right some of the time (pass@1 between
     0.1 and 0.5 on held-out problems) and right *at least once* in 16 samples much more often: the regime where
     RL helps and where pass@1 and pass@k can move apart. `variant` picks the data (`warmup_problems`): "full" every
-    problem and solution, "headroom" the restricted set with little * and / (see the module docstring). Returns the
-    loss of every step.
+    problem and solution, "headroom" the restricted set with little * and / (see the module docstring).
+    `progress(steps)`, when given, wraps the range of steps to show progress (train_io.progress). Returns the loss of
+    every step.
     """
     import torch
-    from tqdm import tqdm
 
     problems = warmup_problems(problems, variant)
     rng = random.Random(seed)
@@ -281,7 +289,7 @@ def warm_up(model, tokenizer, problems: list[dict], steps: int, *, lr: float = 3
     device = next(model.parameters()).device
     losses = []
     model.train()
-    for _ in tqdm(range(steps), desc="warm-up", disable=not progress, mininterval=2):
+    for _ in range(steps) if progress is None else progress(range(steps)):
         batch = rng.sample(problems, batch_size)
         rows, answer_from = [], []
         for p in batch:

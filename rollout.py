@@ -33,8 +33,9 @@ random numbers and record the same statistics):
   hundreds of small kernel launches over changing shapes, so decoding is launch-bound. Each prompt is prefilled
   once and its keys and values are copied to its G rows; on one CPU thread the tokens and statistics are bit for
   bit those of prefilling all G copies (tested), while with several threads or on a GPU the kernels picked for the
-  smaller prefill batch may round differently. Rows that have stopped leave the cache (`shrink_cache=True`): once a
-  quarter of the rows it holds has stopped, the cache keeps only the live ones, and the step forwards only those.
+  smaller prefill batch may round differently. With `shared_prompt=True` (train.py's `--shared-prompt`, which also
+  makes the update forward shared prefixes once) rows that have stopped leave the cache: once a quarter of the rows
+  it holds has stopped, the cache keeps only the live ones, and the step forwards only those.
   The sampler still draws for every row (the stopped rows get all-zero logits, and their draws are discarded), so
   it consumes the same random numbers; the live rows' logits are the full batch's up to the rounding of matrix
   products over fewer rows (tested: the same tokens, statistics within 2e-5, on one CPU thread).
@@ -78,13 +79,17 @@ def encode_prompts(tokenizer, prompts: list[str], add_special_tokens: bool = Tru
     if any(len(r) == 0 for r in rows):
         raise ValueError("a prompt tokenised to zero tokens; every prompt needs at least one token")
     width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    ids = torch.full((len(rows), width), pad_id(tokenizer), dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, width - len(r):] = torch.tensor(r)
         mask[i, width - len(r):] = 1
     return ids, mask
+
+
+def pad_id(tokenizer) -> int:
+    """The id that fills padding: the tokenizer's pad token, else its EOS (many causal LMs define no pad token)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -104,7 +109,7 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 @torch.no_grad()
 def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int, eos_token_id,
            pad_token_id: int, temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
-           static_cache: bool = False, stats_top_k: int = 0, group_size: int = 1, shrink_cache: bool = False):
+           static_cache: bool = False, stats_top_k: int = 0, group_size: int = 1, shared_prompt: bool = False):
     """Sample `group_size` G continuations of each row of the left-padded prompts `prompt_ids` [B, P].
 
     Returns (response_ids [BG, R], response_mask [BG, R] float, logp [BG, R], entropy [BG, R], truncated [BG]) with
@@ -112,8 +117,8 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
     topk_logp [BG, R, stats_top_k] as a sixth element when `stats_top_k` > 0.
     `eos_token_id` may be an int or a list of ints (chat models often stop on several). `static_cache=True` decodes
     over a preallocated cache (module docstring); its statistics equal the default path's to float tolerance.
-    `shrink_cache=True` lets stopped rows leave the dynamic cache (module docstring): the same tokens and random
-    numbers, statistics equal to float rounding.
+    `shared_prompt=True` (train.py's --shared-prompt) lets stopped rows leave the dynamic cache (module docstring):
+    the same tokens and random numbers, statistics equal to float rounding.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (got {temperature}); sampling is what RL needs")
@@ -127,7 +132,7 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
     if static_cache:
         logits, step = _static_decoder(model, prompt_ids, prompt_mask.to(device), max_new_tokens, group_size)
     else:
-        logits, step = _dynamic_decoder(model, prompt_ids, prompt_mask.to(device), group_size, shrink_cache)
+        logits, step = _dynamic_decoder(model, prompt_ids, prompt_mask.to(device), group_size, shared_prompt)
     # logits [BG, V]: the next-token logits of every row
     if stats_top_k > logits.shape[-1]:
         raise ValueError(f"stats_top_k={stats_top_k} exceeds the vocabulary ({logits.shape[-1]} tokens)")
@@ -158,16 +163,16 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
 
 def rollout(model, tokenizer, prompts: list[str], group_size: int, *, max_new_tokens: int, temperature: float = 1.0,
             top_p: float = 1.0, generator: torch.Generator | None = None, add_special_tokens: bool = True,
-            eos_token_id=None, static_cache: bool = False, stats_top_k: int = 0, shrink_cache: bool = False) -> Rollout:
+            eos_token_id=None, static_cache: bool = False, stats_top_k: int = 0,
+            shared_prompt: bool = False) -> Rollout:
     """`group_size` responses for each prompt; rows are grouped: rows [i*G, (i+1)*G) belong to prompts[i]."""
     device = next(model.parameters()).device
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, add_special_tokens)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
     resp, resp_mask, logp, entropy, truncated, *topk = sample(
         model, prompt_ids.to(device), prompt_mask.to(device), max_new_tokens=max_new_tokens, eos_token_id=eos,
-        pad_token_id=pad, temperature=temperature, top_p=top_p, generator=generator, static_cache=static_cache,
-        stats_top_k=stats_top_k, group_size=group_size, shrink_cache=shrink_cache)
+        pad_token_id=pad_id(tokenizer), temperature=temperature, top_p=top_p, generator=generator,
+        static_cache=static_cache, stats_top_k=stats_top_k, group_size=group_size, shared_prompt=shared_prompt)
     prompt_ids = prompt_ids.repeat_interleave(group_size, 0).to(device)      # [B * G, P], row i*G + j is prompt i
     prompt_mask = prompt_mask.repeat_interleave(group_size, 0).to(device)
     texts = decode_responses(tokenizer, resp, resp_mask, eos)
@@ -175,6 +180,29 @@ def rollout(model, tokenizer, prompts: list[str], group_size: int, *, max_new_to
                    attention_mask=torch.cat([prompt_mask, resp_mask.long()], 1),
                    response_mask=resp_mask, logp=logp, entropy=entropy, truncated=truncated,
                    prompt_len=prompt_ids.shape[1], texts=texts, topk_logp=topk[0] if topk else None)
+
+
+def concat_rollouts(parts: list[Rollout], tokenizer) -> Rollout:
+    """Join rollouts generated in several calls (their prompt and response widths may differ) by re-padding: prompts
+    on the left to the widest prompt P, responses on the right to the longest R."""
+    if len(parts) == 1:
+        return parts[0]
+    P = max(p.prompt_len for p in parts)
+    R = max(p.response_mask.shape[1] for p in parts)
+    pad = torch.nn.functional.pad
+
+    def fit(x, p, value, prompt_part: bool):       # [b, ...] -> [b, P + R] (prompt_part) or [b, R]
+        return pad(x, (P - p.prompt_len if prompt_part else 0, R - p.response_mask.shape[1]), value=value)
+    return Rollout(
+        input_ids=torch.cat([fit(p.input_ids, p, pad_id(tokenizer), True) for p in parts]),
+        attention_mask=torch.cat([fit(p.attention_mask, p, 0, True) for p in parts]),
+        response_mask=torch.cat([fit(p.response_mask, p, 0.0, False) for p in parts]),
+        logp=torch.cat([fit(p.logp, p, 0.0, False) for p in parts]),
+        entropy=torch.cat([fit(p.entropy, p, 0.0, False) for p in parts]),
+        truncated=torch.cat([p.truncated for p in parts]), prompt_len=P,
+        texts=[t for p in parts for t in p.texts],
+        topk_logp=None if parts[0].topk_logp is None else
+        torch.cat([pad(p.topk_logp, (0, 0, 0, R - p.response_mask.shape[1])) for p in parts]))
 
 
 def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor, eos_token_id) -> list[str]:
@@ -192,7 +220,7 @@ def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch
 def sample_for_eval(model, tokenizer, prompts: list[str], n: int, *, max_new_tokens: int, temperature: float = 1.0,
                     top_p: float = 1.0, batch_size: int = 512, generator: torch.Generator | None = None,
                     add_special_tokens: bool = True, eos_token_id=None, static_cache: bool = False,
-                    shrink_cache: bool = False) -> list[list[str]]:
+                    shared_prompt: bool = False) -> list[list[str]]:
     """n sampled responses for each prompt (for pass@k), generated in batches of at most `batch_size` rows."""
     per_batch = max(1, batch_size // n)
     texts = []
@@ -200,7 +228,7 @@ def sample_for_eval(model, tokenizer, prompts: list[str], n: int, *, max_new_tok
         chunk = prompts[start:start + per_batch]
         out = rollout(model, tokenizer, chunk, n, max_new_tokens=max_new_tokens, temperature=temperature,
                       top_p=top_p, generator=generator, add_special_tokens=add_special_tokens,
-                      eos_token_id=eos_token_id, static_cache=static_cache, shrink_cache=shrink_cache)
+                      eos_token_id=eos_token_id, static_cache=static_cache, shared_prompt=shared_prompt)
         texts += [out.texts[i * n:(i + 1) * n] for i in range(len(chunk))]
     return texts
 
@@ -300,10 +328,10 @@ def response_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
 # [BG, V], step), each prompt's row repeated G = group_size times, where step(t, token [BG], live [BG]) feeds the
 # token sampled at response step t (its attention-mask column is `live`) and returns the next logits [BG, V].
 #
-# transformers renamed the forward's `past_key_values` argument to `cache` (after 5.17; by 5.24 the old name warns
-# that it goes in 5.40), and 4.x forwards take a `cache_position` from which the static cache learns where to
-# write. We create the cache object ourselves and pass it under whichever name the model's forward declares (and
-# `cache_position` where it is declared), so no deprecated name is used anywhere in the supported range
+# A model's forward takes its KV cache as `cache` or as `past_key_values` (a deprecated name in the transformers
+# versions that have `cache`), and some forwards take a `cache_position` from which the static cache learns where
+# to write. We create the cache object ourselves and pass it under the name the model's forward declares (and
+# `cache_position` where it is declared), so no deprecated name is used with any supported version
 # (transformers >= 4.51; checked with 4.51.3, 5.17.0 and 5.24.0).
 
 STATIC_CACHE_ROUND = 64       # static cache width is prompt + max_new_tokens rounded up to this
@@ -319,12 +347,12 @@ def _cache_arg(model) -> str:
     return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
-def _dynamic_decoder(model, prompt_ids, mask, group_size, shrink_cache):
+def _dynamic_decoder(model, prompt_ids, mask, group_size, shared_prompt):
     from transformers import DynamicCache
     try:
-        cache = DynamicCache(config=model.config)        # what the model itself would create (>= 4.56)
+        cache = DynamicCache(config=model.config)        # what the model itself would create
     except TypeError:
-        cache = DynamicCache()                            # transformers < 4.56
+        cache = DynamicCache()                            # (transformers < 4.56 takes no config)
     kw = {_cache_arg(model): cache, "use_cache": True}
     pos = position_ids(mask)
     # Each prompt is prefilled once (not G times) and its keys and values are copied to its G rows: a row's cache
@@ -352,7 +380,7 @@ def _dynamic_decoder(model, prompt_ids, mask, group_size, shrink_cache):
         # only the live rows (a row's keys and values do not depend on the other rows). The stopped rows get
         # all-zero logits, which the sampler draws for and then discards, so it draws the same random numbers as
         # over the full batch (module docstring).
-        if shrink_cache and 4 * int(live[held].sum()) <= 3 * len(held):
+        if shared_prompt and 4 * int(live[held].sum()) <= 3 * len(held):
             keep = live[held].nonzero().squeeze(1)
             cache.batch_select_indices(keep)
             held = held[keep]
@@ -381,7 +409,7 @@ def _static_decoder(model, prompt_ids, mask, max_new_tokens, group_size):
     state = _static_state(model, batch, L, device)
     cache, params = state["cache"], _forward_params(model)
     kw = {_cache_arg(model): cache, "use_cache": True}
-    with_cache_position = "cache_position" in params      # transformers < 5 reads the write column from it
+    with_cache_position = "cache_position" in params      # such a forward reads the write column from it
     # [B, L]: prompt columns, then one column per response token, switched on as the token is fed
     full_mask = torch.zeros(batch, L, dtype=torch.long, device=device)
     full_mask[:, :width] = mask
@@ -413,7 +441,7 @@ def _static_state(model, batch, L, device):
         state["cache"].reset()
         return state
     _STATIC.pop(model, None)                              # free the old cache before allocating the new one
-    # >= 4.56 allocates lazily from the first keys it sees; earlier versions need batch, device and dtype up front
+    # a StaticCache that takes batch, device and dtype is given them; one that allocates lazily takes none
     accepted = set(inspect.signature(StaticCache.__init__).parameters)
     legacy = {k: v for k, v in (("max_batch_size", batch), ("device", device), ("dtype", dtype)) if k in accepted}
     cache = StaticCache(config=model.config, max_cache_len=L, **legacy)

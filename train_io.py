@@ -1,17 +1,19 @@
-"""The plumbing of `train.py`: command-line flags from a dataclass, data files, prompts, models and the warm-up
-cache, checkpoints and resume, the metrics log and the pass@k table. Nothing here decides what the RL step computes.
+"""The plumbing of `train.py`: command-line flags from a dataclass and their checks, data files and the task,
+prompts, models and the warm-up cache, progress display, checkpoints and resume, the metrics log and the pass@k
+table. Nothing here decides what the RL step computes.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import glob
 import hashlib
+import importlib.util
 import json
 import os
-import random
+import re
 import shutil
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -21,7 +23,8 @@ import torch
 
 import countdown
 import passk_at_k
-import rollout as R
+import reasoning_gym_task
+import simko
 import verify
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -60,10 +63,10 @@ def within(interval: str):
     return lambda v, cfg: None if v is None or (low_ok(v) and high_ok(v)) else f"must be in {interval}, got {v}"
 
 
-def build_parser(config_class, description: str) -> argparse.ArgumentParser:
+def build_parser(config_class, description: str, prog: str | None = None) -> argparse.ArgumentParser:
     """argparse for a dataclass whose fields are made with `flag` (fields without a help text are not flags), each
     annotated int, float, str or bool, or one of those | None."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = ShortUsageParser(prog=prog, description=description)
     group = parser
     for f in dataclasses.fields(config_class):
         meta = f.metadata
@@ -85,6 +88,13 @@ def build_parser(config_class, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+class ShortUsageParser(argparse.ArgumentParser):
+    """An error prints one usage line that points to --help, then the error, not the whole flag list."""
+
+    def format_usage(self) -> str:
+        return f"usage: {self.prog} [--flag VALUE ...]  (`{self.prog} --help` lists every flag)\n"
+
+
 def check_fields(parser, config) -> None:
     """Each field's check, in field order; the first failure exits (argparse's usage error, status 2)."""
     for f in dataclasses.fields(config):
@@ -92,6 +102,139 @@ def check_fields(parser, config) -> None:
         problem = check(getattr(config, f.name), config) if check else None
         if problem:
             parser.error(f"--{f.name.replace('_', '-')}{'' if problem.startswith(':') else ' '}{problem}")
+
+
+def fill_run_defaults(args) -> None:
+    """The defaults of train.py's flags that depend on the model (the embedded one or --model), the device or --out."""
+    embedded = args.model is None
+    if args.sft_steps is None:
+        args.sft_steps = 600 if embedded else 0
+    if args.sft_lr is None:
+        args.sft_lr = 3e-3 if embedded else 2e-5
+    if args.mini_batches is None:
+        args.mini_batches = min(4, args.prompts_per_step)
+    if args.out is None:
+        args.out = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    if args.warmup_cache is None:
+        args.warmup_cache = os.path.join(os.path.dirname(os.path.abspath(args.out)), "warmup")
+    if args.max_new_tokens is None:
+        args.max_new_tokens = 12 if embedded else 512
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.shared_prompt == "auto":       # both paths change float rounding only; the embedded run keeps the plain
+        args.shared_prompt = "off" if embedded else "on"
+
+
+# ================================================================================================================
+# The checks of train.py's flags that read other flags or the disk; each returns None or what is wrong
+
+def check_model(v, a):
+    """--model: a local .gguf file, a directory with config.json, or a Hugging Face Hub name that is cached or, online,
+    exists; decided before anything is loaded."""
+    if v is None:
+        return None
+    if a.data is None:
+        return "needs --data (a JSONL of problems and answers, or rg:TASK)"
+    if v.endswith(".gguf"):
+        if not os.path.isfile(v):
+            return f": no such GGUF file: {v}"
+        if importlib.util.find_spec("gguf") is None:
+            return f"{v}: reading a GGUF file needs the gguf package: pip install gguf"
+    elif os.path.isdir(v):
+        if not os.path.isfile(os.path.join(v, "config.json")):
+            return f": {v} is a directory without config.json, so not a Hugging Face model (a train.py run saves its " \
+                   f"model in RUN/checkpoint)"
+    elif os.path.exists(v):
+        return f": {v} is a file; --model takes a model directory, a Hub name or a .gguf file"
+    else:
+        return hub_model_problem(v)
+
+
+def hub_model_problem(name: str) -> str | None:
+    """Why `name`, which is no local path, cannot be loaded from the Hugging Face Hub, or None when it can: it is in
+    the local cache, or (unless offline mode is on) one metadata request finds it. No download, no retries."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return f": no such directory: {name}"
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return None
+    offline = constants.is_offline_mode() if hasattr(constants, "is_offline_mode") else constants.HF_HUB_OFFLINE
+    if offline:
+        return f": {name} is no local directory and is not in the Hugging Face cache (offline mode: HF_HUB_OFFLINE)"
+    try:
+        HfApi().model_info(name, timeout=10)
+    except RepositoryNotFoundError:
+        return f": {name} is no local directory and no model on the Hugging Face Hub (a private one needs " \
+               f"`hf auth login`)"
+    except Exception as e:         # noqa: BLE001  (no network, DNS, proxy, timeout: all say the same to the user)
+        return f": {name} is no local directory, is not in the Hugging Face cache, and the Hub cannot be reached " \
+               f"({type(e).__name__})"
+    return None
+
+
+def check_data(v, a):
+    if v is not None and a.model is None:
+        return "needs --model (the embedded tiny model only knows its built-in Countdown task)"
+    if v is not None and not reasoning_gym_task.is_spec(v) and not os.path.isfile(v):
+        return f": no such file: {v}"
+
+
+def check_eval_data(v, a):
+    if v is not None and a.data is None:
+        return "needs --data and --model"
+    if v is not None and reasoning_gym_task.is_spec(a.data):
+        return "is not used with --data rg:... (the held-out split comes from the same generator)"
+    if v is not None and not os.path.isfile(v):
+        return f": no such file: {v}"
+
+
+def check_out(v, a):
+    if not a.resume and os.path.exists(os.path.join(v, "metrics.jsonl")):
+        return f"{v} already holds a run (metrics.jsonl); pass --resume to continue it or pick another --out"
+
+
+def check_group_size(v, a):
+    return None if v >= 2 else f"must be >= 2 (advantages compare responses), got {v}"
+
+
+def check_mini_batches(v, a):
+    if not 1 <= v <= a.prompts_per_step:
+        return f"must be in [1, --prompts-per-step={a.prompts_per_step}] (each part holds whole groups), got {v}"
+
+
+def check_k(v, a):
+    """passk_at_k.check_k for the advantage that uses --k (a schedule's phases are checked by check_schedule)."""
+    try:
+        passk_at_k.check_k(v, a.group_size, a.advantage if a.schedule is None and a.loss == "clip" else "grpo")
+    except ValueError as e:
+        return f": {e}"
+
+
+def check_schedule(v, a):
+    if v is None:
+        return None
+    if a.switch_to_grpo_at is not None:
+        return "replaces --switch-to-grpo-at (the same as --schedule ADVANTAGE:STEPS,grpo:1); give one of them"
+    if a.loss != "clip":
+        return f"schedules advantages, and --loss {a.loss} takes its advantages from the rewards alone"
+    try:
+        phases = passk_at_k.parse_schedule(v, a.k)
+    except ValueError as e:
+        return f": {e}"
+    for p in phases:
+        try:
+            passk_at_k.check_k(p.k, a.group_size, p.advantage)
+        except ValueError as e:
+            return f": phase {p.advantage}@{p.k}: {e}"
+
+
+def check_simko_tau(v, a):
+    if a.simko_gate != "absolute" and not 0 <= v <= 1:
+        return f"is a quantile for --simko-gate {a.simko_gate}: must be in [0, 1], got {v}"
 
 
 # ================================================================================================================
@@ -113,15 +256,54 @@ class Policy:
     tokenizer: object
     eos_ids: list[int]                                  # any of these ends a response
     autocast: Callable = nullcontext                    # bf16 autocast on CUDA
-    from_hidden: bool = False                           # token statistics from hidden states (large vocabularies)
+    stats_from_hidden: bool = False                     # --stats-from-hidden resolved for this model
     ref_model: torch.nn.Module | None = None            # frozen initial policy, only for --kl-coef > 0
 
 
 # ================================================================================================================
 # Data files and prompts
 
+def load_task(args) -> Task:
+    """The task as plain data and functions. No model is touched, so data errors come before any loading."""
+    if args.model is None:
+        train, held_out = countdown.make_problems()
+        task = Task("countdown", train, held_out, prompt=lambda p, tokenizer: p["prompt"],
+                    reward=lambda texts, probs: [countdown.reward(t, p["numbers"], p["target"])
+                                                 for t, p in zip(texts, probs)])
+    elif reasoning_gym_task.is_spec(args.data):
+        train, held_out, reward, scorer = reasoning_gym_task.load(
+            args.data, reward_timeout=args.reward_timeout, reward_workers=args.reward_workers,
+            fallback=args.reward_fallback)
+        task = Task(f"{args.data} (reward: {scorer})", train, held_out, prompt=chat_prompt, reward=reward,
+                    add_special_tokens=False)
+    else:
+        train = load_jsonl(args.data)
+        if args.eval_data:
+            held_out = load_jsonl(args.eval_data)
+        else:
+            n = min(500, max(1, len(train) // 10))
+            if len(train) - n < 1:
+                raise ValueError(f"{args.data}: {len(train)} problem(s) is too few to hold out an evaluation split; "
+                                 f"pass --eval-data")
+            train, held_out = train[:-n], train[-n:]
+        task = Task("jsonl", train, held_out, prompt=chat_prompt, add_special_tokens=False,
+                    reward=lambda texts, probs: verify.batch_reward(
+                        texts, [p["gold"] for p in probs], timeout=args.reward_timeout, workers=args.reward_workers,
+                        fallback=args.reward_fallback))
+    if args.eval_problems:
+        task.eval = task.eval[:args.eval_problems]
+    if len(task.train) < args.prompts_per_step:
+        raise ValueError(f"--prompts-per-step {args.prompts_per_step} is larger than the training set "
+                         f"({len(task.train)} problems)")
+    return task
+
+
+EMPTY_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{\s*\}")
+
+
 def load_jsonl(path: str) -> list[dict]:
-    """Problems as {"problem": str, "gold": str}; every error names the file and line."""
+    """Problems as {"problem": str, "gold": the answer as written}: verify.reward reads the final answer out of the
+    gold itself (the boxes of a MATH solution, GSM8K's `#### 72`, ...). Every error names the file and line."""
     problems = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
@@ -142,22 +324,12 @@ def load_jsonl(path: str) -> list[dict]:
                 answer = str(answer)
             if not isinstance(answer, str) or not answer.strip():
                 raise ValueError(f"{where}: needs a non-empty string field 'answer' or 'solution'")
-            gold = gold_answer(answer)
-            if not gold:
-                raise ValueError(f"{where}: the answer {answer[:60]!r} reduces to an empty gold answer")
-            problems.append({"problem": problem, "gold": gold})
+            if EMPTY_BOX.search(answer):
+                raise ValueError(f"{where}: the answer {answer[:60]!r} has an empty \\boxed{{}}")
+            problems.append({"problem": problem, "gold": answer.strip()})
     if not problems:
         raise ValueError(f"{path}: no problems (the file is empty)")
     return problems
-
-
-def gold_answer(answer: str) -> str:
-    """What the checker compares a response with: the final answer that verify.extract_answer finds (the last
-    \\boxed{} of a MATH solution, GSM8K's `#### 42`, ...), else the whole answer stripped. "" for an empty box."""
-    final = verify.extract_answer(answer)
-    if final is not None:
-        return final.strip()
-    return "" if "\\boxed" in answer or "\\fbox" in answer else answer.strip()
 
 
 def chat_prompt(problem: dict, tokenizer) -> str:
@@ -174,7 +346,8 @@ def chat_prompt(problem: dict, tokenizer) -> str:
 # Models and the warm-up cache
 
 def load_policy(args, task: Task, log, checkpoint: str | None = None) -> Policy:
-    """The policy to train: a resumed run's checkpoint, the embedded warm-started model, or --model."""
+    """The policy to train: a resumed run's checkpoint, the embedded warm-started model, or --model (train.py adds
+    the format warm-up of --model and the reference model of --kl-coef)."""
     if checkpoint:
         model, tokenizer = load_hf_model(checkpoint, args)
     elif args.model is None:
@@ -183,15 +356,12 @@ def load_policy(args, task: Task, log, checkpoint: str | None = None) -> Policy:
         model, tokenizer = load_hf_model(args.model, args)
     model.to(args.device).eval()
     if args.grad_checkpointing:
-        # (renamed in transformers 5; the rollout runs in eval mode and keeps its KV cache)
+        # the method's name differs between transformers versions; the rollout runs in eval mode and keeps its cache
         (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
-    policy = Policy(model, tokenizer, stop_token_ids(model, tokenizer), from_hidden=use_hidden_stats(model, args))
+    policy = Policy(model, tokenizer, stop_token_ids(model, tokenizer),
+                    stats_from_hidden=stats_from_hidden(model, args.stats_from_hidden))
     if str(args.device).startswith("cuda"):
         policy.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    if args.model is not None and checkpoint is None and args.sft_steps:
-        format_warm_up(policy, task, args, log)
-    if args.kl_coef > 0:
-        policy.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     return policy
 
 
@@ -219,7 +389,8 @@ def warmed_up_model(args, task: Task, log):
         f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), caching to {path}")
     start = time.time()
     losses = countdown.warm_up(model, tokenizer, task.train, args.sft_steps, lr=args.sft_lr, seed=0,
-                               progress=not args.no_progress, variant=args.warmup_variant)
+                               progress=lambda steps: progress(steps, "warm-up", args.no_progress, log),
+                               variant=args.warmup_variant)
     seconds = time.time() - start
 
     def write(tmp):
@@ -250,41 +421,6 @@ def load_hf_model(path: str, args):
     return model, tokenizer
 
 
-def format_warm_up(policy: Policy, task: Task, args, log, batch_size: int = 8) -> None:
-    """--sft-steps supervised steps for --model: maximise log p("\\boxed{gold}" EOS | prompt) on training problems.
-
-    A format warm-up, not a solver: a small instruct model rarely boxes its answer or stops early, so RL would see
-    no reward at all. Only the answer and EOS are trained (the prompt's labels are -100). `batch_size` problems a
-    step, drawn with a fixed seed (not --seed): every run of a comparison starts from the same policy, and the RL
-    flags (--prompts-per-step, ...) do not change it."""
-    model, tokenizer, eos = policy.model, policy.tokenizer, policy.tokenizer.eos_token_id
-    rng = random.Random(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.sft_lr, betas=(0.9, 0.99), weight_decay=0.0)
-    start, losses = time.time(), []
-    model.train()
-    for _ in range(args.sft_steps):
-        rows, labels = [], []
-        for p in rng.sample(task.train, min(batch_size, len(task.train))):
-            prompt = tokenizer(task.prompt(p, tokenizer), add_special_tokens=task.add_special_tokens)["input_ids"]
-            answer = tokenizer(f"\\boxed{{{p['gold']}}}", add_special_tokens=False)["input_ids"] + [eos]
-            rows.append(prompt + answer)
-            labels.append([-100] * len(prompt) + answer)
-        width = max(len(r) for r in rows)                                   # right padding, masked out
-        ids = torch.tensor([r + [eos] * (width - len(r)) for r in rows], device=args.device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=args.device)
-        target = torch.tensor([t + [-100] * (width - len(t)) for t in labels], device=args.device)
-        with policy.autocast():
-            loss = model(input_ids=ids, attention_mask=mask, labels=target).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    model.eval()
-    log(f"format warm-up: {args.sft_steps} supervised steps in {time.time() - start:.0f}s, "
-        f"loss {losses[0]:.3f} -> {sum(losses[-5:]) / len(losses[-5:]):.3f}")
-
-
 def stop_token_ids(model, tokenizer) -> list[int]:
     """EOS ids: the tokenizer's plus the generation config's (chat models often end turns with another token)."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
@@ -295,9 +431,10 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def use_hidden_stats(model, args) -> bool:
-    if args.stats_from_hidden != "auto":
-        return args.stats_from_hidden == "on"
+def stats_from_hidden(model, setting: str) -> bool:
+    """--stats-from-hidden resolved for `model`: 'auto' is on for a plain linear LM head over more than 32k tokens."""
+    if setting != "auto":
+        return setting == "on"
     head = model.get_output_embeddings()
     plain = isinstance(head, torch.nn.Linear) and not any(
         getattr(model.config, a, None) for a in ("final_logit_softcapping", "logit_scale"))
@@ -312,40 +449,95 @@ def set_threads(args) -> None:
 
 
 # ================================================================================================================
-# Rollouts and the pass@k table
+# Progress, the loss metrics and the pass@k table
 
-def concat_rollouts(parts: list, tokenizer) -> R.Rollout:
-    """Join rollouts generated in several calls (their prompt and response widths may differ) by re-padding."""
-    if len(parts) == 1:
-        return parts[0]
-    P = max(p.prompt_len for p in parts)
-    T = max(p.response_mask.shape[1] for p in parts)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    F = torch.nn.functional
-
-    def fix(x, p, value, prompt_part: bool):
-        left = P - p.prompt_len if prompt_part else 0
-        right = T - p.response_mask.shape[1]
-        return F.pad(x, (left, right), value=value)
-    return R.Rollout(
-        input_ids=torch.cat([fix(p.input_ids, p, pad, True) for p in parts]),
-        attention_mask=torch.cat([fix(p.attention_mask, p, 0, True) for p in parts]),
-        response_mask=torch.cat([fix(p.response_mask, p, 0.0, False) for p in parts]),
-        logp=torch.cat([fix(p.logp, p, 0.0, False) for p in parts]),
-        entropy=torch.cat([fix(p.entropy, p, 0.0, False) for p in parts]),
-        truncated=torch.cat([p.truncated for p in parts]), prompt_len=P,
-        texts=[t for p in parts for t in p.texts],
-        topk_logp=torch.cat([F.pad(p.topk_logp, (0, 0, 0, T - p.response_mask.shape[1])) for p in parts]))
+def quiet_libraries():
+    """Turns off transformers' own progress bars; returns the function that prints a line beside ours (tqdm.write)."""
+    from tqdm import tqdm
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    return tqdm.write
 
 
-def held_out_subsets(task) -> dict[str, list[int]]:
-    """Held-out problem indices reported apart in the table: for the embedded task, the problems that need * or /
-    (a property of the problem, fixed before any sampling, so the split cannot favour the after row) and the rest."""
-    if task.name != "countdown":
-        return {}
-    muldiv = [countdown.needs_muldiv(p) for p in task.eval]
-    return {"needs * or /": [i for i, m in enumerate(muldiv) if m],
-            "has a +/- answer": [i for i, m in enumerate(muldiv) if not m]}
+def progress(items, desc: str, quiet: bool, log, *, total: int | None = None, initial: int = 0):
+    """`items`, showing progress: a tqdm bar on a terminal; where the output goes to a file or a pipe, one line (via
+    `log`) each tenth of the way, with the bar's figures, which metrics.jsonl also holds; nothing when `quiet`.
+    The result has tqdm's set_postfix and close."""
+    from tqdm import tqdm
+    if quiet or sys.stderr.isatty():
+        return tqdm(items, desc=desc, total=total, initial=initial, disable=quiet, mininterval=1)
+    return _SparseProgress(items, desc, len(items) if total is None else total, initial, log)
+
+
+class _SparseProgress:
+    def __init__(self, items, desc, total, initial, log):
+        self.items, self.desc, self.total, self.done, self.log, self.postfix = items, desc, total, initial, log, {}
+
+    def __iter__(self):
+        start, every = time.time(), max(1, self.total // 10)
+        for item in self.items:
+            yield item
+            self.done += 1
+            if self.done % every == 0 or self.done == self.total:
+                self.log(f"{self.desc}: {self.done}/{self.total}, {time.time() - start:.0f}s" +
+                         "".join(f", {k} {v}" for k, v in self.postfix.items()))
+
+    def set_postfix(self, **values):
+        self.postfix = values
+
+    def close(self):
+        pass
+
+
+def mean_metrics(measured: list, keys: tuple) -> dict:
+    """The loss metrics of (metrics, response tokens) pairs, one per micro-batch, as means over the forwarded
+    response tokens; a fraction "_of_gated" over the gated tokens. None for each of `keys` when no token was
+    forwarded; 0 for a fraction of gated tokens when none was gated."""
+    if not measured:
+        return dict.fromkeys(keys)
+    out = {}
+    for key in measured[0][0]:
+        weights = [n * m["gated_frac"] if key.endswith("_of_gated") else n for m, n in measured]
+        total = sum(weights)
+        out[key] = sum(m[key] * w for (m, _), w in zip(measured, weights)) / total if total else 0.0
+    return out
+
+
+def report(args, task_name: str, history: list[dict], subsets: dict[str, list[int]]) -> tuple[dict | None, dict]:
+    """Prints the run's pass@k table (written to pass_at_k.md too) and where its outputs are; returns the before
+    and after evaluations (before is None when no RL step ran between two evaluations, e.g. with --steps 0)."""
+    evals = [h for h in history if h["type"] == "eval"]
+    before, after = (evals[0] if evals[0]["step"] == 0 and len(evals) > 1 else None), evals[-1]
+    table = pass_at_k_table(before, after, args.eval_samples, subsets)
+    print(table)
+    if task_name == "countdown" and args.warmup_variant == "headroom":
+        print("needs * or /: the problems whose every answer uses * or /, which the headroom warm-up rarely saw; "
+              "that is where exploration shows. The GRPO baseline from the same warm start (--advantage grpo "
+              "--no-simko) is in the README beside this run; benchmarks/compare.py compares the methods over seeds.")
+    with open(os.path.join(args.out, "pass_at_k.md"), "w") as f:
+        f.write(table + "\n")
+    print(f"outputs in {args.out}: metrics.jsonl (every step and evaluation), config.json (the flags), "
+          f"checkpoint/ (model, tokenizer, trainer state for --resume), pass_at_k.md (the table above)")
+    return before, after
+
+
+HIGH_ENTROPY_SHARE = 0.2    # the probe's high-entropy tokens: the top 20 % by entropy (SimKO's gate, tau = 0.8)
+
+
+def probe_metrics(ro) -> dict:
+    """SimKO's mechanism in a rollout: the mean entropy and the concentration metric Lambda^(k) (the rank-k
+    candidate's mean probability, simko.concentration) over all response tokens ("all") and over the high-entropy
+    ones ("high_entropy": the top HIGH_ENTROPY_SHARE of the rollout's tokens by entropy, where SimKO's gate acts)."""
+    mask = ro.response_mask.bool()                                   # [B, R]
+    threshold = torch.quantile(ro.entropy[mask].double(), 1 - HIGH_ENTROPY_SHARE).item()
+    high = mask & (ro.entropy >= threshold)                          # [B, R]
+    out = {}
+    for name, m in (("all", mask), ("high_entropy", high)):
+        c = simko.concentration(ro.topk_logp, m.float())
+        out[name] = {"tokens": int(m.sum()), "entropy": ro.entropy[m].mean().item(),
+                     **{f"rank{i + 1}_prob": p for i, p in enumerate(c["prob"])}}
+    out["high_entropy"]["threshold"] = threshold
+    return out
 
 
 def pass_at_k_table(before: dict | None, after: dict, n: int, subsets: dict[str, list[int]] | None = None) -> str:
@@ -388,11 +580,11 @@ def resumed_args(parser, args, argv, may_change: tuple[str, ...]):
         parser.error(f"--resume: no config.json in {args.out}")
     with open(config) as f:
         saved = json.load(f)
-    quiet = build_parser(type(args), parser.description)  # with no defaults: only what was typed survives parsing
+    quiet = build_parser(type(args), parser.description, parser.prog)  # with no defaults: only what was typed survives parsing
     for action in quiet._actions:
         action.default = argparse.SUPPRESS
     explicit = vars(quiet.parse_args(argv))
-    merged = vars(parser.parse_args([]))                  # defaults for flags that an older config.json lacks
+    merged = vars(parser.parse_args([]))                  # defaults for flags that the saved config.json lacks
     merged.update({k: v for k, v in saved.items() if k in merged})
     changed = {k: (merged[k], v) for k, v in explicit.items() if merged[k] != v and k not in ("resume", "out")}
     refused = [k for k in changed if k not in may_change]
@@ -430,6 +622,20 @@ def start_metrics(path: str, checkpoint_step: int | None) -> list[dict]:
 
 
 # ---- Checkpoints
+
+def resume_trainer(args, checkpoint, policy: Policy, optimizer, scheduler, sampler, generator, log) -> int:
+    """--resume: the checkpoint's optimiser, scheduler and random states restored, the changed flags reported;
+    returns the step to continue from."""
+    step = load_trainer_state(checkpoint, optimizer, scheduler, sampler, generator)
+    if args.steps < step:
+        raise ValueError(f"--steps {args.steps} is before the checkpoint's step {step} in {args.out}")
+    if policy.ref_model is not None:
+        log("note: --kl-coef on resume uses the checkpoint as the reference policy")
+    changes = getattr(args, "changed_on_resume", {})
+    log(f"resuming {args.out} at step {step}" + "".join(
+        f"; --{k.replace('_', '-')} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
+    return step
+
 
 def find_checkpoint(out: str) -> str | None:
     """The usable checkpoint of a run: `checkpoint/`, or `checkpoint.old` when a save died between its renames."""

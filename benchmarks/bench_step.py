@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import torch  # noqa: E402
 
-import rollout as R  # noqa: E402
+import rollout  # noqa: E402
 import train  # noqa: E402
 
 
@@ -230,7 +230,7 @@ def main():
     gen_s = None
     if not mine.no_generate:
         prompts = [task.prompt(p, tokenizer) for p in sampler.sample(task.train, args.prompts_per_step)]
-        ids, mask = R.encode_prompts(tokenizer, prompts, task.add_special_tokens)
+        ids, mask = rollout.encode_prompts(tokenizer, prompts, task.add_special_tokens)
         ids = ids.repeat_interleave(args.group_size, 0).to(args.device)
         mask = mask.repeat_interleave(args.group_size, 0).to(args.device)
         times = []
@@ -268,7 +268,7 @@ def main():
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"\nmodel: {name} ({params:.2f}M params), device {args.device}, torch threads {torch.get_num_threads()}, "
           f"{args.prompts_per_step} prompts x {args.group_size} samples, max_new_tokens {args.max_new_tokens}, "
-          f"SimKO {'on' if args.simko else 'off'}, stats from {'hidden' if policy.from_hidden else 'logits'}, "
+          f"SimKO {'on' if args.simko else 'off'}, stats from {'hidden' if policy.stats_from_hidden else 'logits'}, "
           f"update forward {'shared prompt' if args.shared_prompt == 'on' else 'plain'}; median of {mine.repeats} steps")
     print(f"mean response length {med('response_len'):.1f} tokens "
           f"({med('response_len') * args.prompts_per_step * args.group_size:.0f} response tokens per step); "

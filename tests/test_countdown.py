@@ -14,7 +14,7 @@ def test_needs_muldiv_on_hand_made_problems():
     by_prompt = {p["prompt"]: p for p in train + held_out}
     assert countdown.needs_muldiv(by_prompt["3,7,4>25:"])                  # 3*7+4: no +/- way to 25
     assert not countdown.needs_muldiv(by_prompt["1,2,3>6:"])               # 1+2+3 (also 1*2*3)
-    # 193 of the 300 held-out problems need * or / (the issue's count, fixed by the constant split)
+    # 193 of the 300 held-out problems need * or / (fixed by the constant split)
     assert sum(map(countdown.needs_muldiv, held_out)) == 193
 
 
@@ -64,7 +64,7 @@ def test_warm_up_variant_only_changes_the_data():
 
     def losses(problems, **kw):
         model = countdown.build_model(tok, hidden=32, layers=2, heads=2, seed=1)
-        return countdown.warm_up(model, tok, problems, 3, batch_size=8, seed=4, progress=False, **kw)
+        return countdown.warm_up(model, tok, problems, 3, batch_size=8, seed=4, **kw)
 
     headroom = losses(train, variant="headroom")
     assert headroom == losses(countdown.warmup_problems(train, "headroom"), variant="full")
@@ -75,20 +75,18 @@ def test_train_table_reports_the_problems_that_need_muldiv_apart():
     """`python train.py` prints before/after rows for the held-out problems that need * or / and for the rest,
     computed from the eval lines' per-problem correct counts (the unbiased estimator on each subset)."""
     import train
+    import train_io
 
-    class Task:
-        name, eval = "countdown", [{"solutions": ["1+2"]}, {"solutions": ["2*3"]}, {"solutions": ["8/4", "2*1"]}]
-    subsets = train.held_out_subsets(Task)
+    held_out = [{"solutions": ["1+2"]}, {"solutions": ["2*3"]}, {"solutions": ["8/4", "2*1"]}]
+    subsets = countdown.held_out_subsets(held_out)
     assert subsets == {"needs * or /": [1, 2], "has a +/- answer": [0]}
-    Task.name = "jsonl"
-    assert train.held_out_subsets(Task) == {}
     before = {"step": 0, "pass@1": 0.5, "pass@2": 0.75, "correct": [2, 0, 1]}
     after = {"step": 5, "pass@1": 0.5, "pass@2": 0.5, "correct": [0, 2, 1]}
-    lines = train.pass_at_k_table(before, after, 2, subsets).splitlines()
+    lines = train_io.pass_at_k_table(before, after, 2, subsets).splitlines()
     # n = 2: pass@1 = c / 2, pass@2 = 1 when c >= 1; "needs" = problems 1 and 2
     assert lines[2:] == ["| before (step 0) | 0.500 | 0.750 |", "| after (step 5) | 0.500 | 0.500 |",
                          "| needs * or / (2): before | 0.250 | 0.500 |", "| needs * or / (2): after | 0.750 | 1.000 |",
                          "| has a +/- answer (1): before | 1.000 | 1.000 |",
                          "| has a +/- answer (1): after | 0.000 | 0.000 |"]
-    assert train.pass_at_k_table(before, after, 2) == "\n".join(lines[:4])     # no subsets: the plain table
+    assert train_io.pass_at_k_table(before, after, 2) == "\n".join(lines[:4])     # no subsets: the plain table
     assert train.parse_args([]).warmup_variant == "headroom"                  # the default run shows the split

@@ -148,3 +148,17 @@ def test_gpu_check_runs_the_documented_real_model_recipe():
     pairs = lambda args: {(a, b) for a, b in zip(args, args[1:] + [""]) if a.startswith("--")}
     doc = {p for p in pairs(shlex.split(documented.replace('"$GGUF"', "{gguf}"))) if p[0] not in ("--threads", "--out")}
     assert doc == pairs(shlex.split(gpu_check.REAL_MODEL_RECIPE))
+
+
+def test_train_md_flag_table_is_the_help():
+    """docs/train.md's flag table lists every flag of train.py with the help text that `--help` prints."""
+    import train
+    table = re.search(r"## Flags\n.*?\n\| flag \| what it sets \(default\) \|\n\|---\|---\|\n(.*?)\n\n",
+                      read("docs/train.md"), flags=re.S).group(1)
+    rows = {}
+    for line in table.splitlines():
+        flags, text = re.fullmatch(r"\| `(--[a-z-]+)`(?: / `--no-[a-z-]+`)? \| (.*) \|", line).groups()
+        rows[flags] = text.replace("\\|", "|")
+    parser = train.build_parser()
+    helps = {a.option_strings[0]: a.help.replace("%%", "%") for a in parser._actions if a.dest != "help"}
+    assert rows == helps

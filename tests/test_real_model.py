@@ -98,7 +98,7 @@ def test_format_warm_up_trains_only_the_boxed_answer_and_eos(tiny_model_dir, mon
     """The loss sees exactly "\\boxed{gold}" + EOS after each prompt (prompt and padding are -100), and enough
     steps on two problems make greedy decoding write the boxed gold and stop."""
     problems = [{"problem": "1+2", "gold": "3"}, {"problem": "10+20", "gold": "30"}]
-    task = train.Task("two", problems, problems, prompt=train.chat_prompt, reward=None, add_special_tokens=False)
+    task = train_io.Task("two", problems, problems, prompt=train_io.chat_prompt, reward=None, add_special_tokens=False)
     args = train.parse_args(["--model", tiny_model_dir, "--data", RG, "--sft-steps", "0", "--sft-lr", "1e-2",
                              "--prompts-per-step", "2"])
     policy = train.load_policy(args, task, log=lambda m: None)
@@ -112,7 +112,7 @@ def test_format_warm_up_trains_only_the_boxed_answer_and_eos(tiny_model_dir, mon
             seen.append((kw["input_ids"], kw["labels"]))
         return forward(*a, **kw)
     monkeypatch.setattr(model, "forward", spy)
-    train_io.format_warm_up(policy, task, args, log=lambda m: None)
+    train.format_warm_up(policy, task, args, log=lambda m: None)
     assert len(seen) == 60
     ids, labels = seen[0]
     for row, lab in zip(ids.tolist(), labels.tolist()):
@@ -124,7 +124,7 @@ def test_format_warm_up_trains_only_the_boxed_answer_and_eos(tiny_model_dir, mon
         assert prompt.startswith("U:1") and prompt.endswith(f"{train_io.INSTRUCTION}\nA:")
     monkeypatch.setattr(model, "forward", forward)
     for p in problems:
-        enc = tok(train.chat_prompt(p, tok), return_tensors="pt", add_special_tokens=False)
+        enc = tok(train_io.chat_prompt(p, tok), return_tensors="pt", add_special_tokens=False)
         out = model.generate(**enc, max_new_tokens=12, do_sample=False, eos_token_id=1, pad_token_id=0)
         assert tok.decode(out[0, enc.input_ids.shape[1]:]) == f"\\boxed{{{p['gold']}}}<eos>"
 
@@ -137,6 +137,9 @@ def test_sft_steps_run_for_a_tiny_model_on_rg_data_and_the_checkpoint_reloads(ti
                          "--eval-problems", "3", "--eval-samples", "2", "--reward-workers", "0", "--out", str(out),
                          "--no-progress"])
     assert set(result["before"]) == {"pass@1", "pass@2"}
+    (warm_up,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                  if json.loads(line)["type"] == "warmup"]
+    assert warm_up["step"] == 0 and len(warm_up["loss"]) == 2 and all(loss > 0 for loss in warm_up["loss"])
     from transformers import AutoModelForCausalLM
     AutoModelForCausalLM.from_pretrained(out / "checkpoint")
 
@@ -191,7 +194,7 @@ def test_smollm2_gguf_one_rl_step_one_evaluation_rewards_are_binary_checkpoint_r
     tok = AutoTokenizer.from_pretrained(out / "checkpoint")
     assert model.config.vocab_size == 49152 and sum(p.numel() for p in model.parameters()) == 134_515_008
     assert tok.chat_template and tok.eos_token == "<|im_end|>"
-    prompt = train.chat_prompt({"problem": "Calculate 2 + 3."}, tok)
+    prompt = train_io.chat_prompt({"problem": "Calculate 2 + 3."}, tok)
     assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
     with torch.no_grad():
@@ -217,20 +220,23 @@ def test_warm_start_checkpoint_then_rl_equals_the_one_command_run(tiny_model_dir
         rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         return [{k: v for k, v in row.items() if not k.startswith(("time", "seconds")) and "per_s" not in k}
                 for row in rows]
-    assert lines("one") == lines("two")
-    assert lines("warm")[0] == lines("one")[0]                      # the warm start's evaluation
+    rl = lambda name: [row for row in lines(name) if row["type"] != "warmup"]
+    assert lines("one")[0]["type"] == "warmup" and lines("one")[0] == lines("warm")[0]     # the same warm-up
+    assert rl("one") == rl("two")
+    assert rl("warm")[0] == rl("one")[0]                            # the warm start's evaluation
 
 
 def test_format_warm_up_batch_does_not_depend_on_the_rl_flags(tiny_model_dir, monkeypatch):
     problems = [{"problem": f"{i}+1", "gold": str(i + 1)} for i in range(20)]
-    task = train.Task("twenty", problems, problems, prompt=train.chat_prompt, reward=None, add_special_tokens=False)
+    task = train_io.Task("twenty", problems, problems, prompt=train_io.chat_prompt, reward=None,
+                         add_special_tokens=False)
     batches = {}
     for per_step in ("2", "16"):
         args = train.parse_args(["--model", tiny_model_dir, "--data", RG, "--prompts-per-step", per_step])
         policy = train.load_policy(args, task, log=lambda m: None)
         args.sft_steps, seen, forward = 3, [], policy.model.forward
         monkeypatch.setattr(policy.model, "forward", lambda *a, **kw: seen.append(kw["input_ids"]) or forward(*a, **kw))
-        train_io.format_warm_up(policy, task, args, log=lambda m: None)
+        train.format_warm_up(policy, task, args, log=lambda m: None)
         batches[per_step] = seen
     assert [b.shape[0] for b in batches["2"]] == [8, 8, 8]
     assert all(torch.equal(a, b) for a, b in zip(batches["2"], batches["16"]))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import countdown
-import rollout as R
+import rollout
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def _forward_logp(model, ids, temperature):
 def test_logp_and_entropy_equal_unpadded_teacher_forced_forward(tiny, temperature):
     model, tokenizer = tiny
     g = torch.Generator().manual_seed(0)
-    ro = R.rollout(model, tokenizer, PROMPTS, 3, max_new_tokens=10, temperature=temperature, generator=g)
+    ro = rollout.rollout(model, tokenizer, PROMPTS, 3, max_new_tokens=10, temperature=temperature, generator=g)
     assert ro.input_ids.shape[0] == len(PROMPTS) * 3
     checked = 0
     for row in range(ro.input_ids.shape[0]):
@@ -49,10 +49,10 @@ def test_logp_and_entropy_equal_unpadded_teacher_forced_forward(tiny, temperatur
 def test_padded_batch_forward_with_position_ids_matches(tiny):
     # The batched teacher-forced forward that train.py runs (left padding + position_ids) gives the same numbers.
     model, tokenizer = tiny
-    ro = R.rollout(model, tokenizer, PROMPTS, 2, max_new_tokens=8, generator=torch.Generator().manual_seed(1))
+    ro = rollout.rollout(model, tokenizer, PROMPTS, 2, max_new_tokens=8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         logits = model(input_ids=ro.input_ids, attention_mask=ro.attention_mask,
-                       position_ids=R.position_ids(ro.attention_mask)).logits
+                       position_ids=rollout.position_ids(ro.attention_mask)).logits
     P = ro.prompt_len
     logp = torch.log_softmax(logits[:, P - 1:-1].float(), -1).gather(-1, ro.input_ids[:, P:, None]).squeeze(-1)
     torch.testing.assert_close(logp * ro.response_mask, ro.logp, atol=2e-5, rtol=0)
@@ -61,7 +61,7 @@ def test_padded_batch_forward_with_position_ids_matches(tiny):
 def test_eos_ends_each_response_and_padding_follows(tiny):
     model, tokenizer = tiny
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    ro = R.rollout(model, tokenizer, PROMPTS * 8, 4, max_new_tokens=12, generator=torch.Generator().manual_seed(2))
+    ro = rollout.rollout(model, tokenizer, PROMPTS * 8, 4, max_new_tokens=12, generator=torch.Generator().manual_seed(2))
     resp = ro.input_ids[:, ro.prompt_len:]
     ended = 0
     for row in range(resp.shape[0]):
@@ -90,7 +90,7 @@ def test_stops_early_when_every_row_has_ended(tiny):
         model.lm_head.weight.data.zero_()
         model.lm_head.bias.data.fill_(-30.0)
         model.lm_head.bias.data[tokenizer.eos_token_id] = 30.0
-    ro = R.rollout(model, tokenizer, PROMPTS, 2, max_new_tokens=12)
+    ro = rollout.rollout(model, tokenizer, PROMPTS, 2, max_new_tokens=12)
     assert ro.response_mask.shape == (8, 1)
     assert (ro.input_ids[:, -1] == tokenizer.eos_token_id).all() and not ro.truncated.any()
     assert ro.texts == [""] * 8
@@ -98,57 +98,57 @@ def test_stops_early_when_every_row_has_ended(tiny):
 
 def test_same_generator_seed_same_samples_and_different_seed_differs(tiny):
     model, tokenizer = tiny
-    a = R.rollout(model, tokenizer, PROMPTS, 4, max_new_tokens=8, generator=torch.Generator().manual_seed(5))
-    b = R.rollout(model, tokenizer, PROMPTS, 4, max_new_tokens=8, generator=torch.Generator().manual_seed(5))
-    c = R.rollout(model, tokenizer, PROMPTS, 4, max_new_tokens=8, generator=torch.Generator().manual_seed(6))
+    a = rollout.rollout(model, tokenizer, PROMPTS, 4, max_new_tokens=8, generator=torch.Generator().manual_seed(5))
+    b = rollout.rollout(model, tokenizer, PROMPTS, 4, max_new_tokens=8, generator=torch.Generator().manual_seed(5))
+    c = rollout.rollout(model, tokenizer, PROMPTS, 4, max_new_tokens=8, generator=torch.Generator().manual_seed(6))
     assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.logp, b.logp)
     assert a.texts != c.texts
 
 
 def test_encode_prompts_left_pads():
     tokenizer = countdown.build_tokenizer()
-    ids, mask = R.encode_prompts(tokenizer, ["12>", "1,2,3>6:"])
+    ids, mask = rollout.encode_prompts(tokenizer, ["12>", "1,2,3>6:"])
     assert ids.shape == mask.shape == (2, 8)
     assert mask[0].tolist() == [0] * 5 + [1] * 3 and mask[1].tolist() == [1] * 8
     assert (ids[0, :5] == tokenizer.pad_token_id).all()
     assert tokenizer.decode(ids[0, 5:].tolist()) == "12>"
-    assert R.position_ids(mask)[0].tolist() == [0] * 5 + [0, 1, 2]
+    assert rollout.position_ids(mask)[0].tolist() == [0] * 5 + [0, 1, 2]
     with pytest.raises(ValueError, match="zero tokens"):
-        R.encode_prompts(tokenizer, [""])
+        rollout.encode_prompts(tokenizer, [""])
 
 
 def test_top_p_filter_keeps_the_smallest_nucleus():
     logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
-    kept = lambda p: torch.isfinite(R._top_p_filter(logits, p))[0].tolist()
+    kept = lambda p: torch.isfinite(rollout._top_p_filter(logits, p))[0].tolist()
     assert kept(0.5) == [True, False, False, False]
     assert kept(0.8) == [True, True, False, False]
     assert kept(0.81) == [True, True, True, False]
     assert kept(1.0) == [True, True, True, True]
     assert kept(0.01) == [True, False, False, False]          # the top token always survives
     shuffled = logits[:, [2, 0, 3, 1]]                         # order in the vocabulary does not matter
-    assert torch.isfinite(R._top_p_filter(shuffled, 0.8))[0].tolist() == [False, True, False, True]
+    assert torch.isfinite(rollout._top_p_filter(shuffled, 0.8))[0].tolist() == [False, True, False, True]
 
 
 def test_top_p_sampling_never_leaves_the_nucleus_and_logp_ignores_the_cut(tiny):
     model, tokenizer = tiny
     g = torch.Generator().manual_seed(0)
-    ids, mask = R.encode_prompts(tokenizer, PROMPTS * 16)
-    resp, rmask, logp, _, _ = R.sample(model, ids, mask, max_new_tokens=1, eos_token_id=tokenizer.eos_token_id,
+    ids, mask = rollout.encode_prompts(tokenizer, PROMPTS * 16)
+    resp, rmask, logp, _, _ = rollout.sample(model, ids, mask, max_new_tokens=1, eos_token_id=tokenizer.eos_token_id,
                                        pad_token_id=tokenizer.pad_token_id, top_p=0.3, generator=g)
     with torch.no_grad():
-        last = model(input_ids=ids, attention_mask=mask, position_ids=R.position_ids(mask)).logits[:, -1]
+        last = model(input_ids=ids, attention_mask=mask, position_ids=rollout.position_ids(mask)).logits[:, -1]
     full = torch.log_softmax(last, -1)
-    allowed = torch.isfinite(R._top_p_filter(full, 0.3))
+    allowed = torch.isfinite(rollout._top_p_filter(full, 0.3))
     assert allowed.gather(-1, resp).all()
     torch.testing.assert_close(logp[:, 0], full.gather(-1, resp)[:, 0], atol=2e-5, rtol=0)
 
 
 def test_sample_for_eval_returns_n_per_prompt_in_order(tiny):
     model, tokenizer = tiny
-    out = R.sample_for_eval(model, tokenizer, PROMPTS, 5, max_new_tokens=6, batch_size=7,
+    out = rollout.sample_for_eval(model, tokenizer, PROMPTS, 5, max_new_tokens=6, batch_size=7,
                             generator=torch.Generator().manual_seed(0))
     assert len(out) == len(PROMPTS) and all(len(row) == 5 for row in out)
-    ref = R.sample_for_eval(model, tokenizer, PROMPTS, 5, max_new_tokens=6, batch_size=1000,
+    ref = rollout.sample_for_eval(model, tokenizer, PROMPTS, 5, max_new_tokens=6, batch_size=1000,
                             generator=torch.Generator().manual_seed(0))
     assert len(ref) == len(PROMPTS)
 
@@ -156,13 +156,13 @@ def test_sample_for_eval_returns_n_per_prompt_in_order(tiny):
 def test_bad_temperature_is_rejected(tiny):
     model, tokenizer = tiny
     with pytest.raises(ValueError, match="temperature must be > 0"):
-        R.rollout(model, tokenizer, PROMPTS, 2, max_new_tokens=4, temperature=0.0)
+        rollout.rollout(model, tokenizer, PROMPTS, 2, max_new_tokens=4, temperature=0.0)
 
 
 def test_multiple_eos_ids_stop_a_row(tiny):
     model, tokenizer = tiny
     comma = tokenizer.convert_tokens_to_ids(",")
-    ro = R.rollout(model, tokenizer, PROMPTS * 4, 4, max_new_tokens=12, generator=torch.Generator().manual_seed(4),
+    ro = rollout.rollout(model, tokenizer, PROMPTS * 4, 4, max_new_tokens=12, generator=torch.Generator().manual_seed(4),
                    eos_token_id=[tokenizer.eos_token_id, comma])
     resp = ro.input_ids[:, ro.prompt_len:]
     for row in range(resp.shape[0]):
@@ -175,8 +175,8 @@ def test_multiple_eos_ids_stop_a_row(tiny):
 def test_sampled_frequencies_follow_the_tempered_distribution(tiny):
     model, tokenizer = tiny
     n, temperature = 6000, 0.5
-    ids, mask = R.encode_prompts(tokenizer, ["3,7,4>25:"] * n)
-    resp, _, logp, _, _ = R.sample(model, ids, mask, max_new_tokens=1, eos_token_id=tokenizer.eos_token_id,
+    ids, mask = rollout.encode_prompts(tokenizer, ["3,7,4>25:"] * n)
+    resp, _, logp, _, _ = rollout.sample(model, ids, mask, max_new_tokens=1, eos_token_id=tokenizer.eos_token_id,
                                    pad_token_id=tokenizer.pad_token_id, temperature=temperature,
                                    generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -196,7 +196,7 @@ def _no_cache_reference(model, ids, mask, max_new_tokens, eos, pad, temperature,
     tokens, logps = [], []
     for _ in range(max_new_tokens):
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=R.position_ids(mask)).logits[:, -1]
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=rollout.position_ids(mask)).logits[:, -1]
         logp_all = torch.log_softmax(logits.float() / temperature, -1)
         token = torch.multinomial(logp_all.softmax(-1), 1, generator=generator).squeeze(-1)
         token = torch.where(done, pad, token)
@@ -212,9 +212,9 @@ def _no_cache_reference(model, ids, mask, max_new_tokens, eos, pad, temperature,
 def test_cached_decode_draws_the_same_random_numbers_as_a_no_cache_loop(tiny):
     # Pins the default path's tokens and random-number consumption: same generator -> same tokens, same final state.
     model, tokenizer = tiny
-    ids, mask = R.encode_prompts(tokenizer, PROMPTS * 6)
+    ids, mask = rollout.encode_prompts(tokenizer, PROMPTS * 6)
     g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
-    resp, rmask, logp, _, _ = R.sample(model, ids, mask, max_new_tokens=10, eos_token_id=tokenizer.eos_token_id,
+    resp, rmask, logp, _, _ = rollout.sample(model, ids, mask, max_new_tokens=10, eos_token_id=tokenizer.eos_token_id,
                                        pad_token_id=tokenizer.pad_token_id, temperature=0.8, generator=g1)
     ref_tokens, ref_logp = _no_cache_reference(model, ids, mask, 10, tokenizer.eos_token_id,
                                                tokenizer.pad_token_id, 0.8, g2)
@@ -246,12 +246,12 @@ def test_each_prompt_prefilled_once_gives_bit_for_bit_the_rollout_of_prefilling_
     hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: prefill_rows.append(out.shape))
     try:
         for prompts in (PROMPTS, PROMPTS[:1], ["5>", "9,12,9>27:"], PROMPTS * 4):   # 1 to 16 prompts, left-padded
-            ids, mask = R.encode_prompts(tokenizer, prompts)
+            ids, mask = rollout.encode_prompts(tokenizer, prompts)
             g_once, g_each = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
             prefill_rows.clear()
-            once = R.sample(model, ids, mask, group_size=G, generator=g_once, **kw)
+            once = rollout.sample(model, ids, mask, group_size=G, generator=g_once, **kw)
             assert prefill_rows[0][:2] == ids.shape                        # one prefill row per prompt
-            each = R.sample(model, ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0), generator=g_each, **kw)
+            each = rollout.sample(model, ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0), generator=g_each, **kw)
             names = ("tokens", "mask", "logp", "entropy", "truncated", "topk_logp")
             for name, a, b in zip(names, once, each, strict=True):
                 assert torch.equal(a, b), name
@@ -260,8 +260,8 @@ def test_each_prompt_prefilled_once_gives_bit_for_bit_the_rollout_of_prefilling_
     finally:
         hook.remove()
     assert (mask == 0).any() and (once[1].sum(1) < once[1].shape[1]).any()   # left padding and early EOS exercised
-    ro = R.rollout(model, tokenizer, PROMPTS, G, max_new_tokens=4, generator=torch.Generator().manual_seed(seed))
-    ids, mask = R.encode_prompts(tokenizer, PROMPTS)                 # rows [i*G, (i+1)*G) continue prompt i
+    ro = rollout.rollout(model, tokenizer, PROMPTS, G, max_new_tokens=4, generator=torch.Generator().manual_seed(seed))
+    ids, mask = rollout.encode_prompts(tokenizer, PROMPTS)                 # rows [i*G, (i+1)*G) continue prompt i
     assert torch.equal(ro.input_ids[:, :ro.prompt_len], ids.repeat_interleave(G, 0))
     assert torch.equal(ro.attention_mask[:, :ro.prompt_len], mask.repeat_interleave(G, 0))
 
@@ -284,9 +284,9 @@ def test_rollout_makes_no_deprecated_transformers_call(tiny):
             warnings.simplefilter("error", DeprecationWarning)
             warnings.simplefilter("error", FutureWarning)
             for static in (False, True):
-                R.rollout(model, tokenizer, PROMPTS, 2, max_new_tokens=6, static_cache=static, stats_top_k=2,
+                rollout.rollout(model, tokenizer, PROMPTS, 2, max_new_tokens=6, static_cache=static, stats_top_k=2,
                           generator=torch.Generator().manual_seed(0))
-                R.sample_for_eval(model, tokenizer, PROMPTS, 2, max_new_tokens=4, static_cache=static)
+                rollout.sample_for_eval(model, tokenizer, PROMPTS, 2, max_new_tokens=4, static_cache=static)
     finally:
         hf_logger.removeHandler(handler)
     assert not [r.getMessage() for r in records if "deprecat" in r.getMessage().lower()]
@@ -294,9 +294,9 @@ def test_rollout_makes_no_deprecated_transformers_call(tiny):
 
 def test_stats_top_k_are_the_tempered_distributions_top_log_probs(tiny):
     model, tokenizer = tiny
-    plain = R.rollout(model, tokenizer, PROMPTS, 3, max_new_tokens=10, temperature=0.7, top_p=0.9,
+    plain = rollout.rollout(model, tokenizer, PROMPTS, 3, max_new_tokens=10, temperature=0.7, top_p=0.9,
                       generator=torch.Generator().manual_seed(3))
-    ro = R.rollout(model, tokenizer, PROMPTS, 3, max_new_tokens=10, temperature=0.7, top_p=0.9, stats_top_k=4,
+    ro = rollout.rollout(model, tokenizer, PROMPTS, 3, max_new_tokens=10, temperature=0.7, top_p=0.9, stats_top_k=4,
                    generator=torch.Generator().manual_seed(3))
     assert plain.topk_logp is None
     assert torch.equal(plain.input_ids, ro.input_ids) and torch.equal(plain.logp, ro.logp)   # no extra randomness
@@ -306,13 +306,13 @@ def test_stats_top_k_are_the_tempered_distributions_top_log_probs(tiny):
     assert (ro.topk_logp[~m] == 0).all()
     with torch.no_grad():
         logits = model(input_ids=ro.input_ids, attention_mask=ro.attention_mask,
-                       position_ids=R.position_ids(ro.attention_mask)).logits
+                       position_ids=rollout.position_ids(ro.attention_mask)).logits
     P = ro.prompt_len
     ref = torch.log_softmax(logits[:, P - 1:-1].float() / 0.7, -1).topk(4, -1).values   # before the top-p cut
     torch.testing.assert_close(ro.topk_logp[m], ref[m], atol=2e-5, rtol=0)
     assert (ro.topk_logp[m][:, 0] >= ro.logp[m] - 1e-6).all()
     with pytest.raises(ValueError, match="stats_top_k"):
-        R.rollout(model, tokenizer, PROMPTS, 1, max_new_tokens=2, stats_top_k=len(tokenizer) + 1)
+        rollout.rollout(model, tokenizer, PROMPTS, 1, max_new_tokens=2, stats_top_k=len(tokenizer) + 1)
 
 
 def _assert_same_rollout(a, b):
@@ -331,7 +331,7 @@ def test_static_cache_decode_equals_dynamic(tiny, temperature, top_p, seed):
     runs = {}
     for static in (False, True, True):            # the second static call reuses (and resets) the cache
         g = torch.Generator().manual_seed(seed)
-        ro = R.rollout(model, tokenizer, PROMPTS * 3, 4, max_new_tokens=12, temperature=temperature, top_p=top_p,
+        ro = rollout.rollout(model, tokenizer, PROMPTS * 3, 4, max_new_tokens=12, temperature=temperature, top_p=top_p,
                        generator=g, static_cache=static, stats_top_k=3)
         runs.setdefault(static, []).append((ro, g.get_state()))
     (dyn, g_dyn), = runs[False]
@@ -348,8 +348,8 @@ def test_static_cache_with_several_eos_ids_early_stop_and_new_shapes(tiny):
     comma = tokenizer.convert_tokens_to_ids(",")
     for prompts, G, max_new in [(PROMPTS, 2, 12), (PROMPTS[:3] * 5, 3, 7), (["5>"], 5, 60)]:
         kw = dict(max_new_tokens=max_new, eos_token_id=[tokenizer.eos_token_id, comma])
-        a = R.rollout(model, tokenizer, prompts, G, generator=torch.Generator().manual_seed(4), **kw)
-        b = R.rollout(model, tokenizer, prompts, G, generator=torch.Generator().manual_seed(4), static_cache=True,
+        a = rollout.rollout(model, tokenizer, prompts, G, generator=torch.Generator().manual_seed(4), **kw)
+        b = rollout.rollout(model, tokenizer, prompts, G, generator=torch.Generator().manual_seed(4), static_cache=True,
                       **kw)
         _assert_same_rollout(a, b)
     stopper = countdown.build_model(tokenizer, hidden=32, layers=2, heads=2, seed=3).eval()
@@ -358,17 +358,17 @@ def test_static_cache_with_several_eos_ids_early_stop_and_new_shapes(tiny):
         stopper.lm_head.weight.data.zero_()
         stopper.lm_head.bias.data.fill_(-30.0)
         stopper.lm_head.bias.data[tokenizer.eos_token_id] = 30.0
-    ro = R.rollout(stopper, tokenizer, PROMPTS, 2, max_new_tokens=12, static_cache=True)
+    ro = rollout.rollout(stopper, tokenizer, PROMPTS, 2, max_new_tokens=12, static_cache=True)
     assert ro.response_mask.shape == (8, 1) and not ro.truncated.any()
-    R.release_static_cache(stopper)
-    assert stopper not in R._STATIC
+    rollout.release_static_cache(stopper)
+    assert stopper not in rollout._STATIC
 
 
 def test_static_cache_sample_for_eval_equals_dynamic(tiny):
     model, tokenizer = tiny
     kw = dict(max_new_tokens=8, batch_size=7)
-    a = R.sample_for_eval(model, tokenizer, PROMPTS, 3, generator=torch.Generator().manual_seed(9), **kw)
-    b = R.sample_for_eval(model, tokenizer, PROMPTS, 3, generator=torch.Generator().manual_seed(9),
+    a = rollout.sample_for_eval(model, tokenizer, PROMPTS, 3, generator=torch.Generator().manual_seed(9), **kw)
+    b = rollout.sample_for_eval(model, tokenizer, PROMPTS, 3, generator=torch.Generator().manual_seed(9),
                           static_cache=True, **kw)
     assert a == b
 
@@ -387,11 +387,11 @@ def test_static_cache_decode_on_cuda_is_compiled_and_equals_dynamic():
         warnings.simplefilter("error", RuntimeWarning)                      # the compile-failure fallback warns
         for static in (False, True, True):
             g = torch.Generator(device="cuda").manual_seed(0)
-            runs.append(R.rollout(model, tokenizer, PROMPTS * 4, 4, max_new_tokens=12, generator=g,
+            runs.append(rollout.rollout(model, tokenizer, PROMPTS * 4, 4, max_new_tokens=12, generator=g,
                                   static_cache=static, stats_top_k=3))
     for ro in runs[1:]:
         _assert_same_rollout(runs[0], ro)
-    assert R._STATIC[model]["fn"] is R._compiled_step
+    assert rollout._STATIC[model]["fn"] is rollout._compiled_step
     assert counters["inductor"]["cudagraph_skips"] == skips          # captured as a CUDA graph, not just compiled
 
 
@@ -401,30 +401,30 @@ def test_compiled_static_step_traces_as_one_graph_and_equals_dynamic(tiny, monke
     # graph break would raise; the aot_eager backend needs no C++ compiler). Same rollout as the dynamic path.
     # And if the first compiled step fails, the rollout warns and decodes eagerly, with the same result.
     model, tokenizer = tiny
-    compiled = torch.compile(R._one_token_forward, backend="aot_eager", fullgraph=True, dynamic=False)
-    monkeypatch.setattr(R, "COMPILE_DEVICES", ("cpu",))
-    monkeypatch.setattr(R, "_COMPILED", [compiled])
+    compiled = torch.compile(rollout._one_token_forward, backend="aot_eager", fullgraph=True, dynamic=False)
+    monkeypatch.setattr(rollout, "COMPILE_DEVICES", ("cpu",))
+    monkeypatch.setattr(rollout, "_COMPILED", [compiled])
     kw = dict(max_new_tokens=12, stats_top_k=3)
-    dyn = R.rollout(model, tokenizer, PROMPTS * 3, 4, generator=torch.Generator().manual_seed(0), **kw)
-    R.release_static_cache(model)
+    dyn = rollout.rollout(model, tokenizer, PROMPTS * 3, 4, generator=torch.Generator().manual_seed(0), **kw)
+    rollout.release_static_cache(model)
     try:
         for _ in range(2):
-            ro = R.rollout(model, tokenizer, PROMPTS * 3, 4, generator=torch.Generator().manual_seed(0),
+            ro = rollout.rollout(model, tokenizer, PROMPTS * 3, 4, generator=torch.Generator().manual_seed(0),
                            static_cache=True, **kw)
             _assert_same_rollout(dyn, ro)
-            assert R._STATIC[model]["fn"] is R._compiled_step and R._STATIC[model]["compiled_ok"]
+            assert rollout._STATIC[model]["fn"] is rollout._compiled_step and rollout._STATIC[model]["compiled_ok"]
 
         def broken(*args):
             raise RuntimeError("cannot compile")
-        monkeypatch.setattr(R, "_COMPILED", [broken])
-        R.release_static_cache(model)
+        monkeypatch.setattr(rollout, "_COMPILED", [broken])
+        rollout.release_static_cache(model)
         with pytest.warns(RuntimeWarning, match="torch.compile of the static decode step failed"):
-            ro = R.rollout(model, tokenizer, PROMPTS * 3, 4, generator=torch.Generator().manual_seed(0),
+            ro = rollout.rollout(model, tokenizer, PROMPTS * 3, 4, generator=torch.Generator().manual_seed(0),
                            static_cache=True, **kw)
         _assert_same_rollout(dyn, ro)
-        assert R._STATIC[model]["fn"] is R._one_token_forward
+        assert rollout._STATIC[model]["fn"] is rollout._one_token_forward
     finally:
-        R.release_static_cache(model)
+        rollout.release_static_cache(model)
         torch._dynamo.reset()
 
 
@@ -443,8 +443,8 @@ def test_static_cache_under_bf16_autocast_with_one_dtype_per_layer(tiny, monkeyp
     with torch.autocast("cpu", dtype=torch.bfloat16):
         for static in (False, True):
             g = torch.Generator().manual_seed(0)
-            runs.append(R.rollout(model, tokenizer, PROMPTS, 2, max_new_tokens=8, generator=g, static_cache=static))
-    R.release_static_cache(model)
+            runs.append(rollout.rollout(model, tokenizer, PROMPTS, 2, max_new_tokens=8, generator=g, static_cache=static))
+    rollout.release_static_cache(model)
     assert torch.equal(runs[0].input_ids, runs[1].input_ids)
     torch.testing.assert_close(runs[0].logp, runs[1].logp, atol=2e-2, rtol=0)
 
@@ -452,11 +452,11 @@ def test_static_cache_under_bf16_autocast_with_one_dtype_per_layer(tiny, monkeyp
 @pytest.mark.parametrize("seed, temperature, top_p", [(0, 1.0, 1.0), (1, 0.7, 0.9), (2, 1.3, 1.0)])
 def test_stopped_rows_leave_the_cache_and_the_rollout_is_the_same(tiny, one_thread, seed, temperature,
                                                                    top_p):
-    # shrink_cache: once a quarter of the held rows has stopped, the decode step forwards only the live rows. The
+    # shared_prompt: once a quarter of the held rows has stopped, the decode step forwards only the live rows. The
     # random numbers drawn and the live rows' tokens are those of decoding every row; on one CPU thread the tokens are
     # the same and the statistics agree to float rounding (the matrix products see fewer rows).
     model, tokenizer = tiny
-    ids, mask = R.encode_prompts(tokenizer, PROMPTS * 4)
+    ids, mask = rollout.encode_prompts(tokenizer, PROMPTS * 4)
     kw = dict(max_new_tokens=12, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
               temperature=temperature, top_p=top_p, stats_top_k=3, group_size=2)
     rows = []
@@ -466,7 +466,7 @@ def test_stopped_rows_leave_the_cache_and_the_rollout_is_the_same(tiny, one_thre
         for shrink in (False, True):
             g = torch.Generator().manual_seed(seed)
             rows.clear()
-            runs[shrink] = (R.sample(model, ids, mask, generator=g, shrink_cache=shrink, **kw), g.get_state(),
+            runs[shrink] = (rollout.sample(model, ids, mask, generator=g, shared_prompt=shrink, **kw), g.get_state(),
                             list(rows))
     finally:
         hook.remove()

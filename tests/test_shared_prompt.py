@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import countdown
-import rollout as R
+import rollout
 import simko
 
 from conftest import save_tiny_chat_llama
@@ -34,7 +34,7 @@ def chat_llama(tmp_path_factory):
 def _batch(model, tokenizer, prompts, G, max_new_tokens=7, seed=0):
     """A rollout batch: prompts of different lengths (left padding), G responses each, some ended early."""
     g = torch.Generator().manual_seed(seed)
-    ro = R.rollout(model.eval(), tokenizer, prompts, G, max_new_tokens=max_new_tokens, generator=g)
+    ro = rollout.rollout(model.eval(), tokenizer, prompts, G, max_new_tokens=max_new_tokens, generator=g)
     assert ro.response_mask.sum(1).min() < ro.response_mask.shape[1]     # some row ended: right padding too
     assert (ro.attention_mask[:, 0] == 0).any()                          # some prompt is left-padded
     return ro
@@ -42,7 +42,7 @@ def _batch(model, tokenizer, prompts, G, max_new_tokens=7, seed=0):
 
 def _plain(model, ids, mask, P, hidden):
     """train.py's plain forward: every row whole, positions from the mask; outputs at columns [P-1, P+R-1)."""
-    pos = R.position_ids(mask)
+    pos = rollout.position_ids(mask)
     if hidden:
         base = getattr(model, model.base_model_prefix)
         return base(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False
@@ -56,7 +56,7 @@ def _logp_and_grads(model, ro, rows, shared, hidden):
     model.zero_grad(set_to_none=True)
     ids, mask, P = ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_len
     tokens = ids[:, P:]
-    out = (R.response_forward(model, ids, mask, P, hidden=hidden) if shared else _plain(model, ids, mask, P, hidden))
+    out = (rollout.response_forward(model, ids, mask, P, hidden=hidden) if shared else _plain(model, ids, mask, P, hidden))
     if hidden:
         stats = simko.token_stats_from_hidden(out, model.get_output_embeddings().weight, tokens)
     else:
@@ -121,7 +121,7 @@ def test_wrong_sharing_is_detected():
     # The check above can fail: two groups whose prompts differ in one token give other log-probs and gradients when
     # one of them is (wrongly) forwarded with the other's prompt.
     model, tokenizer = _countdown_model(torch.float64)
-    ro = R.rollout(model.eval(), tokenizer, ["3,7,4>25:", "3,7,4>26:"], 3, max_new_tokens=9,
+    ro = rollout.rollout(model.eval(), tokenizer, ["3,7,4>25:", "3,7,4>26:"], 3, max_new_tokens=9,
                    generator=torch.Generator().manual_seed(0))
     swapped = ro._replace(input_ids=torch.cat([ro.input_ids[:, :ro.prompt_len].flip(0),
                                                ro.input_ids[:, ro.prompt_len:]], 1))
@@ -147,7 +147,7 @@ def test_every_distinct_prefix_is_forwarded_once_and_no_padding(max_tokens, sequ
                                                  with_kwargs=True)
     try:
         with torch.no_grad():
-            out = R.response_forward(model.eval(), ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_len,
+            out = rollout.response_forward(model.eval(), ro.input_ids[rows], ro.attention_mask[rows], ro.prompt_len,
                                      max_tokens=max_tokens)
     finally:
         hook.remove()
@@ -169,19 +169,19 @@ def test_every_distinct_prefix_is_forwarded_once_and_no_padding(max_tokens, sequ
 
 def test_one_response_token_and_bad_shapes():
     model, tokenizer = _countdown_model()
-    ids, mask = R.encode_prompts(tokenizer, ["3,7,4>25:", "5>"])
+    ids, mask = rollout.encode_prompts(tokenizer, ["3,7,4>25:", "5>"])
     ids = torch.cat([ids, torch.tensor([[5], [6]])], 1)
     mask = torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], 1)
     P = ids.shape[1] - 1
     with torch.no_grad():
-        out = R.response_forward(model.eval(), ids, mask, P)
+        out = rollout.response_forward(model.eval(), ids, mask, P)
         plain = _plain(model, ids, mask, P, hidden=False)
     assert out.shape == (2, 1, len(tokenizer))
     torch.testing.assert_close(out, plain, atol=2e-5, rtol=0)
     with pytest.raises(ValueError, match="prompt_len"):
-        R.response_forward(model, ids, mask, ids.shape[1])
+        rollout.response_forward(model, ids, mask, ids.shape[1])
     with pytest.raises(ValueError, match="attention_mask"):
-        R.response_forward(model, ids, mask[:, 1:], P)
+        rollout.response_forward(model, ids, mask[:, 1:], P)
     holey = torch.cat([mask[:, :P], torch.tensor([[0, 1], [1, 1]])], 1)   # row 0's response starts with a hole
     with pytest.raises(ValueError, match="first n >= 1 response tokens"):
-        R.response_forward(model, torch.cat([ids, ids[:, -1:]], 1), holey, P)
+        rollout.response_forward(model, torch.cat([ids, ids[:, -1:]], 1), holey, P)

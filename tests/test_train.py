@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import countdown
-import rollout as R
+import rollout
 import simko
 import train
 import train_io
@@ -30,10 +30,10 @@ def _err(capsys, argv):
 # Fail fast: flags
 
 @pytest.mark.parametrize("argv, message", [
-    (["--k", "9", "--group-size", "8"], "--k must be in [1, --group-size - 1 = 7], got 9"),
-    (["--k", "8", "--group-size", "8"], "every Pass@k advantage is exactly 0 and nothing is trained"),
-    (["--k", "8", "--group-size", "8", "--advantage", "exceeding"], "every k-subset is the whole group"),
-    (["--k", "0"], "--k must be in [1"),
+    (["--k", "9", "--group-size", "8"], "--k: k must be an integer with 1 <= k <= N (the group size); got k=9, N=8"),
+    (["--k", "8", "--group-size", "8"], "--k: k = N = 8 is refused"),
+    (["--k", "8", "--group-size", "8", "--advantage", "exceeding"], "the only group of k responses is the whole set"),
+    (["--k", "0"], "--k: k must be an integer with 1 <= k <= N"),
     (["--mini-batches", "0"], "--mini-batches must be in [1, --prompts-per-step=16]"),
     (["--mini-batches", "17"], "--mini-batches must be in [1, --prompts-per-step=16]"),
     (["--mini-batches", "5", "--prompts-per-step", "4"], "--mini-batches must be in [1, --prompts-per-step=4]"),
@@ -59,7 +59,28 @@ def _err(capsys, argv):
     (["--resume"], "--resume needs --out"),
 ])
 def test_bad_flags_fail_with_a_message_naming_the_flag(capsys, argv, message):
-    assert message in _err(capsys, argv)
+    err = _err(capsys, argv)
+    assert message in err
+    usage, error = err.strip().splitlines()              # a short usage line, not the whole flag list, then the error
+    assert usage == "usage: train.py [--flag VALUE ...]  (`train.py --help` lists every flag)"
+    assert error.startswith("train.py: error: ")
+
+
+def test_progress_is_a_line_each_tenth_where_output_is_not_a_terminal(capsys):
+    lines = []                                           # (pytest's stderr is no terminal)
+    bar = train_io.progress(range(20), "RL", False, lines.append)
+    for i in bar:
+        bar.set_postfix(reward=f"{i / 10:.1f}")
+    bar.close()
+    assert [line.split(",")[0] for line in lines] == [f"RL: {n}/20" for n in range(2, 21, 2)]
+    assert lines[1].endswith(", reward 0.3") and lines[-1].endswith(", reward 1.9")
+    resumed = []
+    assert list(train_io.progress(range(15, 20), "RL", False, resumed.append, total=20, initial=15)) == [15, 16, 17,
+                                                                                                           18, 19]
+    assert [line.split(",")[0] for line in resumed] == ["RL: 16/20", "RL: 18/20", "RL: 20/20"]
+    quiet = []
+    assert list(train_io.progress(range(3), "RL", True, quiet.append)) == [0, 1, 2] and quiet == []
+    assert capsys.readouterr().err == ""
 
 
 def test_flags_and_their_checks_are_built_from_the_dataclass(capsys):
@@ -91,12 +112,70 @@ def test_k_is_only_checked_against_the_group_size_when_an_advantage_uses_it():
 
 
 def test_missing_files_and_resume_without_checkpoint(capsys, tmp_path):
-    assert "--data: no such file" in _err(capsys, ["--model", "m", "--data", str(tmp_path / "nope.jsonl")])
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    assert "--data: no such file" in _err(capsys, ["--model", str(model), "--data", str(tmp_path / "nope.jsonl")])
     assert "no checkpoint in" in _err(capsys, ["--resume", "--out", str(tmp_path)])
-    assert "--model: no such directory" in _err(capsys, ["--model", "./nope", "--data", __file__])
-    assert train.parse_args(["--model", "Org/Name", "--data", __file__]).model == "Org/Name"  # hub names pass
     (tmp_path / "metrics.jsonl").write_text("")
     assert "already holds a run" in _err(capsys, ["--out", str(tmp_path)])
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache holding one model, Org/Name (its config.json), and no network at all."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--Org--Name" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (cache / "models--Org--Name" / "refs").mkdir()
+    (cache / "models--Org--Name" / "refs" / "main").write_text("abc")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+
+    def unreachable(*a, **k):
+        raise ConnectionError("no network in tests")
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    return cache
+
+
+def test_every_bad_model_fails_in_one_line_before_anything_loads(capsys, tmp_path, hub_cache, monkeypatch):
+    from huggingface_hub import constants
+    data = ["--data", __file__]
+    assert train.parse_args(["--model", "Org/Name", *data]).model == "Org/Name"         # cached: it loads offline
+    (tmp_path / "empty").mkdir()
+    for model, message in [
+            ("./nope", "--model: no such directory: ./nope"),
+            ("runs/x/checkpont", "--model: no such directory: runs/x/checkpont"),      # a path, not a Hub name
+            (str(tmp_path / "empty"), "is a directory without config.json"),
+            (__file__, "is a file; --model takes a model directory, a Hub name or a .gguf file"),
+            ("no-such-org/x", "--model: no-such-org/x is no local directory, is not in the Hugging Face cache, and "
+                              "the Hub cannot be reached (ConnectionError)")]:
+        err = _err(capsys, ["--model", model, *data])
+        assert message in err, (model, err)
+        assert len(err.strip().splitlines()) == 2 and "--help" in err.splitlines()[0]    # usage line, error line
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: True)
+    assert "not in the Hugging Face cache (offline mode: HF_HUB_OFFLINE)" in _err(capsys, ["--model", "no-such-org/x",
+                                                                                           *data])
+    assert train.parse_args(["--model", "Org/Name", *data]).model == "Org/Name"
+
+
+def test_a_hub_name_offline_fails_fast_from_the_command_line(tmp_path):
+    """HF_HUB_OFFLINE=1 and a name that is not cached: two lines on stderr, no traceback, no retries, exit 2."""
+    import subprocess
+    import sys
+    import time
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "OMP_NUM_THREADS": "1"}
+    start = time.time()
+    run = subprocess.run([sys.executable, "train.py", "--model", "no-such-org/x", "--data", __file__],
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stdout == "" and time.time() - start < 60
+    assert run.stderr.splitlines() == [
+        "usage: train.py [--flag VALUE ...]  (`train.py --help` lists every flag)",
+        "train.py: error: --model: no-such-org/x is no local directory and is not in the Hugging Face cache "
+        "(offline mode: HF_HUB_OFFLINE)"]
 
 
 def test_simko_flag_pair_and_defaults():
@@ -125,29 +204,47 @@ def _write(path, lines):
     (['{"problem": "1+1?", "answer": "2"}', '', '{"question": "x", "answer": ""}'],
      ":3: needs a non-empty string field 'answer'"),
     (['{"answer": "2"}'], ":1: needs a non-empty string field 'problem' or 'question'"),
-    (['{"problem": "p", "solution": "so \\\\boxed{}"}'], ":1: the answer"),
+    (['{"problem": "p", "solution": "so \\\\boxed{}"}'], ":1: the answer 'so \\\\boxed{}' has an empty \\boxed{}"),
     ([''], "no problems (the file is empty)"),
 ])
 def test_malformed_jsonl_names_file_and_line(tmp_path, lines, message):
     path = _write(tmp_path / "d.jsonl", lines)
     with pytest.raises(ValueError) as e:
-        train.load_jsonl(path)
+        train_io.load_jsonl(path)
     assert path in str(e.value) and message in str(e.value)
-
-
-def test_gold_answers_are_reduced():
-    assert train_io.gold_answer("Natalia sold 48 clips... #### 1,072") == "1,072"     # (verify reads 1,072 = 1072)
-    boxed = "so $x = \\boxed{\\frac{1}{2}}$ and \\boxed{\\{3, 4\\}}"
-    assert train_io.gold_answer(boxed) == verify.extract_answer(boxed)        # the checker's own reduction
-    assert train_io.gold_answer("  7 ") == "7"
 
 
 def test_jsonl_fields_alternatives(tmp_path):
     path = _write(tmp_path / "d.jsonl", ['{"question": "q1", "answer": "work #### 5"}',
                                          '{"problem": "q2", "solution": "thus \\\\boxed{x^2}"}',
-                                         '{"problem": "q3", "answer": 12}'])
-    assert train.load_jsonl(path) == [{"problem": "q1", "gold": "5"}, {"problem": "q2", "gold": "x^2"},
-                                      {"problem": "q3", "gold": "12"}]
+                                         '{"problem": "q3", "answer": 12}', '{"problem": "q4", "answer": "  7 "}'])
+    assert train_io.load_jsonl(path) == [{"problem": "q1", "gold": "work #### 5"},     # as written: verify reads it
+                                         {"problem": "q2", "gold": "thus \\boxed{x^2}"},
+                                         {"problem": "q3", "gold": "12"}, {"problem": "q4", "gold": "7"}]
+
+
+def test_the_data_path_scores_with_verify_own_gold_rule(tmp_path):
+    """A JSONL answer reaches task.reward as written, so train.py scores a response exactly as verify.reward does on
+    that answer: a MATH answer with two boxes between words, and a GSM8K solution ending in `#### 72`."""
+    math_answer = "So \\boxed{3} apples and \\boxed{8} pears."
+    gsm8k_answer = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips "
+                    "altogether in April and May.\n#### 72")
+    path = _write(tmp_path / "d.jsonl", [json.dumps({"problem": "fruit?", "answer": math_answer}),
+                                         json.dumps({"question": "clips?", "answer": gsm8k_answer})] * 4)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    args = train.parse_args(["--model", str(model), "--data", path, "--eval-data", path, "--reward-workers", "0",
+                             "--prompts-per-step", "2"])
+    task = train.load_task(args)
+    fruit, clips = task.train[0], task.train[1]
+    cases = [("\\boxed{3, 8}", fruit, 1.0), ("\\boxed{8}", fruit, 0.0), ("\\boxed{3}", fruit, 0.0),
+             ("The answer is 72.", clips, 1.0), ("\\boxed{72}", clips, 1.0), ("\\boxed{24}", clips, 0.0),
+             ("#### 72", clips, 1.0)]
+    responses, problems, expected = zip(*cases)
+    assert task.reward(list(responses), list(problems)) == list(expected)
+    # the same verdicts as verify.reward on the raw answers: one gold rule
+    assert [verify.reward(r, p["gold"]) for r, p, _ in cases] == list(expected)
 
 
 def test_data_errors_surface_before_any_model_is_loaded(tmp_path, monkeypatch):
@@ -157,6 +254,7 @@ def test_data_errors_surface_before_any_model_is_loaded(tmp_path, monkeypatch):
     monkeypatch.setattr(train_io, "warmed_up_model", boom)
     model_dir = tmp_path / "model"
     model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
     bad = _write(tmp_path / "bad.jsonl", ['{"problem": "a", "answer": "1"}', "not json"])
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
         train.main(["--model", str(model_dir), "--data", bad, "--out", str(tmp_path / "o1")])
@@ -209,7 +307,7 @@ def test_tokenizer_roundtrips_through_save_and_autotokenizer(tmp_path):
 def _tiny_rollout(seed=0):
     tok = countdown.build_tokenizer()
     model = countdown.build_model(tok, hidden=32, layers=2, heads=2, seed=seed).eval()
-    ro = R.rollout(model, tok, ["3,7,4>25:", "1,2>3:", "9,9,9>27:"], 4, max_new_tokens=8,
+    ro = rollout.rollout(model, tok, ["3,7,4>25:", "1,2>3:", "9,9,9>27:"], 4, max_new_tokens=8,
                    generator=torch.Generator().manual_seed(seed))
     return model, tok, ro
 
@@ -217,7 +315,7 @@ def _tiny_rollout(seed=0):
 def _reference_gradient(model, ro, adv, agg, simko_on):
     """The gradient of simko.policy_loss over the whole batch (every row), computed by hand."""
     m = copy.deepcopy(model)
-    pos = R.position_ids(ro.attention_mask)
+    pos = rollout.position_ids(ro.attention_mask)
     P = ro.prompt_len
     logits = m(input_ids=ro.input_ids, attention_mask=ro.attention_mask, position_ids=pos).logits[:, P - 1:-1]
     stats = simko.token_stats(logits, ro.input_ids[:, P:], top_k=3)
@@ -311,7 +409,7 @@ def test_one_mini_batch_is_exactly_one_step_on_the_whole_batch():
     # the same step by hand: one forward of every row, the paper's loss, clip, AdamW
     b = copy.deepcopy(model).train()
     opt, _ = _adamw(b, 1e-2)
-    stats = train.response_token_stats(b, ro.input_ids, ro.attention_mask, ro.prompt_len, args, from_hidden=False)
+    stats = train.response_token_stats(b, ro.input_ids, ro.attention_mask, ro.prompt_len, args, stats_from_hidden=False)
     loss, ref = simko.policy_loss(stats.logp, ro.logp, adv, ro.response_mask, stats, alpha=0.01, lam=1.1, tau=0.8,
                                   max_len=ro.response_mask.shape[1])
     loss.backward()
@@ -345,8 +443,8 @@ def test_mini_batches_are_successive_steps_where_the_ratio_moves_and_the_clip_ac
 def test_token_stats_from_hidden_equal_those_from_logits():
     model, _, ro = _tiny_rollout(seed=1)
     args = train.parse_args([])
-    a = train.response_token_stats(model, ro.input_ids, ro.attention_mask, ro.prompt_len, args, from_hidden=False)
-    b = train.response_token_stats(model, ro.input_ids, ro.attention_mask, ro.prompt_len, args, from_hidden=True)
+    a = train.response_token_stats(model, ro.input_ids, ro.attention_mask, ro.prompt_len, args, stats_from_hidden=False)
+    b = train.response_token_stats(model, ro.input_ids, ro.attention_mask, ro.prompt_len, args, stats_from_hidden=True)
     m = ro.response_mask.bool()
     torch.testing.assert_close(a.logp[m], b.logp[m], atol=1e-5, rtol=0)
     torch.testing.assert_close(a.entropy[m], b.entropy[m], atol=1e-5, rtol=0)
@@ -639,7 +737,7 @@ def test_hf_prompt_and_reward_wiring(hf_model_dir):
     args = train.parse_args(["--model", str(d / "model"), "--data", str(d / "train.jsonl"), "--eval-data",
                              str(d / "test.jsonl"), "--reward-workers", "0", "--prompts-per-step", "2"])
     task = train.load_task(args)
-    assert len(task.train) == 12 and task.eval[3] == {"problem": "Compute $3^2$.", "gold": "9"}
+    assert len(task.train) == 12 and task.eval[3] == {"problem": "Compute $3^2$.", "gold": "It is $\\boxed{9}$."}
     _, tok = train_io.load_hf_model(str(d / "model"), args)
     prompt = task.prompt(task.train[2], tok)
     assert prompt == f"U:What is 2 + 2?\n{train_io.INSTRUCTION}\nA:"
@@ -681,7 +779,7 @@ def test_without_eval_data_the_last_tenth_is_held_out(hf_model_dir, tmp_path):
     d = hf_model_dir
     args = train.parse_args(["--model", str(d / "model"), "--data", str(d / "train.jsonl"), "--prompts-per-step", "2"])
     task = train.load_task(args)
-    assert [p["gold"] for p in task.eval] == ["22"] and len(task.train) == 11   # 12 problems: the last one
+    assert [p["gold"] for p in task.eval] == ["11 plus 11 #### 22"] and len(task.train) == 11   # the last one
     one = _write(tmp_path / "one.jsonl", ['{"problem": "a", "answer": "1"}'])
     args = train.parse_args(["--model", str(d / "model"), "--data", one, "--prompts-per-step", "1"])
     with pytest.raises(ValueError, match="too few to hold out"):
