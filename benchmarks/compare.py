@@ -1,4 +1,4 @@
-"""The study: GRPO vs Pass@k Training vs SimKO on the embedded Countdown task, paired by seed, with bootstrap CIs.
+"""The study: GRPO vs Pass@k Training vs SimKO on the embedded Countdown task, paired by seed, with t-intervals.
 
 Design (every choice is a flag below; the defaults are the committed study):
 
@@ -16,25 +16,26 @@ Design (every choice is a flag below; the defaults are the committed study):
   evaluation of the warm start with its own seed (`SPLIT_SEED`, used by no run, so the warm-start row of the table,
   which is the mean of the runs' own step-0 evaluations, is not biased by the selection) gives each problem's
   success rate r; **hard** = r < `HARD_RATE` (0.1, i.e. at most 6 of 64 samples correct), **easy** = the rest.
-- **Confidence intervals.** For configuration m and its baseline b (GRPO with the same warm start and number of
-  mini-batches), D[s, i] = pass@k of problem i after m's run with seed s minus the same after b's run with seed s.
-  The effect is the mean of D over seeds and problems of the subset. Its 95 % interval is a percentile bootstrap
-  that resamples **seeds and problems** (both paired: a resampled seed brings both runs, a resampled problem is the
-  same problem in every run), `BOOTSTRAP_DRAWS` draws from a fixed generator. Why both: the seeds carry the
-  randomness of RL training and of the evaluation samples; the problems carry the fact that 300 held-out problems
-  (about 150 per subset) are a sample of the task, and a claim about a method is a claim about the task, not about
-  these problems. Resampling only seeds (also reported, in compare.json, computed exactly over all S^S resamples)
-  is narrower and, with 5 seeds, known to under-cover. Entropy and rank-1 probability (one number per run: the
-  mean over the last 10 steps) are resampled over seeds only.
-- **Claims** are decided by the interval, never by the mean: *supported* when it excludes 0 in the claimed
-  direction, *not supported* when it excludes 0 in the other direction or lies within +-`NEGLIGIBLE` (no effect
-  large enough to matter), *inconclusive* otherwise.
+- **Intervals** (`benchmarks/stats.py`, shared with `compare_real.py`; the seed is the unit). For configuration m
+  and its reference b (GRPO with the same warm start and number of mini-batches), D[s, i] = pass@k of problem i after
+  m's run with seed s minus the same after b's run with seed s. The effect is the mean of D over seeds and problems
+  of the subset. Its primary 95 % interval is a t-interval over the paired per-seed means (mean of D over the
+  subset's problems, one number per seed; seeds - 1 degrees of freedom). Beside it: the crossed seed / problem
+  variance-components standard error, which also counts the problems as a sample of the task, and, as a secondary
+  column, the percentile bootstrap that resamples seeds and problems (`BOOTSTRAP_DRAWS` draws). Entropy and rank-1
+  probability (one number per run: the mean over the last 10 steps) get the t-interval of their per-seed
+  differences, beside the seeds-only bootstrap.
+- **Claims** are decided by the t-interval, never by the mean. A superiority claim is *supported* when it excludes 0
+  in the claimed direction, *not supported* when it excludes 0 in the other direction or lies within
+  +-`NEGLIGIBLE`, *inconclusive* otherwise. A non-inferiority claim ("keeps", "does not cost") names its margin
+  (`MARGIN`) and is *supported* when the interval's bound against the claim stays within it. `PRIMARY` names each
+  paper's one confirmatory claim; the others are secondary, the effect tables descriptive.
 
 Outputs (rewritten after every finished run, so an interrupted study still leaves its partial table):
 
-    results/compare.json   every run's settings, seed, wall time, pass@k curve, per-problem correct counts,
-                           trajectories; the warm starts and their splits; every effect with both intervals
-    results/compare.md     the tables (means, effects with 95 % CIs) and the claims table
+    results/compare.json   every run's settings, seed, code and commit, wall time, pass@k curve, per-problem correct
+                           counts, trajectories; the warm starts and their splits; every effect with its intervals
+    results/compare.md     the tables (means, effects with their intervals) and the claims tables
     results/*.png          pass@k curves (all / easy / hard), entropy and rank-1 probability per step, effects
                            with their intervals (needs matplotlib, imported lazily)
 
@@ -53,9 +54,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import itertools
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -64,13 +63,12 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stats import (BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, EFFECTS_NOTE, MARGIN, check_claims, claims_markdown,  # noqa: E402
+                   fmt_ci, fmt_secondary, paired_effect, per_problem_pass_at_k, scalar_effect)
 
 SPLIT_SEED = 1000          # the warm-start evaluation that defines easy / hard; no run uses this seed
 HARD_RATE = 0.1            # hard: the warm start solves the problem in fewer than 10 % of its samples
-BOOTSTRAP_DRAWS = 10_000
-BOOTSTRAP_SEED = 12345
-NEGLIGIBLE = 0.01          # an effect inside +-0.01 (pass@k or entropy units) is "not supported" as a gain
-EXACT_LIMIT = 200_000      # enumerate every resample exactly when there are at most this many
 TAIL_STEPS = 10            # entropy and rank-1 probability: mean over the last 10 RL steps
 
 GRPO = ["--advantage", "grpo", "--no-simko"]
@@ -134,99 +132,13 @@ SUBSETS = ("all", "easy", "hard")
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Statistics: per-problem pass@k, paired effects, bootstrap intervals (pure functions, tested exactly)
-
-def per_problem_pass_at_k(correct: list[int], n: int, k: int) -> list[float]:
-    """Unbiased pass@k of each problem from its number of correct samples c out of n: 1 - C(n-c, k) / C(n, k)."""
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be in [1, n={n}], got {k}")
-    return [1.0 - math.comb(n - c, k) / math.comb(n, k) for c in correct]
-
+# The easy / hard split and per-run summaries (the statistics are in stats.py)
 
 def split_easy_hard(correct: list[int], n: int, hard_rate: float = HARD_RATE) -> dict[str, list[int]]:
     """Problem indices by the warm start's success rate: hard when c / n < hard_rate, easy otherwise."""
     hard = [i for i, c in enumerate(correct) if c / n < hard_rate]
     easy = [i for i, c in enumerate(correct) if c / n >= hard_rate]
     return {"all": list(range(len(correct))), "easy": easy, "hard": hard}
-
-
-def quantile(sorted_values: list[float], q: float) -> float:
-    """The q-quantile of sorted values, interpolating linearly between order statistics (numpy's default)."""
-    pos = q * (len(sorted_values) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def bootstrap_ci(diffs: list[list[float]], *, resample_problems: bool = True, level: float = 0.95,
-                 draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED) -> dict:
-    """Percentile bootstrap of the mean of a paired difference matrix diffs [S seeds][P problems].
-
-    Each draw resamples the S seeds with replacement and (with resample_problems) the P problems with replacement,
-    independently, and takes the mean of the selected rows and columns. When the number of distinct ordered
-    resamples (S^S, times P^P) is at most EXACT_LIMIT every one is enumerated, so the interval is exact; otherwise
-    `draws` draws come from a generator seeded with `seed`. Returns {"mean", "lo", "hi", "exact"}."""
-    S, P = len(diffs), len(diffs[0]) if diffs else 0
-    if S == 0 or P == 0 or any(len(row) != P for row in diffs):
-        raise ValueError(f"diffs must be a non-empty [seeds][problems] matrix, got {S} rows of lengths "
-                         f"{sorted({len(row) for row in diffs})}")
-    mean = sum(map(sum, diffs)) / (S * P)
-    alpha = (1 - level) / 2
-    n_exact = S ** S * (P ** P if resample_problems else 1)
-    if n_exact <= EXACT_LIMIT:
-        problem_draws = list(itertools.product(range(P), repeat=P)) if resample_problems else [tuple(range(P))]
-        stats = sorted(sum(diffs[s][i] for s in ss for i in pp) / (S * len(pp))
-                       for ss in itertools.product(range(S), repeat=S) for pp in problem_draws)
-        return {"mean": mean, "lo": quantile(stats, alpha), "hi": quantile(stats, 1 - alpha), "exact": True}
-    import torch
-    g = torch.Generator().manual_seed(seed)
-    D = torch.tensor(diffs, dtype=torch.float64)                                   # [S, P]
-    # multiplicity of each seed / problem in each draw: the mean over a resample is a weighted mean
-    ws = torch.nn.functional.one_hot(torch.randint(S, (draws, S), generator=g), S).sum(1).double()    # [B, S]
-    if resample_problems:
-        wp = torch.zeros(draws, P, dtype=torch.float64)
-        wp.scatter_add_(1, torch.randint(P, (draws, P), generator=g), torch.ones(draws, P, dtype=torch.float64))
-    else:
-        wp = torch.ones(draws, P, dtype=torch.float64)
-    stats = (torch.einsum("bs,sp,bp->b", ws, D, wp) / (S * P)).sort().values.tolist()
-    return {"mean": mean, "lo": quantile(stats, alpha), "hi": quantile(stats, 1 - alpha), "exact": False}
-
-
-def verdict(ci: dict, direction: int, negligible: float = NEGLIGIBLE) -> str:
-    """supported / not supported / inconclusive for a claimed effect of sign `direction` (+1: m > baseline)."""
-    lo, hi = (ci["lo"], ci["hi"]) if direction > 0 else (-ci["hi"], -ci["lo"])
-    if lo > 0:
-        return "supported"
-    if hi < 0 or (-negligible <= lo and hi <= negligible):
-        return "not supported"
-    return "inconclusive"
-
-
-def paired_effect(runs_m: dict[int, dict], runs_b: dict[int, dict], n: int, k: int, subset: list[int]) -> dict:
-    """Effect of m over b in pass@k on the problems `subset`, paired over the seeds both have.
-
-    runs_*: seed -> run record with "correct" (the final per-problem correct counts)."""
-    seeds = sorted(set(runs_m) & set(runs_b))
-    if not seeds or not subset:
-        return {"seeds": seeds, "n_problems": len(subset)}
-    diffs = []
-    for s in seeds:
-        pm = per_problem_pass_at_k(runs_m[s]["correct"], n, k)
-        pb = per_problem_pass_at_k(runs_b[s]["correct"], n, k)
-        diffs.append([pm[i] - pb[i] for i in subset])
-    both = bootstrap_ci(diffs, resample_problems=True)
-    seeds_only = bootstrap_ci([[sum(row) / len(row)] for row in diffs], resample_problems=False)
-    return {"seeds": seeds, "n_problems": len(subset), "mean": both["mean"], "ci": [both["lo"], both["hi"]],
-            "ci_seeds_only": [seeds_only["lo"], seeds_only["hi"]], "ci_exact": both["exact"]}
-
-
-def scalar_effect(values_m: dict[int, float], values_b: dict[int, float]) -> dict:
-    """Paired effect of a per-run scalar (entropy, rank-1 probability): seeds resampled, exactly when few."""
-    seeds = sorted(s for s in set(values_m) & set(values_b) if values_m[s] is not None and values_b[s] is not None)
-    if not seeds:
-        return {"seeds": seeds}
-    ci = bootstrap_ci([[values_m[s] - values_b[s]] for s in seeds], resample_problems=False)
-    return {"seeds": seeds, "mean": ci["mean"], "ci": [ci["lo"], ci["hi"]], "ci_exact": ci["exact"]}
 
 
 def subset_mean(values: list[float], subset: list[int]) -> float:
@@ -267,13 +179,15 @@ def shown_cmd(cmd: list[str]) -> str:
 
 
 CODE_FILES = ("train.py", "countdown.py", "passk_at_k.py", "simko.py", "rollout.py")
+ANALYSIS_FILES = ("benchmarks/stats.py", "benchmarks/compare.py", "benchmarks/compare_real.py")
 
 
-def code_fingerprint() -> dict:
-    """sha1 (first 12 hex digits) of the files whose code a run executes, and the git commit, to tie results to code."""
+def code_fingerprint(files: tuple[str, ...] = CODE_FILES) -> dict:
+    """sha1 (first 12 hex digits) of `files` (default: those whose code a run executes) and the git commit, to tie
+    results to code."""
     import hashlib
     out = {}
-    for name in CODE_FILES:
+    for name in files:
         with open(os.path.join(ROOT, name), "rb") as f:
             out[name] = hashlib.sha1(f.read()).hexdigest()[:12]
     try:
@@ -282,6 +196,15 @@ def code_fingerprint() -> dict:
     except (OSError, subprocess.SubprocessError):
         out["git_head"] = None
     return out
+
+
+def provenance_line(results: dict) -> str:
+    """Which commits the runs ran at (each run's code record) and which analysis code rendered the tables."""
+    heads = sorted({(r.get("code") or {}).get("git_head") or "not recorded" for r in results["runs"]})
+    ana = results.get("analysis") or {}
+    files = ", ".join(f"{os.path.basename(f)} {ana[f]}" for f in ANALYSIS_FILES if f in ana)
+    return (f"Code: the runs ran at commit {', '.join(heads)} (each run's file hashes are in compare.json); the "
+            f"analysis was rendered at commit {ana.get('git_head') or 'not recorded'} ({files}).")
 
 
 def _run_train(cmd: list[str], out: str) -> float:
@@ -450,7 +373,14 @@ def find_effect(agg: dict, config: str, baseline: str, metric: str, subset: str 
     return None
 
 
-# Claims of the two papers, each as (paper, claim, [(configuration, baseline, metric, subset, direction)]): a claim
+# Each paper's one confirmatory claim, fixed before a study runs: (configuration, reference, metric, subset), "pass@n"
+# for the largest k. The papers' headline: Pass@k Training and SimKO each raise large-k pass@k above GRPO's.
+PRIMARY = {"Pass@k Training": ("passk_k4", "grpo", "pass@n", "all"),
+           "SimKO": ("simko_a0.01", "grpo", "pass@n", "all")}
+
+
+# Claims of the two papers, each as (paper, claim, [(configuration, baseline, metric, subset, direction[, margin])]):
+# a test with a margin is a non-inferiority test ("keeps", "does not cost"), one without a superiority test. A claim
 # with several tests is supported when all are, not supported when any is, inconclusive otherwise.
 def claims(n: int) -> list[tuple[str, str, list[tuple]]]:
     big = f"pass@{n}"
@@ -464,29 +394,29 @@ def claims(n: int) -> list[tuple[str, str, list[tuple]]]:
          [("passk_k8", "@warm", big, "hard", +1)]),
         ("Pass@k Training", f"Pass@k (k=4) raises {big} above the warm start on the hard problems (discovers)",
          [("passk_k4", "@warm", big, "hard", +1)]),
-        ("Pass@k Training", "Pass@k (k=4) keeps the token entropy higher than GRPO (diversity)",
+        ("Pass@k Training", "Pass@k (k=4) ends with higher token entropy than GRPO (diversity)",
          [("passk_k4", "grpo", "entropy", "all", +1)]),
         ("Pass@k Training", f"Pass@k (k=4) keeps/improves {big} vs GRPO, hard problems",
-         [("passk_k4", "grpo", big, "hard", +1)]),
+         [("passk_k4", "grpo", big, "hard", +1, MARGIN)]),
         ("Pass@k Training", f"Pass@k (k=8) keeps/improves {big} vs GRPO, hard problems",
-         [("passk_k8", "grpo", big, "hard", +1)]),
-        ("Pass@k Training", f"Pass@k (k=4) keeps/improves {big} vs GRPO, all problems",
+         [("passk_k8", "grpo", big, "hard", +1, MARGIN)]),
+        ("Pass@k Training", f"Pass@k (k=4) improves {big} vs GRPO, all problems",
          [("passk_k4", "grpo", big, "all", +1)]),
         ("Pass@k Training", "Pass@k (k=4) improves pass@1 on the hard problems (exploration)",
          [("passk_k4", "grpo", "pass@1", "hard", +1)]),
         ("Pass@k Training", "Pass@k (k=4) does not cost pass@1 overall",
-         [("passk_k4", "grpo", "pass@1", "all", +1)]),
+         [("passk_k4", "grpo", "pass@1", "all", +1, MARGIN)]),
         ("Pass@k Training", "Pass@k -> GRPO transfer ends with pass@1 above GRPO's",
          [("passk_k4->grpo", "grpo", "pass@1", "all", +1)]),
-        ("Pass@k Training", f"Pass@k -> GRPO transfer keeps more {big} than GRPO",
+        ("Pass@k Training", f"Pass@k -> GRPO transfer ends with more {big} than GRPO",
          [("passk_k4->grpo", "grpo", big, "all", +1)]),
-        ("Pass@k Training", f"larger k (8 vs 4) keeps more {big}",
+        ("Pass@k Training", f"larger k (8 vs 4) gives more {big}",
          [("passk_k8", "passk_k4", big, "all", +1)]),
         ("Pass@k Training", "Pass@k also helps with the papers' several optimiser steps per rollout (4 mini-batches), "
          f"{big} hard",
          [("passk_k4_mb4", "grpo_mb4", big, "hard", +1)]),
         ("Pass@k Training", f"Pass@k keeps/improves {big} vs GRPO on the full warm start (its warm-up saw every answer)",
-         [("full:passk_k4", "full:grpo", big, "all", +1)]),
+         [("full:passk_k4", "full:grpo", big, "all", +1, MARGIN)]),
         ("SimKO", f"SimKO (paper defaults, alpha 0.01) improves {big} vs GRPO",
          [("simko_a0.01", "grpo", big, "all", +1)]),
         ("SimKO", f"SimKO (alpha 0.2) improves {big} vs GRPO",
@@ -495,10 +425,10 @@ def claims(n: int) -> list[tuple[str, str, list[tuple]]]:
          [("simko_a0.01", "grpo", "rank1_prob", "all", -1)]),
         ("SimKO", "SimKO (alpha 0.2) lowers the rank-1 probability vs GRPO",
          [("simko_a0.2", "grpo", "rank1_prob", "all", -1)]),
-        ("SimKO", "SimKO (alpha 0.01) keeps the entropy higher than GRPO",
+        ("SimKO", "SimKO (alpha 0.01) ends with higher entropy than GRPO",
          [("simko_a0.01", "grpo", "entropy", "all", +1)]),
         ("SimKO", "SimKO (alpha 0.01) does not cost pass@1",
-         [("simko_a0.01", "grpo", "pass@1", "all", +1)]),
+         [("simko_a0.01", "grpo", "pass@1", "all", +1, MARGIN)]),
         ("SimKO", f"a stronger rank-1 penalty (lambda 2) improves {big} vs GRPO",
          [("simko_a0.01_lam2", "grpo", big, "all", +1)]),
         ("SimKO (Fig. 3)", "GRPO concentrates: its rank-1 probability rises above the warm start's",
@@ -510,27 +440,16 @@ def claims(n: int) -> list[tuple[str, str, list[tuple]]]:
         ("SimKO (Fig. 3)", "NSR concentrates less than PSR (lower rank-1 probability)",
          [("nsr", "psr", "rank1_prob", "all", -1)]),
         ("SimKO (Fig. 3)", f"NSR keeps/improves {big} vs GRPO",
-         [("nsr", "grpo", big, "all", +1)]),
+         [("nsr", "grpo", big, "all", +1, MARGIN)]),
         ("PKPO", f"PKPO (k=4) keeps/improves {big} vs GRPO, hard problems",
-         [("pkpo_k4", "grpo", big, "hard", +1)]),
+         [("pkpo_k4", "grpo", big, "hard", +1, MARGIN)]),
         ("PKPO", "PKPO (k=4) does not cost pass@1 vs GRPO",
-         [("pkpo_k4", "grpo", "pass@1", "all", +1)]),
+         [("pkpo_k4", "grpo", "pass@1", "all", +1, MARGIN)]),
         ("both", f"Pass@k + SimKO (train.py's default method) keeps/improves {big} vs GRPO, hard problems",
-         [("passk_k4+simko", "grpo", big, "hard", +1)]),
+         [("passk_k4+simko", "grpo", big, "hard", +1, MARGIN)]),
         ("both", f"adding SimKO to Pass@k (k=4) improves {big}",
          [("passk_k4+simko", "passk_k4", big, "all", +1)]),
     ]
-
-
-def decide(tests: list[dict]) -> str:
-    verdicts = [t["verdict"] for t in tests]
-    if not verdicts or "missing" in verdicts:
-        return "not run"
-    if all(v == "supported" for v in verdicts):
-        return "supported"
-    if any(v == "not supported" for v in verdicts):
-        return "not supported"
-    return "inconclusive"
 
 
 def warm_effect(results: dict, config: str, metric: str, subset: str) -> dict | None:
@@ -550,25 +469,10 @@ def warm_effect(results: dict, config: str, metric: str, subset: str) -> dict | 
 
 
 def evaluate_claims(results: dict, agg: dict) -> list[dict]:
-    out = []
-    for paper, text, tests in claims(results["config"]["eval_samples"]):
-        checked = []
-        for config, baseline, metric, subset, direction in tests:
-            e = (warm_effect(results, config, metric, subset) if baseline == "@warm"
-                 else find_effect(agg, config, baseline, metric, subset))
-            if not e or "ci" not in e:
-                checked.append({"test": (config, baseline, metric, subset), "verdict": "missing"})
-                continue
-            checked.append({"test": (config, baseline, metric, subset), "mean": e["mean"], "ci": e["ci"],
-                            "seeds": e["seeds"], "verdict": verdict({"lo": e["ci"][0], "hi": e["ci"][1]}, direction)})
-        out.append({"paper": paper, "claim": text, "tests": checked, "verdict": decide(checked)})
-    return out
-
-
-def _fmt_ci(e) -> str:
-    if not e or "ci" not in e:
-        return "-"
-    return f"{e['mean']:+.3f} [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]"
+    def lookup(config, baseline, metric, subset):
+        return (warm_effect(results, config, metric, subset) if baseline == "@warm"
+                else find_effect(agg, config, baseline, metric, subset))
+    return check_claims(claims(results["config"]["eval_samples"]), lookup, PRIMARY, results["config"]["eval_samples"])
 
 
 def report(results: dict) -> str:
@@ -606,38 +510,22 @@ def report(results: dict) -> str:
                          + " | ".join(fmt(row[f'{s}:pass@{k}']) for s in SUBSETS for k in ks)
                          + f" | {fmt(row['entropy'])} | {fmt(row['rank1_prob'])} | "
                          f"{row['wall_seconds_mean'] / 60:.1f} |")
-        lines += ["", f"Effects (configuration minus reference, paired by seed): mean [95 % CI], percentile "
-                      f"bootstrap over seeds and problems ({BOOTSTRAP_DRAWS} draws); entropy and rank-1: over seeds "
-                      f"(exact).", "",
-                  "| configuration | reference | " + " | ".join(f"{s} pass@{k}" for s in SUBSETS for k in ks)
-                  + " | entropy | rank-1 prob |",
-                  "|---|---|" + "---|" * (len(SUBSETS) * len(ks) + 2)]
         pairs = [(m, CONFIGS[m]["baseline"]) for m in names if CONFIGS[m]["baseline"]] + \
                 [(m, b) for m, b in CONTRASTS if m in names and b in agg["summary"]]
-        for m, b in pairs:
-            cells = [_fmt_ci(find_effect(agg, m, b, f"pass@{k}", s)) for s in SUBSETS for k in ks]
-            cells += [_fmt_ci(find_effect(agg, m, b, key)) for key in ("entropy", "rank1_prob")]
-            lines.append(f"| {m} | {b} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += ["## Claims", "",
-              f"Decided by the 95 % interval: supported when it excludes 0 in the claimed direction; not supported when "
-              f"it excludes 0 in the other direction or lies within +-{NEGLIGIBLE}; inconclusive otherwise.", "",
-              "| paper | claim | test | effect [95 % CI] | verdict |", "|---|---|---|---|---|"]
-    unrun = [c for c in results["claims"] if all(t["verdict"] == "missing" for t in c["tests"])]
-    for c in results["claims"]:
-        if c in unrun:
-            continue
-        for t in c["tests"]:
-            config, baseline, metric, subset = t["test"]
-            ref = "its own warm start" if baseline == "@warm" else baseline
-            eff = _fmt_ci(t) if "ci" in t else "not run"
-            lines.append(f"| {c['paper']} | {c['claim']} | {config} vs {ref}, {metric}, {subset} | {eff} | "
-                         f"**{c['verdict']}** |")
-    if unrun:
-        lines += ["", f"{len(unrun)} more claims need configurations that this set did not run: "
-                      + "; ".join(c["claim"] for c in unrun) + "."]
+        head = ["| configuration | reference | " + " | ".join(f"{s} pass@{k}" for s in SUBSETS for k in ks)
+                + " | entropy | rank-1 prob |", "|---|---|" + "---|" * (len(SUBSETS) * len(ks) + 2)]
+        lines += ["", EFFECTS_NOTE, ""]
+        for cell in (fmt_ci, fmt_secondary):
+            lines += head
+            for m, b in pairs:
+                cells = [cell(find_effect(agg, m, b, f"pass@{k}", s)) for s in SUBSETS for k in ks]
+                cells += [cell(find_effect(agg, m, b, key)) for key in ("entropy", "rank1_prob")]
+                lines.append(f"| {m} | {b} | " + " | ".join(cells) + " |")
+            lines.append("")
+    lines += claims_markdown(results["claims"], lambda b: "its own warm start" if b == "@warm" else b)
     lines += ["", f"Runs: {len(results['runs'])}; study wall time {results['wall_seconds'] / 60:.1f} min "
-                  f"({cfg['jobs']} runs at a time, one CPU thread each; first run start to last run end).", ""]
+                  f"({cfg['jobs']} runs at a time, one CPU thread each; first run start to last run end).",
+              "", provenance_line(results), ""]
     return "\n".join(lines)
 
 
@@ -708,13 +596,13 @@ def plot(results: dict, out_dir: str) -> list[str]:
         for ax, (metric, sub) in zip(axes, panels):
             for y, (m, b) in enumerate(pairs):
                 e = find_effect(agg, m, b, metric, sub)
-                if e:
+                if e and None not in e["ci"]:
                     ax.errorbar([e["mean"]], [y], xerr=[[e["mean"] - e["ci"][0]], [e["ci"][1] - e["mean"]]],
                                 fmt="o", color="C0" if e["ci"][0] > 0 else "C3" if e["ci"][1] < 0 else "C7",
                                 capsize=3)
             ax.axvline(0, color="k", lw=0.8)
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
-            ax.set_title(f"{metric}, {sub}: difference, 95 % CI")
+            ax.set_title(f"{metric}, {sub}: difference, 95 % t-interval over seeds", fontsize=9)
             ax.grid(alpha=0.3, axis="x")
         axes[0].set_yticks(range(len(pairs)))
         axes[0].set_yticklabels([f"{m} - {b}" for m, b in pairs], fontsize=8)
@@ -730,6 +618,7 @@ def plot(results: dict, out_dir: str) -> list[str]:
 # main
 
 def finish(results: dict, out_dir: str, suffix: str, plots: bool) -> None:
+    results["analysis"] = code_fingerprint(ANALYSIS_FILES)
     results["aggregate"] = aggregate(results)
     results["claims"] = evaluate_claims(results, results["aggregate"])
     starts = [r["started"] for r in results["runs"]]

@@ -1,5 +1,6 @@
 """The real-model study: GRPO vs Pass@k Training vs SimKO vs both, on SmolLM2-135M-Instruct and reasoning-gym
-arithmetic, on a CPU, paired by seed, with the interval and verdict rules of `benchmarks/compare.py`.
+arithmetic, on a CPU, paired by seed, with the intervals and verdict rules of `benchmarks/stats.py` (shared with
+`benchmarks/compare.py`).
 
 Design (every number is a constant or flag below; the defaults are the committed study, results/real/):
 
@@ -23,9 +24,15 @@ Design (every number is a constant or flag below; the defaults are the committed
   rank-1..5 probabilities (Lambda^(k)) and the entropy over all response tokens and over the top 20 % by entropy.
   The claims use the last probe; the step-0 probe is the warm start (paired by seed). compare.md also shows the
   mechanism against GRPO at every probe: where the rank-1 probability goes (rank 2, ranks 3-5, the tail).
+- **Intervals and claims** (`benchmarks/stats.py`): the seed is the unit. Each effect's primary 95 % interval is a
+  t-interval over the paired per-seed means (seeds - 1 degrees of freedom); beside it the crossed seed / problem
+  variance-components standard error and, secondary, the percentile bootstrap. "Keeps" and "does not cost" claims
+  are non-inferiority tests with margin `MARGIN`. `PRIMARY` names each paper's one confirmatory claim, fixed before
+  the study runs; every other claim is secondary, the effect tables and the mechanism over training descriptive.
 
-Outputs (rewritten after every finished run): results/real/compare.json (every run: flags, wall time, final
-per-problem counts, probes, training curves), results/real/compare.md (tables and claims), results/real/*.png.
+Outputs (rewritten after every finished run): results/real/compare.json (every run: flags, code and commit, wall
+time, final per-problem counts, probes, training curves; every effect with its intervals), results/real/compare.md
+(tables and claims), results/real/*.png.
 A finished run (its metrics.jsonl has the final evaluation) is reused, an unfinished one runs again from scratch:
 an interrupted study continues with the same command.
 
@@ -44,9 +51,10 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import (BOOTSTRAP_DRAWS, shown_cmd, HARD_RATE, NEGLIGIBLE, SPLIT_SEED, _final_eval, _fmt_ci,  # noqa: E402
-                     _run_train, code_fingerprint, decide, paired_effect, per_problem_pass_at_k, scalar_effect,
-                     split_easy_hard, subset_mean, verdict)
+from compare import (ANALYSIS_FILES, HARD_RATE, SPLIT_SEED, _final_eval, _run_train, code_fingerprint,  # noqa: E402
+                     provenance_line, shown_cmd, split_easy_hard, subset_mean)
+from stats import (EFFECTS_NOTE, MARGIN, check_claims, claims_markdown, fmt_ci, fmt_secondary,  # noqa: E402
+                   paired_effect, per_problem_pass_at_k, scalar_effect)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = "rg:basic_arithmetic?min_terms=2&max_terms=2&min_digits=1&max_digits=2"
@@ -227,6 +235,13 @@ def find(effs, config, baseline, metric, subset="all"):
     return None
 
 
+# Each paper's one confirmatory claim, fixed before the study runs: (configuration, reference, metric, subset), "pass@n"
+# for the largest k. The papers' headline: Pass@k Training and SimKO each raise large-k pass@k above GRPO's.
+PRIMARY = {"Pass@k Training": ("passk_k4", "grpo", "pass@n", "all"),
+           "SimKO": ("simko", "grpo", "pass@n", "all")}
+
+
+# (paper, claim, [(configuration, reference, metric, subset, direction[, non-inferiority margin])]), as in compare.py
 def claims(n: int) -> list[tuple[str, str, list[tuple]]]:
     big = f"pass@{n}"
     return [
@@ -236,12 +251,12 @@ def claims(n: int) -> list[tuple[str, str, list[tuple]]]:
         ("both", f"GRPO lowers {big} below the warm start on the problems it rarely solved (collapse)",
          [("grpo", "@warm", big, "hard", -1)]),
         ("Pass@k Training", f"Pass@k (k=4) keeps/improves {big} vs GRPO, hard problems",
-         [("passk_k4", "grpo", big, "hard", +1)]),
-        ("Pass@k Training", f"Pass@k (k=4) keeps/improves {big} vs GRPO, all problems",
+         [("passk_k4", "grpo", big, "hard", +1, MARGIN)]),
+        ("Pass@k Training", f"Pass@k (k=4) improves {big} vs GRPO, all problems",
          [("passk_k4", "grpo", big, "all", +1)]),
         ("Pass@k Training", "Pass@k (k=4) does not cost pass@1 vs GRPO",
-         [("passk_k4", "grpo", "pass@1", "all", +1)]),
-        ("Pass@k Training", "Pass@k (k=4) keeps the entropy higher than GRPO",
+         [("passk_k4", "grpo", "pass@1", "all", +1, MARGIN)]),
+        ("Pass@k Training", "Pass@k (k=4) ends with higher entropy than GRPO",
          [("passk_k4", "grpo", "entropy", "all", +1)]),
         ("SimKO", "SimKO improves pass@1 vs GRPO", [("simko", "grpo", "pass@1", "all", +1)]),
         ("SimKO", f"SimKO improves {big} vs GRPO", [("simko", "grpo", big, "all", +1)]),
@@ -252,27 +267,17 @@ def claims(n: int) -> list[tuple[str, str, list[tuple]]]:
          [("simko", "grpo", "rank1_prob", "high_entropy", -1)]),
         ("SimKO (mechanism)", "SimKO raises the rank-2 probability vs GRPO, high-entropy tokens (mass to the top-K)",
          [("simko", "grpo", "rank2_prob", "high_entropy", +1)]),
-        ("SimKO (mechanism)", "SimKO keeps the entropy higher than GRPO",
+        ("SimKO (mechanism)", "SimKO ends with higher entropy than GRPO",
          [("simko", "grpo", "entropy", "all", +1)]),
         ("both", f"Pass@k + SimKO keeps/improves {big} vs GRPO, hard problems",
-         [("passk_k4+simko", "grpo", big, "hard", +1)]),
+         [("passk_k4+simko", "grpo", big, "hard", +1, MARGIN)]),
         ("both", f"adding SimKO to Pass@k (k=4) improves {big}", [("passk_k4+simko", "passk_k4", big, "all", +1)]),
     ]
 
 
 def evaluate_claims(results: dict) -> list[dict]:
-    out = []
-    for paper, text, tests in claims(results["config"]["eval_samples"]):
-        checked = []
-        for config, baseline, metric, subset, direction in tests:
-            e = find(results["effects"], config, baseline, metric, subset)
-            if e is None:
-                checked.append({"test": (config, baseline, metric, subset), "verdict": "missing"})
-                continue
-            checked.append({"test": (config, baseline, metric, subset), "mean": e["mean"], "ci": e["ci"],
-                            "seeds": e["seeds"], "verdict": verdict({"lo": e["ci"][0], "hi": e["ci"][1]}, direction)})
-        out.append({"paper": paper, "claim": text, "tests": checked, "verdict": decide(checked)})
-    return out
+    n = results["config"]["eval_samples"]
+    return check_claims(claims(n), lambda *test: find(results["effects"], *test), PRIMARY, n)
 
 
 def summary(results: dict) -> dict:
@@ -332,49 +337,43 @@ def report(results: dict) -> str:
                      f"{fmt(row.get('minutes'))} |")
     lines += ["", "The warm start's pass@k is one evaluation (seed 0); its mechanism columns are the runs' step-0 "
                   "probes.", "",
-              f"Effects (method minus reference, paired by seed): mean [95 % CI], percentile bootstrap over seeds and "
-              f"problems ({BOOTSTRAP_DRAWS} draws); mechanism: over seeds (exact).", "",
-              "| method | reference | " + " | ".join(f"{s} pass@{k}" for s in SUBSETS for k in ks) +
-              " | rank-1 (all) | rank-1 (high-H) | entropy |", "|---|---|" + "---|" * (len(SUBSETS) * len(ks) + 3)]
+              EFFECTS_NOTE, ""]
+    head = ["| method | reference | " + " | ".join(f"{s} pass@{k}" for s in SUBSETS for k in ks) +
+            " | rank-1 (all) | rank-1 (high-H) | entropy |", "|---|---|" + "---|" * (len(SUBSETS) * len(ks) + 3)]
     effs = results["effects"]
     pairs = [(m, c["baseline"]) for m, c in CONFIGS.items() if c["baseline"]] + CONTRASTS + \
             [(m, "@warm") for m in CONFIGS]
-    for m, b in pairs:
-        if not find(effs, m, b, "pass@1"):
-            continue
-        cells = [_fmt_ci(find(effs, m, b, f"pass@{k}", s)) for s in SUBSETS for k in ks]
-        cells += [_fmt_ci(find(effs, m, b, "rank1_prob", "all")), _fmt_ci(find(effs, m, b, "rank1_prob",
-                                                                                 "high_entropy")),
-                  _fmt_ci(find(effs, m, b, "entropy", "all"))]
-        lines.append(f"| {m} | {'warm start' if b == '@warm' else b} | " + " | ".join(cells) + " |")
-    lines += ["", "## Claims", "",
-              f"Decided by the 95 % interval: supported when it excludes 0 in the claimed direction; not supported "
-              f"when it excludes 0 in the other direction or lies within +-{NEGLIGIBLE}; inconclusive otherwise.", "",
-              "| paper | claim | test | effect [95 % CI] | verdict |", "|---|---|---|---|---|"]
-    for c in results["claims"]:
-        for t in c["tests"]:
-            config, baseline, metric, subset = t["test"]
-            ref = "warm start" if baseline == "@warm" else baseline
-            lines.append(f"| {c['paper']} | {c['claim']} | {config} vs {ref}, {metric}, {subset} | "
-                         f"{_fmt_ci(t) if 'ci' in t else 'not run'} | **{c['verdict']}** |")
+    for cell in (fmt_ci, fmt_secondary):
+        lines += head
+        for m, b in pairs:
+            if not find(effs, m, b, "pass@1"):
+                continue
+            cells = [cell(find(effs, m, b, f"pass@{k}", s)) for s in SUBSETS for k in ks]
+            cells += [cell(find(effs, m, b, key, tokens)) for tokens, key in
+                      (("all", "rank1_prob"), ("high_entropy", "rank1_prob"), ("all", "entropy"))]
+            lines.append(f"| {m} | {'warm start' if b == '@warm' else b} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += claims_markdown(results["claims"], lambda b: "warm start" if b == "@warm" else b)
     trajectory = results.get("mechanism_over_training") or []
     if trajectory:
         lines += ["", "## SimKO's mechanism over training", "",
                   "Method minus GRPO at each probe (the same 8 held-out prompts x 16 samples, paired by seed): mean "
-                  "[95 % CI] over seeds. High-H: the top 20 % of response tokens by entropy. Ranks 3-5: their "
+                  "[95 % t-interval] over seeds. High-H: the top 20 % of response tokens by entropy. Ranks 3-5: their "
                   "probabilities together; tail: 1 minus ranks 1-5. At step 0 every run is the warm start, so every "
-                  "effect there is 0. Descriptive: the claims above use the last probe, fixed before the study ran.",
+                  "effect there is 0. Descriptive, with as many intervals as cells and no correction for multiplicity: "
+                  "the claims above use the last probe only.",
                   "", "| method | step | rank-1 (all) | rank-1 (high-H) | rank-2 (high-H) | ranks 3-5 (high-H) | "
                       "tail (high-H) | entropy (all) |", "|---|---:|---|---|---|---|---|---|"]
         at = {(e["config"], e["step"], e["subset"], e["metric"]): e for e in trajectory}
         for m in CONFIGS:
             for step in sorted({e["step"] for e in trajectory if e["config"] == m}):
-                cells = [_fmt_ci(at.get((m, step, tokens, key))) for tokens, key in TRAJECTORY]
+                cells = [fmt_ci(at.get((m, step, tokens, key))) for tokens, key in TRAJECTORY]
                 lines.append(f"| {m} | {step} | " + " | ".join(cells) + " |")
     if results.get("wall_seconds"):
         lines += ["", f"Runs: {len(results['runs'])}; study wall time {results['wall_seconds'] / 60:.1f} min "
                       f"({cfg['jobs']} jobs, one CPU thread each; from the first start to the last end of the runs "
                       f"and the warm-start evaluations; the warm-up not included)."]
+    lines += ["", provenance_line(results)]
     return "\n".join(lines) + "\n"
 
 
@@ -417,6 +416,7 @@ def plot(results: dict, out_dir: str) -> list[str]:
 
 
 def finish(results: dict, out_dir: str, plots: bool) -> None:
+    results["analysis"] = code_fingerprint(ANALYSIS_FILES)
     if results.get("split") and results.get("warm_ref") and results["runs"]:
         results["effects"] = effects(results)
         results["claims"] = evaluate_claims(results)

@@ -28,7 +28,7 @@ def _run(config, seed, correct, rank1, warm_rank1=0.8):
 def _results():
     # 3 problems x n = 4 samples; the warm start solves 1, 0, 4 of 4 (problem 1 is hard); seeds 0 and 1
     cfg = dict(compare_real.DESIGN, seeds=2, eval_samples=4, eval_problems=3, jobs=2)
-    runs = [_run("grpo", 0, [2, 0, 4], 0.9), _run("grpo", 1, [3, 0, 4], 0.92),
+    runs = [_run("grpo", 0, [2, 0, 4], 0.9), _run("grpo", 1, [3, 0, 4], 0.912),
             _run("simko", 0, [2, 1, 4], 0.85), _run("simko", 1, [2, 2, 4], 0.86)]
     results = {"config": cfg, "runs": runs, "split": compare_real.split_easy_hard([1, 0, 4], 4),
                "warm_ref": {"correct": [1, 0, 4], "pass@k": [0.0] * 4}, "wall_seconds": 600.0}
@@ -47,20 +47,35 @@ def test_effects_are_paired_differences_of_the_final_evaluation_and_of_the_last_
     assert hard["mean"] == pytest.approx(1.0)          # problem 1: 0 of 4 under GRPO, >= 1 of 4 under SimKO
     assert hard["ci"] == [pytest.approx(1.0), pytest.approx(1.0)]
     rank1 = compare_real.find(r["effects"], "simko", "grpo", "rank1_prob", "all")
-    assert rank1["mean"] == pytest.approx(((0.85 - 0.9) + (0.86 - 0.92)) / 2)
+    # per seed -0.05 and -0.052: se 0.001, t(0.975, 1) = 12.706205
+    assert rank1["mean"] == pytest.approx(-0.051) and rank1["per_seed"] == [pytest.approx(-0.05), pytest.approx(-0.052)]
+    assert rank1["ci"] == [pytest.approx(-0.051 - 0.012706205), pytest.approx(-0.051 + 0.012706205)]
     high = compare_real.find(r["effects"], "simko", "grpo", "rank1_prob", "high_entropy")
     assert high["mean"] == pytest.approx(rank1["mean"])
     # against the warm start: its one reference evaluation, and each run's own step-0 probe
+    # against the warm start: one evaluation, the reference of every seed; the pairing and the interval are by seed
     warm = compare_real.find(r["effects"], "grpo", "@warm", "pass@1", "all")
-    assert warm["mean"] == pytest.approx(((1 / 4 + 0 + 0) + (2 / 4 + 0 + 0)) / 6)
-    assert compare_real.find(r["effects"], "grpo", "@warm", "rank1_prob", "all")["mean"] == pytest.approx(0.11)
+    assert warm["per_seed"] == [pytest.approx(1 / 12), pytest.approx(2 / 12)] and warm["mean"] == pytest.approx(1 / 8)
+    assert warm["ci"] == [pytest.approx(1 / 8 - 12.706205 / 24, abs=1e-6), pytest.approx(1 / 8 + 12.706205 / 24,
+                                                                                          abs=1e-6)]
+    assert compare_real.find(r["effects"], "grpo", "@warm", "rank1_prob", "all")["mean"] == pytest.approx(0.106)
 
 
 def test_claims_use_the_verdict_rules_and_missing_methods_are_not_run():
-    by_claim = {c["claim"]: c for c in _results()["claims"]}
+    claims = _results()["claims"]
+    by_claim = {c["claim"]: c for c in claims}
+    # 0.106 +- 12.706 * 0.006 = [0.030, 0.182]; -0.051 +- 0.0127: both exclude 0
     assert by_claim["GRPO concentrates: its rank-1 probability rises above the warm start's"]["verdict"] == "supported"
     assert by_claim["SimKO lowers the rank-1 probability vs GRPO, all tokens"]["verdict"] == "supported"
-    assert by_claim["Pass@k (k=4) does not cost pass@1 vs GRPO"]["verdict"] == "not run"
+    cost = by_claim["Pass@k (k=4) does not cost pass@1 vs GRPO"]
+    assert cost["verdict"] == "not run" and cost["tests"][0]["kind"] == "non-inferiority, margin 0.01"
+    # simko vs grpo, pass@4 (the largest k), all problems: per seed 1/3 and 1/3 -> the interval is a point
+    primary = {c["paper"]: c for c in claims if c["role"] == "primary"}
+    assert set(primary) == {"Pass@k Training", "SimKO"}
+    assert primary["SimKO"]["tests"][0]["test"] == ("simko", "grpo", "pass@4", "all")
+    assert primary["SimKO"]["tests"][0]["ci"] == [pytest.approx(1 / 3), pytest.approx(1 / 3)]
+    assert primary["SimKO"]["verdict"] == "supported" and primary["Pass@k Training"]["verdict"] == "not run"
+    assert sum(c["role"] == "primary" for c in claims) == 2
 
 
 def test_report_has_every_method_the_warm_start_and_the_claims():
@@ -69,6 +84,8 @@ def test_report_has_every_method_the_warm_start_and_the_claims():
     assert "| warm start | 2 |" in text and "| grpo | 2 |" in text and "| simko | 2 |" in text
     assert "| simko | grpo |" in text and "| grpo | warm start |" in text
     assert "**supported**" in text and "**not run**" in text
+    assert "### Primary" in text and "| SimKO | SimKO improves pass@4 vs GRPO | simko vs grpo, pass@4, all | " \
+        "superiority | +0.333 [+0.333, +0.333] |" in text
     rows = r["summary"]["rows"]
     assert rows["warm start"]["all:pass@1"] == pytest.approx(5 / 12)
     assert rows["warm start"]["all:rank1_prob"] == pytest.approx(0.8)
@@ -84,11 +101,11 @@ def test_mechanism_over_training_is_paired_per_probe_step_and_splits_the_lost_ra
     assert all(e["mean"] == 0 and e["ci"] == [0, 0] for (step, _, _), e in at.items() if step == 0)
     # step 10: SimKO minus GRPO, seed by seed; the hand-made probes put (1 - rank1) / 2 on rank 2, the rest in the
     # tail
-    assert at[10, "all", "rank1_prob"]["mean"] == pytest.approx(((0.85 - 0.9) + (0.86 - 0.92)) / 2)
+    assert at[10, "all", "rank1_prob"]["mean"] == pytest.approx(-0.051)
     assert at[10, "high_entropy", "rank2_prob"]["mean"] == pytest.approx(-at[10, "all", "rank1_prob"]["mean"] / 2)
     assert at[10, "high_entropy", "tail_prob"]["mean"] == pytest.approx(-at[10, "all", "rank1_prob"]["mean"] / 2)
     assert at[10, "high_entropy", "rank3_5_prob"]["mean"] == 0
     assert not any(e["config"] == "grpo" for e in traj)
     text = compare_real.report({**r, "mechanism_over_training": traj})
     assert "## SimKO's mechanism over training" in text
-    assert "| simko | 10 | -0.055 [" in text and "| simko | 0 | +0.000 [+0.000, +0.000] |" in text
+    assert "| simko | 10 | -0.051 [-0.064, -0.038] |" in text and "| simko | 0 | +0.000 [+0.000, +0.000] |" in text
