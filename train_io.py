@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import glob
 import hashlib
+import functools
 import importlib.util
 import json
 import os
@@ -452,11 +453,20 @@ def set_threads(args) -> None:
 # Progress, the loss metrics and the pass@k table
 
 def quiet_libraries():
-    """Turns off transformers' own progress bars; returns the function that prints a line beside ours (tqdm.write)."""
+    """Turns off transformers' own progress bars; returns the function that prints a line beside ours (tqdm.write),
+    flushed, so that a log redirected to a file shows each line when it is written."""
     from tqdm import tqdm
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
-    return tqdm.write
+    if not sys.stderr.isatty():
+        # transformers' GGUF de-quantising bar ignores disable_progress_bar: in a log file it is 272 redrawn lines
+        import transformers.modeling_gguf_pytorch_utils as gguf_loading
+        gguf_loading.tqdm = functools.partial(tqdm, disable=True)
+
+    def log(line: str) -> None:
+        tqdm.write(line)
+        sys.stdout.flush()
+    return log
 
 
 def progress(items, desc: str, quiet: bool, log, *, total: int | None = None, initial: int = 0):

@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -81,6 +82,18 @@ def test_progress_is_a_line_each_tenth_where_output_is_not_a_terminal(capsys):
     quiet = []
     assert list(train_io.progress(range(3), "RL", True, quiet.append)) == [0, 1, 2] and quiet == []
     assert capsys.readouterr().err == ""
+
+
+def test_a_log_in_a_file_gets_flushed_lines_and_no_library_bars(capsys, monkeypatch):
+    import transformers.modeling_gguf_pytorch_utils as gguf_loading
+    monkeypatch.setattr(gguf_loading, "tqdm", gguf_loading.tqdm)            # restored after the test
+    flushed = []
+    monkeypatch.setattr(sys.stdout, "flush", lambda: flushed.append(True))
+    log = train_io.quiet_libraries()                    # (pytest's stderr is no terminal)
+    assert list(gguf_loading.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors...")) == [0, 1, 2]
+    log("RL: 8/80, 8s")
+    out = capsys.readouterr()
+    assert out.out == "RL: 8/80, 8s\n" and flushed and "de-quantizing" not in out.err
 
 
 def test_flags_and_their_checks_are_built_from_the_dataclass(capsys):
