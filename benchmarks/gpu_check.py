@@ -125,8 +125,8 @@ def main():
         sys.exit("gpu_check: no CUDA device visible to PyTorch; on a CPU machine run it with --dry-run")
     start = time.time()
     deadline = start + TOTAL_BUDGET[mode]
-    report = {"meta": _meta(mode, work), "stages": {}}
-    runner = _Runner(args.out, env, deadline, report)
+    report = {"meta": _meta(mode, "<work>"), "stages": {}}
+    runner = _Runner(args.out, env, deadline, report, work)
 
     stages = {"a": lambda: stage_a(runner, mode), "b": lambda: stage_b(runner, mode, work),
               "c": lambda: stage_c(runner, mode, args, work), "d": lambda: stage_d(runner, mode, work, args.gguf)}
@@ -421,8 +421,13 @@ def throughput(result_path: str, dry: bool, micro: int) -> None:
 # Plumbing: running commands under budgets, summarising runs, writing the report
 
 class _Runner:
-    def __init__(self, out, env, deadline, report):
-        self.out, self.env, self.deadline, self.report = out, env, deadline, report
+    def __init__(self, out, env, deadline, report, work):
+        self.out, self.env, self.deadline, self.report, self.work = out, env, deadline, report, work
+
+    def relative(self, text: str) -> str:
+        """What the results record: no directory of the machine it ran on (the runs' folder is <work>, the
+        repository's files are relative to it)."""
+        return text.replace(self.work, "<work>").replace(ROOT + os.sep, "")
 
     def run(self, stage, cmd, budget):
         """Run cmd (cwd: the repository) in its own process group, output appended to stage_<stage>.log.
@@ -465,9 +470,14 @@ class _Runner:
 
     def write(self):
         with open(os.path.join(self.out, "gpu_check.json"), "w") as f:
-            json.dump(self.report, f, indent=1)
+            f.write(self.relative(json.dumps(self.report, indent=1)))
         with open(os.path.join(self.out, "gpu_check.md"), "w") as f:
-            f.write(_markdown(self.report))
+            f.write(self.relative(_markdown(self.report)))
+        for log in glob.glob(os.path.join(self.out, "stage_*.log")):
+            with open(log) as f:
+                text = f.read()
+            with open(log, "w") as f:
+                f.write(self.relative(text))
 
 
 def _shown(cmd) -> str:

@@ -55,6 +55,10 @@ def test_dry_run_runs_every_stage_and_writes_json_and_markdown(tmp_path):
     md = (out / "gpu_check.md").read_text()
     for title in ("a. pytest -m gpu", "b. train.py", "c. throughput", "d. real model", "rollout.py, static cache"):
         assert title in md
+    for name in os.listdir(out):                        # committed results name no directory of the machine
+        text = (out / name).read_text()
+        assert str(work) not in text and ROOT + os.sep not in text, name
+    assert "<work>/b_default" in (out / "stage_b.log").read_text()
 
 
 def test_a_failing_stage_is_recorded_and_the_next_stages_still_run(tmp_path, monkeypatch):
@@ -80,7 +84,7 @@ def test_a_failing_stage_is_recorded_and_the_next_stages_still_run(tmp_path, mon
 
 def test_a_stage_past_its_budget_is_killed_with_its_children(tmp_path):
     gc = _load()
-    runner = gc._Runner(str(tmp_path), dict(os.environ), time.time() + 60, {"stages": {}})
+    runner = gc._Runner(str(tmp_path), dict(os.environ), time.time() + 60, {"stages": {}}, str(tmp_path))
     # the child starts a grandchild that would outlive a plain kill of the child
     code = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']);"
             " print('started', flush=True); time.sleep(120)")
@@ -89,7 +93,7 @@ def test_a_stage_past_its_budget_is_killed_with_its_children(tmp_path):
     assert timed_out and rc is None and time.time() - t < 30
     assert "started" in tail and "time limit reached" in tail
     # the whole check's deadline also bounds a stage: nothing is started once it has passed
-    late = gc._Runner(str(tmp_path), dict(os.environ), time.time() - 1, {"stages": {}})
+    late = gc._Runner(str(tmp_path), dict(os.environ), time.time() - 1, {"stages": {}}, str(tmp_path))
     assert late.run("y", [sys.executable, "-c", "print('ran')"], budget=100) == (None, 0.0, True, "")
     assert "# not started" in (tmp_path / "stage_y.log").read_text()
 
@@ -112,7 +116,7 @@ def _runner(gc, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     os.makedirs(tmp_path / "out", exist_ok=True)
     return gc._Runner(str(tmp_path / "out"), env, time.time() + 600,
-                      {"meta": gc._meta("dry", str(tmp_path)), "stages": {}})
+                      {"meta": gc._meta("dry", str(tmp_path)), "stages": {}}, str(tmp_path))
 
 
 def test_stage_d_runs_the_recipe_and_reads_its_pass_at_k(tmp_path, monkeypatch):
