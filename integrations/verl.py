@@ -54,8 +54,8 @@ of every position, with gradient (its positive-branch gradient is spread over th
 the rank-1 candidate (its negative-branch penalty) and (c) the full-vocabulary entropy (its gate), plus each
 response's score (the official code spreads on the responses with reward == 1). So the plug-in has two halves:
 
-1. The actor's forward. verl 0.9.1 has one actor path, the engine workers (`verl/workers/engine_workers.py`; the
-   legacy `dp_actor` is gone). On import this module wraps `FSDPEngineWithLMHead.prepare_model_outputs`
+1. The actor's forward. verl 0.9.1 has one actor path, the engine workers (`verl/workers/engine_workers.py`; it has no
+   `dp_actor`). On import this module wraps `FSDPEngineWithLMHead.prepare_model_outputs`
    (`verl/workers/engine/fsdp/transformer_impl.py`, backends `fsdp` and `fsdp2`, verl's default). When the actor's
    loss is `ppo_loss` with `policy_loss.loss_mode=simko`, the wrapper computes `simko.token_stats` on the logits the
    model returned (packed `use_remove_padding=True`, verl's default, or padded), takes `log_probs` from the same pass
