@@ -24,10 +24,14 @@ The reward of every RL step comes from here, and the policy will find every hole
    7. the parsed values by type (`_equal`);
    8. the gold decimal's rounding tolerance for an exact irrational answer.
 
-**Public API:** `reward(response, gold, *, fallback)` -> 1.0 or 0.0; `batch_reward(responses, golds, timeout, workers,
-*, fallback)` -> list of rewards, with a hard kill per check; `is_equivalent(pred, gold)` -> bool for two answers;
-`extract_answer(text)` -> a response's answer or None; `FALLBACKS`; `TIME_LIMIT_S`. Parsed values are sympy
-expressions or the node types `Seq`, `SetOf`, `List`, `Matrix`, `Rel`, `SympySet`, `Based`.
+**Public API:**
+   - `reward(response, gold, *, fallback)` -> 1.0 or 0.0;
+   - `batch_reward(responses, golds, timeout, workers, *, fallback)` -> rewards, with a hard kill per check;
+   - `is_equivalent(pred, gold)` -> bool: an answer against a gold;
+   - `extract_answer(text)` -> a response's answer, or None;
+   - `gold_answer(text)` -> the answer a gold (bare, MATH, GSM8K or worked) stands for: every gold goes through it;
+   - `FALLBACKS`, `TIME_LIMIT_S`; parsed values are sympy expressions or `Seq`, `SetOf`, `List`, `Matrix`, `Rel`,
+     `SympySet`, `Based`.
 `python verify.py RESPONSE GOLD` prints both answers, the verdict and why; exit status 0 equal, 1 not, 2 usage error.
 
 docs/verify.md is the rule catalogue (what each step reads and accepts, what it refuses on purpose, the known
@@ -56,7 +60,7 @@ from sympy.core.evalf import PrecisionExhausted
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Public API: reward, batch_reward, is_equivalent, extract_answer
+# Public API: reward, is_equivalent, extract_answer, gold_answer, batch_reward
 
 FALLBACKS = ("none", "last")     # what a response with no box or anchor scores: 0, or its last value
 
@@ -76,7 +80,8 @@ def reward(response, gold, *, fallback="none"):
 
 
 def is_equivalent(pred, gold):
-    """True when answer string `pred` is mathematically equivalent to answer string `gold` (LaTeX or plain).
+    """True when answer string `pred` is mathematically equivalent to `gold`, an answer string (LaTeX or plain) or
+    a solution that gold_answer reduces (`\\boxed{3} apples and \\boxed{8} pears`, a GSM8K `#### 72`).
     Returns within TIME_LIMIT_S (False when the check ran out of time), from any thread."""
     if not isinstance(pred, str) or not isinstance(gold, str):
         raise TypeError("is_equivalent: pred and gold must be str, got "
@@ -97,6 +102,22 @@ def extract_answer(text):
         if after is not None:
             return after
     return _extract(text)
+
+
+def gold_answer(text):
+    """The answer a gold stands for (str): a bare answer as it is (stripped); the box of a MATH solution, the
+    `####` line of a GSM8K solution, the final answer of a worked solution, read with extract_answer's rules,
+    except that the boxes of one answer may have a few words between them (`\\boxed{3} apples and \\boxed{8}
+    pears` is `3, 8`): a gold is trusted, a response is not. reward, batch_reward and is_equivalent read every
+    gold through it, so a data pipeline may store the raw answer or this reduction, with the same rewards."""
+    if not isinstance(text, str):
+        raise TypeError(f"gold_answer: expected str, got {type(text).__name__}")
+    if "\\boxed" in text or "\\fbox" in text or "####" in text or (
+            ("\n" in text.strip() or len(text) > 80) and re.search(r"(?i)answer", text)):
+        ans = _extract(text, _GOLD_BOX_SEP)
+        if ans is not None:
+            return ans
+    return text.strip()
 
 
 def batch_reward(responses, golds, timeout=5.0, workers=None, *, fallback="none"):
@@ -224,7 +245,7 @@ class Digits(NamedTuple):
 
 def _safe_judge(pred, gold):
     try:
-        return _judge(pred, gold)[0]
+        return _judge(pred, gold_answer(gold))[0]
     except Exception:      # the reward must never crash training; a failure to judge is not a success
         return False
 
@@ -244,21 +265,9 @@ def _response_answer(response, fallback):
 def _reward(response, gold, fallback):
     try:
         pred = _response_answer(response, fallback)
-        return 1.0 if pred is not None and _judge(pred, _gold_answer(gold))[0] else 0.0
+        return 1.0 if pred is not None and _judge(pred, gold_answer(gold))[0] else 0.0
     except Exception:
         return 0.0
-
-
-def _gold_answer(gold):
-    """Gold may be a bare answer, a MATH solution with a box, a GSM8K solution with `####`, or a worked response
-    (several lines or sentences): those are read with the response's extraction, except that the boxes of one
-    answer may have a few words between them (`\\boxed{3} apples and \\boxed{8} pears` is `3, 8`)."""
-    if "\\boxed" in gold or "\\fbox" in gold or "####" in gold or (
-            ("\n" in gold.strip() or len(gold) > 80) and re.search(r"(?i)answer", gold)):
-        ans = _extract(gold, _GOLD_BOX_SEP)
-        if ans is not None:
-            return ans
-    return gold.strip()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -403,7 +412,7 @@ _BOX_SEP = re.compile(r"[\s$,;.&]*(?:(?:\\text\s*\{\s*(?:or|and|,)\s*\}|\\q?quad
 _MAX_BOXES = 8
 # In a gold (trusted text) a few words may stand between the boxes of one answer: `\boxed{3} apples and
 # \boxed{8} pears`. A sentence end still separates them.
-_GOLD_BOX_SEP = re.compile(r"[^.\n{}\\]{0,40}")
+_GOLD_BOX_SEP = re.compile(rf"(?:{_BOX_SEP.pattern})|[^.\n{{}}\\]{{0,40}}")
 
 
 _MAX_BOX_SCAN = 20_000
@@ -2308,7 +2317,7 @@ def _worker_main(conn):
 
 def _quick_reward(response, gold, fallback="none"):
     """The reward when the cheap steps decide it (_cheap_verdict), else None: the worker judges it."""
-    verdict = _cheap_verdict(_response_answer(response, fallback), _gold_answer(gold))[0]
+    verdict = _cheap_verdict(_response_answer(response, fallback), gold_answer(gold))[0]
     return None if verdict is None else float(verdict)
 
 
@@ -2425,7 +2434,7 @@ def main(argv=None):
                     help="what a response with no box or anchor scores: none = 0 (default); last = its last value")
     args = ap.parse_args(argv)
     pred = _response_answer(args.response, args.fallback)
-    gold = _gold_answer(args.gold)
+    gold = gold_answer(args.gold)
     print(f"response answer: {_short(pred)}" + ("  (no \\boxed{} or anchor found)" if pred is None else ""))
     print(f"gold answer:     {_short(gold)}")
     if pred is not None:
