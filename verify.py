@@ -404,6 +404,9 @@ _ANCHORS = [
     (re.compile(r"(?im)^[ \t>*#]*(?:final\s+)?answer(?:\*\*)?[ \t]*((?:\$|\\\[|\\\()[^\n]*)"), True),
 ]
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+# Display math right after an anchor, opened on the anchor's line or the next one and closed within a few lines.
+_DISPLAY_AFTER_CUE = re.compile(r"[ \t]*(?:\n[ \t]*)?(?:\\\[[^\n]*?(?:\n[^\n]*?){0,8}?\\\]"
+                                r"|\$\$[^\n$]*?(?:\n[^\n$]*?){0,8}?\$\$)")
 # What may stand between two boxes that together are one answer: `\boxed{3} \text{ or } \boxed{-5}`,
 # `$x = \boxed{3}$ or $x = \boxed{-5}$`, `\boxed{2}, \boxed{3}`. Anything else (words) separates attempts, and then
 # the last box alone is the answer. Bounded length, so the check stays linear.
@@ -537,6 +540,10 @@ def _extract(text, box_sep=_BOX_SEP):
             # anchor, and the final one
             if best is None or m.start(1) > best.start or (m.start(1) == best.start and final and not best.final):
                 best = _Span(m.start(1), m.end(1), m.group(1), final)
+    if best is not None:
+        m = _DISPLAY_AFTER_CUE.match(text, best.start)
+        if m:                                     # "Answer \\[", newline, 9, newline, "\\]": the display is the answer
+            best = _Span(best.start, m.end(), m.group(0).replace("\n", " ").strip(), best.final)
     close = text.rfind("</answer>")
     if close >= 0:
         open_ = text.rfind("<answer>", 0, close)
@@ -636,6 +643,7 @@ def _normalize(s):
     s = s.strip()
     if len(s) > 4 * MAX_ANSWER_CHARS:
         return s
+    s = _single_escaped(s)
     s = re.sub(r"\s+", " ", s)             # one space at most between tokens keeps every rule below linear
     for k, v in _UNICODE.items():
         if k in s:
@@ -681,6 +689,11 @@ def _normalize(s):
         if s2 == s:
             break
         s = s2
+    s = re.sub(r"\\(?:euro|EUR|pounds|yen)(?![a-zA-Z])", " ", s)
+    # A capitalised word label before a value: "Total: 12,50", "Preis: 3,99" (not a ratio's letters, "A:B = 3:5",
+    # nor a hedge or code: "Maybe: 3", "lambda: 1")
+    s = re.sub(r"^\s*(?!(?i:or|either|maybe|perhaps|not|lambda)\b)[A-Z][A-Za-z]+(?:\s[A-Za-z]+){0,3}\s*:\s*"
+               r"(?=[-+\d.(\\])", "", s)
     s = re.sub(r"(?i)\bpercent\b", "", s)
     s = re.sub(r"(?i)(?<=[\d}])\s*(?:degrees?|deg)\b", "\u00b0", s)
     s = re.sub(r"(?<=[\w})\]])\s+(?:or|and)\s+(?=[\w\\({\[-])", " , ", s)   # "x<3 or x>5", "4 or 5": a list
@@ -711,6 +724,25 @@ def _normalize(s):
     if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):
         s = s.replace(" ", "")
     return s.replace("\x00", "\\\\")
+
+
+# Commands that open double-escaped LaTeX: `\\\\frac` is how JSON carries `\\frac` when it was escaped twice.
+_ESCAPED_COMMAND = re.compile(r"\\\\(?:[dt]?frac|sqrt|le|leq|ge|geq|ne|neq|lt|gt|left|right|pi|infty|boxed|fbox|text|"
+                             r"textbf|mathrm|cdot|times|div|pm|mp|begin|end|circ|sin|cos|tan|log|ln|in|cup|cap|"
+                             r"approx|[dt]?binom|mathbb|overline|alpha|beta|theta|emptyset)(?![a-zA-Z])")
+_BACKSLASHES = re.compile(r"\\+")
+
+
+def _single_escaped(s):
+    """LaTeX escaped twice (`\\\\frac{1}{2}`, `x \\\\le 3`, a matrix row break as four backslashes) read once:
+    when every run of backslashes has an even length and one of them opens a known command, each run is halved.
+    One odd run (`\\frac`, `1 \\\\ 2 \\end`) means the text is escaped once, and it stays as it is."""
+    if "\\\\" not in s or not _ESCAPED_COMMAND.search(s):
+        return s
+    runs = _BACKSLASHES.findall(s)
+    if any(len(r) % 2 for r in runs):
+        return s
+    return _BACKSLASHES.sub(lambda m: m.group(0)[:len(m.group(0)) // 2], s)
 
 
 def _squash(s):
@@ -1951,6 +1983,11 @@ def _distinct(xs):
     return out
 
 
+def _tuples(items):
+    """Every item is a tuple `(a, b, ...)`."""
+    return all(isinstance(x, Seq) and (x.open, x.close) == ("(", ")") for x in items)
+
+
 def _ordered_equal(xs, ys):
     return len(xs) == len(ys) and all(_equal(x, y) for x, y in zip(xs, ys))
 
@@ -2033,7 +2070,8 @@ def _equal(p, g):
     if isinstance(p, (SympySet, Seq)):
         g = _as_union(g)
     if isinstance(p, (SetOf, List)) and isinstance(g, (SetOf, List)):
-        if isinstance(p, SetOf) or isinstance(g, SetOf):      # a set answer: {1, 1, 2} is {1, 2}
+        if isinstance(p, SetOf) or isinstance(g, SetOf) or (_tuples(p.items) and _tuples(g.items)):
+            # a set answer ({1, 1, 2} is {1, 2}), or a list of tuples, the solutions of a system: repeats do not count
             return _unordered_equal(_distinct(p.items), _distinct(g.items))
         return _unordered_equal(list(p.items), list(g.items))
     if isinstance(p, Seq) and isinstance(g, Seq):

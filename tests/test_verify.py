@@ -213,6 +213,10 @@ EQUIV = [
     ("-y > -4", "y < 4", T), ("3y < 12", "y < 4", T), ("y + 2 < 6", "y < 4", T), ("0 < g(t) < 2", "(0, 2)", T),
     (r"12,\! 345,\! 678", "12345678", T), (r"4, 9, \text{ and } 25", "4, 9, 25", T), ("(2,5)or(5,2)", "(2,5),(5,2)", T),
     (r"y \approx 7", "7", T), ("ab^3", "ba^3", F), ("5m^3n", "5nm^3", T), ("x = 2+2 = 5", "5", F),
+    # a word label is a capitalised word, not a hedge or code; double escapes are read only when every run is even
+    ("Total: 12", "12", T), ("Maybe: 3", "3", F), ("Lambda: 1", "1", F), ("Either: 3", "3", F),
+    (r"\\frac{1}{2}", r"\frac12", T), (r"\frac{1}{2} \\ \\frac{1}{3}", "0.5", F),
+    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", "(1, 2)", T),
     # edge cases that must not crash
     ("", "", F), ("()", "0", F), (r"\frac{}{}", "1", F), ("x^", "x", F), ("1/0", "1/0", T), ("1/0", r"\infty", F),
     (r"\infty", r"+\infty", T), (r"-\infty", r"\infty", F), ("None", "None", T), ("nan", "0", F),
