@@ -123,11 +123,12 @@ def gold_answer(text):
 def batch_reward(responses, golds, timeout=5.0, workers=None, *, fallback="none"):
     """Rewards for many (response, gold) pairs: list[float] of 1.0/0.0, in input order.
 
-    Plain-number checks (most of GSM8K) are decided right here; the rest run in `workers` persistent worker
-    processes (default: min(8, CPU count), at most one per pending check), started with 'spawn' so it is safe after
-    torch has started threads (a script calling this needs the usual `if __name__ == "__main__":` guard), and
-    reused across calls (the first call pays about a second per worker to start). Each check gets `timeout`
-    seconds of wall clock; a check that runs over scores 0.0 and its worker is killed and replaced.
+    Checks that the cheap steps decide (_cheap_verdict: no answer, the same text, plain numbers; most of GSM8K) are
+    decided right here; the rest run in `workers` persistent worker processes (default: min(8, CPU count), at most
+    one per pending check), started with 'spawn' so it is safe after torch has started threads (a script calling
+    this needs the usual `if __name__ == "__main__":` guard), and reused across calls (the first call pays about a
+    second per worker to start). Each check gets `timeout` seconds of wall clock; a check that runs over scores 0.0
+    and its worker is killed and replaced.
     `workers=0` runs everything in this process with no hard kill (for tests and tiny runs; the parser's bounds
     still apply, and so does the in-process TIME_LIMIT_S). `fallback` is reward's (FALLBACKS)."""
     responses, golds = list(responses), list(golds)
