@@ -2,119 +2,40 @@
 
 The reward of every RL step comes from here, and the policy will find every hole in it. Three jobs:
 
-1. **Extraction** (`extract_answer`). The answer is the content of the *last* `\\boxed{...}` (or `\\fbox{...}`),
-   braces nested. Boxes right before it that only a separator divides from it (`\\boxed{3} \\text{ or }
-   \\boxed{-5}`, `$x = \\boxed{3}$ or $x = \\boxed{-5}$`, `\\boxed{2}, \\boxed{3}`) belong to the same answer, a list
-   (so it equals the gold `3, -5` and never the gold `3`); boxes with words between them are attempts, and the last
-   one counts. Without a box, anchors count - `#### 42`, `The final answer is ...`, `Answer: ...`, `The answer
-   is ...`, `<answer>...</answer>`, and a line that starts with `Answer` followed by math (`Answer $ 12 $`,
-   `Answer \\[ 12 \\]`, `Answer \\( 3+9 \\)`) - and the last one wins; from an anchor's text we take the first
-   sentence, the value of a sentence (`Final Answer: The smallest such $m$ is 12.` gives 12) and its first math
-   segment (`\\$` is a dollar sign, never a delimiter: `Answer: $\\$42$` gives `\\$42`). **Priority:** a box wins
-   over anchors, except a *final* anchor written after it (`####`, `final answer is/:`, a line that starts with
-   `Answer:`, `<answer>`): the model revised its answer. A plain `the answer is` or `... answer:` inside a sentence
-   after a box does not override it (`To check the answer: 3 + 4 = 7`). Text inside `<think>...</think>` is ignored
-   when an answer follows it. By default (`fallback="none"`) we never fall back to "the last number in the text": that
-   rewards a policy for listing many numbers; `fallback="last"` is the opt-in lenient mode (see `_last_value`).
-   A gold that is itself a worked solution is read with the same extraction (`... the total is \\boxed{045}. Let
-   me double-check ...` gives 045), except that a gold's boxes with a few words between them are one answer
-   (`\\boxed{3} apples and \\boxed{8} pears` is `3, 8`): a gold is trusted, a response is not.
+1. **Extraction.** A response's answer is its last `\\boxed{}` (boxes that only a separator divides, `\\boxed{3} or
+   \\boxed{-5}`, are one answer, a list), else its last anchor (`####`, `The final answer is`, `Answer:`, `<answer>`);
+   a final anchor after the box overrides it. No box and no anchor scores 0 unless `fallback="last"`. A gold is read
+   with the same rules, except that words may stand between the boxes of one gold answer.
+2. **Equivalence.** Both answers are normalised, then parsed by a recursive-descent parser that builds sympy objects
+   directly (nothing reaches `eval`, `exec`, `sympify` or `parse_expr`), and compared by kind: numbers exactly,
+   expressions at rational points, sets, lists, tuples, intervals, relations and matrices by their own rules.
+3. **Bounds.** Every call returns within TIME_LIMIT_S, from any thread: size bounds before sympy computes anything,
+   and an in-process watchdog (`_bounded`); `batch_reward` adds a hard kill per check in worker processes.
 
-2. **Equivalence** (`is_equivalent`). Both strings are normalised (spacing commands, `\\left`, `\\dfrac`, units,
-   percent, degrees - `30^\\circ` is 30 but `\\sin 30^\\circ` is 1/2 -, thousands separators, also `12,\\! 345`,
-   unicode, currency signs, `4, 9, and 25`, `(2,5)or(5,2)`), then parsed by a small recursive-descent parser that
-   builds sympy objects *directly* (`sympy.Integer`, `Rational`, `Add`, `Pow`, `Interval`, ...). Nothing is ever
-   passed to `eval`, `exec`, `sympify` or `parse_expr`, which evaluate Python. Parsed values are compared by kind:
-   - numbers: exactly. Decimals are parsed as exact rationals (`0.1` is 1/10), so `0.5 = 1/2` and `7.9999 != 8`.
-     Irrational numbers are equal when their difference is exactly zero after sympy's automatic simplification, or
-     when `evalf` cannot separate it from zero at NUMERIC_MAXPREC digits *and* every integer in it is small
-     (so `sqrt(10^100 + 1)` is not `10^50`, and `1 - 10^{-30}` is not `1`);
-   - expressions with symbols: the difference must vanish at five rational points whose signs vary (polynomials and
-     rational functions evaluate exactly there), so `(x+1)^2 = x^2+2x+1` but `sqrt(x^2) != x`. Juxtaposed letters
-     are products of powers: `5m^3n = 5nm^3`, `ab^3 != ba^3`;
-   - sets and bare lists (`1, 2`) order-free (a set ignores duplicates: `\\{1, 1, 2\\} = \\{1, 2\\}`), tuples in
-     order (`(1; 2)` is `(1, 2)`; `m=2, n=3; m=5, n=1` is the two solutions `(2,3), (5,1)`), intervals with their
-     openness, `\\pm` as a two-element set, matrices entrywise (a column vector equals a tuple), equations up to a
-     nonzero constant factor (`y = 2x+1` is `2x - y + 1 = 0`);
-   - a labelled answer stands for its value: `x = 5`, `|PQ| = 7`, `m + n = 25`, `(a,b) = (4,1)`, `A_1:A_2 = 3:5`,
-     and a worked chain `x = 2 + 2 = 4` whose computed sides agree (`x = 2 + 2 = 5` has no value, so it equals
-     nothing); several labelled values of one unknown are its value set, whatever the subscript or argument
-     (`t_1 = 2, t_2 = -7` is `t = 2 or t = -7` is `2, -7`; `g(n) = 1 or g(n) = -1` is `g(x) = 1 or g(x) = -1`);
-   - an inequality in one variable, linear in it (`3y < 12`, `-y > -4`, `-1 < 2x + 1 < 5`), an absolute value
-     against numbers (`|x - 1| < 3`, `2 \\le |w| \\le 5` is `[-5, -2] \\cup [2, 5]`), or a named quantity between two
-     numbers (`0 < g(t) < 2`), as the set it describes; several joined by "or" as their union;
-   - sums and products with an index (`\\sum_{i} a_i b_{n-i}`) stay unevaluated and are compared structurally after
-     sympy orders their factors (`\\sum_{i} b_{n-i} a_i` is the same; a numeric factor moves out of a sum);
-   - `y \\approx 7` as 7 (exactly: `y \\approx 7.1` is not 7); `\\sqrt2 \\approx 1.414` as either side, when the two
-     sides agree to 1% (`3 \\approx 4` is a hedge and equals nothing);
-   - text answers (`\\text{Monday}`) case-insensitively; multiple-choice letters (`(C)`, `\\textbf{(C)}`) by letter.
-   **Decimal commas.** A number with one comma is read from its shape: a nonzero integer part of at most three
-   digits and exactly three digits after the comma is a thousands separator (`1,250` is 1250); any other shape is
-   a decimal comma (`3,75` is 3.75, and `0,125` is 1/8, since a thousands group never follows a lone 0), with a
-   percent or currency sign around it (`12,5 %`, `2,74 $`, `1,000.99\u20ac`). When the other answer is a list
-   (`1, 2`), the comma separates items instead (`1,2` is that list).
-   Numeric tolerance exists only when the *gold* is a decimal literal with at least two digits after the point and
-   the prediction is an exact irrational (gold `1.41` accepts `\\sqrt2`), within half a unit of the gold's last digit.
-   A decimal or rational prediction never gets tolerance (`3.14` is not `\\pi`, `0.\\overline{3}` is not `0.3`).
-
-   **Deliberately strict.** Some reference checkers accept a rounded decimal for an exact value, or the last side
-   of a worked chain; here `0.3333` is not 1/3, `y = 4 + 4 = 9` has no value (a chain with a wrong step is not a
-   right answer with a typo, and a policy rewarded for it learns to write chains), and `a \\approx b` keeps the
-   rule above (`x \\approx 3.14` is not `\\pi`). A reward must never pay for an answer a grader would mark wrong;
-   these cost a few right answers written loosely, and each would be a hole a policy finds.
-
-3. **Bounds: every call returns within TIME_LIMIT_S (0.8 s), from any thread.** Model text is adversarial, and
-   two layers keep a check short:
-   - *Size bounds*, checked before sympy computes anything: answer length, nesting depth, integer literal length,
-     the size of integer powers (`9^{9^{9^9}}`), factorial and binomial arguments, p/q-th powers of numbers (q at
-     most MAX_ROOT_INDEX and integers of at most MAX_ROOT_FACTOR_BITS, else only an exact root: sympy factors the
-     integer to take the root, minutes for `{50 digits}^{3.953}`), numbers to symbolic powers, and no `\\pm` inside
-     a power, function or factorial. A value past a bound becomes an opaque stand-in compared structurally (equal
-     only to the same expression). A comparison point can make a symbolic argument huge (`\\cos(e^{c/\\binom{n}{5}})`
-     where the binomial is tiny: evalf would need e to millions of bits), so the numeric stage checks the same
-     bounds on trig and exp arguments again, before sympy evaluates d at the point (`_too_wide`), and such a
-     point decides nothing. These bounds are what keep any *single C call* (a big-integer power or division, a
-     modular exponentiation inside a primality test) short, which the time limit below cannot interrupt: the
-     watchdog needs the GIL to raise, and such a call holds it.
-   - *An in-process hard time limit* (`_bounded`): a watchdog thread raises an exception inside the checking thread
-     when its TIME_LIMIT_S deadline passes (CPython's `PyThreadState_SetAsyncExc`, through ctypes; no signals, so
-     it works in any thread; arming it costs a lock and a dict entry). It stops any Python-level computation
-     (sympy, mpmath); the check then scores 0. It waits (2 ms at a time) while the thread runs the import system,
-     a context manager's exit or thread locks, where an exception would leave a lock taken; a forked child gets a
-     fresh watchdog. On an interpreter without `ctypes.pythonapi` only the size bounds apply.
-     tests/test_verify_fuzz.py asserts the 1 s bound on random expression trees in killable children.
-   `batch_reward` adds a hard wall-clock kill per check on top, in worker processes, so even a C call that ran
-   past the bounds could never stall training: a timed-out check scores 0 and its worker is replaced.
-
-Known limitations (what it still judges wrong, by category):
-   - identities that need real simplification of huge or tiny parts are rejected (`2^{100000}` vs `4^{50000}` are
-     both past the bounds and compared structurally; `\\log(10^{1000})` vs `1000\\log 10`); so are odd powers
-     past the root bounds (`{2^{100}+1}^{0.451}`) and checks that need more than TIME_LIMIT_S (none in the tests);
-   - domain: expressions equal only for non-negative inputs are rejected (`\\sqrt{x}\\sqrt{y}` vs `\\sqrt{xy}`);
-   - letters: `i` and `e` are always the imaginary unit and Euler's number; two-letter strings are products of
-     symbols (`ba` = `ab`, so `on` = `no`); `f(2) = 9` is the product f*2 = 9, not a label;
-   - no unit or percent conversion (`25\\%` vs `0.25`, `100 cm` vs `1 m`) and no base conversion of a bare `11`;
-     a unit glued to a number (`5cm`) is a product of letters unless it is a word of 4+ letters (`12apples`);
-   - ratios `a:b` (apart from their label), `\\ldots` sequences and `\\mathbb{Z}` are compared as text only, and
-     sums and products only structurally (`\\sum_{i=1}^{3} i` is not 6);
-     nonlinear inequalities (`x^2 < 4`) are not solved;
-   - an answer with no box or anchor scores 0 by default.
-
-**Decision order** (`_judge`, cheapest first; the first step that decides gives the verdict):
+**Decision order** (`_judge`; the first step that decides gives the verdict). Steps 1-5 need no sympy: they are
+`_cheap_verdict`, which `batch_reward` also runs in the parent process.
    1. no answer, or an empty one: not equal;
    2. both normalised (`_normalize`), a lone number with a comma read by the decimal-comma rule; the same text: equal;
    3. longer than MAX_ANSWER_CHARS: not equal (compared as text only);
    4. a choice-letter gold (`(C)`): the letters; two word answers (`Monday`): the words, case-insensitively;
-   5. two plain numbers (`12`, `-0.5`, `3/4`): exactly, with Fraction, without sympy;
+   5. two plain numbers (`12`, `-0.5`, `3/4`): exactly, with Fraction;
    6. both parsed (`_parse_cached`): one past a size bound is not equal, both unparseable compare as text, one
       unparseable is not equal; a value with an opaque stand-in is compared structurally;
-   7. the parsed values by type (`_equal`: expressions, relations, lists, sets, tuples, matrices, bases);
+   7. the parsed values by type (`_equal`);
    8. the gold decimal's rounding tolerance for an exact irrational answer.
 
-Public: `extract_answer`, `is_equivalent`, `reward`, `batch_reward`, `FALLBACKS`, `TIME_LIMIT_S`; parsed values
-are the node types `Seq`, `SetOf`, `List`, `Matrix`, `Rel`, `SympySet`, `Based`. `python verify.py RESPONSE GOLD`
-prints the extracted answers, the verdict and why, and exits 0 when they are equivalent, 1 when not (2 on a usage
-error). Imports only sympy and the standard library (copy this file alone).
+**Public API:**
+   - `reward(response, gold, *, fallback)` -> 1.0 or 0.0;
+   - `batch_reward(responses, golds, timeout, workers, *, fallback)` -> rewards, with a hard kill per check;
+   - `is_equivalent(pred, gold)` -> bool: an answer against a gold;
+   - `extract_answer(text)` -> a response's answer, or None;
+   - `gold_answer(text)` -> the answer a gold (bare, MATH, GSM8K or worked) stands for: every gold goes through it;
+   - `FALLBACKS`, `TIME_LIMIT_S`; parsed values are sympy expressions or `Seq`, `SetOf`, `List`, `Matrix`, `Rel`,
+     `SympySet`, `Based`.
+`python verify.py RESPONSE GOLD` prints both answers, the verdict and why; exit status 0 equal, 1 not, 2 usage error.
+
+docs/verify.md is the rule catalogue (what each step reads and accepts, what it refuses on purpose, the known
+limitations), stated there once. Imports only sympy and the standard library: copy this file alone.
 """
 import argparse
 import atexit
@@ -136,6 +57,105 @@ from typing import NamedTuple
 
 import sympy
 from sympy.core.evalf import PrecisionExhausted
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Public API: reward, is_equivalent, extract_answer, gold_answer, batch_reward
+
+FALLBACKS = ("none", "last")     # what a response with no box or anchor scores: 0, or its last value
+
+
+def reward(response, gold, *, fallback="none"):
+    """1.0 if the final answer of `response` is equivalent to `gold`, else 0.0. `gold` may be a bare answer,
+    a MATH solution with a `\\boxed{}`, or a GSM8K solution with `####`.
+
+    `fallback` says what to do when the response has no box and no explicit anchor: "none" (the default) scores
+    it 0; "last" takes the last value in the text (see _last_value; opt-in, it rewards a correct number that a
+    policy merely mentions last). Returns within TIME_LIMIT_S (0.0 when out of time), from any thread."""
+    if not isinstance(response, str) or not isinstance(gold, str):
+        raise TypeError("reward: response and gold must be str, got "
+                        f"{type(response).__name__} and {type(gold).__name__}")
+    _check_fallback(fallback, "reward")
+    return _bounded(0.0, _reward, response, gold, fallback)
+
+
+def is_equivalent(pred, gold):
+    """True when answer string `pred` is mathematically equivalent to `gold`, an answer string (LaTeX or plain) or
+    a solution that gold_answer reduces (`\\boxed{3} apples and \\boxed{8} pears`, a GSM8K `#### 72`).
+    Returns within TIME_LIMIT_S (False when the check ran out of time), from any thread."""
+    if not isinstance(pred, str) or not isinstance(gold, str):
+        raise TypeError("is_equivalent: pred and gold must be str, got "
+                        f"{type(pred).__name__} and {type(gold).__name__}")
+    return _bounded(False, _safe_judge, pred, gold)
+
+
+def extract_answer(text):
+    """The final answer in a model response (str), or None when there is none.
+
+    Last `\\boxed{}`/`\\fbox{}` (nested braces; `\\boxed 5`; an empty box means no answer); otherwise the last
+    explicit anchor (`#### x`, `The final answer is x`, `Answer: x`, `<answer>x</answer>`). When the response
+    has a `</think>`, an answer after it is preferred to anything inside the thinking."""
+    if not isinstance(text, str):
+        raise TypeError(f"extract_answer: expected str, got {type(text).__name__}")
+    if "</think>" in text:
+        after = _extract(text[text.rindex("</think>") + len("</think>"):])
+        if after is not None:
+            return after
+    return _extract(text)
+
+
+def gold_answer(text):
+    """The answer a gold stands for (str): a bare answer as it is (stripped); the box of a MATH solution, the
+    `####` line of a GSM8K solution, the final answer of a worked solution, read with extract_answer's rules,
+    except that the boxes of one answer may have a few words between them (`\\boxed{3} apples and \\boxed{8}
+    pears` is `3, 8`): a gold is trusted, a response is not. reward, batch_reward and is_equivalent read every
+    gold through it, so a data pipeline may store the raw answer or this reduction, with the same rewards."""
+    if not isinstance(text, str):
+        raise TypeError(f"gold_answer: expected str, got {type(text).__name__}")
+    if "\\boxed" in text or "\\fbox" in text or "####" in text or (
+            ("\n" in text.strip() or len(text) > 80) and re.search(r"(?i)answer", text)):
+        ans = _extract(text, _GOLD_BOX_SEP)
+        if ans is not None:
+            return ans
+    return text.strip()
+
+
+def batch_reward(responses, golds, timeout=5.0, workers=None, *, fallback="none"):
+    """Rewards for many (response, gold) pairs: list[float] of 1.0/0.0, in input order.
+
+    Checks that the cheap steps decide (_cheap_verdict: no answer, the same text, plain numbers; most of GSM8K) are
+    decided right here; the rest run in `workers` persistent worker processes (default: min(8, CPU count), at most
+    one per pending check), started with 'spawn' so it is safe after torch has started threads (a script calling
+    this needs the usual `if __name__ == "__main__":` guard), and reused across calls (the first call pays about a
+    second per worker to start). Each check gets `timeout` seconds of wall clock; a check that runs over scores 0.0
+    and its worker is killed and replaced.
+    `workers=0` runs everything in this process with no hard kill (for tests and tiny runs; the parser's bounds
+    still apply, and so does the in-process TIME_LIMIT_S). `fallback` is reward's (FALLBACKS)."""
+    responses, golds = list(responses), list(golds)
+    if len(responses) != len(golds):
+        raise ValueError(f"batch_reward: {len(responses)} responses but {len(golds)} golds; they must pair up")
+    if not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"batch_reward: timeout must be a positive number of seconds, got {timeout!r}")
+    if workers is not None and not (isinstance(workers, int) and workers >= 0):
+        raise ValueError(f"batch_reward: workers must be None or an int >= 0, got {workers!r}")
+    _check_fallback(fallback, "batch_reward")
+    if workers == 0 or not responses:
+        return [reward(r, g, fallback=fallback) for r, g in zip(responses, golds)]
+    for r, g in zip(responses, golds):
+        if not isinstance(r, str) or not isinstance(g, str):
+            raise TypeError(f"batch_reward: responses and golds must be str, got {type(r).__name__} and "
+                            f"{type(g).__name__}")
+    results = []
+    for r, g in zip(responses, golds):
+        try:
+            results.append(_quick_reward(r, g, fallback))
+        except Exception:             # never let the cheap path crash training; the worker will judge it
+            results.append(None)
+    todo = [i for i in range(len(responses)) if results[i] is None]
+    if todo:
+        _judge_in_workers(responses, golds, fallback, todo, results, timeout, workers)
+    return results
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Limits. Everything the parser builds is capped *before* sympy computes it.
@@ -222,52 +242,11 @@ class Digits(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Public API: extract_answer, is_equivalent, reward (batch_reward runs reward in worker processes, below)
-
-FALLBACKS = ("none", "last")     # what a response with no box or anchor scores: 0, or its last value
-
-
-def reward(response, gold, *, fallback="none"):
-    """1.0 if the final answer of `response` is equivalent to `gold`, else 0.0. `gold` may be a bare answer,
-    a MATH solution with a `\\boxed{}`, or a GSM8K solution with `####`.
-
-    `fallback` says what to do when the response has no box and no explicit anchor: "none" (the default) scores
-    it 0; "last" takes the last value in the text (see _last_value; opt-in, it rewards a correct number that a
-    policy merely mentions last). Returns within TIME_LIMIT_S (0.0 when out of time), from any thread."""
-    if not isinstance(response, str) or not isinstance(gold, str):
-        raise TypeError("reward: response and gold must be str, got "
-                        f"{type(response).__name__} and {type(gold).__name__}")
-    _check_fallback(fallback, "reward")
-    return _bounded(0.0, _reward, response, gold, fallback)
-
-
-def is_equivalent(pred, gold):
-    """True when answer string `pred` is mathematically equivalent to answer string `gold` (LaTeX or plain).
-    Returns within TIME_LIMIT_S (False when the check ran out of time), from any thread."""
-    if not isinstance(pred, str) or not isinstance(gold, str):
-        raise TypeError("is_equivalent: pred and gold must be str, got "
-                        f"{type(pred).__name__} and {type(gold).__name__}")
-    return _bounded(False, _safe_judge, pred, gold)
-
-
-def extract_answer(text):
-    """The final answer in a model response (str), or None when there is none.
-
-    Last `\\boxed{}`/`\\fbox{}` (nested braces; `\\boxed 5`; an empty box means no answer); otherwise the last
-    explicit anchor (`#### x`, `The final answer is x`, `Answer: x`, `<answer>x</answer>`). When the response
-    has a `</think>`, an answer after it is preferred to anything inside the thinking."""
-    if not isinstance(text, str):
-        raise TypeError(f"extract_answer: expected str, got {type(text).__name__}")
-    if "</think>" in text:
-        after = _extract(text[text.rindex("</think>") + len("</think>"):])
-        if after is not None:
-            return after
-    return _extract(text)
-
+# The reward's plumbing: a response's answer, a gold's answer, never an exception
 
 def _safe_judge(pred, gold):
     try:
-        return _judge(pred, gold)[0]
+        return _judge(pred, gold_answer(gold))[0]
     except Exception:      # the reward must never crash training; a failure to judge is not a success
         return False
 
@@ -287,62 +266,58 @@ def _response_answer(response, fallback):
 def _reward(response, gold, fallback):
     try:
         pred = _response_answer(response, fallback)
-        return 1.0 if pred is not None and _judge(pred, _gold_answer(gold))[0] else 0.0
+        return 1.0 if pred is not None and _judge(pred, gold_answer(gold))[0] else 0.0
     except Exception:
         return 0.0
-
-
-def _gold_answer(gold):
-    """Gold may be a bare answer, a MATH solution with a box, a GSM8K solution with `####`, or a worked response
-    (several lines or sentences): those are read with the response's extraction, except that the boxes of one
-    answer may have a few words between them (`\\boxed{3} apples and \\boxed{8} pears` is `3, 8`)."""
-    if "\\boxed" in gold or "\\fbox" in gold or "####" in gold or (
-            ("\n" in gold.strip() or len(gold) > 80) and re.search(r"(?i)answer", gold)):
-        ans = _extract(gold, _GOLD_BOX_SEP)
-        if ans is not None:
-            return ans
-    return gold.strip()
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The decision: from two answer strings to a verdict, cheapest test first (the order the docstring lists)
 
-def _judge(pred, gold):
-    """(equal?, why) for two answer strings, in the decision order of the module docstring."""
+def _cheap_verdict(pred, gold):
+    """Steps 1-5 of the decision order, which need no sympy: (verdict, why, p, g), with p and g the normalised
+    answers and verdict None when these steps do not decide. Linear-time regexes and Fraction on short strings, so
+    batch_reward runs it in the parent process: most GSM8K-style checks never reach a worker."""
     # 1. nothing to judge
     if pred is None:
-        return False, "no answer in the response"
+        return False, "no answer in the response", None, None
     if gold is None:
-        return False, "no gold answer"
+        return False, "no gold answer", None, None
     # 2. one spelling each
     p, g = _normalize(pred), _normalize(gold)
     p, g = _decimal_comma(p, g), _decimal_comma(g, p)
     if not p:
-        return False, "empty answer"
+        return False, "empty answer", p, g
     if _squash(p) == _squash(g):
-        return True, "identical after normalisation"
+        return True, "identical after normalisation", p, g
     # 3. too long to parse
     if len(p) > MAX_ANSWER_CHARS or len(g) > MAX_ANSWER_CHARS:
-        return False, f"answer longer than {MAX_ANSWER_CHARS} characters: compared as text only"
+        return False, f"answer longer than {MAX_ANSWER_CHARS} characters: compared as text only", p, g
     # 4. choice letters and words
     letter = _choice_letter(g)
     if letter is not None:
         got = _choice_letter(p, strict=False)
-        return got == letter, f"multiple choice: gold {letter}, answer {got}"
+        return got == letter, f"multiple choice: gold {letter}, answer {got}", p, g
     if re.fullmatch(r"[A-Za-z][A-Za-z ]+", p) and re.fullmatch(r"[A-Za-z][A-Za-z ]+", g):
         # Words are text, not products of letters: "No" = "no", "pine" != "nipe" (but "ab" = "ba" stays algebra).
         if _text_key(p) == _text_key(g):
-            return True, "text answers match (case-insensitive)"
+            return True, "text answers match (case-insensitive)", p, g
         if re.fullmatch(r"[a-z]{3}", p) and sorted(p) == sorted(g):
-            return True, "products of the same three letters (abc = cab)"
+            return True, "products of the same three letters (abc = cab)", p, g
         if max(len(p), len(g)) >= 3 and not {p.lower(), g.lower()} & {"pi", "inf", "infty", "infinity", "oo"}:
-            return False, "text answers differ"
+            return False, "text answers differ", p, g
     # 5. plain numbers, without sympy
     fp, fg = _fast_value(p), _fast_value(g)
     if fp is not None and fg is not None:
-        if fp == fg:
-            return True, "equal numbers"
-        return False, "different numbers"
+        return fp == fg, "equal numbers" if fp == fg else "different numbers", p, g
+    return None, "", p, g
+
+
+def _judge(pred, gold):
+    """(equal?, why) for two answer strings, in the decision order of the module docstring."""
+    verdict, why, p, g = _cheap_verdict(pred, gold)
+    if verdict is not None:
+        return verdict, why
     # 6. parse; bounds and unparseable text
     rp, rg = _parse_cached(p), _parse_cached(g)
     if "guard" in (rp.status, rg.status):
@@ -430,6 +405,9 @@ _ANCHORS = [
     (re.compile(r"(?im)^[ \t>*#]*(?:final\s+)?answer(?:\*\*)?[ \t]*((?:\$|\\\[|\\\()[^\n]*)"), True),
 ]
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+# Display math right after an anchor, opened on the anchor's line or the next one and closed within a few lines.
+_DISPLAY_AFTER_CUE = re.compile(r"[ \t]*(?:\n[ \t]*)?(?:\\\[[^\n]*?(?:\n[^\n]*?){0,8}?\\\]"
+                                r"|\$\$[^\n$]*?(?:\n[^\n$]*?){0,8}?\$\$)")
 # What may stand between two boxes that together are one answer: `\boxed{3} \text{ or } \boxed{-5}`,
 # `$x = \boxed{3}$ or $x = \boxed{-5}$`, `\boxed{2}, \boxed{3}`. Anything else (words) separates attempts, and then
 # the last box alone is the answer. Bounded length, so the check stays linear.
@@ -438,7 +416,7 @@ _BOX_SEP = re.compile(r"[\s$,;.&]*(?:(?:\\text\s*\{\s*(?:or|and|,)\s*\}|\\q?quad
 _MAX_BOXES = 8
 # In a gold (trusted text) a few words may stand between the boxes of one answer: `\boxed{3} apples and
 # \boxed{8} pears`. A sentence end still separates them.
-_GOLD_BOX_SEP = re.compile(r"[^.\n{}\\]{0,40}")
+_GOLD_BOX_SEP = re.compile(rf"(?:{_BOX_SEP.pattern})|[^.\n{{}}\\]{{0,40}}")
 
 
 _MAX_BOX_SCAN = 20_000
@@ -563,6 +541,10 @@ def _extract(text, box_sep=_BOX_SEP):
             # anchor, and the final one
             if best is None or m.start(1) > best.start or (m.start(1) == best.start and final and not best.final):
                 best = _Span(m.start(1), m.end(1), m.group(1), final)
+    if best is not None:
+        m = _DISPLAY_AFTER_CUE.match(text, best.start)
+        if m:                                     # "Answer \\[", newline, 9, newline, "\\]": the display is the answer
+            best = _Span(best.start, m.end(), m.group(0).replace("\n", " ").strip(), best.final)
     close = text.rfind("</answer>")
     if close >= 0:
         open_ = text.rfind("<answer>", 0, close)
@@ -662,6 +644,7 @@ def _normalize(s):
     s = s.strip()
     if len(s) > 4 * MAX_ANSWER_CHARS:
         return s
+    s = _single_escaped(s)
     s = re.sub(r"\s+", " ", s)             # one space at most between tokens keeps every rule below linear
     for k, v in _UNICODE.items():
         if k in s:
@@ -707,6 +690,11 @@ def _normalize(s):
         if s2 == s:
             break
         s = s2
+    s = re.sub(r"\\(?:euro|EUR|pounds|yen)(?![a-zA-Z])", " ", s)
+    # A capitalised word label before a value: "Total: 12,50", "Preis: 3,99" (not a ratio's letters, "A:B = 3:5",
+    # nor a hedge or code: "Maybe: 3", "lambda: 1")
+    s = re.sub(r"^\s*(?!(?i:or|either|maybe|perhaps|not|lambda)\b)[A-Z][A-Za-z]+(?:\s[A-Za-z]+){0,3}\s*:\s*"
+               r"(?=[-+\d.(\\])", "", s)
     s = re.sub(r"(?i)\bpercent\b", "", s)
     s = re.sub(r"(?i)(?<=[\d}])\s*(?:degrees?|deg)\b", "\u00b0", s)
     s = re.sub(r"(?<=[\w})\]])\s+(?:or|and)\s+(?=[\w\\({\[-])", " , ", s)   # "x<3 or x>5", "4 or 5": a list
@@ -737,6 +725,25 @@ def _normalize(s):
     if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?", s):
         s = s.replace(" ", "")
     return s.replace("\x00", "\\\\")
+
+
+# Commands that open double-escaped LaTeX: `\\\\frac` is how JSON carries `\\frac` when it was escaped twice.
+_ESCAPED_COMMAND = re.compile(r"\\\\(?:[dt]?frac|sqrt|le|leq|ge|geq|ne|neq|lt|gt|left|right|pi|infty|boxed|fbox|text|"
+                             r"textbf|mathrm|cdot|times|div|pm|mp|begin|end|circ|sin|cos|tan|log|ln|in|cup|cap|"
+                             r"approx|[dt]?binom|mathbb|overline|alpha|beta|theta|emptyset)(?![a-zA-Z])")
+_BACKSLASHES = re.compile(r"\\+")
+
+
+def _single_escaped(s):
+    """LaTeX escaped twice (`\\\\frac{1}{2}`, `x \\\\le 3`, a matrix row break as four backslashes) read once:
+    when every run of backslashes has an even length and one of them opens a known command, each run is halved.
+    One odd run (`\\frac`, `1 \\\\ 2 \\end`) means the text is escaped once, and it stays as it is."""
+    if "\\\\" not in s or not _ESCAPED_COMMAND.search(s):
+        return s
+    runs = _BACKSLASHES.findall(s)
+    if any(len(r) % 2 for r in runs):
+        return s
+    return _BACKSLASHES.sub(lambda m: m.group(0)[:len(m.group(0)) // 2], s)
 
 
 def _squash(s):
@@ -1977,6 +1984,11 @@ def _distinct(xs):
     return out
 
 
+def _tuples(items):
+    """Every item is a tuple `(a, b, ...)`."""
+    return all(isinstance(x, Seq) and (x.open, x.close) == ("(", ")") for x in items)
+
+
 def _ordered_equal(xs, ys):
     return len(xs) == len(ys) and all(_equal(x, y) for x, y in zip(xs, ys))
 
@@ -2030,7 +2042,7 @@ def _sets_equal(p, g):
 
 
 def _equal(p, g):
-    """Mathematical equality of two parsed values, dispatched on their types (the module docstring has the rules).
+    """Mathematical equality of two parsed values, dispatched on their types (docs/verify.md has the rules).
     p is the answer, g the gold: the order matters where only one side is trusted (decimal tolerance)."""
     p, g = _regroup(p), _regroup(g)
     sp, sg = _solutions(p), _solutions(g)
@@ -2059,7 +2071,8 @@ def _equal(p, g):
     if isinstance(p, (SympySet, Seq)):
         g = _as_union(g)
     if isinstance(p, (SetOf, List)) and isinstance(g, (SetOf, List)):
-        if isinstance(p, SetOf) or isinstance(g, SetOf):      # a set answer: {1, 1, 2} is {1, 2}
+        if isinstance(p, SetOf) or isinstance(g, SetOf) or (_tuples(p.items) and _tuples(g.items)):
+            # a set answer ({1, 1, 2} is {1, 2}), or a list of tuples, the solutions of a system: repeats do not count
             return _unordered_equal(_distinct(p.items), _distinct(g.items))
         return _unordered_equal(list(p.items), list(g.items))
     if isinstance(p, Seq) and isinstance(g, Seq):
@@ -2342,85 +2355,15 @@ def _worker_main(conn):
 
 
 def _quick_reward(response, gold, fallback="none"):
-    """The reward when it needs no sympy (plain numbers, identical text, no answer), else None. Cheap and bounded
-    (linear-time extraction, regex and Fraction on short strings), so batch_reward runs it in the parent process
-    and sends only the rest to workers: most GSM8K-style checks never pay for a round trip."""
-    pred = _response_answer(response, fallback)
-    if pred is None:
-        return 0.0
-    p, g = _normalize(pred), _normalize(_gold_answer(gold))
-    if not p:
-        return 0.0
-    if _squash(p) == _squash(g):
-        return 1.0
-    fp, fg = _fast_value(p), _fast_value(g)
-    if fp is not None and fg is not None:
-        return 1.0 if fp == fg else 0.0
-    return None
+    """The reward when the cheap steps decide it (_cheap_verdict), else None: the worker judges it."""
+    verdict = _cheap_verdict(_response_answer(response, fallback), gold_answer(gold))[0]
+    return None if verdict is None else float(verdict)
 
 
-def _start_worker():
-    ctx = multiprocessing.get_context("spawn")   # fork is unsafe once torch has started threads
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
-    proc.start()
-    child.close()
-    return _Worker(proc, parent)
-
-
-def _kill(w):
-    try:
-        w.process.kill()
-        w.process.join(timeout=2)
-        w.conn.close()
-    except (OSError, ValueError):
-        pass
-
-
-@atexit.register
-def _shutdown_pool():
-    while _POOL:
-        w = _POOL.pop()
-        try:
-            w.conn.send(None)
-        except (OSError, ValueError):
-            pass
-        _kill(w)
-
-
-def batch_reward(responses, golds, timeout=5.0, workers=None, *, fallback="none"):
-    """Rewards for many (response, gold) pairs: list[float] of 1.0/0.0, in input order.
-
-    Plain-number checks (most of GSM8K) are decided right here; the rest run in `workers` persistent worker
-    processes (default: min(8, CPU count), at most one per pending check), started with 'spawn' so it is safe after
-    torch has started threads (a script calling this needs the usual `if __name__ == "__main__":` guard), and
-    reused across calls (the first call pays about a second per worker to start). Each check gets `timeout`
-    seconds of wall clock; a check that runs over scores 0.0 and its worker is killed and replaced.
-    `workers=0` runs everything in this process with no hard kill (for tests and tiny runs; the parser's bounds
-    still apply, and so does the in-process TIME_LIMIT_S). `fallback` is reward's (FALLBACKS)."""
-    responses, golds = list(responses), list(golds)
-    if len(responses) != len(golds):
-        raise ValueError(f"batch_reward: {len(responses)} responses but {len(golds)} golds; they must pair up")
-    if not (isinstance(timeout, (int, float)) and timeout > 0):
-        raise ValueError(f"batch_reward: timeout must be a positive number of seconds, got {timeout!r}")
-    if workers is not None and not (isinstance(workers, int) and workers >= 0):
-        raise ValueError(f"batch_reward: workers must be None or an int >= 0, got {workers!r}")
-    _check_fallback(fallback, "batch_reward")
-    if workers == 0 or not responses:
-        return [reward(r, g, fallback=fallback) for r, g in zip(responses, golds)]
-    for r, g in zip(responses, golds):
-        if not isinstance(r, str) or not isinstance(g, str):
-            raise TypeError(f"batch_reward: responses and golds must be str, got {type(r).__name__} and "
-                            f"{type(g).__name__}")
-    results = []
-    for r, g in zip(responses, golds):
-        try:
-            results.append(_quick_reward(r, g, fallback))
-        except Exception:             # never let the cheap path crash training; the worker will judge it
-            results.append(None)
-    todo = [i for i in range(len(responses)) if results[i] is None][::-1]
-    if not todo:
-        return results
+def _judge_in_workers(responses, golds, fallback, todo, results, timeout, workers):
+    """Fill results[i] for every i in `todo` with reward(responses[i], golds[i]) computed in persistent worker
+    processes, `timeout` seconds of wall clock per check (batch_reward's docstring has the contract)."""
+    todo = todo[::-1]                               # popped from the end: input order
     n = min(workers or min(8, os.cpu_count() or 1), len(todo))
     while len(_POOL) < n:
         _POOL.append(_start_worker())
@@ -2479,7 +2422,35 @@ def batch_reward(responses, golds, timeout=5.0, workers=None, *, fallback="none"
                 replace(slot, score_head=True)
         if not any(w.ready for w in pool) and time.monotonic() > startup_deadline:
             raise RuntimeError("batch_reward: no worker process started within 120 s")
-    return results
+
+
+def _start_worker():
+    ctx = multiprocessing.get_context("spawn")   # fork is unsafe once torch has started threads
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+    proc.start()
+    child.close()
+    return _Worker(proc, parent)
+
+
+def _kill(w):
+    try:
+        w.process.kill()
+        w.process.join(timeout=2)
+        w.conn.close()
+    except (OSError, ValueError):
+        pass
+
+
+@atexit.register
+def _shutdown_pool():
+    while _POOL:
+        w = _POOL.pop()
+        try:
+            w.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        _kill(w)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -2502,7 +2473,7 @@ def main(argv=None):
                     help="what a response with no box or anchor scores: none = 0 (default); last = its last value")
     args = ap.parse_args(argv)
     pred = _response_answer(args.response, args.fallback)
-    gold = _gold_answer(args.gold)
+    gold = gold_answer(args.gold)
     print(f"response answer: {_short(pred)}" + ("  (no \\boxed{} or anchor found)" if pred is None else ""))
     print(f"gold answer:     {_short(gold)}")
     if pred is not None:

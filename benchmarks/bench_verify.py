@@ -40,6 +40,9 @@ WARMUP = [(r"\frac{7}{9}", "0.7"), ("x^2-4", "(x-2)(x+2)"), (r"\sqrt{27}", r"3\s
 
 
 def _load(name):
+    # the tables import tests/conftest.py's helpers, as pytest would find them
+    if os.path.join(ROOT, "tests") not in sys.path:
+        sys.path.insert(0, os.path.join(ROOT, "tests"))
     spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tests", f"test_{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -213,6 +213,10 @@ EQUIV = [
     ("-y > -4", "y < 4", T), ("3y < 12", "y < 4", T), ("y + 2 < 6", "y < 4", T), ("0 < g(t) < 2", "(0, 2)", T),
     (r"12,\! 345,\! 678", "12345678", T), (r"4, 9, \text{ and } 25", "4, 9, 25", T), ("(2,5)or(5,2)", "(2,5),(5,2)", T),
     (r"y \approx 7", "7", T), ("ab^3", "ba^3", F), ("5m^3n", "5nm^3", T), ("x = 2+2 = 5", "5", F),
+    # a word label is a capitalised word, not a hedge or code; double escapes are read only when every run is even
+    ("Total: 12", "12", T), ("Maybe: 3", "3", F), ("Lambda: 1", "1", F), ("Either: 3", "3", F),
+    (r"\\frac{1}{2}", r"\frac12", T), (r"\frac{1}{2} \\ \\frac{1}{3}", "0.5", F),
+    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", "(1, 2)", T),
     # edge cases that must not crash
     ("", "", F), ("()", "0", F), (r"\frac{}{}", "1", F), ("x^", "x", F), ("1/0", "1/0", T), ("1/0", r"\infty", F),
     (r"\infty", r"+\infty", T), (r"-\infty", r"\infty", F), ("None", "None", T), ("nan", "0", F),
@@ -271,6 +275,53 @@ def test_reward(response, gold, expected):
 def test_reward_rejects_non_string():
     with pytest.raises(TypeError, match="must be str"):
         verify.reward("\\boxed{1}", 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# gold_answer: the one reduction of a gold, the same through every entry point
+
+MULTI_BOX_GOLD = r"So \boxed{3} apples and \boxed{8} pears."
+GSM8K_SOLUTION = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+                  "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
+GOLD_ROWS = [
+    (r"\boxed{3, 8}", MULTI_BOX_GOLD, 1.0),
+    (r"\boxed{8, 3}", MULTI_BOX_GOLD, 1.0),
+    (r"\boxed{8}", MULTI_BOX_GOLD, 0.0),
+    (r"\boxed{3}", MULTI_BOX_GOLD, 0.0),
+    (r"\boxed{72}", GSM8K_SOLUTION, 1.0),
+    (r"\boxed{24}", GSM8K_SOLUTION, 0.0),
+    (r"\boxed{3, -5}", r"\boxed{3} \text{ or } \boxed{-5}", 1.0),
+    (r"\boxed{-5}", r"\boxed{3} \text{ or } \boxed{-5}", 0.0),
+]
+
+
+@pytest.mark.parametrize("text, expected", [
+    (MULTI_BOX_GOLD, "3, 8"),
+    (GSM8K_SOLUTION, "72"),
+    (r"\boxed{3} \text{ or } \boxed{-5}", "3, -5"),
+    (MATH_GOLD, r"\frac{\sqrt{2}}{2}"),
+    ("  7 ", "7"),
+    ("#### 1,072", "1,072"),
+    (r"x \in [0, 1)", r"x \in [0, 1)"),
+])
+def test_gold_answer_reduces_a_gold(text, expected):
+    assert verify.gold_answer(text) == expected
+
+
+def test_gold_answer_rejects_non_string():
+    with pytest.raises(TypeError, match="gold_answer: expected str"):
+        verify.gold_answer(72)
+
+
+def test_gold_is_read_alike_by_every_entry_point():
+    responses, golds, expected = zip(*GOLD_ROWS)
+    assert [verify.reward(r, g) for r, g, _ in GOLD_ROWS] == list(expected)
+    assert verify.batch_reward(responses, golds, workers=0) == list(expected)
+    assert verify.batch_reward(responses, golds, workers=1) == list(expected)
+    for r, g, e in GOLD_ROWS:
+        answer = verify.extract_answer(r)
+        assert verify.is_equivalent(answer, g) == bool(e), (answer, g)
+        assert verify.reward(r, verify.gold_answer(g)) == e        # the raw gold and its reduction score alike
 
 
 # ----------------------------------------------------------------------------------------------------------------

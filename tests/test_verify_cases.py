@@ -1,20 +1,18 @@
-"""Graded cases for `verify.py`, written independently of its implementation.
+"""The answer key for `verify.py`: each row is a verdict a careful grader of MATH / GSM8K / AIME / olympiad answers
+would give.
 
-This file is the examiner's answer key: each row is `(pred, gold, expected, category)` and the expected verdict is
-what a careful human grader of MATH / GSM8K / AIME / olympiad answers would say. Rows were written from how models
-actually phrase answers and how gold answers appear in MATH solutions and GSM8K, never by looking at what the checker
-happens to do. Cases whose verdict a reasonable grader could dispute (unit conversions, `0.333` for `1/3`, a base-10
-value for a base-2 gold, ...) are deliberately left out.
+Each row is `(pred, gold, expected, category)`. Rows use the answers models write and the golds MATH solutions and
+GSM8K carry. Cases whose verdict a reasonable grader could dispute (unit conversions, `0.333` for `1/3`, a base-10
+value for a base-2 gold, ...) are left out.
 
-About 60% of rows are True (equivalences users expect) and 40% False (mostly near misses). The `adversarial` block
-is reward-hacking bait: hedges, lists for one gold, near misses that tolerant graders wave through, and inputs that
+About 60% of rows are True (equivalences users expect) and 40% False (mostly near misses). The `adversarial` rows
+are reward-hacking bait: hedges, lists for one gold, near misses that tolerant graders wave through, and inputs that
 would hang a naive checker. A single false positive there is a hole the policy will find.
 
-Blocks B2_ ... B14_ below are held-out exams: each was written without running the checker on it.
-
-`CASES` grades `is_equivalent(pred, gold)` on bare answer strings. `REWARD_CASES` grades `reward(response, gold)`
-on full responses (boxed answers, `<think>` blocks, `#### 42`, "The final answer is", MATH-solution golds with
-`\\boxed{}`, GSM8K golds with `####`). Both tables are plain data so `benchmarks/bench_verify.py` can load them.
+`CASES` grades `is_equivalent(pred, gold)` on bare answer strings, in blocks named by topic. `REWARD_CASES` grades
+`reward(response, gold)` on full responses (boxed answers, `<think>` blocks, `#### 42`, "The final answer is",
+MATH-solution golds with `\\boxed{}`, GSM8K golds with `####`). Both tables are plain data so
+`benchmarks/bench_verify.py` can load them.
 """
 import pytest
 
@@ -670,10 +668,10 @@ GUARDED = _block("guarded_pathological", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Block B2: same categories, new answers.
+# Every category again, in other answers.
 # --------------------------------------------------------------------------------------------------------------------
 
-B2_NUMBERS = _block("integers_decimals", [
+LEADING_ZEROS_NEAR_NUMBERS = _block("integers_decimals", [
     ("033", "33", T),
     ("0", "000", T),
     ("204", "240", F),
@@ -683,7 +681,7 @@ B2_NUMBERS = _block("integers_decimals", [
     ("1.00000000000000000001", "1", F),
 ])
 
-B2_RADICALS_FRACTIONS = _block("radicals", [
+RADICAL_FRACTIONS = _block("radicals", [
     (r"\frac{3\sqrt{3}}{2}", r"\frac{3}{2}\sqrt{3}", T),
     (r"\frac{\sqrt{2}}{4}", r"\frac{1}{2\sqrt{2}}", T),
     (r"\frac{1}{4}", r"\frac{\sqrt{2}}{4}", F),
@@ -702,14 +700,14 @@ B2_RADICALS_FRACTIONS = _block("radicals", [
     (r"\frac{1}{2^{10}}", r"\frac{1}{2^{11}}", F),
 ])
 
-B2_REPEATING = _block("repeating_decimals", [
+REPEATING_TO_FRACTIONS = _block("repeating_decimals", [
     (r"1.\overline{6}", r"\frac{5}{3}", T),
     (r"0.58\overline{3}", r"\frac{7}{12}", T),
     (r"0.\overline{2}", r"\frac{2}{9}", T),
     (r"0.\overline{2}", r"\frac{1}{5}", F),
 ])
 
-B2_EXPRESSIONS = _block("expressions", [
+POLYNOMIAL_FORMS = _block("expressions", [
     (r"\frac{1}{4}x^2", r"\frac{x^2}{4}", T),
     ("0.25x^2", r"\frac{x^2}{4}", T),
     ("1-2x+3x^2", "3x^2-2x+1", T),
@@ -731,7 +729,7 @@ B2_EXPRESSIONS = _block("expressions", [
     ("f(x) = 2x+1", "2x+1", T),
 ])
 
-B2_EQUATIONS = _block("equations", [
+LINES_AND_ROOTS = _block("equations", [
     (r"y = 3 - \frac{x}{2}", r"y = -\frac{1}{2}x + 3", T),
     (r"y = \frac{1}{2}x + 3", r"y = -\frac{1}{2}x + 3", F),
     ("x = -1", "-1", T),
@@ -741,7 +739,7 @@ B2_EQUATIONS = _block("equations", [
     ("z = 4", "4", T),
 ])
 
-B2_SETS = _block("sets_tuples", [
+ORDER_FREE_LISTS = _block("sets_tuples", [
     (r"\{1, 0, -1\}", r"\{-1, 0, 1\}", T),
     ("1, 0, -1", "-1, 0, 1", T),
     ("0, 1", "-1, 0, 1", F),
@@ -756,7 +754,7 @@ B2_SETS = _block("sets_tuples", [
     ("(1,2)", "(1,2), (3,4)", F),
 ])
 
-B2_INTERVALS = _block("intervals", [
+INTERVAL_ENDPOINTS = _block("intervals", [
     ("(-3,3)", "(-3, 3)", T),
     ("[-3,3]", "(-3, 3)", F),
     (r"1 \le x < 3", "[1, 3)", T),
@@ -765,7 +763,7 @@ B2_INTERVALS = _block("intervals", [
     (r"\left(4,6\right]", "(4, 6]", T),
 ])
 
-B2_UNITS = _block("units_text", [
+MONEY_AND_SPEED_UNITS = _block("units_text", [
     ("4.5", r"\$4.50", T),
     (r"\$4.05", r"\$4.50", F),
     (r"4.50\text{ dollars}", "4.5", T),
@@ -780,7 +778,7 @@ B2_UNITS = _block("units_text", [
     ("18,000", "18000", T),
 ])
 
-B2_PERCENT_DEGREES = _block("percent", [
+PERCENT_AND_DEGREE_SIGNS = _block("percent", [
     (r"15\%", "15", T),
     (r"15\%", "1.5", F),
     (r"37.5\%", "37.5", T),
@@ -789,7 +787,7 @@ B2_PERCENT_DEGREES = _block("percent", [
     (r"108^\circ", r"72^\circ", F),
 ])
 
-B2_BIG = _block("powers_big_numbers", [
+EXACT_BIG_INTEGERS = _block("powers_big_numbers", [
     ("2^{64}", "18446744073709551616", T),
     ("2^{64}-1", "18446744073709551616", F),
     ("10!", "3628800", T),
@@ -799,7 +797,7 @@ B2_BIG = _block("powers_big_numbers", [
     ("3486784400", "3^{20}", F),
 ])
 
-B2_COMPLEX = _block("complex_numbers", [
+COMPLEX_FORMS = _block("complex_numbers", [
     ("2(1+i)", "2+2i", T),
     ("i-1", "-1+i", T),
     ("1-i", "-1+i", F),
@@ -808,7 +806,7 @@ B2_COMPLEX = _block("complex_numbers", [
     (r"\sqrt{-4}", "2i", T),
 ])
 
-B2_TRIG_LOG = _block("log_trig_exact", [
+TRIG_OF_DEGREES = _block("log_trig_exact", [
     (r"\cos 60^\circ", r"\frac12", T),
     (r"\sin 45^\circ", r"\frac{\sqrt2}{2}", T),
     (r"\tan 60^\circ", r"\sqrt3", T),
@@ -822,7 +820,7 @@ B2_TRIG_LOG = _block("log_trig_exact", [
     (r"\ln 3", r"\ln 2", F),
 ])
 
-B2_CHOICE_TEXT_BASE_MIXED = _block("multiple_choice", [
+LETTERS_WORDS_BASES_MIXED = _block("multiple_choice", [
     ("A", "(A)", T),
     (r"\text{A}", r"\text{(A)}", T),
     ("B", "A", F),
@@ -839,7 +837,7 @@ B2_CHOICE_TEXT_BASE_MIXED = _block("multiple_choice", [
     ("5.25", r"5\frac{1}{4}", T),
 ])
 
-B2_MATRICES = _block("matrices_vectors", [
+COLUMN_VECTORS_MATRICES = _block("matrices_vectors", [
     ("(3,-1,2)", r"\begin{pmatrix} 3 \\ -1 \\ 2 \end{pmatrix}", T),
     ("(3,1,2)", r"\begin{pmatrix} 3 \\ -1 \\ 2 \end{pmatrix}", F),
     (r"\begin{bmatrix} 0 & -1 \\ 1 & 0 \end{bmatrix}", r"\begin{pmatrix} 0 & -1 \\ 1 & 0 \end{pmatrix}", T),
@@ -848,7 +846,7 @@ B2_MATRICES = _block("matrices_vectors", [
      r"\begin{pmatrix} \frac{1}{2} & \frac{\sqrt{3}}{2} \\ -\frac{\sqrt{3}}{2} & \frac{1}{2} \end{pmatrix}", T),
 ])
 
-B2_ADVERSARIAL = _block("adversarial", [
+HEDGES_AND_LISTS = _block("adversarial", [
     ("2, 4", "4", F),
     (r"4 \text{ (or } 2\text{)}", "4", F),
     (r"\text{either } 3 \text{ or } 4", "4", F),
@@ -878,10 +876,10 @@ B2_ADVERSARIAL = _block("adversarial", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Block B3, harder but still unambiguous (competition identities, vectors, equations of curves).
+# Harder but unambiguous: competition identities, vectors, equations of curves.
 # --------------------------------------------------------------------------------------------------------------------
 
-B3_EXACT_VALUES = _block("radicals", [
+COMPETITION_IDENTITIES = _block("radicals", [
     (r"\frac{1}{\sqrt{3}}", r"\frac{\sqrt{3}}{3}", T),
     (r"\sqrt{\frac{2}{5}}", r"\dfrac{\sqrt{10}}{5}", T),
     (r"\frac{1}{2}(1+\sqrt{5})", r"\frac{1+\sqrt5}{2}", T),
@@ -914,7 +912,7 @@ B3_EXACT_VALUES = _block("radicals", [
     (r"\lceil 3.2 \rceil", "4", T),
 ])
 
-B3_STRUCTURES = _block("intervals", [
+VECTORS_AND_CURVES = _block("intervals", [
     (r"-\sqrt2 < x < \sqrt2", r"(-\sqrt{2}, \sqrt{2})", T),
     (r"(2,\infty)\cup(-1,1)\cup(-\infty,-2)", r"(-\infty,-2)\cup(-1,1)\cup(2,\infty)", T),
     (r"(-\infty,-2)\cup[-1,1)\cup(2,\infty)", r"(-\infty,-2)\cup(-1,1)\cup(2,\infty)", F),
@@ -951,10 +949,10 @@ B3_STRUCTURES = _block("intervals", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Block B4.
+# Nested fractions, the real line, factored polynomials, radians, binomials, unit words.
 # --------------------------------------------------------------------------------------------------------------------
 
-B4_NUMBERS = _block("fractions", [
+NESTED_FRACTIONS = _block("fractions", [
     (r"\frac{3}{2^{-2}}", "12", T),
     (r"\frac{1}{1+\frac{1}{2}}", r"\frac{2}{3}", T),
     (r"\frac{1}{1+\frac{1}{2}}", r"\frac{3}{2}", F),
@@ -975,14 +973,14 @@ B4_NUMBERS = _block("fractions", [
     (r"45\text{ percent}", "54", F),
 ])
 
-B4_SETS_INTERVALS = _block("intervals", [
+REAL_LINE_AND_MEMBERSHIP = _block("intervals", [
     (r"\mathbb{R}", r"(-\infty, \infty)", T),
     (r"\text{all real numbers}", r"(-\infty,\infty)", T),
     (r"x \in [2, 5]", "[2,5]", T),
     (r"x \in (2,5)", "[2,5]", F),
 ])
 
-B4_EXPRESSIONS = _block("expressions", [
+FACTORED_POLYNOMIALS = _block("expressions", [
     ("(x^2+1)(x+1)(x-1)", "x^4-1", T),
     ("(x^2+1)(x-1)^2", "x^4-1", F),
     ("x^3-6x^2+12x-8", "(x-2)^3", T),
@@ -992,7 +990,7 @@ B4_EXPRESSIONS = _block("expressions", [
     ("y = 4 - 2x", "y = -2x + 4", T),
 ])
 
-B4_TRIG_LOG = _block("log_trig_exact", [
+TRIG_OF_RADIANS = _block("log_trig_exact", [
     (r"\cos\frac{2\pi}{3}", r"-\frac12", T),
     (r"\sin\frac{5\pi}{6}", r"\frac12", T),
     (r"\sin\frac{5\pi}{6}", r"-\frac12", F),
@@ -1007,7 +1005,7 @@ B4_TRIG_LOG = _block("log_trig_exact", [
     (r"\ln(e^3)", "3", T),
 ])
 
-B4_BIG_COMPLEX = _block("powers_big_numbers", [
+BINOMIALS_POWERS_COMPLEX = _block("powers_big_numbers", [
     (r"\binom{100}{50}", "100891344545564193334812497256", T),
     (r"2^{999}\cdot 2", "2^{1000}", T),
     ("2^{999}", "2^{1000}", F),
@@ -1021,7 +1019,7 @@ B4_BIG_COMPLEX = _block("powers_big_numbers", [
     ("i", "i^{2023}", F),
 ])
 
-B4_UNITS_CHOICE_BASE = _block("units_text", [
+UNIT_WORDS_LETTERS_BASES = _block("units_text", [
     (r"64\text{ cm}^3", "64", T),
     (r"64 \text{ cubic centimeters}", "64", T),
     (r"3\text{ m/s}", "3", T),
@@ -1044,7 +1042,7 @@ B4_UNITS_CHOICE_BASE = _block("units_text", [
     (r"\begin{bmatrix} 1&0&0\\0&1&0\\0&0&1 \end{bmatrix}", r"\begin{pmatrix} 1 & 0 & 0 \\ 0 & 1 & 0 \\ 0 & 0 & 1 \end{pmatrix}", T),
 ])
 
-B4_ADVERSARIAL = _block("adversarial", [
+TINY_DIFFERENCES_AND_SIGNS = _block("adversarial", [
     ("-3, 3", "3", F),
     ("3 + 0.0001", "3", F),
     (r"\frac{2^{99}+1}{2^{100}}", r"\frac12", F),
@@ -1067,11 +1065,11 @@ B4_ADVERSARIAL = _block("adversarial", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Block B5: how models dress answers (text around them, \left\lbrace, x_1 = ...),
+# How models dress answers (text around them, \left\lbrace, x_1 = ...),
 # solution lists written with "or"/"and", and more hedges.
 # --------------------------------------------------------------------------------------------------------------------
 
-B5_DRESSING = _block("delimiters_wrappers", [
+DRESSED_ANSWERS = _block("delimiters_wrappers", [
     (r"\text{The answer is } 5", "5", T),
     (r"\frac{1}{2}.", r"\frac12", T),
     (r"\frac{1}{2}\,\text{m}", "0.5", T),
@@ -1092,7 +1090,7 @@ B5_DRESSING = _block("delimiters_wrappers", [
     (r"\sqrt{9}", r"\pm 3", F),
 ])
 
-B5_NUMBERS = _block("radicals", [
+SLASH_RADICALS_AND_DECIMALS = _block("radicals", [
     (r"\sqrt{2}/2", r"\frac{\sqrt{2}}{2}", T),
     (r"1/\sqrt{2}", r"\frac{\sqrt{2}}{2}", T),
     (r"\frac{\sqrt{2}}{4}", r"\frac{\sqrt{2}}{2}", F),
@@ -1112,7 +1110,7 @@ B5_NUMBERS = _block("radicals", [
     (r"\$1,234.00", "1243", F),
 ])
 
-B5_EXPRESSIONS = _block("expressions", [
+RECIPROCALS_AND_SPLIT_FRACTIONS = _block("expressions", [
     (r"\frac{1}{2}x", r"\frac{x}{2}", T),
     (r"\frac1x", r"\frac{1}{x}", T),
     ("x^{-1}", r"\frac1x", T),
@@ -1130,7 +1128,7 @@ B5_EXPRESSIONS = _block("expressions", [
     (r"x < -1 \text{ or } x \ge 1", r"(-\infty,-1]\cup[1,\infty)", F),
 ])
 
-B5_ADVERSARIAL = _block("adversarial", [
+APPROXIMATE_AND_EITHER = _block("adversarial", [
     (r"\text{approximately } 3.14", r"\pi", F),
     (r"\approx 0.33", r"\frac{1}{3}", F),
     (r"\{1, 2\} \text{ or } \{1, 3\}", r"\{1,2\}", F),
@@ -1142,10 +1140,10 @@ B5_ADVERSARIAL = _block("adversarial", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Block B6: answers by MATH subject (counting, number theory, geometry, algebra).
+# Answers by MATH subject (counting, number theory, geometry, algebra).
 # --------------------------------------------------------------------------------------------------------------------
 
-B6_SUBJECTS = _block("fractions", [
+MATH_SUBJECTS = _block("fractions", [
     (r"\left(\frac{5}{6}\right)^3", r"\frac{125}{216}", T),
     (r"\frac{5}{342}", r"\frac{5}{324}", F),
     (r"\frac{1}{6^3}", r"\frac{1}{216}", T),
@@ -1192,7 +1190,7 @@ B6_SUBJECTS = _block("fractions", [
     (r"\left(-\frac{1}{2}, \frac{3}{2}\right]", r"[-0.5, 1.5]", F),
 ])
 
-B6_ADVERSARIAL = _block("adversarial", [
+MISSING_FACTORS_AND_RANGES = _block("adversarial", [
     (r"\frac{16}{3}", r"\frac{16\pi}{3}", F),
     (r"1, 2, \ldots, 10", "10", F),
     (r"\text{any } n", "5", F),
@@ -1205,11 +1203,11 @@ B6_ADVERSARIAL = _block("adversarial", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Block B7: powers and their associativity, polar forms, ratios, choice letters
+# Powers and their associativity, polar forms, ratios, choice letters
 # followed by their value, and tiny-difference bait.
 # --------------------------------------------------------------------------------------------------------------------
 
-B7_MIXED = _block("expressions", [
+POWERS_POLAR_RATIOS = _block("expressions", [
     ("x^2+3x+2", "(x+1)(x+2)", T),
     ("x^2+x", "x(x+1)", T),
     (r"x^{1/2}", r"\sqrt{x}", T),
@@ -1243,7 +1241,7 @@ B7_MIXED = _block("expressions", [
     ("27^{3}", "3^{3^{3}}", F),
 ])
 
-B7_ADVERSARIAL = _block("adversarial", [
+EPSILON_PERTURBATIONS = _block("adversarial", [
     (r"\frac{1}{3}+10^{-50}", r"\frac13", F),
     ("2.0000000000000001", "2", F),
     (r"\sqrt{2}+10^{-20}", r"\sqrt2", F),
@@ -1258,11 +1256,11 @@ B7_ADVERSARIAL = _block("adversarial", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Block B8: thinner categories (degrees, separators, bases, unions, word answers)
+# Thinner categories (degrees, separators, bases, unions, word answers)
 # and more "cover every option" bait.
 # --------------------------------------------------------------------------------------------------------------------
 
-B8_MORE = _block("degrees", [
+DEGREES_SEPARATORS_BASES_WORDS = _block("degrees", [
     (r"180^\circ", "180", T),
     (r"30\,^{\circ}", "30", T),
     ("120°", r"120^\circ", T),
@@ -1292,7 +1290,7 @@ B8_MORE = _block("degrees", [
     ("x^2 = 4", "x = 2", F),
 ])
 
-B8_ADVERSARIAL = _block("adversarial", [
+EVERY_OPTION = _block("adversarial", [
     (r"\text{Yes and No}", r"\text{Yes}", F),
     (r"\text{(A) (B) (C) (D) (E)}", r"\text{(C)}", F),
     ("ABCDE", "C", F),
@@ -1306,10 +1304,10 @@ B8_ADVERSARIAL = _block("adversarial", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Block B9: a few more numbers, then mostly extraction (in REWARD_CASES).
+# Nested roots and small powers; extraction rows are in REWARD_CASES.
 # --------------------------------------------------------------------------------------------------------------------
 
-B9_NUMBERS = _block("radicals", [
+NESTED_ROOTS_AND_SMALL_POWERS = _block("radicals", [
     (r"\sqrt{\sqrt{16}}", "2", T),
     (r"\sqrt{0.25}", "0.5", T),
 ]) + _block("powers_big_numbers", [
@@ -1324,10 +1322,10 @@ B9_NUMBERS = _block("radicals", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Block B10: plain-text and unicode math as chat models write it.
+# Plain-text and unicode math as chat models write it.
 # --------------------------------------------------------------------------------------------------------------------
 
-B10_PLAIN_UNICODE = _block("plain_unicode", [
+PLAIN_TEXT_AND_UNICODE = _block("plain_unicode", [
     ("sqrt(3)/2", r"\frac{\sqrt3}{2}", T),
     ("pi/2", r"\frac{\pi}{2}", T),
     ("2*pi", r"2\pi", T),
@@ -1368,10 +1366,10 @@ B10_PLAIN_UNICODE = _block("plain_unicode", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Block B11: GSM8K-style quantities (money, counts with units, times).
+# GSM8K-style quantities (money, counts with units, times).
 # --------------------------------------------------------------------------------------------------------------------
 
-B11_GSM8K = _block("units_text", [
+GSM8K_QUANTITIES = _block("units_text", [
     (r"\$1.5", "1.50", T),
     (r"\$0.05", "0.5", F),
     (r"5\text{ dollars}", r"\$5", T),
@@ -1402,10 +1400,10 @@ B11_GSM8K = _block("units_text", [
 ])
 
 # --------------------------------------------------------------------------------------------------------------------
-# Block B12: coordinates, vectors, inverse trig, rational expressions, closed forms.
+# Coordinates, vectors, inverse trig, rational expressions, closed forms.
 # --------------------------------------------------------------------------------------------------------------------
 
-B12_MISC = _block("sets_tuples", [
+COORDINATES_AND_CLOSED_FORMS = _block("sets_tuples", [
     ("(1.5, -0.5)", r"\left(\frac{3}{2}, -\frac{1}{2}\right)", T),
     ("(-0.5, 1.5)", r"\left(\frac{3}{2}, -\frac{1}{2}\right)", F),
 ]) + _block("radicals", [
@@ -1437,12 +1435,12 @@ B12_MISC = _block("sets_tuples", [
     (r"\text{(B)} \text{ and } \text{(D)}", r"\text{(B)}", F),
 ])
 # --------------------------------------------------------------------------------------------------------------------
-# Block B13: labels, inequalities in
-# other forms, thin-space separators, set/tuple conventions, \approx, products of powers; in REWARD_CASES plain
-# anchors (`The answer is 5.`), escaped dollars, several boxes, a box followed by a later final-answer anchor.
+# Labels, inequalities in other forms, thin-space separators, set/tuple conventions, \approx, products of powers;
+# in REWARD_CASES plain anchors (`The answer is 5.`), escaped dollars, several boxes, a box followed by a later
+# final-answer anchor.
 # --------------------------------------------------------------------------------------------------------------------
 
-B13_LABELS = _block("labels", [
+LABELS_AND_INEQUALITIES = _block("labels", [
     ("(a,b)=(4,1)", "(4,1)", T),
     ("(a, b) = (1, 4)", "(4,1)", F),
     ("(x,y,z)=(1,2,3)", "(1,2,3)", T),
@@ -1526,10 +1524,10 @@ B13_LABELS = _block("labels", [
     (r"\{4, 4, 5\}", "4", F),
 ])
 # --------------------------------------------------------------------------------------------------------------------
-# Block B14: the classes of B13 in new words.
+# Labels, inequalities and anchors in other words.
 # --------------------------------------------------------------------------------------------------------------------
 
-B14_STYLES = _block("labels", [
+LABELS_IN_OTHER_WORDS = _block("labels", [
     ("(x, y) = (3, -1)", "(3,-1)", T),
     (r"(x,y)=\left(\frac{1}{2}, 2\right)", "(0.5, 2)", T),
     ("(x, y) = (-1, 3)", "(3,-1)", F),
@@ -1611,13 +1609,16 @@ CASES = (INTEGERS_DECIMALS + DELIMITERS + FRACTIONS + RADICALS + PI_E + PERCENT 
          + SCIENTIFIC + REPEATING + NEGATIVES + INTERVALS + UNIONS + SETS_TUPLES + PLUS_MINUS + EQUATIONS
          + INEQUALITIES + EXPRESSIONS + MATRICES + COMPLEX + BASES + MIXED_NUMBERS + MULTIPLE_CHOICE + TEXT_ANSWERS
          + FACTORIAL_BINOMIAL + LOG_TRIG + POWERS + ADVERSARIAL + GUARDED
-         + B2_NUMBERS + B2_RADICALS_FRACTIONS + B2_REPEATING + B2_EXPRESSIONS + B2_EQUATIONS + B2_SETS + B2_INTERVALS
-         + B2_UNITS + B2_PERCENT_DEGREES + B2_BIG + B2_COMPLEX + B2_TRIG_LOG + B2_CHOICE_TEXT_BASE_MIXED + B2_MATRICES
-         + B2_ADVERSARIAL + B3_EXACT_VALUES + B3_STRUCTURES + B4_NUMBERS + B4_SETS_INTERVALS + B4_EXPRESSIONS
-         + B4_TRIG_LOG + B4_BIG_COMPLEX + B4_UNITS_CHOICE_BASE + B4_ADVERSARIAL + B5_DRESSING + B5_NUMBERS
-         + B5_EXPRESSIONS + B5_ADVERSARIAL + B6_SUBJECTS + B6_ADVERSARIAL + B7_MIXED + B7_ADVERSARIAL
-         + B8_MORE + B8_ADVERSARIAL + B9_NUMBERS + B10_PLAIN_UNICODE + B11_GSM8K + B12_MISC
-         + B13_LABELS + B14_STYLES)
+         + LEADING_ZEROS_NEAR_NUMBERS + RADICAL_FRACTIONS + REPEATING_TO_FRACTIONS + POLYNOMIAL_FORMS
+         + LINES_AND_ROOTS + ORDER_FREE_LISTS + INTERVAL_ENDPOINTS + MONEY_AND_SPEED_UNITS
+         + PERCENT_AND_DEGREE_SIGNS + EXACT_BIG_INTEGERS + COMPLEX_FORMS + TRIG_OF_DEGREES
+         + LETTERS_WORDS_BASES_MIXED + COLUMN_VECTORS_MATRICES + HEDGES_AND_LISTS + COMPETITION_IDENTITIES
+         + VECTORS_AND_CURVES + NESTED_FRACTIONS + REAL_LINE_AND_MEMBERSHIP + FACTORED_POLYNOMIALS + TRIG_OF_RADIANS
+         + BINOMIALS_POWERS_COMPLEX + UNIT_WORDS_LETTERS_BASES + TINY_DIFFERENCES_AND_SIGNS + DRESSED_ANSWERS
+         + SLASH_RADICALS_AND_DECIMALS + RECIPROCALS_AND_SPLIT_FRACTIONS + APPROXIMATE_AND_EITHER + MATH_SUBJECTS
+         + MISSING_FACTORS_AND_RANGES + POWERS_POLAR_RATIOS + EPSILON_PERTURBATIONS + DEGREES_SEPARATORS_BASES_WORDS
+         + EVERY_OPTION + NESTED_ROOTS_AND_SMALL_POWERS + PLAIN_TEXT_AND_UNICODE + GSM8K_QUANTITIES
+         + COORDINATES_AND_CLOSED_FORMS + LABELS_AND_INEQUALITIES + LABELS_IN_OTHER_WORDS)
 
 # --------------------------------------------------------------------------------------------------------------------
 # reward(response, gold) cases: full model responses and full gold solutions. (response, gold, expected).
@@ -1710,7 +1711,6 @@ REWARD_CASES = (
         (r"\boxed{100000!}", "0", F),
         (r"\boxed{__import__('os').system('echo hacked')}", "0", F),
     ])
-    # block B2
     + _block("reward_boxed", [
         (r"The three-digit answer is \boxed{033}.", "33", T),
         ("Final Answer: The final answer is $\\boxed{5}$. I hope it is correct.", "5", T),
@@ -1734,14 +1734,12 @@ REWARD_CASES = (
         (r"\boxed{3}", "The temperature is 2-5 = <<2-5=-3>>-3 degrees.\n#### -3", F),
         ("#### 18", "#### 18", T),
     ])
-    # block B3
     + _block("reward_boxed", [
         ("Let me think about this carefully. " * 800 + r"So the answer is $\boxed{7}$.", "7", T),
         (r"The final answer is $\boxed{\frac{1}{2}}$", r"So the probability is $\boxed{\dfrac{1}{2}}$.", T),
         (r"$$\boxed{x = 3 \text{ or } x = 4}$$", r"The roots are $\boxed{3, 4}$.", T),
         (r"\boxed{080}", "80", T),
     ])
-    # block B4
     + _block("reward_boxed", [
         (r"\boxed{\dfrac{\sqrt{3}}{2}}", r"\frac{\sqrt{3}}{2}", T),
         (r"The final answer is: $\boxed{-\frac{1}{2}}$", "-0.5", T),
@@ -1758,7 +1756,6 @@ REWARD_CASES = (
     + _block("reward_math_gold", [
         ("Answer: (C)", MATH_GOLD_C, T),
     ])
-    # block B5
     + _block("reward_gsm8k", [
         (r"\boxed{\frac{1}{2}}", "Half of 1 is 1/2 = <<1/2=0.5>>0.5.\n#### 0.5", T),
         ("#### 5\n\nThe final answer is 5", "5", T),
@@ -1767,7 +1764,6 @@ REWARD_CASES = (
         (r"\boxed{3 \text{ or } 4}", "4", F),
         ("Answer: 3 or 4", "3", F),
     ])
-    # block B6
     + _block("reward_anchors", [
         ("Final Answer: The final answer is 12. I hope it is correct.", "12", T),
         ("<answer>\n42\n</answer>", "42", T),
@@ -1775,7 +1771,6 @@ REWARD_CASES = (
         ("**Answer:** 42", "42", T),
         ("**Answer:** 41", "42", F),
     ])
-    # block B7
     + _block("reward_boxed", [
         ("```\n\\boxed{5}\n```", "5", T),
         ("\\boxed{5}\n\n**Final Answer**\n\\boxed{5}", "5", T),
@@ -1786,7 +1781,6 @@ REWARD_CASES = (
         (r"\boxed{10^6}", "So 1000*1000 = <<1000*1000=1000000>>1,000,000.\n#### 1,000,000", T),
         (r"\boxed{100000}", "So 1000*1000 = <<1000*1000=1000000>>1,000,000.\n#### 1,000,000", F),
     ])
-    # block B8
     + _block("reward_boxed", [
         (r"\boxed{\text{C}}", r"\textbf{(C)}", T),
         ("<think>\nTwo of three.\n</think>\n\nThe final answer is \\(\\boxed{\\frac{2}{3}}\\).", "2/3", T),
@@ -1796,7 +1790,6 @@ REWARD_CASES = (
         (r"\boxed{0}", "Nothing is left: 5-5 = <<5-5=0>>0.\n#### 0", T),
         (r"\boxed{}", "Nothing is left: 5-5 = <<5-5=0>>0.\n#### 0", F),
     ])
-    # block B9
     + _block("reward_boxed", [
         (r"\boxed{ 5 }", "5", T),
         (r"\boxed{{5}}", "5", T),
@@ -1823,12 +1816,10 @@ REWARD_CASES = (
         ("####5", "5", T),
         ("5 apples", "He has 2+3 = <<2+3=5>>5 apples.\n#### 5", F),
     ])
-    # block B10
     + _block("reward_boxed", [
         ("The answer is \u221a2, so \\boxed{\u221a2}", r"\sqrt{2}", T),
         ("So \\boxed{\u03c0/2}.", r"\frac{\pi}{2}", T),
     ])
-    # block B11
     + _block("reward_gsm8k", [
         ("To find the total, add the two months.\n\nTherefore, the final answer is $\\boxed{72}$.", GSM8K_GOLD_72, T),
         ("Adding them up:\n\\[\n\\boxed{72}\n\\]", GSM8K_GOLD_72, T),
@@ -1840,13 +1831,11 @@ REWARD_CASES = (
         ("#### 72.0", GSM8K_GOLD_72, T),
         ("$\\boxed{\\$1,234}$", GSM8K_GOLD_1234, T),
     ])
-    # block B12
     + _block("reward_math_gold", [
         (r"Thus the slope is $m = \boxed{-\frac{2}{3}}$.", r"The slope is $\boxed{-\frac23}$.", T),
         (r"\boxed{(1.5,-0.5)}", r"The midpoint is $\boxed{\left(\frac{3}{2}, -\frac{1}{2}\right)}$.", T),
         (r"\boxed{(-0.5,1.5)}", r"The midpoint is $\boxed{\left(\frac{3}{2}, -\frac{1}{2}\right)}$.", F),
     ])
-    # block B13
     + _block("reward_anchors", [
         ("The answer is 7.", "7", T),
         ("So the answer is $\\frac{2}{3}$.", "2/3", T),
@@ -1891,7 +1880,6 @@ REWARD_CASES = (
         ("The answer is 4. Answer: 5", "4", F),
         ("The answer is $\\$42$ or $\\$43$.", "42", F),
     ])
-    # block B14
     + _block("reward_anchors", [
         ("So, the answer is 9.", "9", T),
         ("Therefore the answer is $\\boxed{}$ 9", "9", F),

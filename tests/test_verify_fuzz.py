@@ -1,7 +1,7 @@
 """Structured fuzz of verify.py's time bound: random LaTeX expression trees in the usual answer wrappers.
 
-Every call of `reward` and `is_equivalent` must return within 1 s in-process, from any thread (module docstring
-of verify.py: the parser's bounds plus the in-process time limit). Each check runs in a child process that the test
+Every call of `reward` and `is_equivalent` must return within 1 s in-process, from any thread (docs/verify.md,
+"Bounds": the parser's size bounds plus the in-process time limit). Each check runs in a child process that the test
 can kill, so a check that hangs fails the test with its input instead of stalling the suite.
 
 The 1 s bound is asserted on the CPU time of the checking thread (what a runaway computation burns; machine load
@@ -192,8 +192,8 @@ def _assert_bound(items, results):
     assert all(r[2] in (0.0, 1.0, True, False) for r in results)
 
 
-# Found by the issue's fuzz (hung verify.reward in-process for minutes) and by ours while writing this file
-# (each ran past 1 s, most for minutes, before the bound that now covers it).
+# Inputs whose unbounded check runs past 1 s, most for minutes: each one reaches a sympy computation that a size
+# bound in verify.py (or the watchdog) has to stop.
 KNOWN_SLOW = [
     ("reward", r"\boxed{{46727649097083114671514147211017110550278820052232}^{3.953}}", "5"),
     ("reward", r"\boxed{(6365913849550174195909544^{0.451})!}", "5"),

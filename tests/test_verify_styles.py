@@ -202,8 +202,8 @@ def test_row_count():
 
 
 def test_batch_reward_agrees(verify):
-    # batch_reward decides plain numbers in the parent (no decimal-comma reading there) and the rest in workers:
-    # both paths must give the table's verdicts.
+    # batch_reward decides the cheap steps (decimal commas included) in the parent and the rest in workers: both
+    # paths must give the table's verdicts.
     rows = [row for rows in REWARD.values() for row in rows]
     rows += [(rf"\boxed{{{p}}}", g, e) for p, g, e in EQUIV["decimal_comma"]]
     expected = [1.0 if e else 0.0 for _, _, e in rows]
