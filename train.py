@@ -540,7 +540,7 @@ def format_warm_up(policy: Policy, task: Task, args: Args, log, batch_size: int 
         rows, labels = [], []
         for p in rng.sample(task.train, min(batch_size, len(task.train))):
             prompt = tokenizer(task.prompt(p, tokenizer), add_special_tokens=task.add_special_tokens)["input_ids"]
-            answer = tokenizer(f"\\boxed{{{verify._gold_answer(p['gold'])}}}", add_special_tokens=False)["input_ids"]
+            answer = tokenizer(f"\\boxed{{{verify.gold_answer(p['gold'])}}}", add_special_tokens=False)["input_ids"]
             rows.append(prompt + answer + [eos])
             labels.append([-100] * len(prompt) + answer + [eos])
         width = max(len(r) for r in rows)                                   # right padding, masked out
