@@ -108,6 +108,22 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
 
+def _multinomial(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row of probs [B, V] -> [B]: `torch.multinomial(probs, 1, generator=generator)`, the same tokens and
+    random numbers, about 2x faster on CPU.
+
+    torch.multinomial draws one sample by the exponential race (Gumbel-max): argmax_v p_v / q_v with q_v ~ Exp(1). On
+    CPU it computes q_v = -log(1 - u_v) from the generator's 53-bit uniforms u_v one element at a time; here the same
+    uniforms come from one `uniform_` call on a float64 tensor (which draws them in the same order) and the logarithm
+    is vectorised. 1 - u is exact in float64, so q differs from torch's by at most an ulp of float64 before both
+    round it to float32 (tests/test_rollout.py checks the draws and the generator state against torch.multinomial).
+    Other devices draw differently and keep torch.multinomial."""
+    if probs.device.type != "cpu":
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    u = torch.empty(probs.shape, dtype=torch.float64).uniform_(generator=generator)
+    return probs.div(u.neg_().add_(1).log_().neg_().to(probs.dtype)).argmax(-1)
+
+
 @torch.no_grad()
 def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int, eos_token_id,
            pad_token_id: int, temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
@@ -146,7 +162,7 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
         logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
         sampling_logits = _top_p_filter(logp_all, top_p) if top_p < 1.0 else logp_all
         probs = sampling_logits.softmax(-1)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        token = _multinomial(probs, generator)
         live = ~done                                       # rows still generating: this token is real
         token = torch.where(live, token, torch.full_like(token, pad_token_id))
         logps.append(torch.where(live, logp_all.gather(-1, token[:, None]).squeeze(-1), 0.0))

@@ -535,3 +535,21 @@ def test_each_prompt_prefilled_once_is_the_plain_rollout_in_float64(static, shar
         hook.remove()
         rollout.release_static_cache(model)
     assert early and truncated and left_padded                       # EOS mid-way, rows to the end, left padding
+
+
+def test_multinomial_draws_what_torch_multinomial_draws():
+    # rollout._multinomial is torch.multinomial(probs, 1) computed with vectorised kernels: the same tokens and the
+    # same random numbers consumed, at a real vocabulary, with peaked, flat, one-hot and zero-probability entries.
+    for seed, (B, V) in enumerate([(64, 49152), (7, 5), (1, 1000), (33, 151936)]):
+        logits = torch.randn(B, V, generator=torch.Generator().manual_seed(seed)) * (1 + 4 * seed)
+        logits[0, :V // 2] = float("-inf")                                   # half the vocabulary impossible
+        probs = logits.softmax(-1)
+        probs[-1] = 0.0
+        probs[-1, V - 1] = 1.0                                               # one certain token
+        g_torch, g_ours = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        for _ in range(3):
+            want = torch.multinomial(probs, 1, generator=g_torch).squeeze(-1)
+            got = rollout._multinomial(probs, g_ours)
+            assert torch.equal(got, want)
+            assert torch.equal(g_ours.get_state(), g_torch.get_state())
+        assert got[-1] == V - 1 and (got[0] >= V // 2)
