@@ -8,8 +8,8 @@ log-probability that the *sampling* policy gave each token (the `old_logp` of th
    all rows generate in lock-step. Position ids are computed from the attention mask (`cumsum - 1`) so that a
    padded row sees exactly the positions it would see alone; `position_ids` below is the one place that does it,
    and the teacher-forced forward in train.py uses the same function.
-2. One prefill forward fills the KV cache, once per prompt (the default cache then copies it to the prompt's G
-   rows); then each step feeds only the newest token. The next-token distribution is
+2. One prefill forward fills the KV cache, once per distinct prompt, and each prompt's keys and values are copied
+   to its G rows (either cache below); then each step feeds only the newest token. The next-token distribution is
    `softmax(logits / temperature)`, optionally restricted to its top-p nucleus for *sampling*.
 3. At every step we record the sampled token's log-probability under `softmax(logits / temperature)` (before the
    top-p cut, which is what the loss recomputes) and that distribution's entropy. Keeping two [B] numbers per step
@@ -30,15 +30,16 @@ teacher-forced forward pass's.
 The KV cache comes in two kinds, chosen by `static_cache` (the sampling loop above is shared, so both draw the same
 random numbers and record the same statistics):
 - dynamic (default): the cache grows by one column per step. Simple and right for CPU, but on a GPU each step is
-  hundreds of small kernel launches over changing shapes, so decoding is launch-bound. Each prompt is prefilled
-  once and its keys and values are copied to its G rows; on one CPU thread the tokens and statistics are bit for
-  bit those of prefilling all G copies (tested), while with several threads or on a GPU the kernels picked for the
-  smaller prefill batch may round differently. With `shared_prompt=True` (train.py's `--shared-prompt`, which also
-  makes the update forward shared prefixes once) rows that have stopped leave the cache: once a quarter of the rows
-  it holds has stopped, the cache keeps only the live ones, and the step forwards only those.
-  The sampler still draws for every row (the stopped rows get all-zero logits, and their draws are discarded), so
-  it consumes the same random numbers; the live rows' logits are the full batch's up to the rounding of matrix
-  products over fewer rows (tested: the same tokens, statistics within 2e-5, on one CPU thread).
+  hundreds of small kernel launches over changing shapes, so decoding is launch-bound. On one CPU thread the
+  tokens and statistics of prefilling each prompt once are bit for bit those of prefilling all G copies (tested),
+  while with several threads or on a GPU the kernels picked for the smaller prefill batch may round differently.
+  With `shared_prompt=True` (train.py's `--shared-prompt`, which also makes the update forward shared prefixes
+  once) the decode forwards shared prefixes once too: the cache holds one row per distinct prefix (a prompt and the
+  response tokens so far) of the rows that have not stopped, and each step forwards those rows only. A group's rows
+  often begin alike (`\\boxed{`), and rows that have stopped cost nothing. The sampler still draws for every row
+  (a stopped row gets all-zero logits and its draw is discarded), so it consumes the same random numbers, and
+  every row gets its prefix's logits, which are the full batch's up to the rounding of matrix products over fewer
+  rows (tested: the same tokens, statistics within 2e-5 on one CPU thread; within 1e-10 in float64).
 - static (`static_cache=True`): the cache is preallocated for `prompt + max_new_tokens` columns (rounded up to a
   multiple of 64, so that calls with similar prompt widths share one cache) and the attention mask is a fixed-width
   buffer whose next column is switched on each step. Every decode step then has the same shapes, and on CUDA the
@@ -46,8 +47,9 @@ random numbers and record the same statistics):
   the whole model is one graph launch per step (the sampling stays eager). On CPU it runs eagerly. The extra
   masked columns change the attention's float rounding only, so log-probs and entropies agree with the dynamic
   path to float tolerance and the sampled tokens are the same unless rounding tips a near-tie (tested on CPU in
-  tests/test_rollout.py; in bf16 on a GPU such ties are more common). The cache stays allocated between calls
-  (one per model, replaced when the batch size or width changes); `release_static_cache(model)` frees it.
+  tests/test_rollout.py; in bf16 on a GPU such ties are more common). The prompts are prefilled once into a
+  dynamic cache and copied, G rows each, into the static one. The cache stays allocated between calls (one per
+  model, replaced when the batch size or width changes); `release_static_cache(model)` frees it.
 """
 from __future__ import annotations
 
@@ -106,6 +108,22 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
 
+def _multinomial(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row of probs [B, V] -> [B]: `torch.multinomial(probs, 1, generator=generator)`, the same tokens and
+    random numbers, about 2x faster on CPU.
+
+    torch.multinomial draws one sample by the exponential race (Gumbel-max): argmax_v p_v / q_v with q_v ~ Exp(1). On
+    CPU it computes q_v = -log(1 - u_v) from the generator's 53-bit uniforms u_v one element at a time; here the same
+    uniforms come from one `uniform_` call on a float64 tensor (which draws them in the same order) and the logarithm
+    is vectorised. 1 - u is exact in float64, so q differs from torch's by at most an ulp of float64 before both
+    round it to float32 (tests/test_rollout.py checks the draws and the generator state against torch.multinomial).
+    Other devices draw differently and keep torch.multinomial."""
+    if probs.device.type != "cpu":
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    u = torch.empty(probs.shape, dtype=torch.float64).uniform_(generator=generator)
+    return probs.div(u.neg_().add_(1).log_().neg_().to(probs.dtype)).argmax(-1)
+
+
 @torch.no_grad()
 def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int, eos_token_id,
            pad_token_id: int, temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
@@ -117,8 +135,9 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
     topk_logp [BG, R, stats_top_k] as a sixth element when `stats_top_k` > 0.
     `eos_token_id` may be an int or a list of ints (chat models often stop on several). `static_cache=True` decodes
     over a preallocated cache (module docstring); its statistics equal the default path's to float tolerance.
-    `shared_prompt=True` (train.py's --shared-prompt) lets stopped rows leave the dynamic cache (module docstring):
-    the same tokens and random numbers, statistics equal to float rounding.
+    Each prompt is prefilled once. `shared_prompt=True` (train.py's --shared-prompt) makes the dynamic cache's decode
+    forward each distinct prefix of the rows that have not stopped once (module docstring): the same random numbers,
+    statistics equal to float rounding.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (got {temperature}); sampling is what RL needs")
@@ -143,7 +162,7 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
         logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
         sampling_logits = _top_p_filter(logp_all, top_p) if top_p < 1.0 else logp_all
         probs = sampling_logits.softmax(-1)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        token = _multinomial(probs, generator)
         live = ~done                                       # rows still generating: this token is real
         token = torch.where(live, token, torch.full_like(token, pad_token_id))
         logps.append(torch.where(live, logp_all.gather(-1, token[:, None]).squeeze(-1), 0.0))
@@ -155,7 +174,9 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
         done = done | (live & torch.isin(token, eos))
         if bool(done.all()) or t == max_new_tokens - 1:                # (the last token's logits are not needed)
             break
-        logits = step(t, token, live)                      # feed the token just sampled; next logits [B, V]
+        # feed the token just sampled to the rows that go on (a row that stopped needs no more forwards, and its
+        # later logits are discarded); next logits [BG, V]
+        logits = step(t, token, ~done)
     out = (torch.stack(tokens, 1), torch.stack(token_mask, 1).float(), torch.stack(logps, 1),
            torch.stack(entropies, 1), ~done)
     return out + (torch.stack(topks, 1),) if stats_top_k else out
@@ -325,8 +346,9 @@ def response_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
 
 # ----------------------------------------------------------------------------------------------------------------
 # The two KV caches. Each decoder runs the prefill of the B prompts and returns (last prompt position's logits
-# [BG, V], step), each prompt's row repeated G = group_size times, where step(t, token [BG], live [BG]) feeds the
-# token sampled at response step t (its attention-mask column is `live`) and returns the next logits [BG, V].
+# [BG, V], step), each prompt's row repeated G = group_size times, where step(t, token [BG], going [BG]) feeds the
+# token sampled at response step t (its attention-mask column is `going`: the rows that have not stopped) and
+# returns the next logits [BG, V] (only the going rows' are used).
 #
 # A model's forward takes its KV cache as `cache` or as `past_key_values` (a deprecated name in the transformers
 # versions that have `cache`), and some forwards take a `cache_position` from which the static cache learns where
@@ -347,48 +369,79 @@ def _cache_arg(model) -> str:
     return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
-def _dynamic_decoder(model, prompt_ids, mask, group_size, shared_prompt):
+def _new_dynamic_cache(model):
     from transformers import DynamicCache
     try:
-        cache = DynamicCache(config=model.config)        # what the model itself would create
+        return DynamicCache(config=model.config)         # what the model itself would create
     except TypeError:
-        cache = DynamicCache()                            # (transformers < 4.56 takes no config)
-    kw = {_cache_arg(model): cache, "use_cache": True}
-    pos = position_ids(mask)
-    # Each prompt is prefilled once (not G times) and its keys and values are copied to its G rows: a row's cache
-    # does not depend on the other rows. Only the LM head is given the G copies, as it was when the G copies were
-    # prefilled, because a matrix product of fewer than 4 rows rounds differently on CPU (MKL). So on one CPU thread the
-    # tokens and statistics are bit for bit those of prefilling every row (tests/test_rollout.py); with several
-    # threads or on a GPU they agree to float precision.
+        return DynamicCache()                             # (transformers < 4.56 takes no config)
+
+
+def _prefill(model, prompt_ids, mask, group_size, cache):
+    """One forward of the B prompts [B, P] into `cache` (B rows); returns the next-token logits [BG, V], each prompt's
+    row repeated G = group_size times.
+
+    A row's keys and values do not depend on the other rows, so each prompt is prefilled once and the decoders copy its
+    cache to its rows. Only the LM head is given the G copies, as it is when every copy is prefilled, because a matrix
+    product of fewer than 4 rows rounds differently on CPU (MKL): on one CPU thread the prefill's logits are then bit
+    for bit those of prefilling every copy (tests/test_rollout.py); with several threads or on a GPU they agree to
+    float precision."""
     repeat = lambda x: x.repeat_interleave(group_size, 0)
     head = model.get_output_embeddings().register_forward_pre_hook(lambda module, args: (repeat(args[0]),))
     try:
-        logits = model(input_ids=prompt_ids, attention_mask=mask, position_ids=pos, logits_to_keep=1,
-                       **kw).logits[:, -1]                # [BG, V]
+        return model(input_ids=prompt_ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=1,
+                     **{_cache_arg(model): cache, "use_cache": True}).logits[:, -1]          # [BG, V]
     finally:
         head.remove()
-    if group_size > 1:
-        cache.batch_repeat_interleave(group_size)        # every layer's keys and values [B, ...] -> [BG, ...]
-        mask, pos = repeat(mask), repeat(pos)
-    next_pos = pos[:, -1:] + 1                            # [BG, 1] position of response token 0
-    held = torch.arange(mask.shape[0], device=mask.device)  # the rows the cache holds
 
-    def step(t, token, live):
-        nonlocal mask, held
-        mask = torch.cat([mask, live.long()[:, None]], dim=1)              # [BG, P + t + 1]
-        # Rows that have stopped need no more forwards: once a quarter of the held rows has stopped, the cache keeps
-        # only the live rows (a row's keys and values do not depend on the other rows). The stopped rows get
-        # all-zero logits, which the sampler draws for and then discards, so it draws the same random numbers as
-        # over the full batch (module docstring).
-        if shared_prompt and 4 * int(live[held].sum()) <= 3 * len(held):
-            keep = live[held].nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
-            held = held[keep]
-        logits = model(input_ids=token[held, None], attention_mask=mask[held], position_ids=next_pos[held] + t,
-                       **kw).logits[:, -1]
-        if len(held) == mask.shape[0]:
-            return logits
-        return logits.new_zeros(mask.shape[0], logits.shape[-1]).index_copy_(0, held, logits)
+
+def _cached_keys_values(cache) -> list:
+    """[(keys, values)] per layer of a dynamic cache, each [batch, heads, columns, head dim]."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))             # (transformers < 4.56)
+
+
+def _dynamic_decoder(model, prompt_ids, mask, group_size, shared_prompt):
+    cache = _new_dynamic_cache(model)
+    kw = {_cache_arg(model): cache, "use_cache": True}
+    logits = _prefill(model, prompt_ids, mask, group_size, cache)
+    next_pos = position_ids(mask)[:, -1:] + 1                         # [B, 1] position of response token 0
+    if not shared_prompt:
+        # every row decodes over its own copy of its prompt's cache, to the end
+        if group_size > 1:
+            cache.batch_repeat_interleave(group_size)    # every layer's keys and values [B, ...] -> [BG, ...]
+            mask, next_pos = mask.repeat_interleave(group_size, 0), next_pos.repeat_interleave(group_size, 0)
+
+        def step(t, token, going):
+            nonlocal mask
+            mask = torch.cat([mask, going.long()[:, None]], dim=1)           # [BG, P + t + 1]
+            return model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos + t, **kw).logits[:, -1]
+        return logits, step
+
+    # shared_prompt: the cache holds one row per distinct prefix (a prompt and the response tokens so far), a node of
+    # the rows' prefix tree. Rows that share a prefix have the same next-token logits, so each step forwards each
+    # node's newest token once: at first the B prompts, then one node per distinct (parent node, token) of the going
+    # rows. Rows that have stopped belong to no node and get all-zero logits, which the sampler draws for and then
+    # discards, so it draws the same random numbers as over the full batch (module docstring).
+    batch = logits.shape[0]
+    vocab = logits.shape[-1]
+    node = torch.arange(batch, device=mask.device) // group_size      # [BG] each row's node (its cache row)
+
+    def step(t, token, going):
+        nonlocal mask, next_pos, node
+        rows = going.nonzero().squeeze(1)
+        # torch.unique sorts by (parent, token): a step with no split and no stopped row keeps the cache rows in order
+        children, which = torch.unique(node[rows] * vocab + token[rows], return_inverse=True)
+        parent = children // vocab
+        if len(parent) != mask.shape[0] or not bool((parent == torch.arange(len(parent), device=parent.device)).all()):
+            cache.batch_select_indices(parent)                             # a parent row per child (copied if split)
+            mask, next_pos = mask[parent], next_pos[parent]
+        mask = torch.cat([mask, mask.new_ones(len(parent), 1)], dim=1)      # [nodes, P + t + 1]
+        out = model(input_ids=(children % vocab)[:, None], attention_mask=mask, position_ids=next_pos + t,
+                    **kw).logits[:, -1]                                      # [nodes, V]
+        node = torch.full_like(node, -1).index_copy_(0, rows, which)
+        return out.new_zeros(batch, vocab).index_copy_(0, rows, out[which])
     return logits, step
 
 
@@ -401,26 +454,29 @@ def release_static_cache(model) -> None:
 
 
 def _static_decoder(model, prompt_ids, mask, max_new_tokens, group_size):
-    # every row is prefilled into the preallocated [BG, L] cache, so the G copies of a prompt are prefilled G times
-    prompt_ids, mask = prompt_ids.repeat_interleave(group_size, 0), mask.repeat_interleave(group_size, 0)
-    batch, width = prompt_ids.shape
+    # the B prompts are prefilled once (into a dynamic cache), and their keys and values are written, each prompt's G
+    # times, into the first columns of the preallocated [BG, L] cache
+    prefill = _new_dynamic_cache(model)
+    logits = _prefill(model, prompt_ids, mask, group_size, prefill)
+    repeat = lambda x: x.repeat_interleave(group_size, 0)
+    mask = repeat(mask)
+    batch, width = mask.shape
     device = prompt_ids.device
     L = -(-(width + max_new_tokens) // STATIC_CACHE_ROUND) * STATIC_CACHE_ROUND     # cache columns
     state = _static_state(model, batch, L, device)
     cache, params = state["cache"], _forward_params(model)
+    for layer, (keys, values) in enumerate(_cached_keys_values(prefill)):
+        cache.update(repeat(keys), repeat(values), layer, {"cache_position": torch.arange(width, device=device)})
+    del prefill
     kw = {_cache_arg(model): cache, "use_cache": True}
     with_cache_position = "cache_position" in params      # such a forward reads the write column from it
     # [B, L]: prompt columns, then one column per response token, switched on as the token is fed
     full_mask = torch.zeros(batch, L, dtype=torch.long, device=device)
     full_mask[:, :width] = mask
-    pos = position_ids(mask)
-    extra = {"cache_position": torch.arange(width, device=device)} if with_cache_position else {}
-    logits = model(input_ids=prompt_ids, attention_mask=full_mask, position_ids=pos, logits_to_keep=1,
-                   **kw, **extra).logits[:, -1]
-    next_pos = pos[:, -1:] + 1                            # [B, 1]
+    next_pos = position_ids(mask)[:, -1:] + 1             # [BG, 1]
 
-    def step(t, token, live):
-        full_mask[:, width + t] = live.long()
+    def step(t, token, going):
+        full_mask[:, width + t] = going.long()
         extra = {"cache_position": torch.full((1,), width + t, device=device)} if with_cache_position else {}
         return state["fn"](model, kw, token[:, None], full_mask, next_pos + t, extra)
     return logits, step

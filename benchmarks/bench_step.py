@@ -24,8 +24,9 @@ time and the process's CPU time are reported: on a machine shared with other job
 measurements, the CPU time much less.
 
 `--compare` times the plain step against the fast one side by side in one run. Plain: the rollout decodes every row
-to the end and the update forwards every row whole (`--shared-prompt off`). Fast: the
-stopped rows leave the decode cache and the update forwards the rows' prefix tree (rollout.response_forward). Every
+to the end and the update forwards every row whole (`--shared-prompt off`). Fast: the decode forwards each
+distinct prefix of the rows that have not stopped once, and the update forwards the rows' prefix tree
+(rollout.response_forward). Every
 timed step is run both ways from the same state (weights, optimiser, random generators, prompts), in alternating
 order, so both sample the same responses (checked) and update the same rows; the run continues from the state of
 the path that ran second. It prints each step, then the rollout / reward / advantage / update split of both paths
@@ -163,7 +164,8 @@ def print_comparison(out: dict) -> None:
     mean = lambda path, key: statistics.fmean(r[key] for r in out[path])
     n = len(out["plain"])
     print(f"\nplain (the rollout decodes every row to the end; the update forwards every row's whole prompt) against "
-          f"fast (--shared-prompt on: stopped rows leave the cache, the update forwards rollout.response_forward), "
+          f"fast (--shared-prompt on: the decode forwards each distinct prefix of the going rows once, the update "
+          f"forwards rollout.response_forward), "
           f"mean of {n} steps, each step run both ways from the same state:")
     same = out["same_rollout"]
     print(f"rows forwarded in the update {mean('plain', 'updated_rows_frac'):.2f}, mean response length "

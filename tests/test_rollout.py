@@ -449,36 +449,109 @@ def test_static_cache_under_bf16_autocast_with_one_dtype_per_layer(tiny, monkeyp
     torch.testing.assert_close(runs[0].logp, runs[1].logp, atol=2e-2, rtol=0)
 
 
-@pytest.mark.parametrize("seed, temperature, top_p", [(0, 1.0, 1.0), (1, 0.7, 0.9), (2, 1.3, 1.0)])
-def test_stopped_rows_leave_the_cache_and_the_rollout_is_the_same(tiny, one_thread, seed, temperature,
-                                                                   top_p):
-    # shared_prompt: once a quarter of the held rows has stopped, the decode step forwards only the live rows. The
-    # random numbers drawn and the live rows' tokens are those of decoding every row; on one CPU thread the tokens are
-    # the same and the statistics agree to float rounding (the matrix products see fewer rows).
+@pytest.mark.parametrize("seed, temperature, top_p", [(0, 1.0, 1.0), (1, 0.7, 0.9), (2, 1.3, 1.0), (3, 0.3, 1.0)])
+def test_shared_prompt_forwards_each_distinct_prefix_once_and_the_rollout_is_the_same(tiny, one_thread, seed,
+                                                                                      temperature, top_p):
+    # shared_prompt: each decode step forwards one cache row per distinct prefix (prompt + response so far) of the rows
+    # that go on; stopped rows leave the cache. The random numbers drawn are those of decoding every row; on one CPU
+    # thread the tokens are the same and the statistics agree to float rounding (the matrix products see fewer rows).
     model, tokenizer = tiny
-    ids, mask = rollout.encode_prompts(tokenizer, PROMPTS * 4)
+    G = 4
+    ids, mask = rollout.encode_prompts(tokenizer, PROMPTS * 2)
     kw = dict(max_new_tokens=12, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-              temperature=temperature, top_p=top_p, stats_top_k=3, group_size=2)
+              temperature=temperature, top_p=top_p, stats_top_k=3, group_size=G)
     rows = []
     hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: rows.append(out.shape[0]))
     try:
         runs = {}
-        for shrink in (False, True):
+        for shared in (False, True):
             g = torch.Generator().manual_seed(seed)
             rows.clear()
-            runs[shrink] = (rollout.sample(model, ids, mask, generator=g, shared_prompt=shrink, **kw), g.get_state(),
+            runs[shared] = (rollout.sample(model, ids, mask, generator=g, shared_prompt=shared, **kw), g.get_state(),
                             list(rows))
     finally:
         hook.remove()
-    (full, g_full, rows_full), (shrunk, g_shrunk, rows_shrunk) = runs[False], runs[True]
-    for name, a, b in zip(("tokens", "mask", "logp", "entropy", "truncated", "topk_logp"), full, shrunk, strict=True):
+    (full, g_full, rows_full), (shared, g_shared, rows_shared) = runs[False], runs[True]
+    for name, a, b in zip(("tokens", "mask", "logp", "entropy", "truncated", "topk_logp"), full, shared, strict=True):
         if a.dtype in (torch.long, torch.bool) or name == "mask":
             assert torch.equal(a, b), name
         else:
             torch.testing.assert_close(a, b, atol=2e-5, rtol=0)
-    assert torch.equal(g_full, g_shrunk)
-    assert set(rows_full[1:]) == {ids.shape[0] * 2}                       # every decode step ran every row
-    # the shrunk steps ran fewer rows, and never fewer than were still live
-    live = (full[1].sum(1)[:, None] > torch.arange(1, full[1].shape[1])).sum(0).tolist()
-    assert sum(rows_shrunk[1:]) < sum(rows_full[1:])
-    assert all(r >= n for r, n in zip(rows_shrunk[1:], live))
+    assert torch.equal(g_full, g_shared)
+    tokens, going = full[0].tolist(), full[1].bool()
+    batch, R = going.shape
+    assert rows_full == rows_shared[:1] + [batch] * (R - 1)         # one prefill row per prompt, then every row
+    # step t feeds response token t of the rows that go on (token t + 1 exists): one row per distinct prefix
+    distinct = [len({(row // G, tuple(tokens[row][:t + 1])) for row in range(batch) if going[row, t + 1]})
+                for t in range(R - 1)]
+    assert rows_shared[1:] == distinct
+    assert sum(distinct) < (R - 1) * batch                          # stopped rows left the cache
+    if temperature < 0.5:                                            # (the tiny model's samples rarely agree above)
+        assert (going[:, 1:].sum(0) > torch.tensor(distinct)).any()  # rows with one prefix were forwarded once
+    assert (~going).any() and full[4].any()                          # rows stopped early, and rows ran to the end
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("shared_prompt", [False, True])
+def test_each_prompt_prefilled_once_is_the_plain_rollout_in_float64(static, shared_prompt, device):
+    # The plain rollout prefills every one of a prompt's G rows and decodes every row to the end. Prefilling each prompt
+    # once (either cache) and, under shared_prompt, forwarding each distinct prefix once changes only the float
+    # rounding: in float64 the same generator draws the same tokens and the statistics agree within 1e-10 (on CUDA
+    # the static cache's step is compiled).
+    tokenizer = countdown.build_tokenizer()
+    model = countdown.build_model(tokenizer, hidden=32, layers=2, heads=2, seed=3).to(device, torch.float64).eval()
+    kw = dict(max_new_tokens=12, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+              temperature=0.9, stats_top_k=3)
+    prefill_rows = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: prefill_rows.append(out.shape[0]))
+    early = left_padded = truncated = 0
+    try:
+        for prompts, G, seed in ((PROMPTS, 3, 0), (PROMPTS[:3] * 2, 5, 1), (["5>"], 8, 2), (PROMPTS, 16, 3)):
+            ids, mask = (x.to(device) for x in rollout.encode_prompts(tokenizer, prompts))
+            g_once, g_plain = (torch.Generator(device=device).manual_seed(seed) for _ in range(2))
+            prefill_rows.clear()
+            once = rollout.sample(model, ids, mask, group_size=G, static_cache=static, shared_prompt=shared_prompt,
+                                  generator=g_once, **kw)
+            assert prefill_rows[0] == len(prompts)                         # one prefill row per prompt
+            plain = rollout.sample(model, ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0), generator=g_plain,
+                                   **kw)
+            for name, a, b in zip(("tokens", "mask", "logp", "entropy", "truncated", "topk_logp"), once, plain,
+                                  strict=True):
+                if a.dtype in (torch.long, torch.bool) or name == "mask":
+                    assert torch.equal(a, b), name
+                else:
+                    torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+            assert torch.equal(g_once.get_state(), g_plain.get_state())
+            early += int((once[1].sum(1) < once[1].shape[1]).sum())
+            truncated += int(once[4].sum())
+            left_padded += int((mask == 0).any())
+        # sample_for_eval (n samples per problem) goes through the same sampler
+        a = rollout.sample_for_eval(model, tokenizer, PROMPTS, 6, max_new_tokens=10, batch_size=12,
+                                    generator=torch.Generator(device=device).manual_seed(4), static_cache=static,
+                                    shared_prompt=shared_prompt)
+        b = rollout.sample_for_eval(model, tokenizer, PROMPTS, 6, max_new_tokens=10, batch_size=12,
+                                    generator=torch.Generator(device=device).manual_seed(4))
+        assert a == b
+    finally:
+        hook.remove()
+        rollout.release_static_cache(model)
+    assert early and truncated and left_padded                       # EOS mid-way, rows to the end, left padding
+
+
+def test_multinomial_draws_what_torch_multinomial_draws():
+    # rollout._multinomial is torch.multinomial(probs, 1) computed with vectorised kernels: the same tokens and the
+    # same random numbers consumed, at a real vocabulary, with peaked, flat, one-hot and zero-probability entries.
+    for seed, (B, V) in enumerate([(64, 49152), (7, 5), (1, 1000), (33, 151936)]):
+        logits = torch.randn(B, V, generator=torch.Generator().manual_seed(seed)) * (1 + 4 * seed)
+        logits[0, :V // 2] = float("-inf")                                   # half the vocabulary impossible
+        probs = logits.softmax(-1)
+        probs[-1] = 0.0
+        probs[-1, V - 1] = 1.0                                               # one certain token
+        g_torch, g_ours = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        for _ in range(3):
+            want = torch.multinomial(probs, 1, generator=g_torch).squeeze(-1)
+            got = rollout._multinomial(probs, g_ours)
+            assert torch.equal(got, want)
+            assert torch.equal(g_ours.get_state(), g_torch.get_state())
+        assert got[-1] == V - 1 and (got[0] >= V // 2)
