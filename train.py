@@ -174,8 +174,8 @@ class Args:
                                     group="memory and rewards (real models)")
     stats_from_hidden: str = flag("auto", "token statistics from the last hidden states, never the full logits; auto "
                                   "= on for vocabularies over 32k", choices=("auto", "on", "off"))
-    shared_prompt: str = flag("auto", "forward shared prefixes once in the update, and drop stopped rows from the "
-                              "decode cache; auto = on with --model", choices=("auto", "on", "off"))
+    shared_prompt: str = flag("auto", "forward shared prefixes once, in the update and in the decode (stopped rows "
+                              "leave its cache); auto = on with --model", choices=("auto", "on", "off"))
     reward_workers: int | None = flag(None, "processes for verify.batch_reward; 0 = in-process", check=at_least(0),
                                       shown="verify's, at most 8")
     reward_timeout: float = flag(5.0, "seconds one answer check may take before it counts as wrong", check=above(0))
