@@ -35,17 +35,22 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHASES = ("rollout", "reward", "advantage", "update")
 
 
-def worker(code: str, train_argv: list, steps: int, bf16: bool) -> dict:
-    """Load the model with the train.py of `code`, time `steps` RL steps (after one untimed) and one evaluation."""
+def _load(code: str, train_argv: list):
+    """train.py of the checkout at `code`, its parsed flags, task and policy (the model loaded as train.py does)."""
     sys.path.insert(0, code)
-    import torch
     import train
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     args = train.parse_args(train_argv)
     train.set_threads(args)
     task = train.load_task(args)
-    policy = train.load_policy(args, task, lambda *a, **k: None)
+    return train, args, task, train.load_policy(args, task, lambda *a, **k: None)
+
+
+def worker(code: str, train_argv: list, steps: int, bf16: bool) -> dict:
+    """Load the model with the train.py of `code`, time `steps` RL steps (after one untimed) and one evaluation."""
+    import torch
+    train, args, task, policy = _load(code, train_argv)
     if bf16:
         policy.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     clock = {}
@@ -76,16 +81,9 @@ def worker(code: str, train_argv: list, steps: int, bf16: bool) -> dict:
 
 def bf16_error(train_argv: list, steps: int) -> dict:
     """bf16 autocast against float32 on the same rollouts and weights (module docstring)."""
-    sys.path.insert(0, HERE)
     import torch
+    train, args, task, policy = _load(HERE, train_argv)
     import rollout
-    import train
-    from transformers.utils import logging as hf_logging
-    hf_logging.disable_progress_bar()
-    args = train.parse_args(train_argv)
-    train.set_threads(args)
-    task = train.load_task(args)
-    policy = train.load_policy(args, task, lambda *a, **k: None)
     model = policy.model
     fp32, bf16 = policy.autocast, (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
