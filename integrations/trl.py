@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -96,6 +97,11 @@ import passk_at_k
 import simko
 # (by name too: inside PassKGRPOConfig's body the field `simko` hides the module)
 from simko import GATES, PAPER_ALPHA, PAPER_LAMBDA, PAPER_TAU, PAPER_TOP_K, PENALTIES, SPREAD_ON
+
+# TRL 1.16 reads the model's `is_gradient_checkpointing` before every generation (trl/models/utils.py), a name that
+# transformers 5.x deprecates with a FutureWarning on each read; the user can do nothing about it, so that one
+# message is silenced.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 __all__ = ["PassKGRPOConfig", "PassKGRPOTrainer", "ADVANTAGE_CHOICES", "SIMKO_LOSS_TYPES", "PAPER_CLIPS"]
 
@@ -127,10 +133,11 @@ class PassKGRPOConfig(GRPOConfig):
     passk_threshold: float = field(
         default=0.5, metadata={"help": "A completion is correct when its (weighted) reward > threshold."})
     passk_to_pass1_step: int | None = field(
-        default=None, metadata={"help": "From this global step on, use the GRPO (Pass@1) advantage."})
+        default=None, metadata={"help": "From this RL step (generation batch) on, use the GRPO (Pass@1) advantage."})
     passk_schedule: str | None = field(
         default=None, metadata={"help": "Phases 'NAME[@K]:STEPS,...', e.g. 'grpo:50,passk:100,grpo:50' "
-                                        "(passk_at_k.parse_schedule); replaces advantage and passk_k."})
+                                        "(passk_at_k.parse_schedule), STEPS in generation batches; replaces "
+                                        "advantage and passk_k."})
     paper_clip: str | None = field(
         default=None, metadata={"help": "Set epsilon / epsilon_high to a paper's clip: 'passk' (0.2 / 0.28, "
                                         "clip-higher) or 'simko' (0.2 / 0.2); None keeps TRL's."})

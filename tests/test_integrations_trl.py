@@ -7,8 +7,11 @@ What is checked:
   rewards the reward function returned (and differ from GRPO's, so the check has teeth), and the loss saw them;
 - SimKO's loss equals TRL's own `_compute_loss` in value and gradient with alpha = 0, lambda = 1, for every supported
   loss type, with the PPO clip active; with alpha > 0 the value is unchanged but the gradient changes;
-- the other advantages and the Pass@1 transfer are dispatched to the right `passk_at_k` function;
-- bad configuration fails early with the field name and the allowed range.
+- SimKO's spread condition: spread_on="correct" reads each completion's verdict (reward > passk_threshold);
+- the other advantages and the Pass@1 transfer are dispatched to the right `passk_at_k` function; a schedule counts
+  generation batches (not optimiser steps) and logs pass@k at its phase's k;
+- bad configuration fails early with the field name and the allowed range; the k rule is passk_at_k.check_k's;
+- two processes (gloo) with a group split across them train as one process would, and exit cleanly.
 """
 import os
 import re
@@ -193,6 +196,7 @@ def test_readme_snippet_runs_from_outside_the_repo(tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "'simko/rank1_prob'" in proc.stdout + proc.stderr and "'train_runtime'" in proc.stdout + proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr[-3000:]   # none on the pinned versions
 
 
 def _user_project(tmp_path) -> Path:
@@ -230,6 +234,7 @@ def test_readme_snippet_trains_smollm2_from_the_gguf(tmp_path):
     proc = subprocess.run([sys.executable, "train_passk_trl.py"], cwd=work, env=env, capture_output=True, text=True,
                           timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Warning" not in proc.stderr, proc.stderr[-3000:]   # none on the pinned versions
     out = proc.stdout + proc.stderr
     # one step trained, with SimKO and the Pass@k metrics logged
     assert "'simko/rank1_prob'" in out and "'train_runtime'" in out
@@ -317,14 +322,17 @@ def test_simko_off_equals_trl_loss_with_off_policy_mask(batch_and_trainer):
     torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-6)
 
 
-def test_simko_off_equals_trl_loss_with_kl_and_temperature(tmp_path, tokenizer):
-    """beta > 0 (TRL builds a reference model from the model's path) and a sampling temperature != 1."""
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo"])
+def test_simko_off_equals_trl_loss_with_kl_and_temperature(tmp_path, tokenizer, loss_type):
+    """beta > 0 (TRL builds a reference model from the model's path) and a sampling temperature != 1: the KL term
+    goes through simko.aggregate and TRL's scaling, as the policy loss does."""
     model_dir = tmp_path / "tiny-llama"
     tiny_model().save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     args = PassKGRPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=2 * N, num_generations=N,
                            max_completion_length=6, use_cpu=True, report_to=[], bf16=False, seed=0, passk_k=K,
-                           beta=0.04, temperature=0.7, simko=True, simko_alpha=0.0, simko_lambda=1.0)
+                           beta=0.04, temperature=0.7, simko=True, simko_alpha=0.0, simko_lambda=1.0,
+                           loss_type=loss_type)
     trainer = RecordingTrainer(model=str(model_dir), reward_funcs=RecordingReward(), args=args,
                                train_dataset=Dataset.from_dict({"prompt": PROMPTS}))
     trainer.model.train()
