@@ -10,7 +10,7 @@ methods (plus `_calculate_rewards`, to keep a copy of the rewards it already gat
    gathered rewards instead: `rewards [global_batch] -> [prompts, num_generations]` (TRL keeps the generations of a
    prompt consecutive), call `passk_at_k.compute_advantages` with the configured name (analytical Pass@k by default),
    and slice this process's part exactly as TRL does. Every process computes the same full table (the bootstrap
-   draw is seeded by `seed` and the step, so it agrees across ranks).
+   draw is seeded by `seed` and the RL step, so it agrees across ranks).
    The reward of a completion is the weighted sum of the reward functions (TRL's `reward_weights`) and is
    *binarised* (`> passk_threshold`, default 0.5) by the Pass@k functions: Pass@k needs "correct / wrong". A
    completion that no reward function could score (all `None`) counts as wrong for its group and gets advantage 0,
@@ -41,25 +41,31 @@ Config fields (all validated in `PassKGRPOConfig.__post_init__`, with the allowe
                       num_generations is refused: every k-subset is then the whole group and every advantage is 0
                       (PKPO's estimators accept k = num_generations)
     passk_bootstrap_groups, passk_exceeding_scale, passk_threshold     forwarded to passk_at_k.py
-    passk_to_pass1_step   switch to the GRPO (Pass@1) advantage from this global step on (the paper's "transfer")
+    passk_to_pass1_step   switch to the GRPO (Pass@1) advantage from this RL step on (the paper's "transfer")
     passk_schedule    phases "NAME[@K]:STEPS,..." (passk_at_k.parse_schedule), e.g. "grpo:50,passk:100,grpo:50" (the
-                      paper's Pass@1 -> Pass@k -> Pass@1, Fig. 1) or "pkpo@8:100,pkpo@1:100" (PKPO's k annealing);
-                      the phase of a generation batch is passk_at_k.phase_at(phases, global step), the last phase
-                      runs to the end (a resumed run restores the global step, hence the phase). It replaces
-                      `advantage` and `passk_k` (whose k is the phases' default)
+                      paper's Pass@1 -> Pass@k -> Pass@1, Fig. 1) or "pkpo@8:100,pkpo@1:100" (PKPO's k annealing,
+                      8 -> 1); the phase of a generation batch is passk_at_k.phase_at(phases, RL step), the last
+                      phase runs to the end. It replaces `advantage` and `passk_k` (whose k is the phases' default).
+                      An RL step is one generation batch (TRL generates every steps_per_generation x num_iterations
+                      micro-batches), not TRL's global_step, which counts optimiser steps: with num_iterations=2 a
+                      phase of 50 RL steps lasts 100 global steps. It is derived from global_step, so a resumed run
+                      resumes in its phase.
     paper_clip        "passk" | "simko" | None: set TRL's epsilon / epsilon_high to one paper's clip (below)
-    simko, simko_alpha, simko_lambda, simko_tau, simko_top_k, simko_gate, simko_penalty, simko_chunk_size,
-    simko_from_hidden
+    simko, simko_alpha, simko_lambda, simko_tau, simko_top_k, simko_gate, simko_penalty, simko_spread_on,
+    simko_chunk_size, simko_from_hidden
                       SimKO on/off and simko.policy_loss / token_stats arguments (defaults: the official values
                       simko.PAPER_TOP_K = 3, PAPER_ALPHA = 0.01, PAPER_LAMBDA = 1.1, PAPER_TAU = 0.8 as a
-                      per-response quantile).
+                      per-response quantile). simko_spread_on picks the tokens that get the top-K spread:
+                      "advantage" (A > 0, the paper's text; default) or "correct" (tokens of completions whose
+                      reward > passk_threshold, the official code's condition).
 
 PPO clip: TRL's `epsilon` / `epsilon_high`. TRL's default, a symmetric 0.2, is SimKO's official setting
 (simko.PAPER_CLIP = (0.2, 0.2): `clip_ratio: 0.2` in its ppo_trainer.yaml), so SimKO alone needs nothing.
 The Pass@k paper trains with DAPO's clip-higher, 0.2 / 0.28 (passk_at_k.PAPER_CLIP, its App. A.2):
 `paper_clip="passk"`, or epsilon=0.2, epsilon_high=0.28.
 
-Logged (besides TRL's own): passk/pass@{k} (mean unbiased pass@k of the generation batch, k = passk_k),
+Logged (besides TRL's own): passk/pass@{k} (mean unbiased pass@k of the generation batch, k = the current phase's
+k, else passk_k),
 passk/adv_abs_mean (mean |advantage|), passk/phase (the schedule's phase index, with passk_schedule), and with SimKO
 simko/gated_frac, simko/spread_frac_of_gated, simko/penalty_frac_of_gated (see simko.policy_loss) and
 simko/rank{i}_prob, simko/rank{i}_logp for i = 1..simko_top_k (simko.concentration), all over the tokens of every
@@ -78,6 +84,9 @@ own gate) and no MoE aux loss. Without `simko_from_hidden`, SimKO's forward mate
 """
 from __future__ import annotations
 
+import bisect
+import itertools
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -87,7 +96,12 @@ from trl import GRPOConfig, GRPOTrainer
 import passk_at_k
 import simko
 # (by name too: inside PassKGRPOConfig's body the field `simko` hides the module)
-from simko import GATES, PAPER_ALPHA, PAPER_LAMBDA, PAPER_TAU, PAPER_TOP_K, PENALTIES
+from simko import GATES, PAPER_ALPHA, PAPER_LAMBDA, PAPER_TAU, PAPER_TOP_K, PENALTIES, SPREAD_ON
+
+# TRL 1.16 reads the model's `is_gradient_checkpointing` before every generation (trl/models/utils.py), a name that
+# transformers 5.x deprecates with a FutureWarning on each read; the user can do nothing about it, so that one
+# message is silenced.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 __all__ = ["PassKGRPOConfig", "PassKGRPOTrainer", "ADVANTAGE_CHOICES", "SIMKO_LOSS_TYPES", "PAPER_CLIPS"]
 
@@ -95,11 +109,12 @@ __all__ = ["PassKGRPOConfig", "PassKGRPOTrainer", "ADVANTAGE_CHOICES", "SIMKO_LO
 ADVANTAGE_CHOICES = (*passk_at_k.ADVANTAGES, "trl")
 # PassKGRPOConfig.paper_clip: each paper's (epsilon, epsilon_high)
 PAPER_CLIPS = {"passk": passk_at_k.PAPER_CLIP, "simko": simko.PAPER_CLIP}
-# Advantages that accept k equal to the group size (PKPO's estimators are defined for every 1 <= k <= N)
-_K_EQUALS_N_OK = ("pkpo", "pkpo_maxk")
 # TRL loss types whose aggregation simko.policy_loss reproduces exactly (TRL name -> simko agg)
 SIMKO_LOSS_TYPES = {"dapo": "token_mean", "bnpo": "token_mean", "grpo": "seq_mean_token_mean",
                     "dr_grpo": "seq_mean_token_sum_norm"}
+# The key under which each completion's verdict (reward > passk_threshold, [local batch] bool) travels with TRL's
+# batch to the loss, for simko_spread_on="correct"
+CORRECT_KEY = "passk_correct"
 # Keys of a TRL batch that only multimodal models carry; SimKO's own forward is text-only.
 _MULTIMODAL_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes",
                     "token_type_ids", "mm_token_type_ids", "image_position_ids", "num_images", "num_tiles")
@@ -118,10 +133,11 @@ class PassKGRPOConfig(GRPOConfig):
     passk_threshold: float = field(
         default=0.5, metadata={"help": "A completion is correct when its (weighted) reward > threshold."})
     passk_to_pass1_step: int | None = field(
-        default=None, metadata={"help": "From this global step on, use the GRPO (Pass@1) advantage."})
+        default=None, metadata={"help": "From this RL step (generation batch) on, use the GRPO (Pass@1) advantage."})
     passk_schedule: str | None = field(
         default=None, metadata={"help": "Phases 'NAME[@K]:STEPS,...', e.g. 'grpo:50,passk:100,grpo:50' "
-                                        "(passk_at_k.parse_schedule); replaces advantage and passk_k."})
+                                        "(passk_at_k.parse_schedule), STEPS in generation batches; replaces "
+                                        "advantage and passk_k."})
     paper_clip: str | None = field(
         default=None, metadata={"help": "Set epsilon / epsilon_high to a paper's clip: 'passk' (0.2 / 0.28, "
                                         "clip-higher) or 'simko' (0.2 / 0.2); None keeps TRL's."})
@@ -135,6 +151,10 @@ class PassKGRPOConfig(GRPOConfig):
     simko_top_k: int = field(default=PAPER_TOP_K, metadata={"help": "K of SimKO's top-K redistribution."})
     simko_gate: str = field(default=GATES[0], metadata={"help": f"One of {GATES}."})
     simko_penalty: str = field(default=PENALTIES[0], metadata={"help": f"One of {PENALTIES}."})
+    simko_spread_on: str = field(
+        default=SPREAD_ON[0], metadata={"help": f"Which gated tokens get SimKO's top-K spread, one of {SPREAD_ON}: "
+                                                "A > 0 (the paper's text) or those of correct completions (reward > "
+                                                "passk_threshold; the official code)."})
     simko_chunk_size: int | None = field(
         default=None, metadata={"help": "Tokens per chunk in simko.token_stats (None: ~64M logits per chunk)."})
     simko_from_hidden: bool = field(
@@ -183,17 +203,13 @@ class PassKGRPOConfig(GRPOConfig):
             self._check_simko()
 
     def _check_k(self, advantage: str, k: int, what: str):
-        """k against the group size for one advantage (k is unused by 'grpo' and 'trl')."""
-        if advantage in ("grpo", "trl"):
+        """passk_at_k.check_k (the one k rule) at N = num_generations, its error named by this config's field."""
+        if advantage == "trl":
             return
-        if advantage in _K_EQUALS_N_OK:
-            if k > self.num_generations:
-                raise ValueError(f"PassKGRPOConfig.{what} must be <= num_generations={self.num_generations}")
-            return
-        if k >= self.num_generations:
-            raise ValueError(f"PassKGRPOConfig.{what} must be < num_generations={self.num_generations}: with k "
-                             f"equal to the group size every k-subset is the whole group, so every Pass@k advantage "
-                             f"is exactly 0 and nothing is trained (k > the group size is undefined)")
+        try:
+            passk_at_k.check_k(k, self.num_generations, advantage)
+        except ValueError as e:
+            raise ValueError(f"PassKGRPOConfig.{what} (num_generations={self.num_generations}): {e}") from None
 
     def _check_simko(self):
         """SimKO's loss replaces TRL's; refuse the TRL options it does not reproduce instead of ignoring them."""
@@ -209,6 +225,8 @@ class PassKGRPOConfig(GRPOConfig):
         if self.simko_gate != "absolute" and not 0.0 <= self.simko_tau <= 1.0:
             bad(f"simko_tau is a quantile for simko_gate={self.simko_gate!r} and must be in [0, 1], "
                 f"got {self.simko_tau!r}")
+        if self.simko_spread_on not in simko.SPREAD_ON:
+            bad(f"simko_spread_on must be one of {simko.SPREAD_ON}, got {self.simko_spread_on!r}")
         if self.simko_penalty not in simko.PENALTIES:
             bad(f"simko_penalty must be one of {simko.PENALTIES}, got {self.simko_penalty!r}")
         if isinstance(self.simko_top_k, bool) or not isinstance(self.simko_top_k, int) or self.simko_top_k < 1:
@@ -262,10 +280,24 @@ class PassKGRPOTrainer(GRPOTrainer):
         self._gathered_rewards_per_func = rewards_per_func
         return rewards_per_func
 
+    def _rl_step(self) -> int:
+        """Generation batches trained before the current one: the RL step that passk_schedule, passk_to_pass1_step
+        and the bootstrap seed count.
+
+        TRL generates once every steps_per_generation x num_iterations micro-batches (its `_prepare_inputs`), while
+        `global_step` counts optimiser steps of gradient_accumulation_steps micro-batches: with num_iterations > 1,
+        or steps_per_generation != gradient_accumulation_steps, the two differ. Micro-batches done = global_step x
+        gradient_accumulation_steps + those of the current optimiser step; from global_step, which a resumed run
+        restores, so a resumed run resumes in its phase.
+        """
+        ga = self.args.gradient_accumulation_steps
+        micro = int(self.state.global_step) * ga + self._step % ga
+        return micro // (self.args.steps_per_generation * self.num_iterations)
+
     def _current_advantage(self) -> tuple[str, int]:
-        """(registry name, k) for the generation batch of this global step: the schedule's phase, the Pass@1
-        transfer, or the configured advantage."""
-        a, step = self.args, int(self.state.global_step)
+        """(registry name, k) for the current generation batch: the schedule's phase, the Pass@1 transfer, or the
+        configured advantage."""
+        a, step = self.args, self._rl_step()
         if a.schedule_phases is not None:
             phase = passk_at_k.phase_at(a.schedule_phases, step)
             return phase.advantage, phase.k
@@ -273,12 +305,18 @@ class PassKGRPOTrainer(GRPOTrainer):
             return "grpo", a.passk_k
         return a.advantage, a.passk_k
 
+    def _phase_index(self) -> int:
+        """The index of passk_at_k.phase_at's phase in the schedule (phases may repeat, so not `.index(phase)`)."""
+        phases = self.args.schedule_phases
+        ends = list(itertools.accumulate(phase.steps for phase in phases))
+        return min(bisect.bisect_right(ends, self._rl_step()), len(phases) - 1)
+
     def _passk_advantages(self, rewards: torch.Tensor, prompt_entropy: torch.Tensor | None) -> torch.Tensor:
         """rewards [prompts, N] float64 on CPU -> advantages [prompts, N], from passk_at_k's registry."""
         a = self.args
         name, k = self._current_advantage()
         # The bootstrap draw: the same seed on every process (they all compute the full table, then slice).
-        gen = torch.Generator().manual_seed(int(a.seed) * 1_000_003 + int(self.state.global_step))
+        gen = torch.Generator().manual_seed(int(a.seed) * 1_000_003 + self._rl_step())
         return passk_at_k.compute_advantages(name, rewards, k, entropy=prompt_entropy, generator=gen,
                                              threshold=a.passk_threshold, num_groups=a.passk_bootstrap_groups,
                                              scale=a.passk_exceeding_scale)
@@ -299,23 +337,26 @@ class PassKGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
-        if self.args.advantage == "trl":
-            return output
         mode = "train" if self.model.training else "eval"
         n = self.num_generations if mode == "train" else self.num_generations_eval
         rpf = self._gathered_rewards_per_func  # [global_batch, F], NaN where a reward function returned None
         unscorable = torch.isnan(rpf).all(dim=1)
         rewards = (rpf * self.reward_weights.to(rpf.device).unsqueeze(0)).nansum(dim=1)
         rewards = rewards.masked_fill(unscorable, 0.0).double().cpu().view(-1, n)  # unscorable = wrong
-        entropy = None
-        if self._current_advantage()[0] == "entropy_adaptive":
-            entropy = self._completion_entropy(output).double().cpu().view(-1, n).mean(1)
-        adv = self._passk_advantages(rewards, entropy).flatten()
-        adv = adv.masked_fill(unscorable.cpu(), 0.0)
-
+        correct = rewards > self.args.passk_threshold                                   # [prompts, N]
         # The same slice TRL takes: this process's completions are a contiguous block of the gathered batch.
         local = len(inputs)
         process_slice = slice(self.accelerator.process_index * local, (self.accelerator.process_index + 1) * local)
+        output[CORRECT_KEY] = correct.flatten()[process_slice].to(output["advantages"].device)
+        if self.args.advantage == "trl":
+            return output
+
+        entropy = None
+        name, k = self._current_advantage()
+        if name == "entropy_adaptive":
+            entropy = self._completion_entropy(output).double().cpu().view(-1, n).mean(1)
+        adv = self._passk_advantages(rewards, entropy).flatten()
+        adv = adv.masked_fill(unscorable.cpu(), 0.0)
         output["advantages"] = adv[process_slice].to(device=output["advantages"].device,
                                                      dtype=output["advantages"].dtype)
 
@@ -324,14 +365,11 @@ class PassKGRPOTrainer(GRPOTrainer):
         for _ in range(min(adv.numel(), len(logged))):
             logged.pop()
         logged.extend(adv.tolist())
-        correct = rewards > self.args.passk_threshold
-        if self.args.passk_k <= n:
-            pk = passk_at_k.pass_at_k(n, correct.sum(1), self.args.passk_k)
-            self._metrics[mode][f"passk/pass@{self.args.passk_k}"].append(float(pk.mean()))
+        if k <= n:  # the k of the current phase
+            self._metrics[mode][f"passk/pass@{k}"].append(float(passk_at_k.pass_at_k(n, correct.sum(1), k).mean()))
         self._metrics[mode]["passk/adv_abs_mean"].append(float(adv.abs().mean()))
         if self.args.schedule_phases is not None:
-            phase = passk_at_k.phase_at(self.args.schedule_phases, int(self.state.global_step))
-            self._metrics[mode]["passk/phase"].append(float(self.args.schedule_phases.index(phase)))
+            self._metrics[mode]["passk/phase"].append(float(self._phase_index()))
         return output
 
     # ---------------------------------------------------------------------------------------------------------
@@ -419,10 +457,11 @@ class PassKGRPOTrainer(GRPOTrainer):
         advantages = advantages.expand_as(logp)
 
         agg = SIMKO_LOSS_TYPES[self.loss_type]
+        max_len = self.max_completion_length if agg == "seq_mean_token_sum_norm" else None
         loss, metrics = simko.policy_loss(
             logp, old_logp, advantages, mask, stats, alpha=a.simko_alpha, lam=a.simko_lambda, tau=a.simko_tau,
             clip_low=self.epsilon_low, clip_high=self.epsilon_high, agg=agg, gate=a.simko_gate,
-            penalty=a.simko_penalty, max_len=self.max_completion_length if agg == "seq_mean_token_sum_norm" else None)
+            penalty=a.simko_penalty, max_len=max_len, spread_on=a.simko_spread_on, correct=inputs.get(CORRECT_KEY))
         loss = self._trl_scale(loss, mask, mode, inputs)
 
         if self.beta != 0.0:
@@ -430,7 +469,8 @@ class PassKGRPOTrainer(GRPOTrainer):
             per_token_kl = torch.exp(ref - logp) - (ref - logp) - 1
             if a.use_bias_correction_kl:
                 per_token_kl = per_token_kl * torch.exp(logp - old_logp)
-            loss = loss + self.beta * self._trl_scale(self._aggregate(per_token_kl, mask), mask, mode, inputs)
+            kl = simko.aggregate(torch.where(mask.bool(), per_token_kl, 0.0), mask.bool(), agg, max_len)
+            loss = loss + self.beta * self._trl_scale(kl, mask, mode, inputs)
             self._metrics[mode]["kl"].append(self._global_mean(per_token_kl.detach(), mask))
 
         # The metrics TRL logs, from the same forward, plus SimKO's own.
@@ -460,18 +500,6 @@ class PassKGRPOTrainer(GRPOTrainer):
             self._metrics[mode][f"simko/rank{i + 1}_prob"].append(float(total[4 + i] / n_tok))
             self._metrics[mode][f"simko/rank{i + 1}_logp"].append(float(total[4 + K + i] / n_tok))
         return loss
-
-    def _aggregate(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The aggregation simko.policy_loss uses for the configured loss type, applied to a [B, T] tensor."""
-        m = mask.bool()
-        x = torch.where(m, x, 0.0)
-        agg = SIMKO_LOSS_TYPES[self.loss_type]
-        if agg == "token_mean":
-            return x.sum() / m.sum().clamp_min(1)
-        if agg == "seq_mean_token_mean":
-            counts = m.sum(1)
-            return (x.sum(1) / counts.clamp_min(1)).sum() / (counts > 0).sum().clamp_min(1)
-        return (x.sum(1) / float(self.max_completion_length)).mean()
 
     def _trl_scale(self, value: torch.Tensor, mask: torch.Tensor, mode: str, inputs: dict) -> torch.Tensor:
         """Rescale a simko-aggregated loss to what TRL's `_compute_loss` returns for the same loss type.

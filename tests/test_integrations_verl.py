@@ -160,7 +160,9 @@ def test_clear_errors():
 
 
 def test_registered_with_verl():
-    core_algos = pytest.importorskip("verl.trainer.ppo.core_algos")
+    core_algos = pytest.importorskip("verl.trainer.ppo.core_algos", reason="needs verl, in its own environment: "
+                                     "pip install -r integrations/requirements-verl.txt && "
+                                     "pip install --no-deps verl==0.9.1 (bash .ci/verl build)")
     assert iv.register_passk_estimators() == list(iv.ESTIMATORS)  # idempotent: already registered on import
     for name, fn in iv.ESTIMATORS.items():
         assert core_algos.get_adv_estimator_fn(name) is fn
@@ -170,8 +172,12 @@ def test_registered_with_verl():
 def test_verl_compute_advantage_end_to_end():
     """verl's own trainer-side `compute_advantage` on a DataProto, with the `algorithm` config composed by hydra
     from verl's ppo_trainer.yaml and the README's command-line overrides."""
-    ray_trainer = pytest.importorskip("verl.trainer.ppo.ray_trainer")
-    hydra = pytest.importorskip("hydra")
+    ray_trainer = pytest.importorskip("verl.trainer.ppo.ray_trainer", reason="needs verl, in its own environment: "
+                                      "pip install -r integrations/requirements-verl.txt && "
+                                      "pip install --no-deps verl==0.9.1 (bash .ci/verl build)")
+    hydra = pytest.importorskip("hydra", reason="needs verl, in its own environment: "
+                                "pip install -r integrations/requirements-verl.txt && "
+                                "pip install --no-deps verl==0.9.1 (bash .ci/verl build)")
     import verl
     from verl import DataProto
 
@@ -191,7 +197,9 @@ def test_verl_compute_advantage_end_to_end():
 
 @pytest.mark.slow
 def test_verl_external_modules_env_registers():
-    pytest.importorskip("verl.trainer.ppo.core_algos")
+    pytest.importorskip("verl.trainer.ppo.core_algos", reason="needs verl, in its own environment: "
+                        "pip install -r integrations/requirements-verl.txt && "
+                        "pip install --no-deps verl==0.9.1 (bash .ci/verl build)")
     env = dict(os.environ, PYTHONPATH=str(ROOT), VERL_USE_EXTERNAL_MODULES="integrations.verl")
     code = ("import verl\nfrom verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY as R\n"
             f"print(sorted(n for n in R if n in {sorted(iv.ESTIMATORS)!r}))")

