@@ -140,7 +140,7 @@ def check_model(v, a):
         if not os.path.isfile(v):
             return f": no such GGUF file: {v}"
         if importlib.util.find_spec("gguf") is None:
-            return f"{v}: reading a GGUF file needs the gguf package: pip install gguf"
+            return f"{v}: reading a GGUF file needs the gguf package: pip install -e \".[real]\" (gguf==0.19.0)"
     elif os.path.isdir(v):
         if not os.path.isfile(os.path.join(v, "config.json")):
             return f": {v} is a directory without config.json, so not a Hugging Face model (a train.py run saves its " \

@@ -211,7 +211,7 @@ def _missing_for_recipe(recipe: list, gguf) -> str | None:
     if gguf is None:
         return "no GGUF found (pass --gguf PATH; see the module docstring)"
     if importlib.util.find_spec("gguf") is None:
-        return "the gguf package is not installed (pip install gguf; as a wheel: see the module docstring)"
+        return "the gguf package is not installed (pip install gguf==0.19.0; as a wheel: see the module docstring)"
     if any(a.startswith("rg:") for a in recipe) and importlib.util.find_spec("reasoning_gym") is None:
         return "reasoning-gym is not installed (the recipe uses rg: data)"
     return None

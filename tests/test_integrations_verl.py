@@ -219,8 +219,9 @@ P, R, V = 5, 6, 48  # prompt columns (left-padded), response columns (right-padd
 @pytest.fixture(scope="module")
 def verl_simko():
     """verl's modules for the SimKO tests, a one-process gloo group (verl's engine all-reduces the token count)."""
-    pytest.importorskip("verl.workers.engine.fsdp.transformer_impl")
-    pytest.importorskip("transformers")
+    pytest.importorskip("verl.workers.engine.fsdp.transformer_impl", reason="needs verl, in its own environment: "
+                        "pip install -r integrations/requirements-verl.txt && "
+                        "pip install --no-deps verl==0.9.1 (bash .ci/verl build)")
     import torch.distributed as dist
 
     started = not dist.is_initialized()

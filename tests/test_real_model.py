@@ -35,7 +35,7 @@ def test_gguf_needs_the_gguf_package_and_says_how_to_install_it(capsys, tmp_path
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else
                         real_find_spec(name, *a))
     err = _err(capsys, ["--model", str(fake), "--data", "rg:chain_sum"])
-    assert "reading a GGUF file needs the gguf package: pip install gguf" in err
+    assert "reading a GGUF file needs the gguf package: pip install -e \".[real]\" (gguf==0.19.0)" in err
     assert "no such GGUF file: /nowhere/m.gguf" in _err(capsys, ["--model", "/nowhere/m.gguf", "--data",
                                                                  "rg:chain_sum"])
 
