@@ -590,7 +590,8 @@ def resumed_args(parser, args, argv, may_change: tuple[str, ...]):
         parser.error(f"--resume: no config.json in {args.out}")
     with open(config) as f:
         saved = json.load(f)
-    quiet = build_parser(type(args), parser.description, parser.prog)  # with no defaults: only what was typed survives parsing
+    # with no defaults: only what was typed survives parsing
+    quiet = build_parser(type(args), parser.description, parser.prog)
     for action in quiet._actions:
         action.default = argparse.SUPPRESS
     explicit = vars(quiet.parse_args(argv))

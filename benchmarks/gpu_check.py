@@ -242,7 +242,7 @@ def throughput(result_path: str, dry: bool, micro: int) -> None:
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     sys.path.insert(0, ROOT)
-    import rollout as R
+    import rollout
     import simko
 
     results = {}
@@ -305,7 +305,7 @@ def throughput(result_path: str, dry: bool, micro: int) -> None:
     def sample(static, n=new_tokens):
         generator = torch.Generator(device=device).manual_seed(1)
         with autocast():
-            return R.sample(model, ids, mask, max_new_tokens=n, eos_token_id=no_eos, pad_token_id=0,
+            return rollout.sample(model, ids, mask, max_new_tokens=n, eos_token_id=no_eos, pad_token_id=0,
                             generator=generator, static_cache=static)
 
     tok = rows * new_tokens
@@ -338,7 +338,7 @@ def throughput(result_path: str, dry: bool, micro: int) -> None:
 
     def token_stats(sel, from_hidden):
         x, att = input_ids[sel], attention[sel]
-        pos = R.position_ids(att)
+        pos = rollout.position_ids(att)
         tokens = x[:, width:]
         if from_hidden:
             base = getattr(model, model.base_model_prefix)
@@ -396,7 +396,7 @@ def throughput(result_path: str, dry: bool, micro: int) -> None:
     from torch._dynamo.utils import counters
     first, s1, _ = measure(lambda: sample(True))
     stat, s2, mem = measure(lambda: sample(True))
-    compiled = R._STATIC[model]["fn"] is R._compiled_step          # (False: eager, e.g. after a compile failure)
+    compiled = rollout._STATIC[model]["fn"] is rollout._compiled_step    # (False: eager, e.g. after a compile failure)
     graphs = compiled and not counters["inductor"]["cudagraph_skips"]   # compiled, and captured as a CUDA graph
     speedup = dyn_seconds / s2
     same = (stat[0] == dyn[0]).all(1)
@@ -410,7 +410,7 @@ def throughput(result_path: str, dry: bool, micro: int) -> None:
                            "median_first_divergence": int(diverge.float().median()),
                            "max_abs_logp_diff_before_divergence":
                                float(((stat[2] - dyn[2]).abs() * before).max())})
-    R.release_static_cache(model)
+    rollout.release_static_cache(model)
     del first, stat
     torch._dynamo.reset()                                 # (drops the compiled step and its CUDA-graph memory pool)
     if cuda:
