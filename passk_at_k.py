@@ -595,7 +595,7 @@ def parse_schedule(spec: str, default_k: int) -> list[Phase]:
     (§3.5, Tables 2, 3) is ``"passk:100,grpo:100"``; its Pass@1 -> Pass@k -> Pass@1 (Fig. 1) is
     ``"grpo:50,passk:100,grpo:50"``; its "(P@k + P@1) x 2" (Table 5) is
     ``"passk:50,grpo:50,passk:50,grpo:50"``; PKPO's k annealing is ``"pkpo@8:100,pkpo@1:100"``. Whether K fits the
-    group size N is the trainer's check (the names' functions raise on K > N, and on K = N except "pkpo").
+    group size N is `check_k`'s rule, which the trainer applies to each phase (the names' functions call it too).
 
     Raises ValueError naming the bad part and the allowed values.
     """
