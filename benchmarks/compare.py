@@ -207,15 +207,23 @@ def provenance_line(results: dict) -> str:
             f"analysis was rendered at commit {ana.get('git_head') or 'not recorded'} ({files}).")
 
 
-def _run_train(cmd: list[str], out: str) -> float:
-    """Run one train.py process (one CPU thread) into `out`, from scratch; returns its wall time."""
+def _run_train(cmd: list[str], out: str, live: set | None = None) -> float:
+    """Run one train.py process (one CPU thread) into `out`, from scratch; returns its wall time. `live`, if given,
+    holds the process while it runs (so that a caller can stop it)."""
     if os.path.exists(out):
         shutil.rmtree(out)                  # an unfinished run: start it again (train.py refuses a used --out)
     os.makedirs(out)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     t = time.time()
     with open(os.path.join(out, "stdout.log"), "w") as log:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if live is not None:
+            live.add(proc)
+        try:
+            proc.wait()
+        finally:
+            if live is not None:
+                live.discard(proc)
     if proc.returncode != 0:
         raise RuntimeError(f"exit {proc.returncode}; see {out}/stdout.log")
     return time.time() - t

