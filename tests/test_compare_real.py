@@ -27,7 +27,7 @@ def _run(config, seed, correct, rank1, warm_rank1=0.8):
 
 def _results():
     # 3 problems x n = 4 samples; the warm start solves 1, 0, 4 of 4 (problem 1 is hard); seeds 0 and 1
-    cfg = dict(compare_real.DESIGN, seeds=2, eval_samples=4, eval_problems=3, jobs=2)
+    cfg = dict(compare_real.DESIGN, seeds=2, eval_samples=4, eval_problems=3, jobs=2, task=compare_real.TASK)
     runs = [_run("grpo", 0, [2, 0, 4], 0.9), _run("grpo", 1, [3, 0, 4], 0.912),
             _run("simko", 0, [2, 1, 4], 0.85), _run("simko", 1, [2, 2, 4], 0.86)]
     results = {"config": cfg, "runs": runs, "split": compare_real.split_easy_hard([1, 0, 4], 4),
