@@ -201,9 +201,12 @@ def code_fingerprint(files: tuple[str, ...] = CODE_FILES) -> dict:
 def provenance_line(results: dict) -> str:
     """Which commits the runs ran at (each run's code record) and which analysis code rendered the tables."""
     heads = sorted({(r.get("code") or {}).get("git_head") or "not recorded" for r in results["runs"]})
+    hashes = {json.dumps({k: v for k, v in (r.get("code") or {}).items() if k != "git_head"}, sort_keys=True)
+              for r in results["runs"]}
+    same = " and the same hashes of the files they execute" if len(heads) > 1 and len(hashes) == 1 else ""
     ana = results.get("analysis") or {}
     files = ", ".join(f"{os.path.basename(f)} {ana[f]}" for f in ANALYSIS_FILES if f in ana)
-    return (f"Code: the runs ran at commit {', '.join(heads)} (each run's file hashes are in compare.json); the "
+    return (f"Code: the runs ran at commit {', '.join(heads)}{same} (each run's file hashes are in compare.json); the "
             f"analysis was rendered at commit {ana.get('git_head') or 'not recorded'} ({files}).")
 
 

@@ -43,7 +43,7 @@ interrupted study continues with the same command. docs/benchmarks.md has the pr
 Outputs: OUT/compare.json (every run: flags, code and commit, wall time, per-problem counts at the midpoint and the
 end, probes, training curves; every effect with its intervals), OUT/compare.md (tables and claims), OUT/*.png.
 
-    python benchmarks/compare_real.py                  # study v2 (about 2 hours with 2 jobs on 2 cores)
+    python benchmarks/compare_real.py                  # study v2 (about 2.3 hours with 2 jobs on 2 cores)
     python benchmarks/compare_real.py --report-only --out results/real/v1    # tables and plots from compare.json
 """
 from __future__ import annotations
