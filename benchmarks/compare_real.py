@@ -64,7 +64,7 @@ from stats import (EFFECTS_NOTE, MARGIN, check_claims, claims_markdown, fmt_ci, 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = "rg:basic_arithmetic?min_terms=2&max_terms=2&min_digits=1&max_digits=2"
-REF_SEEDS = (0, 1)          # the warm start's reference evaluations, averaged (its row, the "above the warm start" claims)
+REF_SEEDS = (0, 1)          # the warm start's reference: these evaluations, averaged per problem
 
 PASSK = ["--advantage", "passk", "--k", "4", "--clip", "passk"]
 GRPO_ = ["--advantage", "grpo", "--clip", "passk"]
