@@ -210,6 +210,19 @@ def provenance_line(results: dict) -> str:
             f"analysis was rendered at commit {ana.get('git_head') or 'not recorded'} ({files}).")
 
 
+def recover_timing(out: str, step: int) -> None:
+    """A run in `out` that finished (its evaluation at `step` is written) but whose study process died before
+    recording its time: study_timing.json from the files' modification times, so that the run is reused."""
+    metrics, timing_path = os.path.join(out, "metrics.jsonl"), os.path.join(out, "study_timing.json")
+    if _final_eval(metrics, step) is None or os.path.isfile(timing_path):
+        return
+    started, finished = os.path.getmtime(os.path.join(out, "config.json")), os.path.getmtime(metrics)
+    with open(timing_path, "w") as f:
+        json.dump({"wall_seconds": finished - started, "started": started, "finished": finished,
+                   "load_at_start": None, "load_at_end": None, "code": code_fingerprint(),
+                   "note": "timing from file modification times"}, f)
+
+
 def _run_train(cmd: list[str], out: str, live: set | None = None) -> float:
     """Run one train.py process (one CPU thread) into `out`, from scratch; returns its wall time. `live`, if given,
     holds the process while it runs (so that a caller can stop it)."""
@@ -287,13 +300,7 @@ def run_one(name: str, seed: int, cfg: dict, args, warm=None, saved=None) -> dic
     flags = [f.format(three_quarters=cfg["steps"] * 3 // 4) for f in spec["flags"]]
     cmd = _train_cmd(out, spec["variant"], seed, cfg["steps"], cfg, args, flags)
     timing_path = os.path.join(out, "study_timing.json")
-    if _final_eval(metrics, cfg["steps"]) is not None and not os.path.isfile(timing_path):
-        # finished, but its study process died before recording the time: take it from the files' times
-        started, finished = os.path.getmtime(os.path.join(out, "config.json")), os.path.getmtime(metrics)
-        with open(timing_path, "w") as f:
-            json.dump({"wall_seconds": finished - started, "started": started, "finished": finished,
-                       "load_at_start": None, "load_at_end": None, "code": code_fingerprint(),
-                       "note": "timing from file modification times"}, f)
+    recover_timing(out, cfg["steps"])
     if _final_eval(metrics, cfg["steps"]) is None:
         start, load, code = time.time(), os.getloadavg()[0], code_fingerprint()
         seconds = _run_train(cmd, out)

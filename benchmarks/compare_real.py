@@ -58,7 +58,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare import (ANALYSIS_FILES, HARD_RATE, SPLIT_SEED, _final_eval, _run_train, code_fingerprint,  # noqa: E402
-                     provenance_line, shown_cmd, split_easy_hard, subset_mean)
+                     provenance_line, recover_timing, shown_cmd, split_easy_hard, subset_mean)
 from stats import (EFFECTS_NOTE, MARGIN, check_claims, claims_markdown, fmt_ci, fmt_secondary,  # noqa: E402
                    paired_effect, per_problem_pass_at_k, scalar_effect)
 
@@ -145,6 +145,7 @@ def run_job(name: str, seed: int, args, cfg) -> None:
     out = job_out(name, seed, args)
     last = 0 if name == "warm" else cfg["steps"]
     timing_path = os.path.join(out, "study_timing.json")
+    recover_timing(out, last)
     if _final_eval(os.path.join(out, "metrics.jsonl"), last) is not None and os.path.isfile(timing_path):
         return
     if args.deadline and time.time() > args.deadline:

@@ -162,3 +162,33 @@ def test_cpu_dry_run_stops_at_the_deadline_keeping_what_ran_then_resumes_to_the_
     assert len(results["warm_ref"]["correct"]) == 2 and results["stopped"] == [] and results["partial"] == []
     assert "## At the midpoint (step 1)" in (out / "compare.md").read_text()
     assert not (runs / "simko-s0" / "checkpoint").exists()          # each run's 538 MB copy is not kept
+
+
+def test_a_finished_run_without_its_timing_is_reused_and_an_unfinished_one_runs_again(tmp_path, monkeypatch):
+    import json
+    import subprocess
+    import types
+    cfg = dict(compare_real.DESIGN, steps=4, eval_samples=2, task=compare_real.TASK)
+    args = types.SimpleNamespace(runs=str(tmp_path), warm="warm/checkpoint", deadline=None)
+    out = tmp_path / "simko-s3"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    evals = [{"type": "eval", "step": step, "correct": [c], "pass@1": c / 2, "pass@2": min(c, 1)}
+             for step, c in ((2, 1), (4, 2))]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evals))
+    os.utime(out / "config.json", (1000.0, 1000.0))
+    os.utime(out / "metrics.jsonl", (1600.0, 1600.0))
+
+    def no_training(*a, **k):
+        raise AssertionError("trained again")
+    monkeypatch.setattr(subprocess, "Popen", no_training)
+    monkeypatch.setattr(sys.modules["compare"], "code_fingerprint", lambda *a: {})     # git would spawn a process
+    compare_real.run_job("simko", 3, args, cfg)            # finished (its study process died before the timing)
+    rec = compare_real.job_record("simko", 3, args, cfg)
+    assert (rec["wall_seconds"], rec["correct"], rec["mid"]) == (600.0, [2], {"step": 2, "correct": [1]})
+    # the midpoint alone: a stopped run, kept as partial until it runs again from scratch
+    (out / "study_timing.json").unlink()
+    (out / "metrics.jsonl").write_text(json.dumps(evals[0]) + "\n")
+    assert compare_real.job_record("simko", 3, args, cfg)["final"] is None
+    with pytest.raises(AssertionError, match="trained again"):
+        compare_real.run_job("simko", 3, args, cfg)
