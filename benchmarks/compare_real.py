@@ -175,7 +175,10 @@ def job_record(name: str, seed: int, args, cfg) -> dict | None:
         rows = [json.loads(line) for line in f if line.strip()]
     n = cfg["eval_samples"]
     finished = os.path.isfile(timing_path)
-    timing = json.load(open(timing_path)) if finished else {}
+    timing = {}
+    if finished:
+        with open(timing_path) as f:
+            timing = json.load(f)
     if name == "warm":
         ev = _final_eval(metrics, 0)
         if ev is None or not finished:
@@ -245,6 +248,11 @@ def mechanism(run: dict, tokens: str, key: str, which: int = -1) -> float:
     return run["probes"][which][tokens][key]
 
 
+def midpoint_runs(results: dict) -> list[dict]:
+    """Every run with a midpoint evaluation (stopped runs included), its "correct" the midpoint's counts."""
+    return [dict(r, correct=r["mid"]["correct"]) for r in results["runs"] + results.get("partial", []) if r.get("mid")]
+
+
 def effects(results: dict, at: str = "final") -> list[dict]:
     """Every paired effect at the last evaluation (at="final": pass@k and the last probe's mechanism), or the pass@k
     effects at the midpoint evaluation (at="mid": every run with one, stopped runs included)."""
@@ -253,9 +261,7 @@ def effects(results: dict, at: str = "final") -> list[dict]:
     if at == "final":
         by = runs_by_config(results)
     else:
-        mids = [dict(r, correct=r["mid"]["correct"]) for r in results["runs"] + results.get("partial", [])
-                if r.get("mid")]
-        by = runs_by_config({"runs": mids})
+        by = runs_by_config({"runs": midpoint_runs(results)})
     warm = {s: {"correct": results["warm_ref"]["correct"]} for runs in by.values() for s in runs}
     pairs = [(m, c["baseline"]) for m, c in CONFIGS.items() if c["baseline"]] + CONTRASTS
     out = []
@@ -392,8 +398,7 @@ def summary(results: dict) -> dict:
             rows[name][f"{tokens}:{key}"] = sum(mechanism(r, tokens, key) for r in rs) / len(rs)
     mid_rows = {}
     for name in CONFIGS:
-        mids = [r["mid"]["correct"] for r in results["runs"] + results.get("partial", [])
-                if r["config"] == name and r.get("mid")]
+        mids = [r["correct"] for r in midpoint_runs(results) if r["config"] == name]
         if mids:
             mid_rows[name] = {"seeds": len(mids), **passk_cells(mids)}
     return {"ks": ks, "rows": rows, "mid_rows": mid_rows}
